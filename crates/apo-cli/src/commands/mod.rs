@@ -1,0 +1,4 @@
+//! Subcommands of `apo`.
+
+pub mod demo;
+pub mod loss;

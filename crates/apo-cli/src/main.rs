@@ -1,0 +1,107 @@
+//! The `apo` command.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use apo_cli::commands::{demo, loss};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// APO: multi-teacher distillation of multimodal models, robust to teacher drift.
+#[derive(Debug, Parser)]
+#[command(name = "apo", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (e.g. `info`, `apo=debug`); also read from `APO_LOG`.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo (the default when no command is given).
+    Demo {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate preference objectives on JSON-lines cases (a parity tool against TRL and others).
+    ///
+    /// Each line: {"objective":"plackett-luce","beta":0.1,"chosen":{"policy":-12.5,"reference":-13.0},
+    /// "rejected":[{"policy":..,"reference":..},...]} with optional "id", "label_smoothing", "gamma",
+    /// "sft_weight", "aggregation" ("sum"|"mean"), "weights" and per-sequence "tokens".
+    /// Objectives: plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo.
+    /// Prints one line per case: {"loss":..,"grad_chosen":..,"grad_rejected":[..]}, or
+    /// {"line":N,"error":".."}; exits with status 1 if any case failed.
+    Loss {
+        /// Input file, or `-` for standard input.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Add every case's metrics (rewards, margins, accuracies, p_chosen) to its answer.
+        #[arg(long)]
+        metrics: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("APO_LOG").unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+    match run(cli.command.unwrap_or(Command::Demo { json: false })) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Demo { json } => {
+            demo::run(io::stdout().lock(), json).map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loss {
+            input,
+            output,
+            metrics,
+        } => {
+            let reader: Box<dyn io::BufRead> = if input.as_os_str() == "-" {
+                Box::new(io::stdin().lock())
+            } else {
+                let file = File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+                Box::new(BufReader::new(file))
+            };
+            let writer: Box<dyn io::Write> = match &output {
+                Some(path) => Box::new(BufWriter::new(
+                    File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                )),
+                None => Box::new(BufWriter::new(io::stdout().lock())),
+            };
+            let options = loss::LossOptions { metrics };
+            let summary = loss::run(reader, writer, options)
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            tracing::info!(
+                read = summary.read,
+                answered = summary.answered,
+                failed = summary.failed,
+                "apo loss finished"
+            );
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

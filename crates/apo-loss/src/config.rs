@@ -1,0 +1,383 @@
+//! Objectives, their hyperparameters and validation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{LossError, Result};
+
+/// The preference objective applied to one chosen and N rejected sequences.
+///
+/// With scores `s_i = β (log π_θ(y_i) − log π_ref(y_i))` (per token when the aggregation is
+/// `mean`), `s_0` for the chosen sequence and `s_u`, `u = 1..N`, for the rejected ones, and
+/// `x_u = s_0 − s_u`:
+///
+/// ```text
+/// plackett-luce     L = logsumexp(s_0, s_1 + ln w_1, …, s_N + ln w_N) − s_0
+/// pairwise-sigmoid  ℓ_u = −(1−ε) ln σ(x_u) − ε ln σ(−x_u)              (DPO; cDPO for ε > 0)
+/// ipo               ℓ_u = (x_u / β − 1/(2β))²                          (per-token log-ratios)
+/// hinge             ℓ_u = max(0, 1 − x_u)                               (SLiC / RSO)
+/// robust            ℓ_u = [−(1−ε) ln σ(x_u) + ε ln σ(−x_u)] / (1 − 2ε)   (rDPO)
+/// simpo             ℓ_u = −(1−ε) ln σ(x_u − γ) − ε ln σ(γ − x_u),  s_i = β log π_θ(y_i) / |y_i|
+/// ```
+///
+/// The pairwise objectives average over negatives with the per-negative weights,
+/// `L = Σ_u w_u ℓ_u / Σ_u w_u`, which for integer weights is the same as repeating a negative
+/// `w_u` times. `plackett-luce` is the APO objective of the paper; `pairwise-sigmoid` is what the
+/// authors' released ms-swift recipe optimises once every negative is flattened into its own
+/// pair. With N = 1 both are standard DPO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Objective {
+    /// Top-1 Plackett-Luce over the chosen sequence and all negatives (the APO loss).
+    #[default]
+    PlackettLuce,
+    /// Mean over negatives of the DPO sigmoid loss (with optional cDPO label smoothing).
+    PairwiseSigmoid,
+    /// Identity preference optimisation on per-token log-ratios.
+    Ipo,
+    /// Hinge loss on the reward margin.
+    Hinge,
+    /// Robust DPO, unbiased under preference flips with probability `label_smoothing`.
+    Robust,
+    /// Reference-free, length-normalised SimPO with target margin `gamma`.
+    Simpo,
+}
+
+impl Objective {
+    /// Every objective, in documentation order.
+    pub const ALL: [Objective; 6] = [
+        Objective::PlackettLuce,
+        Objective::PairwiseSigmoid,
+        Objective::Ipo,
+        Objective::Hinge,
+        Objective::Robust,
+        Objective::Simpo,
+    ];
+
+    const NAMES: &'static str = "plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo";
+
+    /// The kebab-case name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::PlackettLuce => "plackett-luce",
+            Objective::PairwiseSigmoid => "pairwise-sigmoid",
+            Objective::Ipo => "ipo",
+            Objective::Hinge => "hinge",
+            Objective::Robust => "robust",
+            Objective::Simpo => "simpo",
+        }
+    }
+
+    /// Whether the objective compares the policy with a reference model.
+    pub fn uses_reference(self) -> bool {
+        !matches!(self, Objective::Simpo)
+    }
+
+    /// The log-prob aggregation used when the config does not name one
+    /// (`mean` for `ipo` and `simpo`, as in TRL; `sum` otherwise).
+    pub fn default_aggregation(self) -> Aggregation {
+        match self {
+            Objective::Ipo | Objective::Simpo => Aggregation::Mean,
+            _ => Aggregation::Sum,
+        }
+    }
+
+    fn uses_label_smoothing(self) -> bool {
+        matches!(
+            self,
+            Objective::PairwiseSigmoid | Objective::Robust | Objective::Simpo
+        )
+    }
+}
+
+impl fmt::Display for Objective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Objective {
+    type Err = LossError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Objective::ALL
+            .into_iter()
+            .find(|o| o.name() == s)
+            .ok_or_else(|| LossError::UnknownName {
+                kind: "objective",
+                name: s.to_owned(),
+                expected: Objective::NAMES,
+            })
+    }
+}
+
+/// How token log-probs are combined into a sequence score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Aggregation {
+    /// The sum over completion tokens (DPO, TRL and ms-swift default).
+    Sum,
+    /// The sum divided by the number of completion tokens (length-normalised).
+    Mean,
+}
+
+impl Aggregation {
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Mean => "mean",
+        }
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Aggregation {
+    type Err = LossError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sum" => Ok(Aggregation::Sum),
+            "mean" => Ok(Aggregation::Mean),
+            _ => Err(LossError::UnknownName {
+                kind: "aggregation",
+                name: s.to_owned(),
+                expected: "sum, mean",
+            }),
+        }
+    }
+}
+
+/// Hyperparameters of a preference objective.
+///
+/// Build one with [`LossConfig::new`] and the `with_*` setters, then call
+/// [`LossConfig::init`] to validate it into a [`PreferenceLoss`].
+///
+/// # Examples
+/// ```
+/// use apo_loss::{LossConfig, Objective};
+/// let loss = LossConfig::new(Objective::PairwiseSigmoid).with_beta(0.2).init()?;
+/// assert_eq!(loss.config().beta, 0.2);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct LossConfig {
+    /// The objective. Default: `plackett-luce`.
+    pub objective: Objective,
+    /// Inverse temperature β of the implicit reward (for `ipo`, τ = β). Default: 0.1.
+    pub beta: f64,
+    /// Label smoothing ε ∈ [0, 0.5) for `pairwise-sigmoid`, `robust` and `simpo`. Default: 0.
+    pub label_smoothing: f64,
+    /// SimPO target margin γ (used by `simpo` only). Default: 0.5.
+    pub gamma: f64,
+    /// Weight α ≥ 0 of the token-mean NLL of the chosen sequence added to the loss
+    /// (RPO / MPO style). Default: 0.
+    pub sft_weight: f64,
+    /// Log-prob aggregation; `None` picks [`Objective::default_aggregation`]. Default: `None`.
+    pub aggregation: Option<Aggregation>,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig::new(Objective::PlackettLuce)
+    }
+}
+
+impl LossConfig {
+    /// The defaults for `objective`.
+    pub fn new(objective: Objective) -> Self {
+        LossConfig {
+            objective,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            gamma: 0.5,
+            sft_weight: 0.0,
+            aggregation: None,
+        }
+    }
+
+    /// Sets β.
+    pub fn with_beta(mut self, beta: f64) -> Self {
+        self.beta = beta;
+        self
+    }
+
+    /// Sets the label smoothing ε.
+    pub fn with_label_smoothing(mut self, label_smoothing: f64) -> Self {
+        self.label_smoothing = label_smoothing;
+        self
+    }
+
+    /// Sets the SimPO margin γ.
+    pub fn with_gamma(mut self, gamma: f64) -> Self {
+        self.gamma = gamma;
+        self
+    }
+
+    /// Sets the weight α of the NLL term on the chosen sequence.
+    pub fn with_sft_weight(mut self, sft_weight: f64) -> Self {
+        self.sft_weight = sft_weight;
+        self
+    }
+
+    /// Sets the log-prob aggregation.
+    pub fn with_aggregation(mut self, aggregation: Aggregation) -> Self {
+        self.aggregation = Some(aggregation);
+        self
+    }
+
+    /// The aggregation in effect: the configured one or the objective's default.
+    pub fn effective_aggregation(&self) -> Aggregation {
+        self.aggregation
+            .unwrap_or_else(|| self.objective.default_aggregation())
+    }
+
+    /// Validates the hyperparameters.
+    ///
+    /// # Errors
+    /// [`LossError::InvalidBeta`] for β ≤ 0 or non-finite, [`LossError::OutOfRange`] for ε
+    /// outside [0, 0.5), a non-finite γ or a negative α, and
+    /// [`LossError::UnsupportedOption`] when ε is set for an objective that has no label
+    /// smoothing or γ is changed for an objective other than `simpo`.
+    pub fn init(&self) -> Result<PreferenceLoss> {
+        self.validate()?;
+        Ok(PreferenceLoss {
+            config: self.clone(),
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.beta.is_finite() && self.beta > 0.0) {
+            return Err(LossError::InvalidBeta(self.beta));
+        }
+        let eps = self.label_smoothing;
+        if !(eps.is_finite() && (0.0..0.5).contains(&eps)) {
+            return Err(LossError::OutOfRange {
+                name: "label_smoothing",
+                value: eps,
+                expected: "0 <= label_smoothing < 0.5",
+            });
+        }
+        if eps != 0.0 && !self.objective.uses_label_smoothing() {
+            return Err(LossError::UnsupportedOption {
+                objective: self.objective.name(),
+                option: "label_smoothing",
+            });
+        }
+        if !self.gamma.is_finite() {
+            return Err(LossError::OutOfRange {
+                name: "gamma",
+                value: self.gamma,
+                expected: "a finite number",
+            });
+        }
+        if self.gamma != 0.5 && self.objective != Objective::Simpo {
+            return Err(LossError::UnsupportedOption {
+                objective: self.objective.name(),
+                option: "gamma",
+            });
+        }
+        if !(self.sft_weight.is_finite() && self.sft_weight >= 0.0) {
+            return Err(LossError::OutOfRange {
+                name: "sft_weight",
+                value: self.sft_weight,
+                expected: "a finite number >= 0",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A validated preference objective, ready to evaluate examples
+/// ([`PreferenceLoss::compute`]) or, with the `burn` feature, batches of tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceLoss {
+    pub(crate) config: LossConfig,
+}
+
+impl PreferenceLoss {
+    /// The validated configuration.
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    /// The objective.
+    pub fn objective(&self) -> Objective {
+        self.config.objective
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for o in Objective::ALL {
+            assert_eq!(o.name().parse::<Objective>().unwrap(), o);
+        }
+        assert!(matches!(
+            "dpo".parse::<Objective>(),
+            Err(LossError::UnknownName { .. })
+        ));
+        assert_eq!("mean".parse::<Aggregation>().unwrap(), Aggregation::Mean);
+    }
+
+    #[test]
+    fn validation_rejects_bad_hyperparameters() {
+        let pl = LossConfig::new(Objective::PlackettLuce);
+        assert_eq!(
+            pl.clone().with_beta(0.0).init(),
+            Err(LossError::InvalidBeta(0.0))
+        );
+        assert!(matches!(
+            pl.clone().with_beta(f64::NAN).init(),
+            Err(LossError::InvalidBeta(_))
+        ));
+        assert!(matches!(
+            pl.clone().with_label_smoothing(0.1).init(),
+            Err(LossError::UnsupportedOption {
+                option: "label_smoothing",
+                ..
+            })
+        ));
+        assert!(matches!(
+            LossConfig::new(Objective::Robust)
+                .with_label_smoothing(0.5)
+                .init(),
+            Err(LossError::OutOfRange {
+                name: "label_smoothing",
+                ..
+            })
+        ));
+        assert!(matches!(
+            pl.clone().with_sft_weight(-1.0).init(),
+            Err(LossError::OutOfRange {
+                name: "sft_weight",
+                ..
+            })
+        ));
+        assert!(matches!(
+            pl.with_gamma(1.0).init(),
+            Err(LossError::UnsupportedOption {
+                option: "gamma",
+                ..
+            })
+        ));
+        assert!(
+            LossConfig::new(Objective::Simpo)
+                .with_gamma(1.0)
+                .init()
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! The f64 scalar reference: one example, exact gradients, TRL-style metrics.
+
+use crate::math::{logsumexp, sigmoid, softplus};
+use crate::{Aggregation, LossError, Objective, PreferenceLoss, Result};
+
+/// One sequence of a preference example: its summed completion log-probs.
+///
+/// # Examples
+/// ```
+/// use apo_loss::Sequence;
+/// let s = Sequence::new(-12.5, -13.0).with_tokens(20);
+/// assert_eq!(s.reference, Some(-13.0));
+/// let free = Sequence::reference_free(-12.5);
+/// assert_eq!(free.reference, None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct Sequence {
+    /// `log π_θ(y | x)`: the policy's summed log-prob of the completion tokens.
+    pub policy: f64,
+    /// `log π_ref(y | x)`: the reference model's summed log-prob (absent for reference-free
+    /// objectives).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub reference: Option<f64>,
+    /// Number of completion tokens scored (needed by `ipo`, `simpo`, `mean` aggregation and
+    /// the SFT term).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub tokens: Option<u64>,
+}
+
+impl Sequence {
+    /// A sequence with policy and reference log-probs.
+    pub fn new(policy: f64, reference: f64) -> Self {
+        Sequence {
+            policy,
+            reference: Some(reference),
+            tokens: None,
+        }
+    }
+
+    /// A sequence with a policy log-prob only (for `simpo`).
+    pub fn reference_free(policy: f64) -> Self {
+        Sequence {
+            policy,
+            reference: None,
+            tokens: None,
+        }
+    }
+
+    /// Sets the number of completion tokens.
+    pub fn with_tokens(mut self, tokens: u64) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+}
+
+/// One preference example: a chosen sequence, N ≥ 1 rejected ones, optional weights.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Example, Sequence};
+/// let ex = Example::new(Sequence::new(-10.0, -11.0), vec![Sequence::new(-12.0, -11.5)]);
+/// assert_eq!(ex.rejected.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct Example {
+    /// The preferred sequence (in APO, the consensus trajectory).
+    pub chosen: Sequence,
+    /// The rejected sequences (in APO, every teacher trajectory).
+    pub rejected: Vec<Sequence>,
+    /// Optional per-negative weights `w_u ≥ 0`; weight 0 removes a negative.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub weights: Option<Vec<f64>>,
+}
+
+impl Example {
+    /// An unweighted example.
+    pub fn new(chosen: Sequence, rejected: Vec<Sequence>) -> Self {
+        Example {
+            chosen,
+            rejected,
+            weights: None,
+        }
+    }
+
+    /// Sets per-negative weights.
+    pub fn with_weights(mut self, weights: Vec<f64>) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+}
+
+/// The loss of one example, its gradient and its metrics.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LossOutput {
+    /// The loss value (preference term plus the optional SFT term).
+    pub loss: f64,
+    /// `∂loss / ∂ log π_θ(chosen)`.
+    pub grad_chosen: f64,
+    /// `∂loss / ∂ log π_θ(rejected[u])`.
+    pub grad_rejected: Vec<f64>,
+    /// What TRL users read in their logs.
+    pub metrics: Metrics,
+}
+
+/// Per-example metrics, computed from the scores `s_i` (rewards) of the active negatives.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Metrics {
+    /// The preference term alone (without the SFT term).
+    pub preference_loss: f64,
+    /// Implicit reward of the chosen sequence, `s_0`.
+    pub reward_chosen: f64,
+    /// Implicit reward of every negative, `s_u` (masked negatives included, as given).
+    pub rewards_rejected: Vec<f64>,
+    /// Mean reward of the active negatives.
+    pub reward_rejected_mean: f64,
+    /// `s_0 − mean_u s_u` over active negatives.
+    pub margin_mean: f64,
+    /// `s_0 − max_u s_u` over active negatives.
+    pub margin_max: f64,
+    /// `1[s_0 > max_u s_u]` (ties count as wrong, as in TRL).
+    pub top1_accuracy: f64,
+    /// `mean_u 1[s_0 > s_u]` over active negatives.
+    pub pairwise_accuracy: f64,
+    /// Plackett-Luce probability of the chosen sequence, `e^{s_0} / (e^{s_0} + Σ w_u e^{s_u})`.
+    pub p_chosen: f64,
+    /// Token-mean negative log-likelihood of the chosen sequence, when its token count is known.
+    pub nll_chosen: Option<f64>,
+}
+
+/// Per-sequence score ingredients after validation.
+struct Scored {
+    /// Scores `s_i`, index 0 = chosen.
+    scores: Vec<f64>,
+    /// `∂s_i / ∂ log π_θ(y_i)`.
+    dscore: Vec<f64>,
+    /// `ln w_u` per negative (`−∞` for weight 0).
+    log_weights: Vec<f64>,
+    /// `w_u` per negative.
+    weights: Vec<f64>,
+}
+
+fn seq_name(i: usize) -> String {
+    if i == 0 {
+        "chosen".to_owned()
+    } else {
+        format!("rejected[{}]", i - 1)
+    }
+}
+
+fn check_finite(what: impl FnOnce() -> String, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(LossError::NonFinite {
+            what: what(),
+            value,
+        })
+    }
+}
+
+impl PreferenceLoss {
+    /// Evaluates the objective on one example, returning the loss, its gradient with respect to
+    /// every policy log-prob and the metrics.
+    ///
+    /// # Errors
+    /// [`LossError::NoNegatives`], [`LossError::LengthMismatch`] (weights),
+    /// [`LossError::NonFinite`], [`LossError::InvalidWeight`],
+    /// [`LossError::NoActiveNegatives`], [`LossError::MissingReference`],
+    /// [`LossError::MissingTokens`], [`LossError::ZeroTokens`].
+    ///
+    /// # Examples
+    /// ```
+    /// use apo_loss::{Example, LossConfig, Sequence};
+    /// // Policy equal to reference: every score is 0 and the APO loss is ln(N + 1).
+    /// let ex = Example::new(Sequence::new(-5.0, -5.0), vec![Sequence::new(-7.0, -7.0); 7]);
+    /// let out = LossConfig::default().init()?.compute(&ex)?;
+    /// assert!((out.loss - 8f64.ln()).abs() < 1e-12);
+    /// assert!((out.grad_chosen - 0.1 * (1.0 / 8.0 - 1.0)).abs() < 1e-12);
+    /// # Ok::<(), apo_loss::LossError>(())
+    /// ```
+    pub fn compute(&self, example: &Example) -> Result<LossOutput> {
+        let cfg = &self.config;
+        let scored = self.score(example)?;
+        let n = example.rejected.len();
+        let s0 = scored.scores[0];
+        let sn = &scored.scores[1..];
+        let active: Vec<usize> = (0..n).filter(|&u| scored.weights[u] > 0.0).collect();
+
+        // d_u = s_u + ln w_u − s_0 for the Plackett-Luce quantities; D = logsumexp_u d_u.
+        let d: Vec<f64> = (0..n).map(|u| sn[u] + scored.log_weights[u] - s0).collect();
+        let big_d = logsumexp(&d);
+        let log_norm = softplus(big_d); // ln(1 + Σ_u w_u e^{d_u})
+        let p_chosen = (-log_norm).exp();
+
+        // dL/ds_i for the preference term.
+        let mut dl_ds = vec![0.0; n + 1];
+        let preference_loss = match cfg.objective {
+            Objective::PlackettLuce => {
+                dl_ds[0] = -sigmoid(big_d);
+                for u in 0..n {
+                    dl_ds[u + 1] = (d[u] - log_norm).exp();
+                }
+                log_norm
+            }
+            objective => {
+                let total_w: f64 = scored.weights.iter().sum();
+                let mut loss = 0.0;
+                for &u in &active {
+                    let x = s0 - sn[u];
+                    let (l, dl_dx) =
+                        pairwise(objective, cfg.beta, cfg.label_smoothing, cfg.gamma, x);
+                    let w = scored.weights[u] / total_w;
+                    loss += w * l;
+                    dl_ds[0] += w * dl_dx;
+                    dl_ds[u + 1] -= w * dl_dx;
+                }
+                loss
+            }
+        };
+
+        let mut loss = preference_loss;
+        let nll_chosen = example
+            .chosen
+            .tokens
+            .map(|t| -example.chosen.policy / t as f64);
+        let mut grad: Vec<f64> = (0..=n).map(|i| dl_ds[i] * scored.dscore[i]).collect();
+        if cfg.sft_weight > 0.0 {
+            // Presence of the token count was checked in `score`.
+            let t = example.chosen.tokens.unwrap_or(1) as f64;
+            loss += cfg.sft_weight * (-example.chosen.policy / t);
+            grad[0] -= cfg.sft_weight / t;
+        }
+
+        let k = active.len() as f64;
+        let reward_rejected_mean = active.iter().map(|&u| sn[u]).sum::<f64>() / k;
+        let max_rejected = active
+            .iter()
+            .map(|&u| sn[u])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let metrics = Metrics {
+            preference_loss,
+            reward_chosen: s0,
+            rewards_rejected: sn.to_vec(),
+            reward_rejected_mean,
+            margin_mean: s0 - reward_rejected_mean,
+            margin_max: s0 - max_rejected,
+            top1_accuracy: f64::from(u8::from(s0 > max_rejected)),
+            pairwise_accuracy: active.iter().filter(|&&u| s0 > sn[u]).count() as f64 / k,
+            p_chosen,
+            nll_chosen,
+        };
+        let grad_chosen = grad[0];
+        grad.remove(0);
+        Ok(LossOutput {
+            loss,
+            grad_chosen,
+            grad_rejected: grad,
+            metrics,
+        })
+    }
+
+    /// Validates an example and computes its scores.
+    fn score(&self, example: &Example) -> Result<Scored> {
+        let cfg = &self.config;
+        let objective = cfg.objective;
+        let n = example.rejected.len();
+        if n == 0 {
+            return Err(LossError::NoNegatives { row: None });
+        }
+        let weights = match &example.weights {
+            None => vec![1.0; n],
+            Some(w) if w.len() != n => {
+                return Err(LossError::LengthMismatch {
+                    what: "weights".to_owned(),
+                    expected: n,
+                    got: w.len(),
+                });
+            }
+            Some(w) => {
+                for (index, &value) in w.iter().enumerate() {
+                    if !(value.is_finite() && value >= 0.0) {
+                        return Err(LossError::InvalidWeight { index, value });
+                    }
+                }
+                w.clone()
+            }
+        };
+        if weights.iter().all(|&w| w == 0.0) {
+            return Err(LossError::NoActiveNegatives { row: None });
+        }
+        let aggregation = cfg.effective_aggregation();
+        let mut scores = Vec::with_capacity(n + 1);
+        let mut dscore = Vec::with_capacity(n + 1);
+        let sequences = std::iter::once(&example.chosen).chain(&example.rejected);
+        for (i, seq) in sequences.enumerate() {
+            check_finite(|| format!("{}.policy", seq_name(i)), seq.policy)?;
+            let reference = if objective.uses_reference() {
+                match seq.reference {
+                    Some(r) => {
+                        check_finite(|| format!("{}.reference", seq_name(i)), r)?;
+                        r
+                    }
+                    None => {
+                        return Err(LossError::MissingReference {
+                            sequence: seq_name(i),
+                            objective: objective.name(),
+                        });
+                    }
+                }
+            } else {
+                0.0
+            };
+            let length = match aggregation {
+                Aggregation::Sum => 1.0,
+                Aggregation::Mean => token_count(seq, i, || "aggregation `mean`".to_owned())?,
+            };
+            scores.push(cfg.beta * (seq.policy - reference) / length);
+            dscore.push(cfg.beta / length);
+        }
+        if cfg.sft_weight > 0.0 {
+            token_count(&example.chosen, 0, || "sft_weight".to_owned())?;
+        }
+        let log_weights = weights.iter().map(|w| w.ln()).collect();
+        Ok(Scored {
+            scores,
+            dscore,
+            log_weights,
+            weights,
+        })
+    }
+}
+
+fn token_count(seq: &Sequence, i: usize, needed_by: impl FnOnce() -> String) -> Result<f64> {
+    match seq.tokens {
+        None => Err(LossError::MissingTokens {
+            sequence: seq_name(i),
+            needed_by: needed_by(),
+        }),
+        Some(0) => Err(LossError::ZeroTokens {
+            sequence: seq_name(i),
+        }),
+        Some(t) => Ok(t as f64),
+    }
+}
+
+/// One pairwise term `ℓ(x)` and `dℓ/dx` for `x = s_0 − s_u`.
+pub(crate) fn pairwise(
+    objective: Objective,
+    beta: f64,
+    eps: f64,
+    gamma: f64,
+    x: f64,
+) -> (f64, f64) {
+    match objective {
+        Objective::PairwiseSigmoid => smoothed_sigmoid(eps, x),
+        Objective::Simpo => smoothed_sigmoid(eps, x - gamma),
+        Objective::Robust => {
+            let l = ((1.0 - eps) * softplus(-x) - eps * softplus(x)) / (1.0 - 2.0 * eps);
+            let dl = (-(1.0 - eps) * sigmoid(-x) - eps * sigmoid(x)) / (1.0 - 2.0 * eps);
+            (l, dl)
+        }
+        Objective::Hinge => {
+            if x < 1.0 {
+                (1.0 - x, -1.0)
+            } else {
+                (0.0, 0.0)
+            }
+        }
+        Objective::Ipo => {
+            let h = x / beta - 1.0 / (2.0 * beta);
+            (h * h, 2.0 * h / beta)
+        }
+        Objective::PlackettLuce => unreachable!("plackett-luce is not a pairwise objective"),
+    }
+}
+
+/// `−(1−ε) ln σ(x) − ε ln σ(−x)` and its derivative.
+fn smoothed_sigmoid(eps: f64, x: f64) -> (f64, f64) {
+    let l = (1.0 - eps) * softplus(-x) + eps * softplus(x);
+    let dl = -(1.0 - eps) * sigmoid(-x) + eps * sigmoid(x);
+    (l, dl)
+}

@@ -1,0 +1,447 @@
+//! Batched tensor implementation on any Burn backend (feature `burn`).
+//!
+//! The functions here compute the same numbers as the scalar reference
+//! ([`PreferenceLoss::compute`]) on batches of examples, with gradients through any
+//! `B: AutodiffBackend`. Reference log-probs are always detached.
+//!
+//! Layout: a batch of `B` examples with up to `N` negatives each is a `[B, 1 + N]` tensor of
+//! summed log-probs, column 0 the chosen sequence, columns `1..=N` the rejected ones. Ragged
+//! `N` is expressed with a `[B, N]` boolean mask (true = the negative exists).
+
+use burn::prelude::{Backend, Bool, Int, Tensor};
+use burn::tensor::{ElementConversion, TensorData, activation};
+
+use crate::{
+    Aggregation, Example, LossError, Metrics, Objective, PreferenceLoss, Result, Sequence,
+};
+
+/// Inputs of a batched preference objective.
+///
+/// # Shapes
+/// - `policy`: `[B, 1 + N]`, summed completion log-probs under the policy (column 0 chosen)
+/// - `reference`: `[B, 1 + N]`, the same under the reference (detached; omit for `simpo`)
+/// - `tokens`: `[B, 1 + N]`, completion token counts as floats (for `mean` aggregation, `ipo`,
+///   `simpo` and the SFT term)
+/// - `mask`: `[B, N]`, true where a negative exists (all true when omitted)
+/// - `weights`: `[B, N]`, per-negative weights ≥ 0 (all one when omitted)
+#[derive(Debug, Clone)]
+pub struct PreferenceBatch<B: Backend> {
+    /// Policy log-probs `[B, 1 + N]`.
+    pub policy: Tensor<B, 2>,
+    /// Reference log-probs `[B, 1 + N]`.
+    pub reference: Option<Tensor<B, 2>>,
+    /// Token counts `[B, 1 + N]`.
+    pub tokens: Option<Tensor<B, 2>>,
+    /// Negative mask `[B, N]`.
+    pub mask: Option<Tensor<B, 2, Bool>>,
+    /// Per-negative weights `[B, N]`.
+    pub weights: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> PreferenceBatch<B> {
+    /// A batch with policy and reference log-probs.
+    pub fn new(policy: Tensor<B, 2>, reference: Tensor<B, 2>) -> Self {
+        PreferenceBatch {
+            policy,
+            reference: Some(reference),
+            tokens: None,
+            mask: None,
+            weights: None,
+        }
+    }
+
+    /// A batch without reference log-probs (for `simpo`).
+    pub fn reference_free(policy: Tensor<B, 2>) -> Self {
+        PreferenceBatch {
+            policy,
+            reference: None,
+            tokens: None,
+            mask: None,
+            weights: None,
+        }
+    }
+
+    /// Sets the token counts.
+    pub fn with_tokens(mut self, tokens: Tensor<B, 2>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Sets the negative mask.
+    pub fn with_mask(mut self, mask: Tensor<B, 2, Bool>) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+
+    /// Sets the per-negative weights.
+    pub fn with_weights(mut self, weights: Tensor<B, 2>) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+
+    /// Batch size `B` and number of negative columns `N`.
+    pub fn dims(&self) -> (usize, usize) {
+        let [b, k] = self.policy.dims();
+        (b, k.saturating_sub(1))
+    }
+
+    /// Reads the batch back to the host as scalar [`Example`]s (masked negatives get weight 0).
+    pub fn to_examples(&self) -> Vec<Example> {
+        let (b, n) = self.dims();
+        let read = |t: &Tensor<B, 2>| host_f64(t.clone().into_data());
+        let policy = read(&self.policy);
+        let reference = self.reference.as_ref().map(read);
+        let tokens = self.tokens.as_ref().map(read);
+        let weights = self.weights.as_ref().map(read);
+        let mask = self
+            .mask
+            .as_ref()
+            .map(|m| m.clone().into_data().iter::<bool>().collect::<Vec<_>>());
+        (0..b)
+            .map(|row| {
+                let seq = |i: usize| Sequence {
+                    policy: policy[row * (n + 1) + i],
+                    reference: reference.as_ref().map(|r| r[row * (n + 1) + i]),
+                    tokens: tokens
+                        .as_ref()
+                        .map(|t| t[row * (n + 1) + i].round().max(0.0) as u64),
+                };
+                let has_weights = weights.is_some() || mask.is_some();
+                let w = has_weights.then(|| {
+                    (0..n)
+                        .map(|u| {
+                            let present = mask.as_ref().is_none_or(|m| m[row * n + u]);
+                            let w = weights.as_ref().map_or(1.0, |w| w[row * n + u]);
+                            if present { w } else { 0.0 }
+                        })
+                        .collect()
+                });
+                Example {
+                    chosen: seq(0),
+                    rejected: (1..=n).map(seq).collect(),
+                    weights: w,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The result of [`PreferenceLoss::forward_with_metrics`].
+#[derive(Debug, Clone)]
+pub struct BatchOutput<B: Backend> {
+    /// Mean loss over the batch, `[1]`, differentiable.
+    pub loss: Tensor<B, 1>,
+    /// Per-example losses `[B]`, differentiable.
+    pub per_example: Tensor<B, 1>,
+    /// Per-example metrics from the scalar reference, in batch order.
+    pub metrics: Vec<Metrics>,
+}
+
+impl PreferenceLoss {
+    /// The mean loss over the batch, `[1]`.
+    ///
+    /// # Errors
+    /// As [`PreferenceLoss::forward_no_reduction`].
+    ///
+    /// # Examples
+    /// ```
+    /// use apo_loss::LossConfig;
+    /// use apo_loss::tensor::PreferenceBatch;
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::Tensor;
+    ///
+    /// let device = Default::default();
+    /// let policy = Tensor::<NdArray, 2>::from_floats([[-5.0, -7.0, -9.0]], &device);
+    /// let batch = PreferenceBatch::new(policy.clone(), policy);
+    /// let loss = LossConfig::default().init()?.forward(&batch)?;
+    /// let value: f32 = loss.into_scalar();
+    /// assert!((value - 3f32.ln()).abs() < 1e-6);
+    /// # Ok::<(), apo_loss::LossError>(())
+    /// ```
+    pub fn forward<B: Backend>(&self, batch: &PreferenceBatch<B>) -> Result<Tensor<B, 1>> {
+        Ok(self.forward_no_reduction(batch)?.mean())
+    }
+
+    /// Per-example losses `[B]`.
+    ///
+    /// The inputs are validated first (shapes on the device; finiteness, token counts and
+    /// weights after one read of the small `[B, 1 + N]` inputs to the host).
+    ///
+    /// # Errors
+    /// [`LossError::Shape`] for inconsistent shapes, [`LossError::NoNegatives`] when `N = 0`,
+    /// and every error [`PreferenceLoss::compute`] reports for a row (non-finite log-probs,
+    /// missing reference or token counts, invalid weights, rows without an active negative).
+    pub fn forward_no_reduction<B: Backend>(
+        &self,
+        batch: &PreferenceBatch<B>,
+    ) -> Result<Tensor<B, 1>> {
+        self.check_shapes(batch)?;
+        self.check_rows(batch)?;
+        Ok(self.per_example(batch))
+    }
+
+    /// Loss, per-example losses and per-example metrics in one call (one read to the host).
+    ///
+    /// # Errors
+    /// As [`PreferenceLoss::forward_no_reduction`].
+    pub fn forward_with_metrics<B: Backend>(
+        &self,
+        batch: &PreferenceBatch<B>,
+    ) -> Result<BatchOutput<B>> {
+        self.check_shapes(batch)?;
+        let metrics = self.check_rows(batch)?;
+        let per_example = self.per_example(batch);
+        Ok(BatchOutput {
+            loss: per_example.clone().mean(),
+            per_example,
+            metrics,
+        })
+    }
+
+    fn check_shapes<B: Backend>(&self, batch: &PreferenceBatch<B>) -> Result<()> {
+        let [b, k] = batch.policy.dims();
+        if k < 2 {
+            return Err(LossError::NoNegatives { row: None });
+        }
+        let n = k - 1;
+        let same = |op: &'static str, dims: [usize; 2], expected: [usize; 2]| {
+            if dims == expected {
+                Ok(())
+            } else {
+                Err(LossError::Shape {
+                    op,
+                    expected: format!("{expected:?}"),
+                    got: format!("{dims:?}"),
+                })
+            }
+        };
+        if let Some(r) = &batch.reference {
+            same("reference", r.dims(), [b, k])?;
+        }
+        if let Some(t) = &batch.tokens {
+            same("tokens", t.dims(), [b, k])?;
+        }
+        if let Some(m) = &batch.mask {
+            same("mask", m.dims(), [b, n])?;
+        }
+        if let Some(w) = &batch.weights {
+            same("weights", w.dims(), [b, n])?;
+        }
+        Ok(())
+    }
+
+    /// Runs the scalar validation on every row; returns the rows' metrics.
+    fn check_rows<B: Backend>(&self, batch: &PreferenceBatch<B>) -> Result<Vec<Metrics>> {
+        batch
+            .to_examples()
+            .iter()
+            .enumerate()
+            .map(|(row, ex)| {
+                self.compute(ex)
+                    .map(|o| o.metrics)
+                    .map_err(|e| with_row(e, row))
+            })
+            .collect()
+    }
+
+    fn per_example<B: Backend>(&self, batch: &PreferenceBatch<B>) -> Tensor<B, 1> {
+        let cfg = &self.config;
+        let [b, k] = batch.policy.dims();
+        let n = k - 1;
+        let device = batch.policy.device();
+
+        let mut log_ratio = batch.policy.clone();
+        if let (true, Some(r)) = (cfg.objective.uses_reference(), &batch.reference) {
+            log_ratio = log_ratio - r.clone().detach();
+        }
+        let tokens = batch.tokens.clone().map(|t| t.detach());
+        let mut scores = log_ratio.mul_scalar(cfg.beta);
+        if let (Aggregation::Mean, Some(t)) = (cfg.effective_aggregation(), &tokens) {
+            scores = scores / t.clone();
+        }
+        let s0 = scores.clone().slice_dim(1, 0..1); // [B, 1]
+        let sn = scores.slice_dim(1, 1..k); // [B, N]
+
+        let mut weights = batch
+            .weights
+            .clone()
+            .unwrap_or_else(|| Tensor::ones([b, n], &device));
+        if let Some(m) = &batch.mask {
+            weights = weights.mask_fill(m.clone().bool_not(), 0.0);
+        }
+
+        let loss: Tensor<B, 1> = match cfg.objective {
+            Objective::PlackettLuce => {
+                // L = logsumexp(0, d_1, …, d_N), d_u = s_u + ln w_u − s_0.
+                let d = sn - s0 + weights.log();
+                let a = Tensor::cat(vec![Tensor::zeros([b, 1], &device), d], 1);
+                logsumexp_rows(a)
+            }
+            objective => {
+                let x = s0 - sn; // [B, N]
+                let eps = cfg.label_smoothing;
+                let l = match objective {
+                    Objective::PairwiseSigmoid => smoothed_sigmoid(x, eps),
+                    Objective::Simpo => smoothed_sigmoid(x.sub_scalar(cfg.gamma), eps),
+                    Objective::Robust => (softplus(x.clone().neg()).mul_scalar(1.0 - eps)
+                        - softplus(x).mul_scalar(eps))
+                    .div_scalar(1.0 - 2.0 * eps),
+                    Objective::Hinge => activation::relu(x.neg().add_scalar(1.0)),
+                    Objective::Ipo => {
+                        let h = x.div_scalar(cfg.beta).sub_scalar(1.0 / (2.0 * cfg.beta));
+                        h.clone() * h
+                    }
+                    Objective::PlackettLuce => unreachable!("handled above"),
+                };
+                let total = weights.clone().sum_dim(1); // [B, 1]
+                ((l * weights).sum_dim(1) / total).squeeze_dim(1)
+            }
+        };
+        match (cfg.sft_weight > 0.0, &tokens) {
+            (true, Some(t)) => {
+                let chosen_policy = batch.policy.clone().slice_dim(1, 0..1);
+                let chosen_tokens = t.clone().slice_dim(1, 0..1);
+                let nll = (chosen_policy.neg() / chosen_tokens).squeeze_dim(1);
+                loss + nll.mul_scalar(cfg.sft_weight)
+            }
+            _ => loss,
+        }
+    }
+}
+
+fn with_row(error: LossError, row: usize) -> LossError {
+    match error {
+        LossError::NoNegatives { .. } => LossError::NoNegatives { row: Some(row) },
+        LossError::NoActiveNegatives { .. } => LossError::NoActiveNegatives { row: Some(row) },
+        LossError::NonFinite { what, value } => LossError::NonFinite {
+            what: format!("row {row}: {what}"),
+            value,
+        },
+        LossError::MissingReference {
+            sequence,
+            objective,
+        } => LossError::MissingReference {
+            sequence: format!("row {row}: {sequence}"),
+            objective,
+        },
+        LossError::MissingTokens {
+            sequence,
+            needed_by,
+        } => LossError::MissingTokens {
+            sequence: format!("row {row}: {sequence}"),
+            needed_by,
+        },
+        LossError::ZeroTokens { sequence } => LossError::ZeroTokens {
+            sequence: format!("row {row}: {sequence}"),
+        },
+        other => other,
+    }
+}
+
+fn host_f64(data: TensorData) -> Vec<f64> {
+    data.convert::<f64>().iter::<f64>().collect()
+}
+
+/// Row-wise `logsumexp` of `[B, K]` → `[B]`, with the detached row maximum subtracted first.
+pub fn logsumexp_rows<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
+    let m = a.clone().detach().max_dim(1); // [B, 1]
+    ((a - m.clone()).exp().sum_dim(1).log() + m).squeeze_dim(1)
+}
+
+/// Element-wise `softplus(x) = ln(1 + e^x)`, stable for any `x` and with the exact gradient
+/// `σ(x)` everywhere (computed as a two-term logsumexp with a detached maximum).
+pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let m = x.clone().detach().clamp_min(0.0);
+    let terms = m.clone().neg().exp() + (x - m.clone()).exp();
+    terms.log() + m
+}
+
+/// `−(1−ε) ln σ(x) − ε ln σ(−x)`.
+fn smoothed_sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    if eps == 0.0 {
+        return softplus(x.neg());
+    }
+    softplus(x.clone().neg()).mul_scalar(1.0 - eps) + softplus(x).mul_scalar(eps)
+}
+
+/// Per-token log-probs of `targets` under `logits`, zero where `mask` is false.
+///
+/// `logits[b, t]` must score `targets[b, t]`: for a causal language model, shift first
+/// (logits of positions `0..T−1` against input ids `1..T`). Targets at masked positions are
+/// never read, so padding may hold any id (e.g. −100).
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`
+/// - `targets`: `[B, T]`
+/// - `mask`: `[B, T]`, true for completion tokens
+/// - output: `[B, T]`
+///
+/// # Errors
+/// [`LossError::Shape`] when the shapes disagree, [`LossError::TargetOutOfRange`] when a scored
+/// target id is not in `0..V`.
+pub fn token_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Bool>,
+) -> Result<Tensor<B, 2>> {
+    let [b, t, v] = logits.dims();
+    for (op, dims) in [("targets", targets.dims()), ("mask", mask.dims())] {
+        if dims != [b, t] {
+            return Err(LossError::Shape {
+                op,
+                expected: format!("[{b}, {t}] to match logits [{b}, {t}, {v}]"),
+                got: format!("{dims:?}"),
+            });
+        }
+    }
+    let targets = targets.mask_fill(mask.clone().bool_not(), 0);
+    let lo: i64 = targets.clone().min().into_scalar().elem();
+    let hi: i64 = targets.clone().max().into_scalar().elem();
+    if lo < 0 || hi >= v as i64 {
+        return Err(LossError::TargetOutOfRange {
+            id: if lo < 0 { lo } else { hi },
+            vocab: v,
+        });
+    }
+    let m = logits.clone().detach().max_dim(2); // [B, T, 1]
+    let lse = (logits.clone() - m.clone()).exp().sum_dim(2).log() + m; // [B, T, 1]
+    let picked = logits.gather(2, targets.unsqueeze_dim(2)); // [B, T, 1]
+    let lp: Tensor<B, 2> = (picked - lse).squeeze_dim(2);
+    Ok(lp.mask_fill(mask.bool_not(), 0.0))
+}
+
+/// Summed log-probs of the completion tokens of every sequence.
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`
+/// - `targets`: `[B, T]`
+/// - `mask`: `[B, T]`, true for completion tokens (prompt and padding false)
+/// - output: `[B]`
+///
+/// # Errors
+/// As [`token_logprobs`].
+///
+/// # Examples
+/// ```
+/// use apo_loss::tensor::sequence_logprobs;
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Bool, Int, Tensor};
+///
+/// let device = Default::default();
+/// // Uniform logits over 4 tokens: every scored token has log-prob ln(1/4).
+/// let logits = Tensor::<NdArray, 3>::zeros([1, 3, 4], &device);
+/// let targets = Tensor::<NdArray, 2, Int>::from_ints([[1, 2, -100]], &device);
+/// let mask = Tensor::<NdArray, 2, Bool>::from_bool([[true, true, false]].into(), &device);
+/// let lp: f32 = sequence_logprobs(logits, targets, mask)?.into_scalar();
+/// assert!((lp - 2.0 * 0.25f32.ln()).abs() < 1e-6);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
+pub fn sequence_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Bool>,
+) -> Result<Tensor<B, 1>> {
+    Ok(token_logprobs(logits, targets, mask)?
+        .sum_dim(1)
+        .squeeze_dim(1))
+}
