@@ -56,6 +56,6 @@ fn every_objective_round_trips_through_json_lines() {
     }
     // Closed form for pairwise-sigmoid: mean of softplus(−x_u), x = s_0 − s_u, s = β(π − ρ).
     let s0 = 0.3 * 2.0;
-    let want = 0.5 * (softplus(-(s0 - 0.3 * -1.0)) + softplus(-(s0 - 0.3 * 2.5)));
+    let want = 0.5 * (softplus(-(s0 + 0.3)) + softplus(-(s0 - 0.3 * 2.5)));
     assert!((lines[1]["loss"].as_f64().unwrap() - want).abs() < 1e-15);
 }

@@ -25,6 +25,16 @@ use crate::{LossError, Result};
 /// `w_u` times. `plackett-luce` is the APO objective of the paper; `pairwise-sigmoid` is what the
 /// authors' released ms-swift recipe optimises once every negative is flattened into its own
 /// pair. With N = 1 both are standard DPO.
+///
+/// # Examples
+/// ```
+/// use apo_loss::Objective;
+/// let o: Objective = "pairwise-sigmoid".parse()?;
+/// assert_eq!(o, Objective::PairwiseSigmoid);
+/// assert_eq!(Objective::default().name(), "plackett-luce");
+/// assert!(!Objective::Simpo.uses_reference());
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
@@ -113,6 +123,15 @@ impl FromStr for Objective {
 }
 
 /// How token log-probs are combined into a sequence score.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Aggregation, LossConfig, Objective};
+/// assert_eq!(LossConfig::new(Objective::Ipo).effective_aggregation(), Aggregation::Mean);
+/// let cfg = LossConfig::default().with_aggregation("mean".parse()?);
+/// assert_eq!(cfg.effective_aggregation(), Aggregation::Mean);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
@@ -299,6 +318,16 @@ impl LossConfig {
 
 /// A validated preference objective, ready to evaluate examples
 /// ([`PreferenceLoss::compute`]) or, with the `burn` feature, batches of tensors.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Example, LossConfig, Objective, Sequence};
+/// let dpo = LossConfig::new(Objective::PairwiseSigmoid).init()?;
+/// assert_eq!(dpo.objective(), Objective::PairwiseSigmoid);
+/// let ex = Example::new(Sequence::new(-3.0, -3.0), vec![Sequence::new(-4.0, -4.0)]);
+/// assert!((dpo.compute(&ex)?.loss - 2f64.ln()).abs() < 1e-15);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreferenceLoss {
     pub(crate) config: LossConfig,

@@ -4,6 +4,16 @@
 ///
 /// Messages name the offending field and, where one exists, the sequence
 /// (`chosen`, `rejected[2]`) or batch row.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Example, LossConfig, LossError, Sequence};
+/// let ex = Example::new(Sequence::new(-1.0, -1.0), vec![Sequence::new(f64::NAN, -1.0)]);
+/// let err = LossConfig::default().init()?.compute(&ex).unwrap_err();
+/// assert!(matches!(err, LossError::NonFinite { .. }));
+/// assert_eq!(err.to_string(), "rejected[0].policy must be finite, got NaN");
+/// # Ok::<(), LossError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LossError {

@@ -103,6 +103,18 @@ impl Example {
 }
 
 /// The loss of one example, its gradient and its metrics.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Example, LossConfig, Sequence};
+/// let ex = Example::new(Sequence::new(-3.0, -4.0), vec![Sequence::new(-5.0, -4.0); 3]);
+/// let out = LossConfig::default().init()?.compute(&ex)?;
+/// assert_eq!(out.grad_rejected.len(), 3);
+/// // The preference gradients sum to zero (shift invariance).
+/// let total = out.grad_chosen + out.grad_rejected.iter().sum::<f64>();
+/// assert!(total.abs() < 1e-15);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LossOutput {
@@ -117,6 +129,22 @@ pub struct LossOutput {
 }
 
 /// Per-example metrics, computed from the scores `s_i` (rewards) of the active negatives.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Example, LossConfig, Sequence};
+/// // Scores s = 0.1·(π − ρ): chosen 0.2, rejected 0.1 and 0.3.
+/// let ex = Example::new(
+///     Sequence::new(-8.0, -10.0),
+///     vec![Sequence::new(-9.0, -10.0), Sequence::new(-7.0, -10.0)],
+/// );
+/// let m = LossConfig::default().init()?.compute(&ex)?.metrics;
+/// assert!((m.reward_chosen - 0.2).abs() < 1e-12);
+/// assert_eq!(m.top1_accuracy, 0.0);
+/// assert_eq!(m.pairwise_accuracy, 0.5);
+/// assert!((m.margin_mean - 0.0).abs() < 1e-12);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Metrics {

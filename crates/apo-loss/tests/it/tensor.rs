@@ -331,3 +331,87 @@ fn out_of_range_targets_are_errors() {
         Err(LossError::Shape { op: "targets", .. })
     ));
 }
+
+/// The fused CPU kernel (f32 NdArray, selected automatically) against the composite graph
+/// (which `NdArray<f64>` runs): values and gradients, with a ragged mask and a non-trivial
+/// upstream gradient.
+#[test]
+fn fused_cpu_kernel_matches_composite_graph() {
+    type Fused = Autodiff<NdArray<f32>>;
+    type Composite = Autodiff<NdArray<f64>>;
+    let device = Default::default();
+    let (b, t, v) = (3, 9, 37);
+    let mut state = 7u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64) * 30.0 - 15.0
+    };
+    let logits: Vec<f64> = (0..b * t * v).map(|_| next()).collect();
+    let targets: Vec<i64> = (0..b * t).map(|i| ((i * 11 + 3) % v) as i64).collect();
+    let mask: Vec<bool> = (0..b * t)
+        .map(|i| i % t >= 2 && i % t < 2 + 3 * (i / t) + 3)
+        .collect();
+    let weights: Vec<f64> = (0..b).map(|i| 1.0 + i as f64).collect();
+
+    let fused = {
+        let lt = Tensor::<Fused, 3>::from_data(
+            TensorData::new(logits.iter().map(|&x| x as f32).collect(), [b, t, v]),
+            &device,
+        )
+        .require_grad();
+        let tt =
+            Tensor::<Fused, 2, Int>::from_data(TensorData::new(targets.clone(), [b, t]), &device);
+        let mt =
+            Tensor::<Fused, 2, Bool>::from_data(TensorData::new(mask.clone(), [b, t]), &device);
+        let lp = sequence_logprobs(lt.clone(), tt, mt).unwrap();
+        let w = Tensor::<Fused, 1>::from_data(
+            TensorData::new(weights.iter().map(|&x| x as f32).collect(), [b]),
+            &device,
+        );
+        let values: Vec<f64> = lp.clone().into_data().convert::<f64>().to_vec().unwrap();
+        let g = lt.grad(&(lp * w).sum().backward()).unwrap();
+        (
+            values,
+            g.into_data().convert::<f64>().to_vec::<f64>().unwrap(),
+        )
+    };
+    let composite = {
+        let lt =
+            Tensor::<Composite, 3>::from_data(TensorData::new(logits.clone(), [b, t, v]), &device)
+                .require_grad();
+        let tt = Tensor::<Composite, 2, Int>::from_data(
+            TensorData::new(targets.clone(), [b, t]),
+            &device,
+        );
+        let mt =
+            Tensor::<Composite, 2, Bool>::from_data(TensorData::new(mask.clone(), [b, t]), &device);
+        let lp = sequence_logprobs(lt.clone(), tt, mt).unwrap();
+        let w = Tensor::<Composite, 1>::from_data(TensorData::new(weights.clone(), [b]), &device);
+        let values: Vec<f64> = lp.clone().into_data().convert::<f64>().to_vec().unwrap();
+        let g = lt.grad(&(lp * w).sum().backward()).unwrap();
+        (
+            values,
+            g.into_data().convert::<f64>().to_vec::<f64>().unwrap(),
+        )
+    };
+    for i in 0..b {
+        assert!(
+            (fused.0[i] - composite.0[i]).abs() < 1e-4 * (1.0 + composite.0[i].abs()),
+            "row {i}"
+        );
+    }
+    let mut nonzero = 0;
+    for (k, (x, y)) in fused.1.iter().zip(&composite.1).enumerate() {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "gradient {k}: fused {x} vs composite {y}"
+        );
+        nonzero += usize::from(*y != 0.0);
+    }
+    assert!(
+        nonzero > b * v,
+        "the comparison covers real gradients ({nonzero} non-zero)"
+    );
+}

@@ -9,7 +9,9 @@
 //! `N` is expressed with a `[B, N]` boolean mask (true = the negative exists).
 
 use burn::prelude::{Backend, Bool, Int, Tensor};
-use burn::tensor::{ElementConversion, TensorData, activation};
+use burn::tensor::{TensorData, activation};
+
+mod cpu;
 
 use crate::{
     Aggregation, Example, LossError, Metrics, Objective, PreferenceLoss, Result, Sequence,
@@ -24,6 +26,21 @@ use crate::{
 ///   `simpo` and the SFT term)
 /// - `mask`: `[B, N]`, true where a negative exists (all true when omitted)
 /// - `weights`: `[B, N]`, per-negative weights ≥ 0 (all one when omitted)
+///
+/// # Examples
+/// ```
+/// use apo_loss::tensor::PreferenceBatch;
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Bool, Tensor, TensorData};
+///
+/// let device = Default::default();
+/// // Two groups; the second has only one of its two negatives.
+/// let policy = Tensor::<NdArray, 2>::from_floats([[-5.0, -7.0, -9.0], [-4.0, -6.0, 0.0]], &device);
+/// let mask = Tensor::<NdArray, 2, Bool>::from_data(TensorData::from([[true, true], [true, false]]), &device);
+/// let batch = PreferenceBatch::new(policy.clone(), policy).with_mask(mask);
+/// assert_eq!(batch.dims(), (2, 2));
+/// assert_eq!(batch.to_examples()[1].weights, Some(vec![1.0, 0.0]));
+/// ```
 #[derive(Debug, Clone)]
 pub struct PreferenceBatch<B: Backend> {
     /// Policy log-probs `[B, 1 + N]`.
@@ -127,6 +144,23 @@ impl<B: Backend> PreferenceBatch<B> {
 }
 
 /// The result of [`PreferenceLoss::forward_with_metrics`].
+///
+/// # Examples
+/// ```
+/// use apo_loss::LossConfig;
+/// use apo_loss::tensor::PreferenceBatch;
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+///
+/// let device = Default::default();
+/// let policy = Tensor::<NdArray, 2>::from_floats([[-5.0, -7.0], [-4.0, -6.0]], &device);
+/// let reference = Tensor::<NdArray, 2>::from_floats([[-6.0, -6.0], [-4.0, -6.0]], &device);
+/// let out = LossConfig::default().init()?.forward_with_metrics(&PreferenceBatch::new(policy, reference))?;
+/// assert_eq!(out.metrics.len(), 2);
+/// assert_eq!(out.metrics[0].top1_accuracy, 1.0);
+/// assert!((out.metrics[1].p_chosen - 0.5).abs() < 1e-6);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct BatchOutput<B: Backend> {
     /// Mean loss over the batch, `[1]`, differentiable.
@@ -343,6 +377,17 @@ fn host_f64(data: TensorData) -> Vec<f64> {
 }
 
 /// Row-wise `logsumexp` of `[B, K]` → `[B]`, with the detached row maximum subtracted first.
+///
+/// # Examples
+/// ```
+/// use apo_loss::tensor::logsumexp_rows;
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+///
+/// let x = Tensor::<NdArray, 2>::from_floats([[1000.0, 1000.0]], &Default::default());
+/// let v: f32 = logsumexp_rows(x).into_scalar();
+/// assert!((v - (1000.0 + 2f32.ln())).abs() < 1e-3);
+/// ```
 pub fn logsumexp_rows<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
     let m = a.clone().detach().max_dim(1); // [B, 1]
     ((a - m.clone()).exp().sum_dim(1).log() + m).squeeze_dim(1)
@@ -350,6 +395,19 @@ pub fn logsumexp_rows<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
 
 /// Element-wise `softplus(x) = ln(1 + e^x)`, stable for any `x` and with the exact gradient
 /// `σ(x)` everywhere (computed as a two-term logsumexp with a detached maximum).
+///
+/// # Examples
+/// ```
+/// use apo_loss::tensor::softplus;
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+///
+/// let x = Tensor::<NdArray, 1>::from_floats([-200.0, 0.0, 200.0], &Default::default());
+/// let v: Vec<f32> = softplus(x).into_data().to_vec().unwrap();
+/// assert_eq!(v[0], 0.0);
+/// assert!((v[1] - 2f32.ln()).abs() < 1e-7);
+/// assert_eq!(v[2], 200.0);
+/// ```
 pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let m = x.clone().detach().clamp_min(0.0);
     let terms = m.clone().neg().exp() + (x - m.clone()).exp();
@@ -379,6 +437,22 @@ fn smoothed_sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Te
 /// # Errors
 /// [`LossError::Shape`] when the shapes disagree, [`LossError::TargetOutOfRange`] when a scored
 /// target id is not in `0..V`.
+///
+/// # Examples
+/// ```
+/// use apo_loss::tensor::token_logprobs;
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Bool, Int, Tensor, TensorData};
+///
+/// let device = Default::default();
+/// let logits = Tensor::<NdArray, 3>::from_floats([[[0.0, 2f32.ln()], [5.0, 5.0]]], &device);
+/// let targets = Tensor::<NdArray, 2, Int>::from_ints([[1, 0]], &device);
+/// let mask = Tensor::<NdArray, 2, Bool>::from_data(TensorData::from([[true, false]]), &device);
+/// let lp: Vec<f32> = token_logprobs(logits, targets, mask)?.into_data().to_vec().unwrap();
+/// assert!((lp[0] - (2.0f32 / 3.0).ln()).abs() < 1e-6); // p = 2 / (1 + 2)
+/// assert_eq!(lp[1], 0.0); // masked
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
 pub fn token_logprobs<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
@@ -395,14 +469,17 @@ pub fn token_logprobs<B: Backend>(
         }
     }
     let targets = targets.mask_fill(mask.clone().bool_not(), 0);
-    let lo: i64 = targets.clone().min().into_scalar().elem();
-    let hi: i64 = targets.clone().max().into_scalar().elem();
-    if lo < 0 || hi >= v as i64 {
-        return Err(LossError::TargetOutOfRange {
-            id: if lo < 0 { lo } else { hi },
-            vocab: v,
-        });
+    // One read of the small `[B, T]` inputs: range check, and the host kernel's inputs.
+    let host_targets: Vec<i64> = targets.to_data().convert::<i64>().iter::<i64>().collect();
+    let host_mask: Vec<bool> = mask.to_data().iter::<bool>().collect();
+    if let Some(&id) = host_targets.iter().find(|&&id| id < 0 || id >= v as i64) {
+        return Err(LossError::TargetOutOfRange { id, vocab: v });
     }
+    let logits = match cpu::token_logprobs(logits, &host_targets, &host_mask) {
+        Ok(lp) => return Ok(lp),
+        Err(logits) => logits,
+    };
+    // Composite graph, on the backend's own device.
     let m = logits.clone().detach().max_dim(2); // [B, T, 1]
     let lse = (logits.clone() - m.clone()).exp().sum_dim(2).log() + m; // [B, T, 1]
     let picked = logits.gather(2, targets.unsqueeze_dim(2)); // [B, T, 1]
