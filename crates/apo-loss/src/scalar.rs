@@ -172,6 +172,8 @@ pub struct Metrics {
 
 /// Per-sequence score ingredients after validation.
 struct Scored {
+    /// Log-ratios `a_i = (log π_θ − log π_ref) / len_i`, index 0 = chosen; `s_i = β a_i`.
+    log_ratios: Vec<f64>,
     /// Scores `s_i`, index 0 = chosen.
     scores: Vec<f64>,
     /// `∂s_i / ∂ log π_θ(y_i)`.
@@ -227,10 +229,15 @@ impl PreferenceLoss {
         let n = example.rejected.len();
         let s0 = scored.scores[0];
         let sn = &scored.scores[1..];
+        let a = &scored.log_ratios;
         let active: Vec<usize> = (0..n).filter(|&u| scored.weights[u] > 0.0).collect();
 
         // d_u = s_u + ln w_u − s_0 for the Plackett-Luce quantities; D = logsumexp_u d_u.
-        let d: Vec<f64> = (0..n).map(|u| sn[u] + scored.log_weights[u] - s0).collect();
+        // Differences are taken on log-ratios before scaling by β: one rounding fewer.
+        let beta = cfg.beta;
+        let d: Vec<f64> = (0..n)
+            .map(|u| beta * (a[u + 1] - a[0]) + scored.log_weights[u])
+            .collect();
         let big_d = logsumexp(&d);
         let log_norm = softplus(big_d); // ln(1 + Σ_u w_u e^{d_u})
         let p_chosen = (-log_norm).exp();
@@ -249,7 +256,7 @@ impl PreferenceLoss {
                 let total_w: f64 = scored.weights.iter().sum();
                 let mut loss = 0.0;
                 for &u in &active {
-                    let x = s0 - sn[u];
+                    let x = beta * (a[0] - a[u + 1]);
                     let (l, dl_dx) =
                         pairwise(objective, cfg.beta, cfg.label_smoothing, cfg.gamma, x);
                     let w = scored.weights[u] / total_w;
@@ -332,7 +339,7 @@ impl PreferenceLoss {
             return Err(LossError::NoActiveNegatives { row: None });
         }
         let aggregation = cfg.effective_aggregation();
-        let mut scores = Vec::with_capacity(n + 1);
+        let mut log_ratios = Vec::with_capacity(n + 1);
         let mut dscore = Vec::with_capacity(n + 1);
         let sequences = std::iter::once(&example.chosen).chain(&example.rejected);
         for (i, seq) in sequences.enumerate() {
@@ -357,14 +364,16 @@ impl PreferenceLoss {
                 Aggregation::Sum => 1.0,
                 Aggregation::Mean => token_count(seq, i, || "aggregation `mean`".to_owned())?,
             };
-            scores.push(cfg.beta * (seq.policy - reference) / length);
+            log_ratios.push((seq.policy - reference) / length);
             dscore.push(cfg.beta / length);
         }
         if cfg.sft_weight > 0.0 {
             token_count(&example.chosen, 0, || "sft_weight".to_owned())?;
         }
         let log_weights = weights.iter().map(|w| w.ln()).collect();
+        let scores = log_ratios.iter().map(|a| cfg.beta * a).collect();
         Ok(Scored {
+            log_ratios,
             scores,
             dscore,
             log_weights,

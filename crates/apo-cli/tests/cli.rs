@@ -1,0 +1,67 @@
+//! The `apo` binary as a user runs it: exit codes, stdin input, error lines.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn apo(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apo"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apo runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn loss_answers_every_line_and_fails_at_the_end_on_a_bad_one() {
+    let input = concat!(
+        r#"{"chosen":{"policy":-1,"reference":-1},"rejected":[{"policy":-2,"reference":-2}]}"#,
+        "\n{\"chosen\":\n",
+        r#"{"objective":"hinge","chosen":{"policy":-1,"reference":-3},"rejected":[{"policy":-2,"reference":-2}]}"#,
+        "\n"
+    );
+    let (code, stdout, stderr) = apo(&["loss", "--input", "-"], input);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!((lines[0]["loss"].as_f64().unwrap() - 2f64.ln()).abs() < 1e-15);
+    assert_eq!(lines[1]["line"], 2);
+    // Hinge: x = 0.1 · (2 − 0) = 0.2 ⇒ loss 0.8.
+    assert!((lines[2]["loss"].as_f64().unwrap() - 0.8).abs() < 1e-15);
+    assert!(stderr.contains("read=3 answered=2 failed=1"), "{stderr}");
+}
+
+#[test]
+fn loss_succeeds_when_every_line_is_good_and_reports_missing_files() {
+    let input =
+        r#"{"chosen":{"policy":-1,"reference":-1},"rejected":[{"policy":-2,"reference":-2}]}"#;
+    let (code, stdout, _) = apo(&["loss", "--input", "-", "--metrics"], input);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("\"p_chosen\":0.5"));
+    let (code, _, stderr) = apo(&["loss", "--input", "does-not-exist.jsonl"], "");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("does-not-exist.jsonl"), "{stderr}");
+}
+
+#[test]
+fn no_arguments_runs_the_demo() {
+    let (code, stdout, _) = apo(&[], "");
+    assert_eq!(code, 0);
+    assert!(stdout.contains("plackett-luce") && stdout.contains("ln(8)"));
+}
