@@ -15,7 +15,8 @@ commands:
   deps          check the dependency-direction invariants
   test          the test matrix
   doc           rustdoc with -D warnings
-  bench loss    apo-loss benchmark (release build), JSON on stdout";
+  bench loss    apo-loss benchmark (release build), JSON on stdout
+  bench drift   apo-drift detector throughput (release build), JSON on stdout";
 
 /// Feature set every workspace-wide step uses, so one build serves clippy, tests and docs.
 const WORKSPACE_FEATURES: &str = "apo-loss/burn";
@@ -137,7 +138,14 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             args.extend_from_slice(rest);
             cargo(&args, &[])
         }
-        other => Err(format!("unknown benchmark area `{other}`; available: loss")),
+        "drift" => {
+            let mut args = vec!["bench", "-p", "apo-drift", "--bench", "detectors", "--"];
+            args.extend_from_slice(rest);
+            cargo(&args, &[])
+        }
+        other => Err(format!(
+            "unknown benchmark area `{other}`; available: loss, drift"
+        )),
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::{self, BufReader, BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use apo_cli::commands::{demo, loss};
+use apo_cli::commands::{demo, drift, loss};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -21,7 +21,31 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum DriftCommand {
+    /// Run an online drift detector over a stream (one number per line) and print
+    /// {"detections":[...]}: the 0-based indices at which it signals drift, as river's
+    /// `drift_detected` does. Detectors: adwin (delta, clock, max_buckets, min_window_length,
+    /// grace_period), page-hinkley (min_instances, delta, threshold, alpha, mode),
+    /// ddm (warm_start, warning_threshold, drift_threshold; 0/1 values), kswin (alpha,
+    /// window_size, stat_size, seed). Parameter names and defaults are river 0.26's.
+    Detect {
+        /// Detector name.
+        #[arg(long)]
+        detector: String,
+        /// Detector parameter, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Input file, or `-` for standard input.
+        #[arg(long, short)]
+        input: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
+    /// Drift statistics and detectors.
+    #[command(subcommand)]
+    Drift(DriftCommand),
     /// Run the demo (the default when no command is given).
     Demo {
         /// Print one JSON object instead of the table.
@@ -66,8 +90,35 @@ fn main() -> ExitCode {
     }
 }
 
+fn open_input(input: &PathBuf) -> Result<Box<dyn io::BufRead>, String> {
+    if input.as_os_str() == "-" {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    Ok(Box::new(BufReader::new(file)))
+}
+
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Drift(DriftCommand::Detect {
+            detector,
+            params,
+            input,
+        }) => {
+            let params = drift::parse_params(&params)?;
+            let reader = open_input(&input)?;
+            match drift::detect(&detector, &params, reader, io::stdout().lock()) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(drift::DetectError::BadLines(lines)) => {
+                    for l in &lines {
+                        eprintln!("{}:{}: {}", input.display(), l.line, l.error);
+                    }
+                    eprintln!("error: {} line(s) are not finite numbers", lines.len());
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(format!("{}: {e}", input.display())),
+            }
+        }
         Command::Demo { json } => {
             demo::run(io::stdout().lock(), json).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
@@ -77,12 +128,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             output,
             metrics,
         } => {
-            let reader: Box<dyn io::BufRead> = if input.as_os_str() == "-" {
-                Box::new(io::stdin().lock())
-            } else {
-                let file = File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
-                Box::new(BufReader::new(file))
-            };
+            let reader = open_input(&input)?;
             let writer: Box<dyn io::Write> = match &output {
                 Some(path) => Box::new(BufWriter::new(
                     File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,

@@ -1,4 +1,5 @@
 //! Subcommands of `apo`.
 
 pub mod demo;
+pub mod drift;
 pub mod loss;

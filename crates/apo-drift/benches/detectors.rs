@@ -1,0 +1,56 @@
+//! `cargo xtask bench drift`: throughput of each detector over a 1e6-value stream, printed as
+//! one JSON object (values per second). The stream has a level shift every 100,000 values and
+//! Gaussian-like noise; DDM gets a 0/1 error stream with changing error rate.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use apo_drift::DetectorConfig;
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip_while(|a| a != "--n")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let values: Vec<f64> = (0..n)
+        .map(|i| {
+            let level = ((i / 100_000) % 3) as f64 * 0.5;
+            level + (uniform() + uniform() + uniform() - 1.5) * 0.5
+        })
+        .collect();
+    let errors: Vec<f64> = (0..n)
+        .map(|i| {
+            let rate = if (i / 100_000) % 2 == 0 { 0.1 } else { 0.3 };
+            f64::from(uniform() < rate)
+        })
+        .collect();
+    let mut fields = Vec::new();
+    for name in ["adwin", "page-hinkley", "ddm", "kswin"] {
+        let stream = if name == "ddm" { &errors } else { &values };
+        let mut detector = DetectorConfig::default_for(name)
+            .expect("known detector")
+            .build()
+            .expect("defaults are valid");
+        let start = Instant::now();
+        let hits = detector.detections(stream).expect("finite stream");
+        let secs = start.elapsed().as_secs_f64();
+        black_box(&hits);
+        fields.push(format!(
+            "\"{name}\":{{\"values_per_second\":{:.0},\"seconds\":{secs:.4},\"detections\":{}}}",
+            n as f64 / secs,
+            hits.len()
+        ));
+    }
+    println!(
+        "{{\"bench\":\"drift-detectors\",\"n\":{n},{}}}",
+        fields.join(",")
+    );
+}

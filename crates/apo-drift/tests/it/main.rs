@@ -1,0 +1,6 @@
+//! Public-API tests of `apo-drift`.
+
+mod agreement;
+mod detectors;
+mod divergence;
+mod streams;
