@@ -1,6 +1,8 @@
 //! `cargo xtask bench drift`: throughput of each detector over a 1e6-value stream, printed as
 //! one JSON object (values per second). The stream has a level shift every 100,000 values and
 //! Gaussian-like noise; DDM gets a 0/1 error stream with changing error rate.
+//! `--n N` sets the length; `--write-streams DIR` writes both streams for
+//! `benches/river_detectors.py --streams DIR`, which times river on the same values.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -32,6 +34,21 @@ fn main() {
             f64::from(uniform() < rate)
         })
         .collect();
+    // `--write-streams DIR` saves both streams so that river can be timed on the same values.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--write-streams")
+        .and_then(|i| args.get(i + 1))
+    {
+        let write = |name: &str, v: &[f64]| {
+            let text: String = v.iter().map(|x| format!("{x:?}\n")).collect();
+            std::fs::write(std::path::Path::new(dir).join(name), text)
+                .expect("stream file is writable");
+        };
+        write("values.txt", &values);
+        write("errors.txt", &errors);
+    }
     let mut fields = Vec::new();
     for name in ["adwin", "page-hinkley", "ddm", "kswin"] {
         let stream = if name == "ddm" { &errors } else { &values };

@@ -2,7 +2,9 @@
 Page-Hinkley and DDM on 1e6-value streams built the same way (level shift every 100,000
 values; 0/1 errors with a changing rate for DDM). Prints one JSON line.
 
-    python3 -m pip install river==0.26.0 && python3 crates/apo-drift/benches/river_detectors.py
+    python3 -m pip install river==0.26.0
+    cargo xtask bench drift -- --write-streams /some/dir
+    python3 crates/apo-drift/benches/river_detectors.py --streams /some/dir
 """
 
 import csv
@@ -18,10 +20,17 @@ from river import drift  # noqa: E402
 
 
 def main():
-    n = int(sys.argv[sys.argv.index("--n") + 1]) if "--n" in sys.argv else 1_000_000
-    rng = random.Random(1)
-    values = [((i // 100_000) % 3) * 0.5 + (rng.random() + rng.random() + rng.random() - 1.5) * 0.5 for i in range(n)]
-    errors = [float(rng.random() < (0.1 if (i // 100_000) % 2 == 0 else 0.3)) for i in range(n)]
+    if "--streams" in sys.argv:
+        # The exact streams of `cargo xtask bench drift -- --write-streams DIR`.
+        d = sys.argv[sys.argv.index("--streams") + 1]
+        values = [float(line) for line in open(f"{d}/values.txt")]
+        errors = [float(line) for line in open(f"{d}/errors.txt")]
+        n = len(values)
+    else:
+        n = int(sys.argv[sys.argv.index("--n") + 1]) if "--n" in sys.argv else 1_000_000
+        rng = random.Random(1)
+        values = [((i // 100_000) % 3) * 0.5 + (rng.random() + rng.random() + rng.random() - 1.5) * 0.5 for i in range(n)]
+        errors = [float(rng.random() < (0.1 if (i // 100_000) % 2 == 0 else 0.3)) for i in range(n)]
     out = {"bench": "river-detectors", "n": n}
     for name, det, stream in [
         ("adwin", drift.ADWIN(), values),

@@ -98,8 +98,9 @@ impl Ddm {
 
 impl DriftDetector for Ddm {
     fn update(&mut self, x: f64) -> Result<bool> {
-        check_value(x)?;
+        // One comparison rejects NaN, infinities and values outside [0, 1].
         if !(0.0..=1.0).contains(&x) {
+            check_value(x)?;
             return Err(out_of_range("value", x, "an error indicator in [0, 1]"));
         }
         if self.drift {
@@ -107,9 +108,9 @@ impl DriftDetector for Ddm {
         }
         self.n += 1.0;
         self.p += (1.0 / self.n) * (x - self.p);
-        let p = self.p;
-        let s = (p * (1.0 - p) / self.n).sqrt();
         if self.n > self.config.warm_start as f64 {
+            let p = self.p;
+            let s = (p * (1.0 - p) / self.n).sqrt();
             if p + s <= self.ps_min {
                 self.p_min = p;
                 self.s_min = s;
@@ -126,6 +127,51 @@ impl DriftDetector for Ddm {
 
     fn drift_detected(&self) -> bool {
         self.drift
+    }
+
+    /// Same results as calling [`DriftDetector::update`] on each value, with the state kept in
+    /// registers: the stream is validated first, and a bad value stops the run after the
+    /// values before it have been processed, as with `update`.
+    fn detections(&mut self, stream: &[f64]) -> Result<Vec<usize>> {
+        let bad = stream.iter().position(|x| !(0.0..=1.0).contains(x));
+        let good = &stream[..bad.unwrap_or(stream.len())];
+        let mut hits = Vec::new();
+        let warm = self.config.warm_start as f64;
+        let (warn_k, drift_k) = (self.config.warning_threshold, self.config.drift_threshold);
+        let (mut n, mut p, mut p_min, mut s_min, mut ps_min) =
+            (self.n, self.p, self.p_min, self.s_min, self.ps_min);
+        let (mut warning, mut drift) = (self.warning, self.drift);
+        for (i, &x) in good.iter().enumerate() {
+            if drift {
+                (n, p, p_min, s_min, ps_min, warning, drift) =
+                    (0.0, 0.0, f64::NAN, f64::NAN, f64::INFINITY, false, false);
+            }
+            n += 1.0;
+            p += (1.0 / n) * (x - p);
+            if n > warm {
+                let s = (p * (1.0 - p) / n).sqrt();
+                if p + s <= ps_min {
+                    p_min = p;
+                    s_min = s;
+                    ps_min = p_min + s_min;
+                }
+                warning = p + s > p_min + warn_k * s_min;
+                if p + s > p_min + drift_k * s_min {
+                    drift = true;
+                    warning = false;
+                    hits.push(i);
+                }
+            }
+        }
+        (self.n, self.p, self.p_min, self.s_min, self.ps_min) = (n, p, p_min, s_min, ps_min);
+        (self.warning, self.drift) = (warning, drift);
+        match bad {
+            None => Ok(hits),
+            Some(i) => Err(super::at_index(
+                self.update(stream[i]).expect_err("value is out of range"),
+                i,
+            )),
+        }
     }
 
     fn reset(&mut self) {

@@ -128,3 +128,31 @@ fn detectors_reset_after_a_detection_like_river() {
     again.update(0.0).unwrap();
     assert!(!again.drift_detected());
 }
+
+/// `detections` (which some detectors run with their state in registers) and value-by-value
+/// `update` agree on every stream, including after detections and resets.
+#[test]
+fn detections_equal_value_by_value_updates() {
+    for (name, stream) in [
+        ("adwin", "stream_gauss_shifts.txt"),
+        ("page-hinkley", "stream_ramp.txt"),
+        ("ddm", "stream_errors.txt"),
+        ("kswin", "stream_gauss_shifts.txt"),
+    ] {
+        let stream = read_stream(stream);
+        let cfg = DetectorConfig::default_for(name).unwrap();
+        let batch = cfg.build().unwrap().detections(&stream).unwrap();
+        let mut one = cfg.build().unwrap();
+        let single: Vec<usize> = (0..stream.len())
+            .filter(|&i| one.update(stream[i]).unwrap())
+            .collect();
+        assert_eq!(batch, single, "{name}");
+        assert!(!batch.is_empty(), "{name} detects something");
+    }
+    // A bad value stops the run where `update` would, with the value's index.
+    let mut ddm = DetectorConfig::default_for("ddm").unwrap().build().unwrap();
+    match ddm.detections(&[0.0, 1.0, 0.5, f64::NAN, 0.0]).unwrap_err() {
+        DriftError::NonFinite { what, .. } => assert_eq!(what, "stream[3]"),
+        e => panic!("unexpected {e}"),
+    }
+}
