@@ -1,0 +1,860 @@
+//! A rule-based findings labeler for radiology-style text, in the spirit of the CheXpert
+//! labeler and NegBio: synonym phrases per finding, negation and uncertainty cues with a
+//! clause-limited scope, and later statements overriding earlier ones.
+//!
+//! Rules (documented in `docs/data.md`):
+//! 1. Text is split into sentences at `.`, `!`, `?`, `;` and line breaks (not inside numbers
+//!    such as `1.5`, nor after list markers such as `1.`). Sentence indices start at 0.
+//! 2. Each sentence is tokenised into lowercase words (hyphens separate words), and every
+//!    synonym phrase of every finding is matched on whole words.
+//! 3. A mention's status comes from the nearest cue before it in its clause (clauses end at
+//!    `but`, `however`, `although`, `though`, `whereas`, `while`, `except`, `yet`): a
+//!    negation cue (`no`, `without`, `free of`, `negative for`, `resolution of`, ...) makes it
+//!    negative, an uncertainty cue (`possible`, `may represent`, `cannot exclude`, `likely`,
+//!    `suggestive of`, ...) uncertain. `no change`, `unchanged` and similar are not negations.
+//!    Without a cue before it, a cue right after it in the clause (`is not seen`, `has
+//!    resolved`, `cannot be excluded`, `is suspected`, ...) applies. Otherwise it is positive.
+//! 4. Some phrases carry their status: `normal heart size` is a negative Cardiomegaly
+//!    statement, `no acute cardiopulmonary process` a positive No Finding statement.
+//! 5. The status of a finding is that of its last mention. No Finding is dropped when any
+//!    pathology is positive or uncertain.
+
+use crate::{Finding, Findings, LabelStatus};
+
+/// One statement about a finding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mention {
+    /// The finding.
+    pub finding: Finding,
+    /// What the statement says.
+    pub status: LabelStatus,
+    /// 0-based sentence index (the step `j` of the drift statistics).
+    pub sentence: usize,
+    /// Byte range of the sentence in the input.
+    pub span: (usize, usize),
+}
+
+/// The labeler's reading of a text.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Extraction {
+    /// The final status of every finding (last statement wins).
+    pub findings: Findings,
+    /// Every statement, in reading order.
+    pub mentions: Vec<Mention>,
+    /// Number of sentences.
+    pub sentences: usize,
+}
+
+impl Extraction {
+    /// The status of `finding` after the first `steps` sentences (last statement wins within
+    /// the prefix): the per-step state of a trajectory.
+    pub fn status_at(&self, finding: Finding, steps: usize) -> LabelStatus {
+        self.mentions
+            .iter()
+            .filter(|m| m.finding == finding && m.sentence < steps)
+            .last()
+            .map_or(LabelStatus::NotMentioned, |m| m.status)
+    }
+}
+
+/// Reads the status of each of the 14 findings from `text`.
+///
+/// # Examples
+/// ```
+/// use cxr_max::{Finding, LabelStatus, findings};
+/// let e = findings::extract("Small left pleural effusion. No pneumothorax. Possible atelectasis.");
+/// assert_eq!(e.findings.get(Finding::PleuralEffusion), LabelStatus::Positive);
+/// assert_eq!(e.findings.get(Finding::Pneumothorax), LabelStatus::Negative);
+/// assert_eq!(e.findings.get(Finding::Atelectasis), LabelStatus::Uncertain);
+/// assert_eq!(e.mentions[2].sentence, 2);
+/// ```
+pub fn extract(text: &str) -> Extraction {
+    let lexicon = lexicon();
+    let sentences = split_sentences(text);
+    let mut mentions = Vec::new();
+    for (index, &(start, end)) in sentences.iter().enumerate() {
+        let tokens = tokenize(&text[start..end]);
+        for (finding, status) in label_sentence(&tokens, lexicon) {
+            mentions.push(Mention {
+                finding,
+                status,
+                sentence: index,
+                span: (start, end),
+            });
+        }
+    }
+    let mut findings = Findings::default();
+    for m in &mentions {
+        findings.set(m.finding, m.status);
+    }
+    let pathology = Finding::ALL
+        .into_iter()
+        .filter(|f| f.is_pathology())
+        .any(|f| {
+            matches!(
+                findings.get(f),
+                LabelStatus::Positive | LabelStatus::Uncertain
+            )
+        });
+    if pathology {
+        findings.set(Finding::NoFinding, LabelStatus::NotMentioned);
+    }
+    Extraction {
+        findings,
+        mentions,
+        sentences: sentences.len(),
+    }
+}
+
+/// Byte ranges of the sentences of `text` (trimmed, non-empty).
+pub fn split_sentences(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let push = |out: &mut Vec<(usize, usize)>, s: usize, e: usize| {
+        let piece = &text[s..e];
+        let lead = piece.len() - piece.trim_start().len();
+        let trimmed = piece.trim();
+        if trimmed.chars().any(char::is_alphanumeric) {
+            out.push((s + lead, s + lead + trimmed.len()));
+        }
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        let boundary = match c {
+            b'\n' => true,
+            b'!' | b'?' | b';' => true,
+            b'.' => {
+                let after_ok = next.is_none_or(|n| n.is_ascii_whitespace());
+                let prev_digit = i > 0 && bytes[i - 1].is_ascii_digit();
+                // A list marker: the digits before the dot start the line or the text.
+                let list_marker = prev_digit && {
+                    let mut k = i;
+                    while k > 0 && bytes[k - 1].is_ascii_digit() {
+                        k -= 1;
+                    }
+                    let before = text[..k].trim_end_matches([' ', '\t']);
+                    before.is_empty() || before.ends_with('\n') || before.ends_with(':')
+                };
+                after_ok && !list_marker
+            }
+            _ => false,
+        };
+        if boundary {
+            push(&mut out, start, i + 1);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    push(&mut out, start, text.len());
+    out
+}
+
+fn tokenize(sentence: &str) -> Vec<String> {
+    sentence
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase().replace('\'', ""))
+        .collect()
+}
+
+/// A phrase and what it says.
+#[derive(Debug)]
+struct Entry {
+    /// The words; for a gapped entry, the last word may follow the others after up to
+    /// `gap` intervening words ("heart may be mildly enlarged").
+    words: Vec<&'static str>,
+    gap: usize,
+    findings: Vec<Finding>,
+    /// A status carried by the phrase itself (no cue analysis).
+    fixed: Option<LabelStatus>,
+}
+
+#[derive(Debug)]
+struct Lexicon {
+    entries: Vec<Entry>,
+    negation: Vec<Vec<&'static str>>,
+    uncertainty: Vec<Vec<&'static str>>,
+    not_negation: Vec<Vec<&'static str>>,
+    post_negation: Vec<Vec<&'static str>>,
+    post_uncertainty: Vec<Vec<&'static str>>,
+    breakers: Vec<&'static str>,
+}
+
+fn words(list: &[&'static str]) -> Vec<Vec<&'static str>> {
+    list.iter().map(|p| p.split(' ').collect()).collect()
+}
+
+fn lexicon() -> &'static Lexicon {
+    static LEXICON: std::sync::OnceLock<Lexicon> = std::sync::OnceLock::new();
+    LEXICON.get_or_init(build_lexicon)
+}
+
+fn build_lexicon() -> Lexicon {
+    use Finding::*;
+    let mut entries = Vec::new();
+    let mut add = |findings: &[Finding], fixed: Option<LabelStatus>, phrases: &[&'static str]| {
+        for p in phrases {
+            // `head ~N tail`: the tail word within N words after the head words.
+            let (words, gap) = match p.split_once(" ~") {
+                Some((head, rest)) => {
+                    let (n, tail) = rest.split_once(' ').expect("`~N tail`");
+                    let mut w: Vec<&'static str> = head.split(' ').collect();
+                    w.push(tail);
+                    (w, n.parse().expect("gap is a number"))
+                }
+                None => (p.split(' ').collect(), 0),
+            };
+            entries.push(Entry {
+                words,
+                gap,
+                findings: findings.to_vec(),
+                fixed,
+            });
+        }
+    };
+    add(
+        &[Atelectasis],
+        None,
+        &[
+            "atelectasis",
+            "atelectases",
+            "atelectatic",
+            "volume loss",
+            "collapse",
+            "collapsed",
+            "plate like",
+            "platelike",
+            "discoid atelectasis",
+            "subsegmental atelectasis",
+        ],
+    );
+    add(
+        &[Cardiomegaly],
+        None,
+        &[
+            "cardiomegaly",
+            "enlarged heart",
+            "heart is enlarged",
+            "heart size is enlarged",
+            "enlarged cardiac silhouette",
+            "cardiac silhouette is enlarged",
+            "cardiac enlargement",
+            "heart size is large",
+            "enlargement of the cardiac silhouette",
+            "enlargement of the heart",
+            "increased cardiothoracic ratio",
+            "wider heart",
+            "widened heart",
+            "heart ~4 enlarged",
+            "cardiac silhouette ~4 enlarged",
+            "heart size ~4 enlarged",
+        ],
+    );
+    add(
+        &[Cardiomegaly, EnlargedCardiomediastinum],
+        Some(LabelStatus::Negative),
+        &[
+            "heart size and cardiomediastinal silhouette are normal",
+            "heart size and cardiomediastinal silhouette are within normal limits",
+            "cardiac and mediastinal silhouettes are normal",
+            "heart and mediastinum are normal",
+            "cardiomediastinal and hilar contours are normal",
+        ],
+    );
+    add(
+        &[Cardiomegaly],
+        Some(LabelStatus::Negative),
+        &[
+            "heart size is normal",
+            "normal heart size",
+            "heart is normal in size",
+            "normal sized heart",
+            "cardiac silhouette is normal",
+            "normal cardiac silhouette",
+            "heart size is within normal limits",
+            "cardiac size is normal",
+            "normal cardiac size",
+            "heart is not enlarged",
+        ],
+    );
+    add(
+        &[Consolidation],
+        None,
+        &[
+            "consolidation",
+            "consolidations",
+            "consolidative",
+            "consolidated",
+            "air bronchogram",
+            "air bronchograms",
+            "airspace consolidation",
+        ],
+    );
+    add(
+        &[Edema],
+        None,
+        &[
+            "edema",
+            "oedema",
+            "vascular congestion",
+            "pulmonary congestion",
+            "kerley b lines",
+            "kerley lines",
+            "fluid overload",
+            "cephalization",
+            "interstitial markings are increased",
+            "increased interstitial markings",
+            "perihilar haziness",
+            "vascular redistribution",
+        ],
+    );
+    add(
+        &[EnlargedCardiomediastinum],
+        None,
+        &[
+            "widened mediastinum",
+            "mediastinal widening",
+            "mediastinum is widened",
+            "enlarged mediastinum",
+            "mediastinal enlargement",
+            "enlarged cardiomediastinal silhouette",
+            "cardiomediastinal silhouette is enlarged",
+            "widening of the mediastinum",
+            "cardiomediastinal enlargement",
+            "widened cardiomediastinal silhouette",
+            "mediastinum ~4 widened",
+            "cardiomediastinal silhouette ~4 enlarged",
+        ],
+    );
+    add(
+        &[EnlargedCardiomediastinum],
+        Some(LabelStatus::Negative),
+        &[
+            "normal cardiomediastinal silhouette",
+            "cardiomediastinal silhouette is normal",
+            "cardiomediastinal silhouette is within normal limits",
+            "normal mediastinal contours",
+            "mediastinal contours are normal",
+            "mediastinum is normal",
+            "normal mediastinum",
+            "cardiomediastinal contours are normal",
+            "normal cardiomediastinal contours",
+            "mediastinal silhouette is normal",
+            "normal mediastinal silhouette",
+        ],
+    );
+    add(
+        &[Fracture],
+        None,
+        &[
+            "fracture",
+            "fractures",
+            "fractured",
+            "rib fracture",
+            "rib fractures",
+            "cortical break",
+            "cortical discontinuity",
+        ],
+    );
+    add(
+        &[LungLesion],
+        None,
+        &[
+            "nodule",
+            "nodules",
+            "nodular",
+            "mass",
+            "masses",
+            "lesion",
+            "lesions",
+            "tumor",
+            "tumour",
+            "neoplasm",
+            "carcinoma",
+            "cavitary lesion",
+            "round density",
+            "rounded opacity",
+            "coin lesion",
+        ],
+    );
+    add(
+        &[LungOpacity],
+        None,
+        &[
+            "opacity",
+            "opacities",
+            "opacification",
+            "opacifications",
+            "opacified",
+            "infiltrate",
+            "infiltrates",
+            "infiltration",
+            "density",
+            "densities",
+            "haziness",
+            "hazy",
+            "airspace disease",
+            "air space disease",
+            "ground glass",
+            "reticular",
+            "reticulonodular",
+            "increased attenuation",
+            "whiteout",
+            "white out",
+        ],
+    );
+    add(
+        &[NoFinding],
+        Some(LabelStatus::Positive),
+        &[
+            "no acute cardiopulmonary process",
+            "no acute cardiopulmonary abnormality",
+            "no acute cardiopulmonary disease",
+            "no acute intrathoracic process",
+            "no acute findings",
+            "no acute abnormality",
+            "normal chest radiograph",
+            "normal chest",
+            "normal study",
+            "no radiographic evidence of acute cardiopulmonary disease",
+            "no acute disease",
+            "no abnormality",
+            "no abnormalities",
+            "unremarkable chest radiograph",
+            "no active disease",
+        ],
+    );
+    add(
+        &[PleuralEffusion],
+        None,
+        &[
+            "pleural effusion",
+            "pleural effusions",
+            "effusion",
+            "effusions",
+            "pleural fluid",
+            "blunting of the costophrenic angle",
+            "blunting of the left costophrenic angle",
+            "blunting of the right costophrenic angle",
+            "blunting of the costophrenic angles",
+            "blunting of both costophrenic angles",
+            "blunted costophrenic angle",
+            "blunted costophrenic angles",
+            "costophrenic angle blunting",
+            "costophrenic blunting",
+            "meniscus sign",
+            "meniscus",
+            "hydrothorax",
+            "layering fluid",
+            "fluid in the pleural space",
+        ],
+    );
+    add(
+        &[PleuralEffusion, Pneumothorax],
+        None,
+        &["hydropneumothorax", "hydro pneumothorax"],
+    );
+    add(
+        &[PleuralEffusion],
+        None,
+        &[
+            "pleural or pericardial effusion",
+            "pleural or pericardial effusions",
+        ],
+    );
+    // Not pleural: claimed without a finding.
+    add(
+        &[],
+        None,
+        &[
+            "pericardial effusion",
+            "pericardial effusions",
+            "joint effusion",
+        ],
+    );
+    add(
+        &[PleuralOther],
+        None,
+        &[
+            "pleural thickening",
+            "pleural plaque",
+            "pleural plaques",
+            "fibrothorax",
+            "pleural scarring",
+            "pleural calcification",
+            "pleural calcifications",
+            "thickened pleura",
+            "pleural based thickening",
+        ],
+    );
+    add(
+        &[Pneumonia],
+        None,
+        &[
+            "pneumonia",
+            "pneumonias",
+            "bronchopneumonia",
+            "pneumonic",
+            "infection",
+            "infectious process",
+            "infectious",
+            "aspiration",
+        ],
+    );
+    add(
+        &[Pneumothorax],
+        None,
+        &[
+            "pneumothorax",
+            "pneumothoraces",
+            "pleural line",
+            "visceral pleural line",
+            "apical lucency",
+            "absent lung markings",
+            "absence of lung markings",
+            "collapsed lung",
+        ],
+    );
+    add(
+        &[SupportDevices],
+        None,
+        &[
+            "pacemaker",
+            "pacer",
+            "icd",
+            "defibrillator",
+            "aicd",
+            "endotracheal tube",
+            "et tube",
+            "nasogastric tube",
+            "ng tube",
+            "og tube",
+            "orogastric tube",
+            "feeding tube",
+            "enteric tube",
+            "dobhoff",
+            "central venous catheter",
+            "central line",
+            "central venous line",
+            "picc",
+            "picc line",
+            "catheter",
+            "catheters",
+            "sternotomy wires",
+            "sternal wires",
+            "wires",
+            "chest tube",
+            "chest tubes",
+            "drain",
+            "pigtail",
+            "port",
+            "mediport",
+            "port a cath",
+            "leads",
+            "lead",
+            "tube",
+            "tubes",
+            "stent",
+            "valve replacement",
+            "prosthetic valve",
+            "device",
+            "devices",
+            "hardware",
+            "swan ganz",
+            "tracheostomy",
+            "monitoring leads",
+            "ecg leads",
+            "lines and tubes",
+            "support devices",
+        ],
+    );
+    Lexicon {
+        entries,
+        negation: words(&[
+            "no",
+            "not",
+            "without",
+            "free of",
+            "negative for",
+            "absence of",
+            "absent",
+            "resolution of",
+            "resolved",
+            "clear of",
+            "no evidence of",
+            "no signs of",
+            "no sign of",
+            "nor",
+            "neither",
+            "ruled out",
+            "excluded",
+            "removal of",
+            "removed",
+            "interval removal of",
+            "never",
+        ]),
+        uncertainty: words(&[
+            "possible",
+            "possibly",
+            "probable",
+            "probably",
+            "may",
+            "might",
+            "could",
+            "cannot exclude",
+            "can not exclude",
+            "cannot be excluded",
+            "cannot rule out",
+            "can not rule out",
+            "not excluded",
+            "not ruled out",
+            "rule out",
+            "questionable",
+            "question of",
+            "suspicious for",
+            "suspected",
+            "suspect",
+            "suggestive of",
+            "suggests",
+            "suggesting",
+            "concerning for",
+            "concern for",
+            "likely",
+            "unlikely",
+            "versus",
+            "vs",
+            "equivocal",
+            "borderline",
+            "differential",
+            "presumably",
+            "presumed",
+            "uncertain",
+            "indeterminate",
+            "perhaps",
+            "cannot be ruled out",
+            "can not be ruled out",
+            "not entirely excluded",
+            "may represent",
+            "may reflect",
+            "could represent",
+            "could reflect",
+            "would be difficult to exclude",
+            "difficult to exclude",
+            "not definitely",
+            "either",
+        ]),
+        not_negation: words(&[
+            "no change",
+            "no significant change",
+            "no interval change",
+            "no substantial change",
+            "not changed",
+            "without change",
+            "without significant change",
+            "no appreciable change",
+            "not significantly changed",
+        ]),
+        post_negation: words(&[
+            "is not seen",
+            "are not seen",
+            "not seen",
+            "is not identified",
+            "are not identified",
+            "not identified",
+            "is absent",
+            "are absent",
+            "absent",
+            "has resolved",
+            "have resolved",
+            "resolved",
+            "is no longer",
+            "are no longer",
+            "no longer",
+            "is not present",
+            "are not present",
+            "not present",
+            "not visualized",
+            "is not visualized",
+            "not evident",
+            "is not evident",
+            "has cleared",
+            "have cleared",
+            "is excluded",
+            "has been removed",
+            "have been removed",
+            "were removed",
+            "was removed",
+        ]),
+        post_uncertainty: words(&[
+            "cannot be excluded",
+            "can not be excluded",
+            "is not excluded",
+            "not excluded",
+            "cannot be ruled out",
+            "can not be ruled out",
+            "is not ruled out",
+            "is possible",
+            "is suspected",
+            "are suspected",
+            "is questioned",
+            "is likely",
+            "are likely",
+            "is probable",
+            "not entirely excluded",
+            "is uncertain",
+            "is questionable",
+            "may be present",
+            "is not entirely excluded",
+            "could be present",
+            "is possible",
+        ]),
+        breakers: vec![
+            "but", "however", "although", "though", "whereas", "while", "except", "yet",
+        ],
+    }
+}
+
+fn matches_at(tokens: &[String], i: usize, phrase: &[&str]) -> bool {
+    i + phrase.len() <= tokens.len() && phrase.iter().zip(&tokens[i..]).all(|(p, t)| p == t)
+}
+
+/// The end (exclusive) of `entry` matched at `i`, if it matches there.
+fn entry_end(tokens: &[String], i: usize, entry: &Entry) -> Option<usize> {
+    if entry.gap == 0 {
+        return matches_at(tokens, i, &entry.words).then_some(i + entry.words.len());
+    }
+    let (head, tail) = entry.words.split_at(entry.words.len() - 1);
+    if !matches_at(tokens, i, head) {
+        return None;
+    }
+    let from = i + head.len();
+    (from..(from + entry.gap + 1).min(tokens.len()))
+        .find(|&k| tokens[k] == tail[0])
+        .map(|k| k + 1)
+}
+
+/// `(finding, status)` for each mention in a tokenised sentence, in order.
+fn label_sentence(tokens: &[String], lex: &Lexicon) -> Vec<(Finding, LabelStatus)> {
+    // Longest phrase first at each position; a matched span is not matched again.
+    // Exclusions (e.g. "pericardial effusion") are entries without findings: they claim
+    // their words like any phrase, so a longer phrase still wins over them.
+    let mut covered = vec![false; tokens.len()];
+    let mut found: Vec<(usize, usize, &Entry)> = Vec::new();
+    let mut order: Vec<&Entry> = lex.entries.iter().collect();
+    order.sort_by_key(|e| std::cmp::Reverse(e.words.len()));
+    for entry in order {
+        for i in 0..tokens.len() {
+            if covered[i] {
+                continue;
+            }
+            if let Some(end) = entry_end(tokens, i, entry) {
+                // A gapped match claims its head and tail; the words between stay free for cues.
+                let claimed: Vec<usize> = if entry.gap == 0 {
+                    (i..end).collect()
+                } else {
+                    (i..i + entry.words.len() - 1)
+                        .chain(std::iter::once(end - 1))
+                        .collect()
+                };
+                if claimed.iter().all(|&k| !covered[k]) {
+                    claimed.iter().for_each(|&k| covered[k] = true);
+                    found.push((i, end, entry));
+                }
+            }
+        }
+    }
+    found.sort_by_key(|&(s, _, _)| s);
+    let mut out = Vec::new();
+    for (start, end, entry) in found {
+        if entry.findings.is_empty() {
+            continue;
+        }
+        // For a gapped phrase, cues between its head and tail count ("heart may be enlarged").
+        let anchor = if entry.gap > 0 { end - 1 } else { start };
+        let status = entry
+            .fixed
+            .unwrap_or_else(|| cue_status(tokens, anchor, end, lex, &covered));
+        for &f in &entry.findings {
+            out.push((f, status));
+        }
+    }
+    out
+}
+
+/// The status of the mention `tokens[start..end]` from the cues of its clause.
+fn cue_status(
+    tokens: &[String],
+    start: usize,
+    end: usize,
+    lex: &Lexicon,
+    covered: &[bool],
+) -> LabelStatus {
+    let clause_start = (0..start)
+        .rev()
+        .find(|&i| lex.breakers.contains(&tokens[i].as_str()))
+        .map_or(0, |i| i + 1);
+    let clause_end = (end..tokens.len())
+        .find(|&i| lex.breakers.contains(&tokens[i].as_str()))
+        .unwrap_or(tokens.len());
+
+    // Nearest cue before the mention: the cue whose last word is closest.
+    let mut best: Option<(usize, LabelStatus)> = None;
+    let consider = |phrases: &Vec<Vec<&'static str>>,
+                    status: LabelStatus,
+                    best: &mut Option<(usize, LabelStatus)>| {
+        for p in phrases {
+            for i in clause_start..start {
+                if i + p.len() <= start && matches_at(tokens, i, p) {
+                    let last = i + p.len();
+                    // Cue words that are part of a finding phrase do not count.
+                    if covered[i..last].iter().any(|&c| c) {
+                        continue;
+                    }
+                    if best.is_none_or(|(b, _)| last > b) {
+                        *best = Some((last, status));
+                    }
+                }
+            }
+        }
+    };
+    consider(&lex.negation, LabelStatus::Negative, &mut best);
+    // Uncertainty wins ties: its phrases contain negation words ("cannot exclude").
+    let mut unc: Option<(usize, LabelStatus)> = None;
+    consider(&lex.uncertainty, LabelStatus::Uncertain, &mut unc);
+    if let Some((u, _)) = unc {
+        if best.is_none_or(|(b, _)| u >= b) {
+            best = unc;
+        }
+    }
+    // "No change in the effusion" is not a negation.
+    if let Some((b, LabelStatus::Negative)) = best {
+        let neutralised = lex.not_negation.iter().any(|p| {
+            (clause_start..start).any(|i| matches_at(tokens, i, p) && i < b && b <= i + p.len())
+        });
+        if neutralised {
+            best = None;
+        }
+    }
+    if let Some((_, status)) = best {
+        return status;
+    }
+    // Cues right after the mention (within six words, in the clause).
+    let window_end = (end + 6).min(clause_end);
+    let after = |phrases: &Vec<Vec<&'static str>>| {
+        (end..window_end).any(|i| {
+            phrases
+                .iter()
+                .any(|p| i + p.len() <= clause_end && matches_at(tokens, i, p))
+        })
+    };
+    if after(&lex.post_uncertainty) {
+        return LabelStatus::Uncertain;
+    }
+    if after(&lex.post_negation) {
+        return LabelStatus::Negative;
+    }
+    LabelStatus::Positive
+}

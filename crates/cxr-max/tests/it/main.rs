@@ -1,0 +1,3 @@
+//! Public-API tests of `cxr-max`.
+
+mod labeler;
