@@ -51,8 +51,7 @@ impl Extraction {
     pub fn status_at(&self, finding: Finding, steps: usize) -> LabelStatus {
         self.mentions
             .iter()
-            .filter(|m| m.finding == finding && m.sentence < steps)
-            .last()
+            .rfind(|m| m.finding == finding && m.sentence < steps)
             .map_or(LabelStatus::NotMentioned, |m| m.status)
     }
 }
@@ -824,10 +823,10 @@ fn cue_status(
     // Uncertainty wins ties: its phrases contain negation words ("cannot exclude").
     let mut unc: Option<(usize, LabelStatus)> = None;
     consider(&lex.uncertainty, LabelStatus::Uncertain, &mut unc);
-    if let Some((u, _)) = unc {
-        if best.is_none_or(|(b, _)| u >= b) {
-            best = unc;
-        }
+    if let Some((u, _)) = unc
+        && best.is_none_or(|(b, _)| u >= b)
+    {
+        best = unc;
     }
     // "No change in the effusion" is not a negation.
     if let Some((b, LabelStatus::Negative)) = best {
