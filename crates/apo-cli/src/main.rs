@@ -43,6 +43,27 @@ enum DriftCommand {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Simulate a CXR-MAX + MIMIC-CXR-JPG data set in the real on-disk format.
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of studies (one frontal image and one trajectory per teacher each).
+        #[arg(long, default_value_t = 1000)]
+        studies: usize,
+        /// Seed; the data set is a function of it.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Teacher profiles (TOML); default: the embedded seven teachers of the paper.
+        #[arg(long)]
+        teachers: Option<PathBuf>,
+        /// Image width and height in pixels.
+        #[arg(long = "image-size", default_value_t = 128)]
+        image_size: u32,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drift statistics and detectors.
     #[command(subcommand)]
     Drift(DriftCommand),
@@ -100,6 +121,48 @@ fn open_input(input: &PathBuf) -> Result<Box<dyn io::BufRead>, String> {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Synth {
+            out,
+            studies,
+            seed,
+            teachers,
+            image_size,
+            json,
+        } => {
+            let profiles = match &teachers {
+                Some(path) => cxr_max::sim::Profiles::from_file(path).map_err(|e| e.to_string())?,
+                None => cxr_max::sim::Profiles::embedded(),
+            };
+            let config = cxr_max::sim::SynthConfig {
+                studies,
+                seed,
+                image_size,
+                profiles,
+            };
+            let start = std::time::Instant::now();
+            let summary = cxr_max::sim::synthesize(&out, &config).map_err(|e| e.to_string())?;
+            let seconds = start.elapsed().as_secs_f64();
+            if json {
+                let mut v = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
+                v["seconds"] = serde_json::json!(seconds);
+                v["out"] = serde_json::json!(out.display().to_string());
+                println!("{v}");
+            } else {
+                println!(
+                    "wrote {} studies, {} trajectories from {} teachers ({} refusals) to {} in {seconds:.1} s",
+                    summary.studies,
+                    summary.trajectories,
+                    summary.teachers.len(),
+                    summary.refusals,
+                    out.display()
+                );
+                println!(
+                    "splits: train {}, validate {}, test {}",
+                    summary.splits[0], summary.splits[1], summary.splits[2]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Drift(DriftCommand::Detect {
             detector,
             params,
