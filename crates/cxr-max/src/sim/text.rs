@@ -13,7 +13,7 @@ pub(crate) struct Statement {
 }
 
 fn side(rng: &mut Rng) -> &'static str {
-    rng.pick(&["left", "right"])
+    if rng.bernoulli(0.5) { "left" } else { "right" }
 }
 
 fn capitalised(s: &str) -> String {
