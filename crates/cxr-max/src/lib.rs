@@ -7,14 +7,24 @@
 //!   MIMIC-CXR-JPG tables and images in the real on-disk layout.
 #![warn(missing_docs)]
 
+pub mod dataset;
 mod error;
 mod finding;
+pub mod images;
 mod labeler;
+#[cfg(feature = "parquet")]
+mod parquet;
+mod records;
 pub mod rng;
 pub mod sim;
+pub mod tables;
 
 pub use error::{CxrError, Result};
 pub use finding::{Finding, Findings, LabelStatus};
+pub use records::{
+    FieldMapping, Format, KNOWN_TEACHERS, Location, RecordsRead, Rejected, Sample, Trajectory,
+    read_records,
+};
 
 /// The findings labeler.
 pub mod findings {

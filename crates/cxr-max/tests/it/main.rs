@@ -1,3 +1,4 @@
 //! Public-API tests of `cxr-max`.
 
+mod dataset;
 mod labeler;

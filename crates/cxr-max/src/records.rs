@@ -1,0 +1,677 @@
+//! Schema-tolerant reading of CXR-MAX record files (JSON array, JSONL, CSV; Parquet with the
+//! `parquet` feature) into samples: one image, its prompt and every teacher trajectory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::{CxrError, Result};
+
+/// One teacher's trajectory for one image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Trajectory {
+    /// Teacher (source model) name.
+    pub teacher: String,
+    /// The trajectory text.
+    pub text: String,
+}
+
+/// One image with its prompt and all its teacher trajectories.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    /// MIMIC-CXR `dicom_id` (the image).
+    pub dicom_id: String,
+    /// MIMIC-CXR `subject_id` (patient), when the record has it.
+    pub subject_id: Option<u64>,
+    /// MIMIC-CXR `study_id`, when the record has it.
+    pub study_id: Option<u64>,
+    /// The prompt the teachers answered.
+    pub prompt: Option<String>,
+    /// The radiology report, when present.
+    pub report: Option<String>,
+    /// The diagnosis string of the record (authors' `diagnose` field), when present.
+    pub diagnose: Option<String>,
+    /// Trajectories, one per teacher, in file order.
+    pub trajectories: Vec<Trajectory>,
+    /// Where the record is: file and 1-based line (JSONL, CSV) or record index (JSON, Parquet).
+    pub source: Location,
+}
+
+/// A file position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line (JSONL, CSV counting the header) or 1-based record number (JSON array).
+    pub line: usize,
+}
+
+/// A record that was read but not kept, with the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rejected {
+    /// Where it is.
+    pub source: Location,
+    /// Its id, when one could be read.
+    pub record_id: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw text of the record (possibly truncated to 2000 characters).
+    pub raw: String,
+}
+
+/// Names for the fields of layouts nobody foresaw (a small TOML file, see `docs/data.md`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldMapping {
+    /// Extra names of the image id field.
+    pub dicom_id: Vec<String>,
+    /// Extra names of the subject id field.
+    pub subject_id: Vec<String>,
+    /// Extra names of the study id field.
+    pub study_id: Vec<String>,
+    /// Extra names of the prompt field.
+    pub prompt: Vec<String>,
+    /// Extra names of a list-of-trajectories field.
+    pub trajectories: Vec<String>,
+    /// Extra names of the teacher key inside trajectory objects or long rows.
+    pub teacher_key: Vec<String>,
+    /// Extra names of the text key inside trajectory objects or long rows.
+    pub text_key: Vec<String>,
+    /// Wide layout: column name → teacher name.
+    pub teacher_columns: BTreeMap<String, String>,
+}
+
+impl FieldMapping {
+    /// Reads a mapping file.
+    ///
+    /// # Errors
+    /// [`CxrError::Io`], [`CxrError::Config`].
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| CxrError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| CxrError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+const DICOM: &[&str] = &["dicom_id", "dicom", "image_id", "image"];
+const SUBJECT: &[&str] = &["subject_id", "pid", "patient_id"];
+const STUDY: &[&str] = &["study_id", "sid"];
+const PROMPT: &[&str] = &["prompt", "question", "instruction", "query"];
+const REPORT: &[&str] = &["report", "findings_text"];
+const DIAGNOSE: &[&str] = &["diagnose", "diagnosis", "labels", "label"];
+const LISTS: &[&str] = &[
+    "trajectories",
+    "responses",
+    "outputs",
+    "answers",
+    "teachers",
+    "sources",
+];
+const TEACHER_KEYS: &[&str] = &["model", "teacher", "source", "model_name", "name"];
+const TEXT_KEYS: &[&str] = &[
+    "response",
+    "trajectory",
+    "text",
+    "output",
+    "content",
+    "answer",
+];
+
+/// Teacher names recognised as columns of the wide layout (case-insensitive): the seven
+/// CXR-MAX sources under the names the paper and the data set card use.
+pub const KNOWN_TEACHERS: &[&str] = &[
+    "GPT-5",
+    "GPT-5-nano",
+    "Gemini-2.5",
+    "Gemini-2.5-flash-lite",
+    "Sonnet-4",
+    "Claude Sonnet-4",
+    "Claude-Sonnet-4",
+    "Qwen-VL-Max",
+    "Qwen-VL(M)",
+    "Grok-4",
+    "GLM-4.5V",
+    "Moonshot",
+    "Moonshot-v1",
+];
+
+/// The result of reading a record file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecordsRead {
+    /// Samples kept, grouped by image.
+    pub samples: Vec<Sample>,
+    /// Records rejected, with reasons.
+    pub rejected: Vec<Rejected>,
+    /// Records (lines, array items, rows) read: `read = kept_records + rejected.len()`.
+    pub read: usize,
+    /// Records that went into a sample (several in the long layout make one sample).
+    pub kept_records: usize,
+    /// Fields that were present but not understood, with how many records had each.
+    pub unknown_fields: BTreeMap<String, usize>,
+}
+
+/// The format of a record file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line (`.jsonl`, `.ndjson`).
+    JsonLines,
+    /// A JSON array of objects (`.json`).
+    JsonArray,
+    /// CSV with a header (`.csv`).
+    Csv,
+    /// Apache Parquet (`.parquet`, feature `parquet`).
+    Parquet,
+}
+
+impl Format {
+    /// The format of `path` from its extension (a trailing `.gz` is allowed for text formats).
+    ///
+    /// # Errors
+    /// [`CxrError::Schema`] for an unknown extension.
+    pub fn of(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+            Ok(Format::JsonLines)
+        } else if name.ends_with(".json") {
+            Ok(Format::JsonArray)
+        } else if name.ends_with(".csv") {
+            Ok(Format::Csv)
+        } else if name.ends_with(".parquet") {
+            Ok(Format::Parquet)
+        } else {
+            Err(CxrError::Schema {
+                path: path.to_owned(),
+                reason: "unknown record format; expected .jsonl, .json, .csv or .parquet (optionally .gz)".to_owned(),
+            })
+        }
+    }
+}
+
+/// Opens a file for reading, decompressing `.gz`.
+pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = std::fs::File::open(path).map_err(|source| CxrError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let is_gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if is_gz {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+    })
+}
+
+fn raw_text(v: &str) -> String {
+    v.chars().take(2000).collect()
+}
+
+/// Reads a record file. Bad records are rejected with a reason (lenient); nothing is
+/// silently dropped: `read = kept_records + rejected`.
+///
+/// # Errors
+/// [`CxrError::Io`] and [`CxrError::Schema`] for files that cannot be read at all (including
+/// a truncated gzip stream, reported with the line reached).
+pub fn read_records(path: &Path, mapping: &FieldMapping) -> Result<RecordsRead> {
+    let rows = read_rows(path)?;
+    Ok(interpret(rows, mapping))
+}
+
+/// One raw record: its location, its object (or why it is not one) and its text.
+pub(crate) struct RawRow {
+    pub(crate) source: Location,
+    pub(crate) object: std::result::Result<Map<String, Value>, String>,
+    pub(crate) raw: String,
+}
+
+fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
+    let loc = |line: usize| Location {
+        path: path.to_owned(),
+        line,
+    };
+    match Format::of(path)? {
+        Format::JsonLines => {
+            let mut rows = Vec::new();
+            let reader = open_text(path)?;
+            for (i, line) in reader.lines().enumerate() {
+                let line = line.map_err(|e| CxrError::Record {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    reason: format!("cannot read further: {e}"),
+                })?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let object = match serde_json::from_str::<Value>(&line) {
+                    Ok(Value::Object(m)) => Ok(m),
+                    Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
+                    Err(e) => Err(format!("invalid JSON: {e}")),
+                };
+                rows.push(RawRow {
+                    source: loc(i + 1),
+                    object,
+                    raw: raw_text(&line),
+                });
+            }
+            Ok(rows)
+        }
+        Format::JsonArray => {
+            let mut text = String::new();
+            open_text(path)?
+                .read_to_string(&mut text)
+                .map_err(|source| CxrError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| CxrError::Record {
+                path: path.to_owned(),
+                line: e.line(),
+                reason: format!("invalid JSON: {e}"),
+            })?;
+            let items = match value {
+                Value::Array(items) => items,
+                other => {
+                    return Err(CxrError::Schema {
+                        path: path.to_owned(),
+                        reason: format!("expected a JSON array of records, found {}", kind(&other)),
+                    });
+                }
+            };
+            Ok(items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let raw = raw_text(&v.to_string());
+                    let object = match v {
+                        Value::Object(m) => Ok(m),
+                        other => Err(format!("expected a JSON object, found {}", kind(&other))),
+                    };
+                    RawRow {
+                        source: loc(i + 1),
+                        object,
+                        raw,
+                    }
+                })
+                .collect())
+        }
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(open_text(path)?);
+            let headers = reader
+                .headers()
+                .map_err(|e| CxrError::Schema {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?
+                .clone();
+            let mut rows = Vec::new();
+            for (i, rec) in reader.records().enumerate() {
+                let line = i + 2;
+                let rec = match rec {
+                    Ok(r) => r,
+                    Err(e) if e.is_io_error() => {
+                        return Err(CxrError::Record {
+                            path: path.to_owned(),
+                            line,
+                            reason: format!("cannot read further: {e}"),
+                        });
+                    }
+                    Err(e) => {
+                        rows.push(RawRow {
+                            source: loc(line),
+                            object: Err(format!("malformed CSV row: {e}")),
+                            raw: String::new(),
+                        });
+                        continue;
+                    }
+                };
+                let raw = raw_text(&rec.iter().collect::<Vec<_>>().join(","));
+                let object = if rec.len() != headers.len() {
+                    Err(format!(
+                        "row has {} fields but the header has {}",
+                        rec.len(),
+                        headers.len()
+                    ))
+                } else {
+                    Ok(headers
+                        .iter()
+                        .zip(rec.iter())
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
+                        .collect())
+                };
+                rows.push(RawRow {
+                    source: loc(line),
+                    object,
+                    raw,
+                });
+            }
+            Ok(rows)
+        }
+        Format::Parquet => read_parquet(path),
+    }
+}
+
+#[cfg(not(feature = "parquet"))]
+fn read_parquet(path: &Path) -> Result<Vec<RawRow>> {
+    Err(CxrError::Schema {
+        path: path.to_owned(),
+        reason: "Parquet support is not compiled in; build cxr-max with the `parquet` feature"
+            .to_owned(),
+    })
+}
+
+#[cfg(feature = "parquet")]
+fn read_parquet(path: &Path) -> Result<Vec<RawRow>> {
+    crate::parquet::read_rows(path)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn take_field<'a>(
+    m: &'a Map<String, Value>,
+    names: &[&str],
+    extra: &[String],
+    used: &mut BTreeSet<String>,
+) -> Option<&'a Value> {
+    for n in names
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
+        if let Some(v) = m.get(n) {
+            used.insert(n.to_owned());
+            if !v.is_null() {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn as_id(v: &Value) -> std::result::Result<u64, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{n} is not a non-negative integer id")),
+        Value::String(s) => {
+            let t = s.trim().trim_start_matches(['p', 's']);
+            t.parse::<u64>()
+                .map_err(|_| format!("`{s}` is not an integer id"))
+        }
+        other => Err(format!("expected an integer id, found {}", kind(other))),
+    }
+}
+
+/// What one record says, before grouping.
+struct Parsed {
+    dicom_id: String,
+    subject_id: Option<u64>,
+    study_id: Option<u64>,
+    prompt: Option<String>,
+    report: Option<String>,
+    diagnose: Option<String>,
+    trajectories: Vec<Trajectory>,
+}
+
+fn parse_object(
+    m: &Map<String, Value>,
+    mapping: &FieldMapping,
+    unknown: &mut BTreeMap<String, usize>,
+) -> std::result::Result<Parsed, (Option<String>, String)> {
+    let mut used = BTreeSet::new();
+    let dicom_id = take_field(m, DICOM, &mapping.dicom_id, &mut used)
+        .and_then(as_text)
+        .map(|s| s.trim().to_owned());
+    let dicom_id = match dicom_id {
+        Some(d) if !d.is_empty() => d,
+        _ => {
+            return Err((
+                None,
+                format!("missing image id (one of {})", DICOM.join(", ")),
+            ));
+        }
+    };
+    let id_err = |e: String| (Some(dicom_id.clone()), e);
+    let subject_id = take_field(m, SUBJECT, &mapping.subject_id, &mut used)
+        .map(as_id)
+        .transpose()
+        .map_err(|e| id_err(format!("subject id: {e}")))?;
+    let study_id = take_field(m, STUDY, &mapping.study_id, &mut used)
+        .map(as_id)
+        .transpose()
+        .map_err(|e| id_err(format!("study id: {e}")))?;
+    let prompt = take_field(m, PROMPT, &mapping.prompt, &mut used).and_then(as_text);
+    let report = take_field(m, REPORT, &[], &mut used).and_then(as_text);
+    let diagnose = take_field(m, DIAGNOSE, &[], &mut used).map(|v| match v {
+        Value::Array(a) => a.iter().filter_map(as_text).collect::<Vec<_>>().join(", "),
+        other => as_text(other).unwrap_or_default(),
+    });
+
+    let teacher_keys: Vec<&str> = TEACHER_KEYS
+        .iter()
+        .copied()
+        .chain(mapping.teacher_key.iter().map(String::as_str))
+        .collect();
+    let text_keys: Vec<&str> = TEXT_KEYS
+        .iter()
+        .copied()
+        .chain(mapping.text_key.iter().map(String::as_str))
+        .collect();
+    let pick = |o: &Map<String, Value>, keys: &[&str]| {
+        keys.iter().find_map(|k| o.get(*k).and_then(as_text))
+    };
+
+    let mut trajectories = Vec::new();
+    let mut shape_found = false;
+    // 1. A list of {teacher, text} objects (or a {teacher: text} object).
+    if let Some(list) = take_field(m, LISTS, &mapping.trajectories, &mut used) {
+        shape_found = true;
+        match list {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let Value::Object(o) = item else {
+                        return Err(id_err(format!(
+                            "trajectory {i} is {}, not an object",
+                            kind(item)
+                        )));
+                    };
+                    let teacher = pick(o, &teacher_keys).ok_or_else(|| {
+                        id_err(format!(
+                            "trajectory {i} has no teacher name (one of {})",
+                            teacher_keys.join(", ")
+                        ))
+                    })?;
+                    let text = pick(o, &text_keys).ok_or_else(|| {
+                        id_err(format!(
+                            "trajectory {i} ({teacher}) has no text (one of {})",
+                            text_keys.join(", ")
+                        ))
+                    })?;
+                    trajectories.push(Trajectory { teacher, text });
+                }
+            }
+            Value::Object(o) => {
+                for (teacher, v) in o {
+                    let text = as_text(v).ok_or_else(|| {
+                        id_err(format!("trajectory of {teacher} is {}, not text", kind(v)))
+                    })?;
+                    trajectories.push(Trajectory {
+                        teacher: teacher.clone(),
+                        text,
+                    });
+                }
+            }
+            other => {
+                return Err(id_err(format!(
+                    "the trajectory list is {}, not an array or object",
+                    kind(other)
+                )));
+            }
+        }
+    }
+    // 2. Long layout: teacher and text at the top level.
+    if !shape_found
+        && let (Some(tk), Some(xk)) = (
+            teacher_keys.iter().find(|k| m.contains_key(**k)),
+            text_keys.iter().find(|k| m.contains_key(**k)),
+        )
+    {
+        shape_found = true;
+        used.insert((*tk).to_owned());
+        used.insert((*xk).to_owned());
+        let teacher = as_text(&m[*tk]).ok_or_else(|| id_err(format!("`{tk}` is not text")))?;
+        let text = as_text(&m[*xk]).ok_or_else(|| id_err(format!("`{xk}` is not text")))?;
+        trajectories.push(Trajectory { teacher, text });
+    }
+    // 3. Wide layout: one column per teacher.
+    if !shape_found {
+        for (k, v) in m {
+            let teacher = mapping.teacher_columns.get(k).cloned().or_else(|| {
+                KNOWN_TEACHERS
+                    .iter()
+                    .find(|t| t.eq_ignore_ascii_case(k))
+                    .map(|t| (*t).to_owned())
+            });
+            if let Some(teacher) = teacher {
+                used.insert(k.clone());
+                if let Some(text) = as_text(v) {
+                    trajectories.push(Trajectory { teacher, text });
+                }
+            }
+        }
+        shape_found = !trajectories.is_empty();
+    }
+    if !shape_found {
+        return Err(id_err("no trajectories: not a list of {model, response} objects, not one row per teacher, and no teacher columns (add a mapping file for other layouts)".to_owned()));
+    }
+    for k in m.keys() {
+        if !used.contains(k) {
+            *unknown.entry(k.clone()).or_default() += 1;
+        }
+    }
+    Ok(Parsed {
+        dicom_id,
+        subject_id,
+        study_id,
+        prompt,
+        report,
+        diagnose,
+        trajectories,
+    })
+}
+
+pub(crate) fn interpret(rows: Vec<RawRow>, mapping: &FieldMapping) -> RecordsRead {
+    let mut out = RecordsRead {
+        read: rows.len(),
+        ..Default::default()
+    };
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for row in rows {
+        let parsed = match &row.object {
+            Err(reason) => Err((None, reason.clone())),
+            Ok(m) => parse_object(m, mapping, &mut out.unknown_fields),
+        };
+        match parsed {
+            Err((record_id, reason)) => out.rejected.push(Rejected {
+                source: row.source,
+                record_id,
+                reason,
+                raw: row.raw,
+            }),
+            Ok(p) => {
+                if let Some(&i) = index.get(&p.dicom_id) {
+                    let sample = &mut out.samples[i];
+                    let dup = p
+                        .trajectories
+                        .iter()
+                        .find(|t| sample.trajectories.iter().any(|s| s.teacher == t.teacher));
+                    if let Some(t) = dup {
+                        out.rejected.push(Rejected {
+                            source: row.source,
+                            record_id: Some(p.dicom_id.clone()),
+                            reason: format!(
+                                "duplicate trajectory of teacher `{}` for image {} (first at line {})",
+                                t.teacher, p.dicom_id, sample.source.line
+                            ),
+                            raw: row.raw,
+                        });
+                        continue;
+                    }
+                    sample.trajectories.extend(p.trajectories);
+                    sample.subject_id = sample.subject_id.or(p.subject_id);
+                    sample.study_id = sample.study_id.or(p.study_id);
+                    sample.prompt = sample.prompt.take().or(p.prompt);
+                    sample.report = sample.report.take().or(p.report);
+                    sample.diagnose = sample.diagnose.take().or(p.diagnose);
+                } else {
+                    let dups: Vec<&Trajectory> = p
+                        .trajectories
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, t)| {
+                            p.trajectories[..*i].iter().any(|s| s.teacher == t.teacher)
+                        })
+                        .map(|(_, t)| t)
+                        .collect();
+                    if let Some(t) = dups.first() {
+                        out.rejected.push(Rejected {
+                            source: row.source,
+                            record_id: Some(p.dicom_id.clone()),
+                            reason: format!("teacher `{}` appears twice in the record", t.teacher),
+                            raw: row.raw,
+                        });
+                        continue;
+                    }
+                    index.insert(p.dicom_id.clone(), out.samples.len());
+                    out.samples.push(Sample {
+                        dicom_id: p.dicom_id,
+                        subject_id: p.subject_id,
+                        study_id: p.study_id,
+                        prompt: p.prompt,
+                        report: p.report,
+                        diagnose: p.diagnose,
+                        trajectories: p.trajectories,
+                        source: row.source,
+                    });
+                }
+                out.kept_records += 1;
+            }
+        }
+    }
+    out
+}
