@@ -16,10 +16,11 @@ commands:
   test          the test matrix
   doc           rustdoc with -D warnings
   bench loss    apo-loss benchmark (release build), JSON on stdout
-  bench drift   apo-drift detector throughput (release build), JSON on stdout";
+  bench drift   apo-drift detector throughput (release build), JSON on stdout
+  bench data    cxr-max read + join and image decode throughput (release build), JSON";
 
 /// Feature set every workspace-wide step uses, so one build serves clippy, tests and docs.
-const WORKSPACE_FEATURES: &str = "apo-loss/burn";
+const WORKSPACE_FEATURES: &str = "apo-loss/burn,cxr-max/burn";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -143,8 +144,13 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             args.extend_from_slice(rest);
             cargo(&args, &[])
         }
+        "data" => {
+            let mut args = vec!["bench", "-p", "cxr-max", "--bench", "data", "--"];
+            args.extend_from_slice(rest);
+            cargo(&args, &[])
+        }
         other => Err(format!(
-            "unknown benchmark area `{other}`; available: loss, drift"
+            "unknown benchmark area `{other}`; available: loss, drift, data"
         )),
     }
 }

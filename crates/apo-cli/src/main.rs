@@ -5,7 +5,7 @@ use std::io::{self, BufReader, BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use apo_cli::commands::{demo, drift, loss};
+use apo_cli::commands::{data, demo, drift, loss};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -42,7 +42,41 @@ enum DriftCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Read, join and validate a data set (CXR-MAX records + MIMIC-CXR-JPG tables and images).
+    /// Counts studies, images found and missing, trajectories per teacher, the label
+    /// distribution, and every problem with its file and line. Exit status: 0 when there is
+    /// no problem, 1 when problems were found (lenient mode reports them all), 2 on a fatal
+    /// error or, with --strict, at the first problem.
+    Check {
+        /// The data set folder.
+        dir: PathBuf,
+        /// Stop at the first problem.
+        #[arg(long)]
+        strict: bool,
+        /// Write every rejected record, with its reason, to this JSONL file.
+        #[arg(long)]
+        quarantine: Option<PathBuf>,
+        /// The records file, when the folder has several candidates.
+        #[arg(long)]
+        records: Option<PathBuf>,
+        /// A TOML file naming the fields of an unforeseen layout.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Decode every image instead of reading headers only.
+        #[arg(long = "decode-images")]
+        decode_images: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
+    /// Data set validation.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Simulate a CXR-MAX + MIMIC-CXR-JPG data set in the real on-disk format.
     Synth {
         /// Output folder.
@@ -121,6 +155,38 @@ fn open_input(input: &PathBuf) -> Result<Box<dyn io::BufRead>, String> {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Data(DataCommand::Check {
+            dir,
+            strict,
+            quarantine,
+            records,
+            mapping,
+            decode_images,
+            json,
+        }) => {
+            let options = data::CheckOptions {
+                dir,
+                records,
+                mapping,
+                strict,
+                quarantine,
+                decode_images,
+                json,
+            };
+            let report = data::check(&options, io::stdout().lock())?;
+            tracing::info!(
+                records_read = report.records.read,
+                kept = report.samples.kept,
+                problems = report.problems.len(),
+                reconciles = report.reconciles(),
+                "data check"
+            );
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Synth {
             out,
             studies,
@@ -138,6 +204,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 seed,
                 image_size,
                 profiles,
+                images: true,
             };
             let start = std::time::Instant::now();
             let summary = cxr_max::sim::synthesize(&out, &config).map_err(|e| e.to_string())?;

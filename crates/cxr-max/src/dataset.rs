@@ -274,20 +274,33 @@ impl Dataset {
             report.problems.push(p);
         }
 
-        let labels = match tables::find_table(root, "chexpert")
-            .or_else(|| tables::find_table(root, "negbio"))
-        {
-            Some(p) => Some(tables::read_labels(&p)?),
-            None => None,
-        };
-        let metadata = match tables::find_table(root, "metadata") {
-            Some(p) => Some(tables::read_metadata(&p)?),
-            None => None,
-        };
-        let split = match tables::find_table(root, "split") {
-            Some(p) => Some(tables::read_split(&p)?),
-            None => None,
-        };
+        // The three tables are independent: read them concurrently.
+        let (labels, metadata, split) = std::thread::scope(|scope| {
+            let labels = scope.spawn(|| {
+                tables::find_table(root, "chexpert")
+                    .or_else(|| tables::find_table(root, "negbio"))
+                    .map(|p| tables::read_labels(&p))
+                    .transpose()
+            });
+            let metadata = scope.spawn(|| {
+                tables::find_table(root, "metadata")
+                    .map(|p| tables::read_metadata(&p))
+                    .transpose()
+            });
+            let split = tables::find_table(root, "split")
+                .map(|p| tables::read_split(&p))
+                .transpose();
+            let panicked = || CxrError::Schema {
+                path: root.to_owned(),
+                reason: "a table reader panicked".to_owned(),
+            };
+            (
+                labels.join().unwrap_or_else(|_| Err(panicked())),
+                metadata.join().unwrap_or_else(|_| Err(panicked())),
+                split,
+            )
+        });
+        let (labels, metadata, split) = (labels?, metadata?, split?);
         macro_rules! table_counts {
             ($t:expr, $field:ident) => {
                 if let Some(t) = &$t {

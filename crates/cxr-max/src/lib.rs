@@ -7,6 +7,8 @@
 //!   MIMIC-CXR-JPG tables and images in the real on-disk layout.
 #![warn(missing_docs)]
 
+#[cfg(feature = "burn")]
+pub mod burn_data;
 pub mod dataset;
 mod error;
 mod finding;

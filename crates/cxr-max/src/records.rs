@@ -238,6 +238,82 @@ pub(crate) struct RawRow {
     pub(crate) source: Location,
     pub(crate) object: std::result::Result<Map<String, Value>, String>,
     pub(crate) raw: String,
+    /// Already interpreted by the typed fast path (then `object` is unused).
+    pub(crate) parsed: Option<Parsed>,
+}
+
+/// The common CXR-MAX shape, parsed without building a JSON tree. Anything else (other
+/// names, extra fields, other types) falls back to the general interpretation.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastRecord {
+    dicom_id: String,
+    #[serde(default)]
+    subject_id: Option<u64>,
+    #[serde(default)]
+    study_id: Option<u64>,
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    report: Option<String>,
+    #[serde(default)]
+    diagnose: Option<String>,
+    trajectories: Vec<FastTrajectory>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastTrajectory {
+    #[serde(alias = "teacher")]
+    model: String,
+    #[serde(alias = "trajectory", alias = "text")]
+    response: String,
+}
+
+fn fast_parse(line: &str) -> Option<Parsed> {
+    let r: FastRecord = serde_json::from_str(line).ok()?;
+    if r.dicom_id.trim().is_empty() || r.dicom_id.trim() != r.dicom_id {
+        return None;
+    }
+    Some(Parsed {
+        dicom_id: r.dicom_id,
+        subject_id: r.subject_id,
+        study_id: r.study_id,
+        prompt: r.prompt,
+        report: r.report,
+        diagnose: r.diagnose,
+        trajectories: r
+            .trajectories
+            .into_iter()
+            .map(|t| Trajectory {
+                teacher: t.model,
+                text: t.response,
+            })
+            .collect(),
+    })
+}
+
+/// Parses one JSON line: the typed fast path, or the general JSON tree.
+fn parse_line(source: Location, line: &str) -> RawRow {
+    if let Some(parsed) = fast_parse(line) {
+        return RawRow {
+            source,
+            object: Err(String::new()),
+            raw: String::new(),
+            parsed: Some(parsed),
+        };
+    }
+    let object = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    };
+    RawRow {
+        source,
+        object,
+        raw: raw_text(line),
+        parsed: None,
+    }
 }
 
 fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
@@ -247,29 +323,41 @@ fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
     };
     match Format::of(path)? {
         Format::JsonLines => {
-            let mut rows = Vec::new();
-            let reader = open_text(path)?;
-            for (i, line) in reader.lines().enumerate() {
-                let line = line.map_err(|e| CxrError::Record {
+            let size_hint = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+            let mut text = String::with_capacity(size_hint + 1);
+            open_text(path)?
+                .read_to_string(&mut text)
+                .map_err(|e| CxrError::Record {
                     path: path.to_owned(),
-                    line: i + 1,
-                    reason: format!("cannot read further: {e}"),
+                    line: text.lines().count() + 1,
+                    reason: format!("cannot read further (truncated or corrupt file?): {e}"),
                 })?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let object = match serde_json::from_str::<Value>(&line) {
-                    Ok(Value::Object(m)) => Ok(m),
-                    Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
-                    Err(e) => Err(format!("invalid JSON: {e}")),
-                };
-                rows.push(RawRow {
-                    source: loc(i + 1),
-                    object,
-                    raw: raw_text(&line),
-                });
-            }
-            Ok(rows)
+            let lines: Vec<(usize, &str)> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| (i + 1, l))
+                .collect();
+            // Lines are independent: parse them on all cores, keep file order.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let chunk = lines.len().div_ceil(threads).max(1);
+            let parts: Vec<Vec<RawRow>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = lines
+                    .chunks(chunk)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|&(n, l)| parse_line(loc(n), l))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            Ok(parts.into_iter().flatten().collect())
         }
         Format::JsonArray => {
             let mut text = String::new();
@@ -306,6 +394,7 @@ fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
                         source: loc(i + 1),
                         object,
                         raw,
+                        parsed: None,
                     }
                 })
                 .collect())
@@ -338,6 +427,7 @@ fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
                             source: loc(line),
                             object: Err(format!("malformed CSV row: {e}")),
                             raw: String::new(),
+                            parsed: None,
                         });
                         continue;
                     }
@@ -361,6 +451,7 @@ fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
                     source: loc(line),
                     object,
                     raw,
+                    parsed: None,
                 });
             }
             Ok(rows)
@@ -438,7 +529,7 @@ fn as_id(v: &Value) -> std::result::Result<u64, String> {
 }
 
 /// What one record says, before grouping.
-struct Parsed {
+pub(crate) struct Parsed {
     dicom_id: String,
     subject_id: Option<u64>,
     study_id: Option<u64>,
@@ -602,9 +693,10 @@ pub(crate) fn interpret(rows: Vec<RawRow>, mapping: &FieldMapping) -> RecordsRea
     };
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for row in rows {
-        let parsed = match &row.object {
-            Err(reason) => Err((None, reason.clone())),
-            Ok(m) => parse_object(m, mapping, &mut out.unknown_fields),
+        let parsed = match (row.parsed, &row.object) {
+            (Some(p), _) => Ok(p),
+            (None, Err(reason)) => Err((None, reason.clone())),
+            (None, Ok(m)) => parse_object(m, mapping, &mut out.unknown_fields),
         };
         match parsed {
             Err((record_id, reason)) => out.rejected.push(Rejected {

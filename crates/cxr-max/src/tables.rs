@@ -124,15 +124,16 @@ impl Rows {
         let mut rejected = Vec::new();
         let mut read = 0;
         let n = self.headers.len();
-        for (i, rec) in self.reader.records().enumerate() {
-            let line = i + 2;
-            read += 1;
-            let source = Location {
-                path: self.path.clone(),
+        let mut rec = csv::StringRecord::new();
+        loop {
+            let line = read + 2;
+            let loc = |path: &PathBuf| Location {
+                path: path.clone(),
                 line,
             };
-            let rec = match rec {
-                Ok(r) => r,
+            match self.reader.read_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) => {}
                 Err(e) if e.is_io_error() => {
                     return Err(CxrError::Record {
                         path: self.path.clone(),
@@ -141,31 +142,33 @@ impl Rows {
                     });
                 }
                 Err(e) => {
+                    read += 1;
                     rejected.push(Rejected {
-                        source,
+                        source: loc(&self.path),
                         record_id: None,
                         reason: format!("malformed CSV row: {e}"),
                         raw: String::new(),
                     });
                     continue;
                 }
-            };
-            let raw = rec.iter().collect::<Vec<_>>().join(",");
+            }
+            read += 1;
+            let raw = |rec: &csv::StringRecord| rec.iter().collect::<Vec<_>>().join(",");
             if rec.len() != n {
                 rejected.push(Rejected {
-                    source,
+                    source: loc(&self.path),
                     record_id: None,
                     reason: format!("row has {} fields but the header has {n}", rec.len()),
-                    raw,
+                    raw: raw(&rec),
                 });
                 continue;
             }
             if let Err((record_id, reason)) = f(line, &rec) {
                 rejected.push(Rejected {
-                    source,
+                    source: loc(&self.path),
                     record_id,
                     reason,
-                    raw,
+                    raw: raw(&rec),
                 });
             }
         }

@@ -1,5 +1,6 @@
 //! Subcommands of `apo`.
 
+pub mod data;
 pub mod demo;
 pub mod drift;
 pub mod loss;

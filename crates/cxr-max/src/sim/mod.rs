@@ -44,6 +44,8 @@ pub struct SynthConfig {
     pub image_size: u32,
     /// The teachers.
     pub profiles: Profiles,
+    /// Write the images (off: records and tables only, e.g. for reader benchmarks).
+    pub images: bool,
 }
 
 impl Default for SynthConfig {
@@ -53,6 +55,7 @@ impl Default for SynthConfig {
             seed: 0,
             image_size: 128,
             profiles: Profiles::embedded(),
+            images: true,
         }
     }
 }
@@ -357,10 +360,11 @@ pub fn synthesize(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
     std::fs::write(&path, profiles_text).map_err(io_err(&path))?;
 
     // Images, drawn and encoded in parallel.
+    let studies_with_images: &[Study] = if config.images { &studies } else { &[] };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = studies.len().div_ceil(threads);
+    let chunk = studies_with_images.len().div_ceil(threads).max(1);
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = studies
+        let handles: Vec<_> = studies_with_images
             .chunks(chunk)
             .enumerate()
             .map(|(k, part)| {

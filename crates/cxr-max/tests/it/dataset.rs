@@ -286,3 +286,32 @@ fn bad_images_are_reported() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[cfg(feature = "burn")]
+#[test]
+fn burn_dataset_and_batcher() {
+    use burn::backend::NdArray;
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::Dataset as _;
+    use cxr_max::burn_data::{CxrBatcher, CxrDataset};
+    use cxr_max::images::{ImageLoader, ImageLoaderConfig};
+
+    let dir = simulated("burn", 6);
+    let (data, _) = Dataset::open(&dir, &DatasetOptions::default()).unwrap();
+    let ds = CxrDataset::new(
+        data.items,
+        ImageLoader::new(ImageLoaderConfig {
+            size: 24,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(ds.len(), 6);
+    let items: Vec<_> = (0..4).map(|i| ds.get(i).unwrap()).collect();
+    assert_eq!(items[0].trajectories.len(), 7);
+    let batch: cxr_max::burn_data::CxrBatch<NdArray> = CxrBatcher.batch(items, &Default::default());
+    assert_eq!(batch.images.dims(), [4, 1, 24, 24]);
+    let mean: f32 = batch.images.mean().into_scalar();
+    assert!(mean > 0.05 && mean < 0.9, "{mean}");
+    assert!(ds.get(6).is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}
