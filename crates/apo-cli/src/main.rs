@@ -22,6 +22,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum DriftCommand {
+    /// Drift report of a data set (real or simulated): drift.json plus PNG plots (teacher x
+    /// finding disagreement heatmap, instantaneous drift by sentence step, change points
+    /// along the stream), written to OUT_DIR.
+    Report {
+        /// The data set folder.
+        dir: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Change-point detector (adwin, page-hinkley, ddm, kswin).
+        #[arg(long, default_value = "adwin")]
+        detector: String,
+        /// Detector parameter, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Sentence steps kept (later sentences pool into the last).
+        #[arg(long = "max-steps", default_value_t = 12)]
+        max_steps: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an online drift detector over a stream (one number per line) and print
     /// {"detections":[...]}: the 0-based indices at which it signals drift, as river's
     /// `drift_detected` does. Detectors: adwin (delta, clock, max_buckets, min_window_length,
@@ -227,6 +249,52 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     "splits: train {}, validate {}, test {}",
                     summary.splits[0], summary.splits[1], summary.splits[2]
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drift(DriftCommand::Report {
+            dir,
+            out,
+            detector,
+            params,
+            max_steps,
+            json,
+        }) => {
+            let params = drift::parse_params(&params)?;
+            let pairs: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let detector = apo_drift::DetectorConfig::from_params(&detector, &pairs)
+                .map_err(|e| e.to_string())?;
+            let options = apo_cli::commands::drift_report::ReportOptions {
+                dir,
+                out,
+                detector,
+                max_steps,
+            };
+            let report = apo_cli::commands::drift_report::report(&options)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "drift report over {} images, {} teachers",
+                    report.items,
+                    report.teachers.len()
+                );
+                println!("change points (teacher, finding, position in the stream):");
+                for cp in &report.change_points {
+                    println!(
+                        "  {:<14} {:<18} image {:>6} ({:.2})",
+                        cp.teacher, cp.finding, cp.item, cp.fraction
+                    );
+                }
+                for f in &report.files {
+                    println!("wrote {}", f.display());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -3,4 +3,5 @@
 pub mod data;
 pub mod demo;
 pub mod drift;
+pub mod drift_report;
 pub mod loss;

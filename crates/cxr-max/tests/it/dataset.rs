@@ -315,3 +315,23 @@ fn burn_dataset_and_batcher() {
     assert!(ds.get(6).is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Parquet records (feature `parquet`): `fixtures/records.parquet` was written by pandas +
+/// pyarrow from `fixtures/records.jsonl` (`fixtures/make_parquet.py`), the list layout as a
+/// list-of-struct column; it must read exactly like the JSON Lines it came from.
+#[cfg(feature = "parquet")]
+#[test]
+fn parquet_records_read_like_jsonl() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let a = read_records(&fixtures.join("records.jsonl"), &FieldMapping::default()).unwrap();
+    let b = read_records(&fixtures.join("records.parquet"), &FieldMapping::default()).unwrap();
+    assert_eq!(b.rejected, vec![]);
+    assert_eq!(a.samples.len(), 5);
+    assert_eq!(a.samples.len(), b.samples.len());
+    for (x, y) in a.samples.iter().zip(&b.samples) {
+        assert_eq!(
+            (&x.dicom_id, x.study_id, &x.trajectories),
+            (&y.dicom_id, y.study_id, &y.trajectories)
+        );
+    }
+}
