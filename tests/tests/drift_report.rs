@@ -41,6 +41,20 @@ fn report_finds_injected_drift_and_table1_divergence() {
     let png = image::open(out.join("disagreement_heatmap.png")).unwrap();
     assert!(png.width() > 300 && png.height() > 200);
 
+    // Precision / recall / F1 per teacher against the consensus and the labels.
+    let truth = r
+        .scores_vs_truth
+        .as_ref()
+        .expect("simulated data has labels");
+    assert_eq!(truth.len(), 7);
+    assert!(
+        truth
+            .values()
+            .all(|s| s.compared > 1000 && s.f1 > 0.0 && s.f1 < 1.0)
+    );
+    assert!(truth["GPT-5"].f1 > truth["Moonshot"].f1, "{truth:?}");
+    assert_eq!(r.scores_vs_consensus.len(), 7);
+
     // Injected: Gemini-2.5 pneumothorax at 0.5, Grok-4 pleural effusion at 0.6.
     let near = |teacher: &str, finding: &str, at: f64| {
         r.change_points.iter().any(|c| {

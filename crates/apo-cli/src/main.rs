@@ -285,6 +285,18 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     report.items,
                     report.teachers.len()
                 );
+                if let Some(scores) = &report.scores_vs_truth {
+                    println!(
+                        "{:<14} {:>9} {:>7} {:>6}  (votes vs ground truth, all findings)",
+                        "teacher", "precision", "recall", "F1"
+                    );
+                    for (t, s) in scores {
+                        println!(
+                            "{t:<14} {:>9.3} {:>7.3} {:>6.3}",
+                            s.precision, s.recall, s.f1
+                        );
+                    }
+                }
                 println!("change points (teacher, finding, position in the stream):");
                 for cp in &report.change_points {
                     println!(

@@ -174,6 +174,8 @@ struct Entry {
 #[derive(Debug)]
 struct Lexicon {
     entries: Vec<Entry>,
+    /// Entry indices by first word, ascending (so longest phrases first).
+    by_first_word: std::collections::HashMap<&'static str, Vec<usize>>,
     negation: Vec<Vec<&'static str>>,
     uncertainty: Vec<Vec<&'static str>>,
     not_negation: Vec<Vec<&'static str>>,
@@ -570,8 +572,16 @@ fn build_lexicon() -> Lexicon {
             "support devices",
         ],
     );
+    // Longest phrase first (stable: equal lengths keep their listing order).
+    entries.sort_by_key(|e| std::cmp::Reverse(e.words.len()));
+    let mut by_first_word: std::collections::HashMap<&'static str, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        by_first_word.entry(e.words[0]).or_default().push(i);
+    }
     Lexicon {
         entries,
+        by_first_word,
         negation: words(&[
             "no",
             "not",
@@ -742,9 +752,17 @@ fn label_sentence(tokens: &[String], lex: &Lexicon) -> Vec<(Finding, LabelStatus
     // their words like any phrase, so a longer phrase still wins over them.
     let mut covered = vec![false; tokens.len()];
     let mut found: Vec<(usize, usize, &Entry)> = Vec::new();
-    let mut order: Vec<&Entry> = lex.entries.iter().collect();
-    order.sort_by_key(|e| std::cmp::Reverse(e.words.len()));
-    for entry in order {
+    // Only entries whose first word occurs in the sentence can match; visiting them in
+    // entry order keeps the longest-first rule.
+    let mut candidates: Vec<usize> = tokens
+        .iter()
+        .filter_map(|t| lex.by_first_word.get(t.as_str()))
+        .flatten()
+        .copied()
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    for entry in candidates.into_iter().map(|i| &lex.entries[i]) {
         for i in 0..tokens.len() {
             if covered[i] {
                 continue;

@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use apo_drift::{
-    DetectorConfig, Divergence, MultiStreamMonitor, StreamCounts, collective_shift,
-    cumulative_deviation, fleiss_kappa, instantaneous_drift, step_shift, vote_entropy,
+    BinaryScores, DetectorConfig, Divergence, MultiStreamMonitor, StreamCounts, binary_scores,
+    collective_shift, cumulative_deviation, fleiss_kappa, instantaneous_drift, step_shift,
+    vote_entropy,
 };
 use cxr_max::dataset::{Dataset, DatasetOptions};
 use cxr_max::{Finding, LabelStatus, findings};
@@ -87,6 +88,11 @@ pub struct DriftReport {
     pub accuracy_vs_truth: Option<Vec<Vec<f64>>>,
     /// Per-finding accuracy of the consensus against the labels, when present.
     pub consensus_accuracy: Option<Vec<f64>>,
+    /// Per teacher, precision / recall / F1 of its present votes against the consensus, over
+    /// every (image, finding) pair where both exist (the bars of the paper's drift figure).
+    pub scores_vs_consensus: BTreeMap<String, BinaryScores>,
+    /// The same against the ground-truth labels, when present.
+    pub scores_vs_truth: Option<BTreeMap<String, BinaryScores>>,
     /// Per-finding Fleiss' kappa over {present, absent, abstain}.
     pub fleiss_kappa: Vec<f64>,
     /// Per-finding mean vote entropy (nats) over images with at least one vote.
@@ -150,10 +156,12 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
     let (n, f) = (teachers.len(), Finding::ALL.len());
     let j_max = options.max_steps.max(2);
     let mut counts = StreamCounts::new(n, j_max, STATUSES.len()).map_err(|e| e.to_string())?;
-    // votes[item][teacher][finding]
-    let mut votes: Vec<Vec<[Option<bool>; 14]>> = Vec::with_capacity(data.items.len());
-    for item in &data.items {
+    // votes[item][teacher][finding], and every statement as (teacher, step, status index);
+    // trajectories are labelled on all cores.
+    type Labelled = (Vec<[Option<bool>; 14]>, Vec<(usize, usize, usize)>);
+    let label_item = |item: &cxr_max::dataset::Item| -> Labelled {
         let mut per = vec![[None; 14]; n];
+        let mut statements = Vec::new();
         for t in &item.sample.trajectories {
             let u = teachers
                 .iter()
@@ -162,14 +170,34 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
             let e = findings::extract(&t.text);
             for m in &e.mentions {
                 if let Some(k) = STATUSES.iter().position(|s| *s == m.status) {
-                    counts
-                        .observe(u, m.sentence.min(j_max - 1), k)
-                        .map_err(|e| e.to_string())?;
+                    statements.push((u, m.sentence.min(j_max - 1), k));
                 }
             }
             for fi in Finding::ALL {
                 per[u][fi.index()] = vote(e.findings.get(fi));
             }
+        }
+        (per, statements)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let chunk = data.items.len().div_ceil(threads).max(1);
+    let t0 = std::time::Instant::now();
+    let labelled: Vec<Labelled> = std::thread::scope(|scope| {
+        let handles: Vec<_> = data
+            .items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(label_item).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("labelling worker"))
+            .collect()
+    });
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "labelled");
+    let mut votes: Vec<Vec<[Option<bool>; 14]>> = Vec::with_capacity(labelled.len());
+    for (per, statements) in labelled {
+        for (u, j, k) in statements {
+            counts.observe(u, j, k).map_err(|e| e.to_string())?;
         }
         votes.push(per);
     }
@@ -246,6 +274,32 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
     let consensus_accuracy =
         has_truth.then(|| (0..f).map(|k| accuracy(&|i| consensus[i][k], k)).collect());
 
+    let mut scores_vs_consensus = BTreeMap::new();
+    let mut scores_vs_truth = BTreeMap::new();
+    for u in 0..n {
+        let predicted: Vec<Option<bool>> = votes
+            .iter()
+            .flat_map(|per| per[u].iter().copied())
+            .collect();
+        let reference: Vec<Option<bool>> =
+            consensus.iter().flat_map(|c| c.iter().copied()).collect();
+        scores_vs_consensus.insert(
+            teachers[u].clone(),
+            binary_scores(&predicted, &reference).map_err(|e| e.to_string())?,
+        );
+        if has_truth {
+            let reference: Vec<Option<bool>> = truth
+                .iter()
+                .flat_map(|t| t.map_or([None; 14], |t| t).into_iter())
+                .collect();
+            scores_vs_truth.insert(
+                teachers[u].clone(),
+                binary_scores(&predicted, &reference).map_err(|e| e.to_string())?,
+            );
+        }
+    }
+
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "scores");
     let mut kappa = Vec::with_capacity(f);
     let mut entropy = Vec::with_capacity(f);
     for k in 0..f {
@@ -308,6 +362,7 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
         by_finding.insert(fi.column_name().to_owned(), m);
     }
 
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "agreement");
     let dists = counts.distributions(1.0).map_err(|e| e.to_string())?;
     let inst =
         instantaneous_drift(&dists, None, Divergence::JensenShannon).map_err(|e| e.to_string())?;
@@ -374,6 +429,7 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
         }
     }
 
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "change points");
     std::fs::create_dir_all(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?;
     let mut files = Vec::new();
     let finding_names: Vec<String> = Finding::ALL.iter().map(|f| short_finding(*f)).collect();
@@ -417,6 +473,8 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
         coverage,
         accuracy_vs_truth,
         consensus_accuracy,
+        scores_vs_consensus,
+        scores_vs_truth: has_truth.then_some(scores_vs_truth),
         fleiss_kappa: kappa,
         vote_entropy: entropy,
         pairwise_agreement: pairwise,
