@@ -142,7 +142,8 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
         "drift" => {
             let mut args = vec!["bench", "-p", "apo-drift", "--bench", "detectors", "--"];
             args.extend_from_slice(rest);
-            cargo(&args, &[])
+            cargo(&args, &[])?;
+            drift_report_bench()
         }
         "data" => {
             let mut args = vec!["bench", "-p", "cxr-max", "--bench", "data", "--"];
@@ -153,6 +154,41 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             "unknown benchmark area `{other}`; available: loss, drift, data"
         )),
     }
+}
+
+/// Times `apo drift report` (release) over a simulated CXR-MAX-sized set: 24,426 studies ×
+/// 7 teachers = 170,982 trajectories. Prints one JSON line.
+fn drift_report_bench() -> Result<(), String> {
+    let data = "target/bench-drift/data";
+    let out = "target/bench-drift/report";
+    cargo(&["build", "--release", "-q", "-p", "apo-cli"], &[])?;
+    let apo = |args: &[&str]| -> Result<f64, String> {
+        let start = Instant::now();
+        let status = Command::new("target/release/apo")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run target/release/apo: {e}"))?;
+        if !status.success() {
+            return Err(format!("apo {} exited with {status}", args.join(" ")));
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    std::fs::remove_dir_all("target/bench-drift").ok();
+    let synth = apo(&[
+        "synth",
+        "--out",
+        data,
+        "--studies",
+        "24426",
+        "--image-size",
+        "16",
+    ])?;
+    let report = apo(&["drift", "report", data, "--out", out])?;
+    println!(
+        "{{\"bench\":\"drift-report\",\"studies\":24426,\"trajectories\":170982,\"synth_seconds\":{synth:.2},\"report_seconds\":{report:.2}}}"
+    );
+    Ok(())
 }
 
 /// Runs cargo with `args`, inheriting stdio.

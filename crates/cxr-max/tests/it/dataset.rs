@@ -335,3 +335,51 @@ fn parquet_records_read_like_jsonl() {
         );
     }
 }
+
+/// 16-bit grayscale and 8-bit RGB PNGs load as the same normalised grayscale; `crop` keeps the
+/// centre and `pad` keeps everything.
+#[test]
+fn sixteen_bit_rgb_and_fit_modes() {
+    use cxr_max::images::{Fit, ImageLoader, ImageLoaderConfig};
+    let dir = fresh("bitdepth");
+    // A 20 × 10 picture: left half at 25 % grey, right half at 75 % grey.
+    let g16 = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(20, 10, |x, _| {
+        image::Luma([if x < 10 { 16384 } else { 49151 }])
+    });
+    let rgb = image::RgbImage::from_fn(20, 10, |x, _| {
+        if x < 10 {
+            image::Rgb([64, 64, 64])
+        } else {
+            image::Rgb([191, 191, 191])
+        }
+    });
+    g16.save(dir.join("g16.png")).unwrap();
+    rgb.save(dir.join("rgb.png")).unwrap();
+    let pad = ImageLoader::new(ImageLoaderConfig {
+        size: 10,
+        ..Default::default()
+    });
+    let a = pad.load(&dir.join("g16.png")).unwrap();
+    let b = pad.load(&dir.join("rgb.png")).unwrap();
+    // Padded: rows 0–1 and 8–9 are black, the picture fills rows 2–7 (20 × 10 → 10 × 5, centred).
+    assert_eq!(a.pixels[0], 0.0);
+    assert!(
+        (a.pixels[5 * 10 + 1] - 0.25).abs() < 0.01,
+        "{}",
+        a.pixels[5 * 10 + 1]
+    );
+    assert!((a.pixels[5 * 10 + 8] - 0.75).abs() < 0.01);
+    for (x, y) in a.pixels.iter().zip(&b.pixels) {
+        assert!((x - y).abs() < 0.01, "16-bit and RGB agree: {x} vs {y}");
+    }
+    let crop = ImageLoader::new(ImageLoaderConfig {
+        size: 10,
+        fit: Fit::Crop,
+        ..Default::default()
+    });
+    let c = crop.load(&dir.join("g16.png")).unwrap();
+    // Cropped: 20 × 10 → 20 × 10 at scale 1, centre 10 columns: left half dark, right half light, no padding.
+    assert!(c.pixels.iter().all(|&v| v > 0.2));
+    assert!((c.pixels[0] - 0.25).abs() < 0.01 && (c.pixels[9] - 0.75).abs() < 0.01);
+    std::fs::remove_dir_all(&dir).ok();
+}
