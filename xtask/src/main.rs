@@ -17,7 +17,8 @@ commands:
   doc           rustdoc with -D warnings
   bench loss    apo-loss benchmark (release build), JSON on stdout
   bench drift   apo-drift detector throughput (release build), JSON on stdout
-  bench data    cxr-max read + join and image decode throughput (release build), JSON";
+  bench data    cxr-max read + join and image decode throughput (release build), JSON
+  bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON";
 
 /// Feature set every workspace-wide step uses, so one build serves clippy, tests and docs.
 const WORKSPACE_FEATURES: &str = "apo-loss/burn,cxr-max/burn";
@@ -145,13 +146,25 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             cargo(&args, &[])?;
             drift_report_bench()
         }
+        "consensus" => {
+            let mut args = vec![
+                "bench",
+                "-p",
+                "apo-consensus",
+                "--bench",
+                "dawid_skene",
+                "--",
+            ];
+            args.extend_from_slice(rest);
+            cargo(&args, &[])
+        }
         "data" => {
             let mut args = vec!["bench", "-p", "cxr-max", "--bench", "data", "--"];
             args.extend_from_slice(rest);
             cargo(&args, &[])
         }
         other => Err(format!(
-            "unknown benchmark area `{other}`; available: loss, drift, data"
+            "unknown benchmark area `{other}`; available: loss, drift, data, consensus"
         )),
     }
 }

@@ -64,6 +64,25 @@ enum DriftCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConsensusCommand {
+    /// Aggregate votes from a CSV with columns task,worker,label (crowd-kit's layout) and print
+    /// CSV task,label,confidence. Methods: majority (ties to the label that sorts first),
+    /// weighted (--weights CSV worker,weight; missing workers weigh 1), dawid-skene (crowd-kit
+    /// 1.4 DawidSkene, n_iter 100, tol 1e-5).
+    Votes {
+        /// Aggregation method.
+        #[arg(long, default_value = "majority")]
+        method: String,
+        /// Votes CSV, or `-` for standard input.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Worker weights CSV (worker,weight) for --method weighted.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DataCommand {
     /// Read, join and validate a data set (CXR-MAX records + MIMIC-CXR-JPG tables and images).
     /// Counts studies, images found and missing, trajectories per teacher, the label
@@ -96,6 +115,9 @@ enum DataCommand {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Consensus of teachers.
+    #[command(subcommand)]
+    Consensus(ConsensusCommand),
     /// Data set validation.
     #[command(subcommand)]
     Data(DataCommand),
@@ -177,6 +199,20 @@ fn open_input(input: &PathBuf) -> Result<Box<dyn io::BufRead>, String> {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Consensus(ConsensusCommand::Votes {
+            method,
+            input,
+            weights,
+        }) => {
+            let method: apo_cli::commands::consensus::Method = method.parse()?;
+            let reader = open_input(&input)?;
+            let weights = weights.as_ref().map(open_input).transpose()?;
+            let out = io::stdout().lock();
+            let result = apo_cli::commands::consensus::votes(method, reader, weights, out)
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            tracing::info!(tasks = result.len(), "consensus votes");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Data(DataCommand::Check {
             dir,
             strict,

@@ -45,6 +45,7 @@ pub(crate) fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
                 },
                 object,
                 raw: line.chars().take(2000).collect(),
+                parsed: None,
             }
         })
         .collect())

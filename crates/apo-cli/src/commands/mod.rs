@@ -1,5 +1,6 @@
 //! Subcommands of `apo`.
 
+pub mod consensus;
 pub mod data;
 pub mod demo;
 pub mod drift;

@@ -1,0 +1,70 @@
+//! `cargo xtask bench consensus`: Dawid-Skene over 24,426 items × 7 teachers × 14 findings
+//! (14 binary problems, each teacher voting on 95 % of the items with its own accuracy).
+//! Prints one JSON line. `--write DIR` saves the 14 vote tables (`votes_{k}.csv`) for
+//! `benches/crowdkit_bench.py DIR`, which times crowd-kit on the same votes.
+
+use std::time::Instant;
+
+use apo_consensus::{DawidSkeneConfig, Votes, dawid_skene};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let write = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let (items, teachers, findings) = (24_426usize, 7usize, 14usize);
+    let accuracy = [0.74, 0.55, 0.50, 0.64, 0.57, 0.68, 0.48];
+    let mut state = 0x853C_49E6_748F_EA9Bu64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut tables = Vec::new();
+    for _ in 0..findings {
+        let mut rows = Vec::with_capacity(items * teachers);
+        for i in 0..items {
+            let truth = uniform() < 0.2;
+            for (t, &acc) in accuracy.iter().enumerate().take(teachers) {
+                if uniform() < 0.95 {
+                    let vote = if uniform() < acc { truth } else { !truth };
+                    rows.push((
+                        format!("i{i}"),
+                        format!("t{t}"),
+                        if vote { "present" } else { "absent" }.to_owned(),
+                    ));
+                }
+            }
+        }
+        tables.push(rows);
+    }
+    if let Some(dir) = &write {
+        std::fs::create_dir_all(dir).expect("output folder");
+        for (k, rows) in tables.iter().enumerate() {
+            let mut text = String::from("task,worker,label\n");
+            for (a, b, c) in rows {
+                text.push_str(&format!("{a},{b},{c}\n"));
+            }
+            std::fs::write(format!("{dir}/votes_{k}.csv"), text).expect("write votes");
+        }
+    }
+    let start = Instant::now();
+    let mut iterations = 0;
+    for rows in &tables {
+        let votes = Votes::from_triples(
+            rows.iter()
+                .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+        )
+        .expect("votes");
+        let ds = dawid_skene(&votes, &DawidSkeneConfig::default()).expect("dawid-skene");
+        iterations += ds.elbo.len();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\":\"dawid-skene\",\"items\":{items},\"teachers\":{teachers},\"findings\":{findings},\"votes\":{},\"seconds\":{seconds:.3},\"em_iterations\":{iterations}}}",
+        tables.iter().map(Vec::len).sum::<usize>()
+    );
+}

@@ -1,0 +1,296 @@
+//! Label aggregation: majority vote, weighted vote, Dawid-Skene.
+
+use crate::{ConsensusError, Result, Votes};
+
+/// The consensus on one task.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Consensus {
+    /// Task index (see [`Votes::tasks`]).
+    pub task: usize,
+    /// Label index (see [`Votes::labels`]).
+    pub label: usize,
+    /// Support: the (weighted) share of votes for the label, or its Dawid-Skene posterior.
+    pub confidence: f64,
+    /// Workers whose vote is the consensus label.
+    pub agreeing: Vec<usize>,
+    /// Workers who voted for another label.
+    pub dissenting: Vec<usize>,
+}
+
+/// Index of the largest value; ties go to the smallest index (the label that sorts first).
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn finish(votes: &Votes, scores: Vec<Vec<f64>>) -> Vec<Consensus> {
+    let mut out: Vec<Consensus> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(task, s)| {
+            let label = argmax(&s);
+            Consensus {
+                task,
+                label,
+                confidence: s[label],
+                agreeing: Vec::new(),
+                dissenting: Vec::new(),
+            }
+        })
+        .collect();
+    for &(t, w, l) in votes.entries() {
+        if out[t].label == l {
+            out[t].agreeing.push(w);
+        } else {
+            out[t].dissenting.push(w);
+        }
+    }
+    out
+}
+
+fn shares(votes: &Votes, weight: impl Fn(usize) -> f64) -> Vec<Vec<f64>> {
+    let k = votes.labels().len();
+    let mut s = vec![vec![0.0; k]; votes.tasks().len()];
+    for &(t, w, l) in votes.entries() {
+        s[t][l] += weight(w);
+    }
+    for row in &mut s {
+        let total: f64 = row.iter().sum();
+        if total > 0.0 {
+            row.iter_mut().for_each(|x| *x /= total);
+        }
+    }
+    s
+}
+
+/// Majority vote: the label with the most votes; ties go to the label that sorts first.
+/// Confidence is the label's share of the task's votes.
+pub fn majority_vote(votes: &Votes) -> Vec<Consensus> {
+    finish(votes, shares(votes, |_| 1.0))
+}
+
+/// Weighted vote: the label with the largest total weight (ties to the label that sorts
+/// first); confidence is its share of the task's total weight. Workers absent from `weights`
+/// weigh 1. Reliabilities from `apo-drift` (e.g. agreement with the consensus) fit here: a
+/// teacher that drifts counts less.
+///
+/// # Errors
+/// [`ConsensusError::UnknownWorker`] for a weight of a worker without votes,
+/// [`ConsensusError::InvalidWeight`] for a negative or non-finite weight.
+///
+/// # Examples
+/// ```
+/// use apo_consensus::{Votes, weighted_vote};
+/// let votes = Votes::from_triples([("t", "a", "x"), ("t", "b", "y"), ("t", "c", "y")])?;
+/// let c = weighted_vote(&votes, &[("a", 3.0)])?;
+/// assert_eq!(votes.label_name(c[0].label), "x");
+/// # Ok::<(), apo_consensus::ConsensusError>(())
+/// ```
+pub fn weighted_vote(votes: &Votes, weights: &[(&str, f64)]) -> Result<Vec<Consensus>> {
+    let mut w = vec![1.0; votes.workers().len()];
+    for &(name, value) in weights {
+        let i = votes
+            .workers()
+            .iter()
+            .position(|x| x == name)
+            .ok_or_else(|| ConsensusError::UnknownWorker(name.to_owned()))?;
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(ConsensusError::InvalidWeight {
+                worker: name.to_owned(),
+                value,
+            });
+        }
+        w[i] = value;
+    }
+    Ok(finish(votes, shares(votes, |i| w[i])))
+}
+
+/// Parameters of [`dawid_skene`] (crowd-kit 1.4 defaults).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DawidSkeneConfig {
+    /// Maximum EM iterations. Default: 100.
+    pub max_iter: usize,
+    /// Stop when the evidence lower bound per vote improves by less than this. Default: 1e-5.
+    pub tol: f64,
+}
+
+impl Default for DawidSkeneConfig {
+    fn default() -> Self {
+        DawidSkeneConfig {
+            max_iter: 100,
+            tol: 1e-5,
+        }
+    }
+}
+
+/// The fitted Dawid-Skene model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DawidSkene {
+    /// The consensus per task (label = posterior argmax, confidence = its posterior).
+    pub consensus: Vec<Consensus>,
+    /// Posterior over labels per task.
+    pub posteriors: Vec<Vec<f64>>,
+    /// Class priors.
+    pub priors: Vec<f64>,
+    /// Per worker, `errors[observed][true]` = P(worker says `observed` | truth is `true`), over
+    /// the labels the worker used.
+    pub errors: Vec<Vec<Vec<f64>>>,
+    /// Evidence lower bound per vote after each iteration.
+    pub elbo: Vec<f64>,
+}
+
+const EPS: f64 = 1e-10;
+
+/// Dawid-Skene EM (Dawid & Skene 1979), following crowd-kit 1.4's `DawidSkene`: posteriors
+/// start from majority-vote shares; the M-step estimates the priors as mean posteriors and
+/// each worker's confusion matrix from posterior-weighted counts (floored at 1e-10, columns
+/// normalised over the labels the worker used); the E-step computes posteriors in log space
+/// with the row maximum subtracted; iteration stops when the evidence lower bound per vote
+/// improves by less than `tol`, or after `max_iter` iterations. Labels are the posterior
+/// argmax (ties to the label that sorts first).
+///
+/// # Errors
+/// [`ConsensusError::OutOfRange`] for `max_iter` of 0 or a negative / non-finite `tol`.
+///
+/// # Examples
+/// ```
+/// use apo_consensus::{DawidSkeneConfig, Votes, dawid_skene};
+/// let votes = Votes::from_triples([
+///     ("t1", "good", "x"), ("t1", "bad", "y"), ("t1", "ok", "x"),
+///     ("t2", "good", "y"), ("t2", "bad", "x"), ("t2", "ok", "y"),
+/// ])?;
+/// let ds = dawid_skene(&votes, &DawidSkeneConfig::default())?;
+/// assert_eq!(votes.label_name(ds.consensus[0].label), "x");
+/// assert_eq!(votes.label_name(ds.consensus[1].label), "y");
+/// # Ok::<(), apo_consensus::ConsensusError>(())
+/// ```
+#[allow(clippy::needless_range_loop)] // (worker, observed, true) indices address several tables
+pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSkene> {
+    if config.max_iter == 0 {
+        return Err(ConsensusError::OutOfRange {
+            name: "max_iter",
+            value: 0.0,
+            expected: "at least 1",
+        });
+    }
+    if !(config.tol.is_finite() && config.tol >= 0.0) {
+        return Err(ConsensusError::OutOfRange {
+            name: "tol",
+            value: config.tol,
+            expected: "a finite number >= 0",
+        });
+    }
+    let (n_tasks, n_workers, k) = (
+        votes.tasks().len(),
+        votes.workers().len(),
+        votes.labels().len(),
+    );
+    // Which labels each worker used (confusion rows exist only for those).
+    let mut used = vec![vec![false; k]; n_workers];
+    for &(_, w, l) in votes.entries() {
+        used[w][l] = true;
+    }
+    let m_step = |post: &[Vec<f64>]| -> Vec<Vec<Vec<f64>>> {
+        let mut e = vec![vec![vec![0.0; k]; k]; n_workers];
+        for &(t, w, l) in votes.entries() {
+            for c in 0..k {
+                e[w][l][c] += post[t][c];
+            }
+        }
+        for w in 0..n_workers {
+            for l in 0..k {
+                if used[w][l] {
+                    e[w][l].iter_mut().for_each(|x| *x = x.max(EPS));
+                }
+            }
+            for c in 0..k {
+                let col: f64 = (0..k).filter(|&l| used[w][l]).map(|l| e[w][l][c]).sum();
+                for l in 0..k {
+                    if used[w][l] {
+                        e[w][l][c] /= col;
+                    }
+                }
+            }
+        }
+        e
+    };
+    let mean = |post: &[Vec<f64>]| -> Vec<f64> {
+        (0..k)
+            .map(|c| post.iter().map(|p| p[c]).sum::<f64>() / n_tasks as f64)
+            .collect()
+    };
+    let mut post = shares(votes, |_| 1.0);
+    let mut priors = mean(&post);
+    let mut errors = m_step(&post);
+    let mut loss = f64::NEG_INFINITY;
+    let mut elbo = Vec::new();
+    for _ in 0..config.max_iter {
+        // E-step (base-2 logs, as crowd-kit; the base cancels in the normalisation).
+        let mut ll: Vec<Vec<f64>> = (0..n_tasks)
+            .map(|_| priors.iter().map(|p| p.max(EPS).log2()).collect())
+            .collect();
+        for &(t, w, l) in votes.entries() {
+            for c in 0..k {
+                ll[t][c] += errors[w][l][c].log2();
+            }
+        }
+        for row in &mut ll {
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            row.iter_mut().for_each(|x| *x = (*x - m).exp2());
+            let s: f64 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= s);
+        }
+        post = ll;
+        priors = mean(&post);
+        errors = m_step(&post);
+        // Evidence lower bound per vote.
+        let ln_terms: Vec<Vec<Vec<f64>>> = errors
+            .iter()
+            .map(|e| {
+                e.iter()
+                    .map(|row| {
+                        row.iter()
+                            .zip(&priors)
+                            .map(|(x, p)| x.ln() + p.max(EPS).ln())
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut joint = 0.0;
+        for &(t, w, l) in votes.entries() {
+            for c in 0..k {
+                joint += post[t][c] * ln_terms[w][l][c];
+            }
+        }
+        let entropy: f64 = -post
+            .iter()
+            .flatten()
+            .map(|&p| {
+                let p = p.max(EPS);
+                p.ln() * p
+            })
+            .sum::<f64>();
+        let new_loss = (joint + entropy) / votes.entries().len() as f64;
+        elbo.push(new_loss);
+        if new_loss - loss < config.tol {
+            break;
+        }
+        loss = new_loss;
+    }
+    let consensus = finish(votes, post.clone());
+    Ok(DawidSkene {
+        consensus,
+        posteriors: post,
+        priors,
+        errors,
+        elbo,
+    })
+}

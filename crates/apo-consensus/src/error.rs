@@ -1,0 +1,62 @@
+//! The error type of this crate.
+
+/// Everything that can be wrong with votes, weights or parameters.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsensusError {
+    /// A vote with an empty task, worker or label, with its position (1-based row).
+    #[error("row {row}: empty {field}")]
+    EmptyField {
+        /// 1-based row of the vote.
+        row: usize,
+        /// `task`, `worker` or `label`.
+        field: &'static str,
+    },
+    /// A label outside the declared set, with its row.
+    #[error("row {row}: label `{label}` is not one of the declared labels ({declared})")]
+    UndeclaredLabel {
+        /// 1-based row.
+        row: usize,
+        /// The label.
+        label: String,
+        /// The declared labels, comma-separated.
+        declared: String,
+    },
+    /// The same worker voted twice on a task.
+    #[error("row {row}: worker `{worker}` already voted on task `{task}`")]
+    DuplicateVote {
+        /// 1-based row.
+        row: usize,
+        /// Task.
+        task: String,
+        /// Worker.
+        worker: String,
+    },
+    /// No votes at all.
+    #[error("no votes")]
+    NoVotes,
+    /// A weight for a worker that never voted.
+    #[error("weights name worker `{0}`, who has no vote")]
+    UnknownWorker(String),
+    /// A negative or non-finite weight.
+    #[error("weight of worker `{worker}` is {value}; weights must be finite and >= 0")]
+    InvalidWeight {
+        /// Worker.
+        worker: String,
+        /// Value.
+        value: f64,
+    },
+    /// A parameter out of range.
+    #[error("{name} = {value} is out of range: {expected}")]
+    OutOfRange {
+        /// Parameter.
+        name: &'static str,
+        /// Value.
+        value: f64,
+        /// The admissible range.
+        expected: &'static str,
+    },
+}
+
+/// `Result` with [`ConsensusError`].
+pub type Result<T, E = ConsensusError> = std::result::Result<T, E>;

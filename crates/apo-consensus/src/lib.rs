@@ -1,0 +1,28 @@
+//! Consensus of drifting teachers.
+//!
+//! APO prefers a consensus over every drifting teacher; this crate finds the consensus. Label
+//! aggregation over N teachers' votes per item ([`Votes`]): [`majority_vote`],
+//! [`weighted_vote`] (a teacher that drifts counts less) and [`dawid_skene`] (class priors and
+//! one confusion matrix per teacher, by EM), each returning per item the label, its posterior
+//! or support, and the agreeing and dissenting teachers ([`Consensus`]).
+//!
+//! # Examples
+//! ```
+//! use apo_consensus::{Votes, majority_vote};
+//! let votes = Votes::from_triples([("img1", "GPT-5", "effusion"), ("img1", "Grok-4", "effusion"), ("img1", "Moonshot", "none")])?;
+//! let c = majority_vote(&votes);
+//! assert_eq!(votes.label_name(c[0].label), "effusion");
+//! assert!((c[0].confidence - 2.0 / 3.0).abs() < 1e-12);
+//! # Ok::<(), apo_consensus::ConsensusError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod aggregate;
+mod error;
+mod votes;
+
+pub use aggregate::{
+    Consensus, DawidSkene, DawidSkeneConfig, dawid_skene, majority_vote, weighted_vote,
+};
+pub use error::{ConsensusError, Result};
+pub use votes::Votes;

@@ -1,0 +1,3 @@
+//! Public-API tests of `apo-consensus`.
+
+mod crowdkit;
