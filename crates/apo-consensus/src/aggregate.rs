@@ -192,56 +192,70 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         votes.workers().len(),
         votes.labels().len(),
     );
-    // Which labels each worker used (confusion rows exist only for those).
-    let mut used = vec![vec![false; k]; n_workers];
+    // Flat, row-major tables: posteriors [task][class], confusion [worker][observed][class].
+    let ek = |w: usize, l: usize| (w * k + l) * k;
+    let mut used = vec![false; n_workers * k];
     for &(_, w, l) in votes.entries() {
-        used[w][l] = true;
+        used[w * k + l] = true;
     }
-    let m_step = |post: &[Vec<f64>]| -> Vec<Vec<Vec<f64>>> {
-        let mut e = vec![vec![vec![0.0; k]; k]; n_workers];
+    let m_step = |post: &[f64]| -> Vec<f64> {
+        let mut e = vec![0.0; n_workers * k * k];
         for &(t, w, l) in votes.entries() {
+            let (row, p) = (ek(w, l), t * k);
             for c in 0..k {
-                e[w][l][c] += post[t][c];
+                e[row + c] += post[p + c];
             }
         }
         for w in 0..n_workers {
             for l in 0..k {
-                if used[w][l] {
-                    e[w][l].iter_mut().for_each(|x| *x = x.max(EPS));
+                if used[w * k + l] {
+                    e[ek(w, l)..ek(w, l) + k]
+                        .iter_mut()
+                        .for_each(|x| *x = x.max(EPS));
                 }
             }
             for c in 0..k {
-                let col: f64 = (0..k).filter(|&l| used[w][l]).map(|l| e[w][l][c]).sum();
+                let col: f64 = (0..k)
+                    .filter(|&l| used[w * k + l])
+                    .map(|l| e[ek(w, l) + c])
+                    .sum();
                 for l in 0..k {
-                    if used[w][l] {
-                        e[w][l][c] /= col;
+                    if used[w * k + l] {
+                        e[ek(w, l) + c] /= col;
                     }
                 }
             }
         }
         e
     };
-    let mean = |post: &[Vec<f64>]| -> Vec<f64> {
+    let mean = |post: &[f64]| -> Vec<f64> {
         (0..k)
-            .map(|c| post.iter().map(|p| p[c]).sum::<f64>() / n_tasks as f64)
+            .map(|c| post.iter().skip(c).step_by(k).sum::<f64>() / n_tasks as f64)
             .collect()
     };
-    let mut post = shares(votes, |_| 1.0);
+    let mut post: Vec<f64> = shares(votes, |_| 1.0).into_iter().flatten().collect();
     let mut priors = mean(&post);
     let mut errors = m_step(&post);
     let mut loss = f64::NEG_INFINITY;
     let mut elbo = Vec::new();
     for _ in 0..config.max_iter {
-        // E-step (base-2 logs, as crowd-kit; the base cancels in the normalisation).
-        let mut ll: Vec<Vec<f64>> = (0..n_tasks)
-            .map(|_| priors.iter().map(|p| p.max(EPS).log2()).collect())
+        // E-step in base-2 logs, as crowd-kit (the base cancels in the normalisation); the logs
+        // of the few confusion entries are taken once per iteration, not once per vote.
+        let log2_errors: Vec<f64> = errors.iter().map(|x| x.log2()).collect();
+        let log2_priors: Vec<f64> = priors.iter().map(|p| p.max(EPS).log2()).collect();
+        let mut ll: Vec<f64> = log2_priors
+            .iter()
+            .copied()
+            .cycle()
+            .take(n_tasks * k)
             .collect();
         for &(t, w, l) in votes.entries() {
+            let (row, p) = (ek(w, l), t * k);
             for c in 0..k {
-                ll[t][c] += errors[w][l][c].log2();
+                ll[p + c] += log2_errors[row + c];
             }
         }
-        for row in &mut ll {
+        for row in ll.chunks_mut(k) {
             let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             row.iter_mut().for_each(|x| *x = (*x - m).exp2());
             let s: f64 = row.iter().sum();
@@ -251,28 +265,20 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         priors = mean(&post);
         errors = m_step(&post);
         // Evidence lower bound per vote.
-        let ln_terms: Vec<Vec<Vec<f64>>> = errors
+        let ln_terms: Vec<f64> = errors
             .iter()
-            .map(|e| {
-                e.iter()
-                    .map(|row| {
-                        row.iter()
-                            .zip(&priors)
-                            .map(|(x, p)| x.ln() + p.max(EPS).ln())
-                            .collect()
-                    })
-                    .collect()
-            })
+            .enumerate()
+            .map(|(i, x)| x.ln() + priors[i % k].max(EPS).ln())
             .collect();
         let mut joint = 0.0;
         for &(t, w, l) in votes.entries() {
+            let (row, p) = (ek(w, l), t * k);
             for c in 0..k {
-                joint += post[t][c] * ln_terms[w][l][c];
+                joint += post[p + c] * ln_terms[row + c];
             }
         }
         let entropy: f64 = -post
             .iter()
-            .flatten()
             .map(|&p| {
                 let p = p.max(EPS);
                 p.ln() * p
@@ -285,6 +291,20 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         }
         loss = new_loss;
     }
+    let post: Vec<Vec<f64>> = post.chunks(k).map(<[f64]>::to_vec).collect();
+    let errors: Vec<Vec<Vec<f64>>> = (0..n_workers)
+        .map(|w| {
+            (0..k)
+                .map(|l| {
+                    if used[w * k + l] {
+                        errors[ek(w, l)..ek(w, l) + k].to_vec()
+                    } else {
+                        vec![0.0; k]
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let consensus = finish(votes, post.clone());
     Ok(DawidSkene {
         consensus,
