@@ -52,6 +52,18 @@ pub struct GrayImage {
     pub pixels: Vec<f32>,
 }
 
+/// Opens an image file with its format guessed from its bytes.
+fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    let io = |source| CxrError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    image::ImageReader::open(path)
+        .map_err(io)?
+        .with_guessed_format()
+        .map_err(io)
+}
+
 /// Loads images as normalised grayscale squares.
 ///
 /// # Examples
@@ -103,16 +115,7 @@ impl ImageLoader {
         if meta.len() == 0 {
             return Err(Self::err(path, "empty file (0 bytes)"));
         }
-        let reader = image::ImageReader::open(path)
-            .map_err(|source| CxrError::Io {
-                path: path.to_owned(),
-                source,
-            })?
-            .with_guessed_format()
-            .map_err(|source| CxrError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        let reader = open_reader(path)?;
         if reader.format().is_none() {
             return Err(Self::err(path, "not a JPEG or PNG image"));
         }
@@ -140,16 +143,7 @@ impl ImageLoader {
     /// As [`ImageLoader::probe`], and [`CxrError::Image`] for corrupt data.
     pub fn load(&self, path: &Path) -> Result<GrayImage> {
         self.probe(path)?;
-        let mut reader = image::ImageReader::open(path)
-            .map_err(|source| CxrError::Io {
-                path: path.to_owned(),
-                source,
-            })?
-            .with_guessed_format()
-            .map_err(|source| CxrError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        let mut reader = open_reader(path)?;
         let mut limits = image::Limits::default();
         limits.max_alloc = Some(self.config.max_pixels.saturating_mul(16));
         reader.limits(limits);
