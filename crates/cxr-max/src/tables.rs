@@ -176,6 +176,41 @@ impl Rows {
     }
 }
 
+/// What a row parser returns: the row's key and value, or the record id and the reason.
+type RowResult<K, V> = std::result::Result<(K, V), (Option<String>, String)>;
+
+impl Rows {
+    /// Reads every row into a table keyed by `what` (a duplicate key is a rejected row).
+    fn keyed<K, V>(
+        self,
+        what: &str,
+        mut parse: impl FnMut(&csv::StringRecord) -> RowResult<K, V>,
+    ) -> Result<Table<K, V>>
+    where
+        K: std::hash::Hash + Eq + std::fmt::Display,
+    {
+        let mut rows = HashMap::new();
+        let (read, rejected) = self.each(|_, rec| {
+            let (key, value) = parse(rec)?;
+            match rows.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => Err((
+                    Some(e.key().to_string()),
+                    format!("duplicate {what} {}", e.key()),
+                )),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(value);
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(Table {
+            rows,
+            rejected,
+            read,
+        })
+    }
+}
+
 fn id(field: &str, what: &str) -> std::result::Result<u64, (Option<String>, String)> {
     field
         .trim()
@@ -198,8 +233,7 @@ pub fn read_labels(path: &Path) -> Result<Table<u64, Findings>> {
         .iter()
         .map(|f| rows.col(f.column_name()))
         .collect();
-    let mut table: HashMap<u64, Findings> = HashMap::new();
-    let (read, rejected) = rows.each(|_, rec| {
+    rows.keyed("study_id", |rec| {
         id(&rec[subject_col], "subject_id")?;
         let study = id(&rec[study_col], "study_id")?;
         let mut f = Findings::default();
@@ -216,18 +250,7 @@ pub fn read_labels(path: &Path) -> Result<Table<u64, Findings>> {
             })?;
             f.set(Finding::ALL[k], status);
         }
-        if table.insert(study, f).is_some() {
-            return Err((
-                Some(study.to_string()),
-                format!("duplicate study_id {study}"),
-            ));
-        }
-        Ok(())
-    })?;
-    Ok(Table {
-        rows: table,
-        rejected,
-        read,
+        Ok((study, f))
     })
 }
 
@@ -250,8 +273,7 @@ pub fn read_metadata(path: &Path) -> Result<Table<String, ImageMeta>> {
         rows.headers.iter().position(|h| h == "Rows"),
         rows.headers.iter().position(|h| h == "Columns"),
     );
-    let mut table = HashMap::new();
-    let (read, rejected) = rows.each(|_, rec| {
+    rows.keyed("dicom_id", |rec| {
         let dicom = rec[d].trim().to_owned();
         if dicom.is_empty() {
             return Err((None, "missing dicom_id".to_owned()));
@@ -263,15 +285,7 @@ pub fn read_metadata(path: &Path) -> Result<Table<String, ImageMeta>> {
             rows: r.and_then(|i| rec[i].trim().parse().ok()),
             columns: c.and_then(|i| rec[i].trim().parse().ok()),
         };
-        if table.insert(dicom.clone(), meta).is_some() {
-            return Err((Some(dicom.clone()), format!("duplicate dicom_id {dicom}")));
-        }
-        Ok(())
-    })?;
-    Ok(Table {
-        rows: table,
-        rejected,
-        read,
+        Ok((dicom, meta))
     })
 }
 
@@ -282,9 +296,11 @@ pub fn read_metadata(path: &Path) -> Result<Table<String, ImageMeta>> {
 pub fn read_split(path: &Path) -> Result<Table<String, Split>> {
     let rows = Rows::open(path, &["dicom_id", "study_id", "subject_id", "split"])?;
     let (d, s) = (rows.col("dicom_id"), rows.col("split"));
-    let mut table = HashMap::new();
-    let (read, rejected) = rows.each(|_, rec| {
+    rows.keyed("dicom_id", |rec| {
         let dicom = rec[d].trim().to_owned();
+        if dicom.is_empty() {
+            return Err((None, "missing dicom_id".to_owned()));
+        }
         let split = match rec[s].trim() {
             "train" => Split::Train,
             "validate" | "valid" | "validation" => Split::Validate,
@@ -296,14 +312,6 @@ pub fn read_split(path: &Path) -> Result<Table<String, Split>> {
                 ));
             }
         };
-        if table.insert(dicom.clone(), split).is_some() {
-            return Err((Some(dicom.clone()), format!("duplicate dicom_id {dicom}")));
-        }
-        Ok(())
-    })?;
-    Ok(Table {
-        rows: table,
-        rejected,
-        read,
+        Ok((dicom, split))
     })
 }
