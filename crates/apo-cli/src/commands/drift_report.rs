@@ -327,40 +327,47 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
             ents.iter().sum::<f64>() / ents.len() as f64
         });
     }
-    let mut pairwise = vec![vec![f64::NAN; n]; n];
-    for a in 0..n {
-        for b in 0..n {
-            let (mut same, mut both) = (0, 0);
-            for per in &votes {
-                for (x, y) in per[a].iter().zip(&per[b]) {
-                    if let (Some(x), Some(y)) = (x, y) {
-                        both += 1;
-                        same += usize::from(x == y);
+    // One pass over the votes: (disagreeing, both voted) per finding and teacher pair; the
+    // all-findings agreement is the sum over findings.
+    let mut pair_counts = vec![vec![vec![(0usize, 0usize); n]; n]; f];
+    for per in &votes {
+        for k in 0..f {
+            for a in 0..n {
+                let Some(x) = per[a][k] else { continue };
+                for b in 0..n {
+                    if let Some(y) = per[b][k] {
+                        let cell = &mut pair_counts[k][a][b];
+                        cell.0 += usize::from(x != y);
+                        cell.1 += 1;
                     }
                 }
             }
-            pairwise[a][b] = rate(same, both);
         }
     }
-
-    let mut by_finding = BTreeMap::new();
-    for fi in Finding::ALL {
-        let k = fi.index();
-        let mut m = vec![vec![f64::NAN; n]; n];
-        for a in 0..n {
-            for b in 0..n {
-                let (mut diff, mut both) = (0, 0);
-                for per in &votes {
-                    if let (Some(x), Some(y)) = (per[a][k], per[b][k]) {
-                        both += 1;
-                        diff += usize::from(x != y);
-                    }
-                }
-                m[a][b] = rate(diff, both);
-            }
-        }
-        by_finding.insert(fi.column_name().to_owned(), m);
-    }
+    let pairwise: Vec<Vec<f64>> = (0..n)
+        .map(|a| {
+            (0..n)
+                .map(|b| {
+                    let (diff, both) = (0..f).fold((0, 0), |(d, t), k| {
+                        (d + pair_counts[k][a][b].0, t + pair_counts[k][a][b].1)
+                    });
+                    rate(both - diff, both)
+                })
+                .collect()
+        })
+        .collect();
+    let by_finding: BTreeMap<String, Vec<Vec<f64>>> = Finding::ALL
+        .iter()
+        .map(|fi| {
+            let m = &pair_counts[fi.index()];
+            (
+                fi.column_name().to_owned(),
+                m.iter()
+                    .map(|row| row.iter().map(|&(d, t)| rate(d, t)).collect())
+                    .collect(),
+            )
+        })
+        .collect();
 
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "agreement");
     let dists = counts.distributions(1.0).map_err(|e| e.to_string())?;
