@@ -76,9 +76,52 @@ enum ConsensusCommand {
         /// Votes CSV, or `-` for standard input.
         #[arg(long, short)]
         input: PathBuf,
-        /// Worker weights CSV (worker,weight) for --method weighted.
+        /// Worker weights CSV (worker,weight) for --method weighted; without it, each
+        /// worker's reliability (leave-one-out agreement log-odds) is its weight.
         #[arg(long)]
         weights: Option<PathBuf>,
+    },
+    /// Build preference sets from a data set: label consensus per image and finding, a
+    /// consensus trajectory (the chosen response) and the teacher trajectories as rejected
+    /// ones, written as JSONL for our trainer (ours), TRL (trl) or ms-swift (swift). Prints a
+    /// summary: items, consensus found, skipped by reason, negatives per item, and, when the
+    /// data set has labels, the accuracy of the consensus next to each teacher's.
+    Build {
+        /// The data set folder.
+        dir: PathBuf,
+        /// Output JSONL file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Label aggregation: majority, weighted or dawid-skene.
+        #[arg(long, default_value = "dawid-skene")]
+        method: String,
+        /// Teacher weights CSV (worker,weight) for --method weighted (default: reliabilities).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Negatives: all, dissenting, or top-K by drift (e.g. top-3).
+        #[arg(long, default_value = "all")]
+        negatives: String,
+        /// Per-negative weights: uniform or drift.
+        #[arg(long = "negative-weights", default_value = "uniform")]
+        negative_weights: String,
+        /// Export layout: ours, trl or swift.
+        #[arg(long, default_value = "ours")]
+        export: String,
+        /// Only this split (train, validate, test).
+        #[arg(long)]
+        split: Option<String>,
+        /// Teachers that must vote on a finding for it to have a consensus.
+        #[arg(long = "min-votes", default_value_t = 2)]
+        min_votes: usize,
+        /// A finding's consensus needs a confidence above this.
+        #[arg(long = "min-confidence", default_value_t = 0.5)]
+        min_confidence: f64,
+        /// Teachers whose final statement must support a kept sentence.
+        #[arg(long = "min-support", default_value_t = 2)]
+        min_support: usize,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -211,6 +254,55 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let result = apo_cli::commands::consensus::votes(method, reader, weights, out)
                 .map_err(|e| format!("{}: {e}", input.display()))?;
             tracing::info!(tasks = result.len(), "consensus votes");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Consensus(ConsensusCommand::Build {
+            dir,
+            out,
+            method,
+            weights,
+            negatives,
+            negative_weights,
+            export,
+            split,
+            min_votes,
+            min_confidence,
+            min_support,
+            json,
+        }) => {
+            use apo_cli::commands::consensus_build as cb;
+            let mut options = cb::BuildOptions::new(dir, out);
+            options.method = method.parse()?;
+            if let Some(w) = &weights {
+                options.weights = cb::Weights::Static(
+                    apo_cli::commands::consensus::read_weights(open_input(w)?)
+                        .map_err(|e| format!("{}: {e}", w.display()))?,
+                );
+            }
+            let (policy, weighting) = cb::parse_negatives(&negatives, &negative_weights)?;
+            options.preference.negatives = policy;
+            options.preference.weighting = weighting;
+            options.preference.min_confidence = min_confidence;
+            options.export = export
+                .parse()
+                .map_err(|e: apo_consensus::ConsensusError| e.to_string())?;
+            options.split = split
+                .map(|s| {
+                    s.parse::<cxr_max::tables::Split>()
+                        .map_err(|e| e.to_string())
+                })
+                .transpose()?;
+            options.min_votes = min_votes;
+            options.claims.min_support = min_support;
+            let summary = cb::build(&options)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", cb::render_summary(&summary));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Check {

@@ -1,5 +1,6 @@
 //! Label aggregation: majority vote, weighted vote, Dawid-Skene.
 
+use crate::votes::FastMap;
 use crate::{ConsensusError, Result, Votes};
 
 /// The consensus on one task.
@@ -16,6 +17,51 @@ pub struct Consensus {
     pub agreeing: Vec<usize>,
     /// Workers who voted for another label.
     pub dissenting: Vec<usize>,
+}
+
+/// The distinct vote patterns of a set of votes.
+struct Patterns {
+    /// Tasks per pattern.
+    count: Vec<f64>,
+    /// The pattern of each task.
+    of_task: Vec<usize>,
+    /// `(pattern, worker, label)`, workers ascending within a pattern.
+    entries: Vec<(usize, usize, usize)>,
+}
+
+impl Patterns {
+    fn of(votes: &Votes) -> Patterns {
+        let groups = votes.by_task();
+        let mut index: FastMap<Vec<(usize, usize)>, usize> = FastMap::default();
+        let (mut count, mut of_task, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+        let mut key: Vec<(usize, usize)> = Vec::new();
+        for t in 0..votes.tasks().len() {
+            key.clear();
+            key.extend(
+                groups.order[groups.offsets[t]..groups.offsets[t + 1]]
+                    .iter()
+                    .map(|&e| (votes.entries()[e].1, votes.entries()[e].2)),
+            );
+            key.sort_unstable();
+            let p = match index.get(key.as_slice()) {
+                Some(&p) => p,
+                None => {
+                    let p = count.len();
+                    count.push(0.0);
+                    entries.extend(key.iter().map(|&(w, l)| (p, w, l)));
+                    index.insert(key.clone(), p);
+                    p
+                }
+            };
+            count[p] += 1.0;
+            of_task.push(p);
+        }
+        Patterns {
+            count,
+            of_task,
+            entries,
+        }
+    }
 }
 
 /// Index of the largest value; ties go to the smallest index (the label that sorts first).
@@ -111,6 +157,55 @@ pub fn weighted_vote(votes: &Votes, weights: &[(&str, f64)]) -> Result<Vec<Conse
     Ok(finish(votes, shares(votes, |i| w[i])))
 }
 
+/// Per-worker reliability weights for [`weighted_vote`]: a worker's agreement with the
+/// majority of the *other* workers (leave-one-out, over tasks where that majority is not a
+/// tie), smoothed as `r = (agree + 1) / (decided + 2)`, turned into the log-odds weight
+/// `max(0, ln(r / (1 - r)))`, the optimal weight of independent symmetric voters (Nitzan &
+/// Paroush 1982). A teacher that drifts away from the others counts less; one at chance or
+/// worse counts nothing.
+///
+/// # Examples
+/// ```
+/// use apo_consensus::{Votes, reliability_weights};
+/// let votes = Votes::from_triples([
+///     ("1", "a", "x"), ("1", "b", "x"), ("1", "c", "x"), ("1", "d", "y"),
+///     ("2", "a", "y"), ("2", "b", "y"), ("2", "c", "y"), ("2", "d", "x"),
+/// ])?;
+/// let w = reliability_weights(&votes);
+/// assert!((w[0].1 - 3f64.ln()).abs() < 1e-12); // agrees on 2 of 2: r = 3/4
+/// assert_eq!(w[3].1, 0.0); // never agrees
+/// # Ok::<(), apo_consensus::ConsensusError>(())
+/// ```
+pub fn reliability_weights(votes: &Votes) -> Vec<(String, f64)> {
+    let k = votes.labels().len();
+    let mut counts = vec![0usize; votes.tasks().len() * k];
+    for &(t, _, l) in votes.entries() {
+        counts[t * k + l] += 1;
+    }
+    let n = votes.workers().len();
+    let (mut agree, mut decided) = (vec![0usize; n], vec![0usize; n]);
+    let mut others = vec![0usize; k];
+    for &(t, w, l) in votes.entries() {
+        others.copy_from_slice(&counts[t * k..(t + 1) * k]);
+        others[l] -= 1;
+        let top = others.iter().copied().max().unwrap_or(0);
+        if top == 0 || others.iter().filter(|&&c| c == top).count() > 1 {
+            continue;
+        }
+        decided[w] += 1;
+        agree[w] += usize::from(others[l] == top);
+    }
+    votes
+        .workers()
+        .iter()
+        .enumerate()
+        .map(|(w, name)| {
+            let r = (agree[w] as f64 + 1.0) / (decided[w] as f64 + 2.0);
+            (name.clone(), (r / (1.0 - r)).ln().max(0.0))
+        })
+        .collect()
+}
+
 /// Parameters of [`dawid_skene`] (crowd-kit 1.4 defaults).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -119,6 +214,14 @@ pub struct DawidSkeneConfig {
     pub max_iter: usize,
     /// Stop when the evidence lower bound per vote improves by less than this. Default: 1e-5.
     pub tol: f64,
+    /// The label known to be the most frequent true class (e.g. "absent" for a finding that
+    /// most images lack), or `None`. Dawid-Skene is identified only up to a relabelling of
+    /// the true classes: every permutation of them fits the votes equally well. When most
+    /// workers are worse than chance, EM started from the majority vote can settle on the
+    /// mirrored solution; with this set, the fitted class with the largest prior and this
+    /// label swap roles if they differ (an exact symmetry of the model: same likelihood).
+    /// Default: `None` (crowd-kit's behaviour).
+    pub majority_label: Option<usize>,
 }
 
 impl Default for DawidSkeneConfig {
@@ -126,6 +229,7 @@ impl Default for DawidSkeneConfig {
         DawidSkeneConfig {
             max_iter: 100,
             tol: 1e-5,
+            majority_label: None,
         }
     }
 }
@@ -192,7 +296,19 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         votes.workers().len(),
         votes.labels().len(),
     );
-    // Flat, row-major tables: posteriors [task][class], confusion [worker][observed][class].
+    // Tasks with the same votes (the same workers saying the same labels) have the same
+    // posterior at every iteration, so EM runs over the distinct vote patterns, each weighted
+    // by its number of tasks: the sums are those over tasks, grouped.
+    if let Some(e) = config.majority_label.filter(|&e| e >= k) {
+        return Err(ConsensusError::OutOfRange {
+            name: "majority_label",
+            value: e as f64,
+            expected: "a label index",
+        });
+    }
+    let pat = Patterns::of(votes);
+    let n_pat = pat.count.len();
+    // Flat, row-major tables: posteriors [pattern][class], confusion [worker][observed][class].
     let ek = |w: usize, l: usize| (w * k + l) * k;
     let mut used = vec![false; n_workers * k];
     for &(_, w, l) in votes.entries() {
@@ -200,10 +316,10 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
     }
     let m_step = |post: &[f64]| -> Vec<f64> {
         let mut e = vec![0.0; n_workers * k * k];
-        for &(t, w, l) in votes.entries() {
-            let (row, p) = (ek(w, l), t * k);
+        for &(p, w, l) in &pat.entries {
+            let (row, n) = (ek(w, l), pat.count[p]);
             for c in 0..k {
-                e[row + c] += post[p + c];
+                e[row + c] += n * post[p * k + c];
             }
         }
         for w in 0..n_workers {
@@ -230,10 +346,30 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
     };
     let mean = |post: &[f64]| -> Vec<f64> {
         (0..k)
-            .map(|c| post.iter().skip(c).step_by(k).sum::<f64>() / n_tasks as f64)
+            .map(|c| {
+                post.iter()
+                    .skip(c)
+                    .step_by(k)
+                    .zip(&pat.count)
+                    .map(|(p, n)| p * n)
+                    .sum::<f64>()
+                    / n_tasks as f64
+            })
             .collect()
     };
-    let mut post: Vec<f64> = shares(votes, |_| 1.0).into_iter().flatten().collect();
+    // Majority-vote shares to start (uniform for a task without votes).
+    let mut post = vec![0.0; n_pat * k];
+    for &(p, _, l) in &pat.entries {
+        post[p * k + l] += 1.0;
+    }
+    for row in post.chunks_mut(k) {
+        let total: f64 = row.iter().sum();
+        if total > 0.0 {
+            row.iter_mut().for_each(|x| *x /= total);
+        } else {
+            row.iter_mut().for_each(|x| *x = 1.0 / k as f64);
+        }
+    }
     let mut priors = mean(&post);
     let mut errors = m_step(&post);
     let mut loss = f64::NEG_INFINITY;
@@ -247,12 +383,12 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             .iter()
             .copied()
             .cycle()
-            .take(n_tasks * k)
+            .take(n_pat * k)
             .collect();
-        for &(t, w, l) in votes.entries() {
-            let (row, p) = (ek(w, l), t * k);
+        for &(p, w, l) in &pat.entries {
+            let row = ek(w, l);
             for c in 0..k {
-                ll[p + c] += log2_errors[row + c];
+                ll[p * k + c] += log2_errors[row + c];
             }
         }
         for row in ll.chunks_mut(k) {
@@ -271,17 +407,25 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             .map(|(i, x)| x.ln() + priors[i % k].max(EPS).ln())
             .collect();
         let mut joint = 0.0;
-        for &(t, w, l) in votes.entries() {
-            let (row, p) = (ek(w, l), t * k);
+        for &(p, w, l) in &pat.entries {
+            let row = ek(w, l);
+            let mut s = 0.0;
             for c in 0..k {
-                joint += post[p + c] * ln_terms[row + c];
+                s += post[p * k + c] * ln_terms[row + c];
             }
+            joint += pat.count[p] * s;
         }
         let entropy: f64 = -post
-            .iter()
-            .map(|&p| {
-                let p = p.max(EPS);
-                p.ln() * p
+            .chunks(k)
+            .zip(&pat.count)
+            .map(|(row, n)| {
+                n * row
+                    .iter()
+                    .map(|&p| {
+                        let p = p.max(EPS);
+                        p.ln() * p
+                    })
+                    .sum::<f64>()
             })
             .sum::<f64>();
         let new_loss = (joint + entropy) / votes.entries().len() as f64;
@@ -291,6 +435,23 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         }
         loss = new_loss;
     }
+    if let Some(e) = config.majority_label {
+        let top = argmax(&priors);
+        if top != e {
+            priors.swap(top, e);
+            for row in post.chunks_mut(k) {
+                row.swap(top, e);
+            }
+            for row in errors.chunks_mut(k) {
+                row.swap(top, e);
+            }
+        }
+    }
+    let post: Vec<f64> = pat
+        .of_task
+        .iter()
+        .flat_map(|&p| post[p * k..(p + 1) * k].iter().copied())
+        .collect();
     let post: Vec<Vec<f64>> = post.chunks(k).map(<[f64]>::to_vec).collect();
     let errors: Vec<Vec<Vec<f64>>> = (0..n_workers)
         .map(|w| {

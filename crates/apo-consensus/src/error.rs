@@ -32,6 +32,28 @@ pub enum ConsensusError {
         /// Worker.
         worker: String,
     },
+    /// An interned vote whose index is outside its name list.
+    #[error("entry {row}: {field} index {index} is out of range (there are {len})")]
+    IndexOutOfRange {
+        /// 1-based entry.
+        row: usize,
+        /// `task`, `worker` or `label`.
+        field: &'static str,
+        /// The index.
+        index: usize,
+        /// The length of the name list.
+        len: usize,
+    },
+    /// An option value that is not one of the accepted names.
+    #[error("{name} `{value}` is not known; expected {expected}")]
+    UnknownOption {
+        /// The option.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// The accepted values.
+        expected: &'static str,
+    },
     /// No votes at all.
     #[error("no votes")]
     NoVotes,

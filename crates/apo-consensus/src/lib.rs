@@ -19,10 +19,23 @@
 
 mod aggregate;
 mod error;
+#[cfg(feature = "serde")]
+pub mod export;
+mod prefs;
+mod synth;
 mod votes;
 
 pub use aggregate::{
-    Consensus, DawidSkene, DawidSkeneConfig, dawid_skene, majority_vote, weighted_vote,
+    Consensus, DawidSkene, DawidSkeneConfig, dawid_skene, majority_vote, reliability_weights,
+    weighted_vote,
 };
 pub use error::{ConsensusError, Result};
+pub use prefs::{
+    Negative, NegativePolicy, NegativeWeighting, PreferenceConfig, PreferenceInput, PreferenceSet,
+    SkipReason, build_preference,
+};
+pub use synth::{
+    Claim, ClaimConfig, ClaimExtractor, ClaimSynthesizer, Polarity, Provenance, Reading, Source,
+    Synthesis, Synthesizer, similarity,
+};
 pub use votes::Votes;

@@ -1,8 +1,73 @@
 //! Votes of workers (teachers) on tasks (items), interned.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::{ConsensusError, Result};
+
+/// A multiply-rotate hasher for short interned names and index pairs: the inputs are not
+/// adversarial (they come from the caller's own data), so SipHash's DoS resistance buys
+/// nothing here and costs a third of the interning time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.write_u64(v);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(SEED);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Interns names to indices in order of first appearance.
+#[derive(Default)]
+struct Interner {
+    names: Vec<String>,
+    index: FastMap<String, usize>,
+}
+
+impl Interner {
+    fn get(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), self.names.len() - 1);
+        self.names.len() - 1
+    }
+}
 
 /// Votes `(task, worker, label)`, with names interned to indices. Labels are sorted by name,
 /// so label index order is lexicographic (crowd-kit's column order).
@@ -41,12 +106,70 @@ impl Votes {
         Self::build(triples, Some(declared))
     }
 
+    /// Votes already interned by the caller: `entries` are `(task, worker, label)` indices
+    /// into the three name lists. Labels are kept in the given order (ties of the aggregators
+    /// go to the smaller label index). Unlike the string constructors, tasks without votes
+    /// are allowed: they get no consensus from the vote counts alone (majority confidence 0).
+    ///
+    /// # Errors
+    /// [`ConsensusError::NoVotes`], [`ConsensusError::IndexOutOfRange`] (1-based entry),
+    /// [`ConsensusError::DuplicateVote`], [`ConsensusError::EmptyField`] for an empty name.
+    pub fn from_indices(
+        tasks: Vec<String>,
+        workers: Vec<String>,
+        labels: Vec<String>,
+        entries: Vec<(usize, usize, usize)>,
+    ) -> Result<Self> {
+        if entries.is_empty() {
+            return Err(ConsensusError::NoVotes);
+        }
+        for (field, names) in [("task", &tasks), ("worker", &workers), ("label", &labels)] {
+            if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+                return Err(ConsensusError::EmptyField { row: i + 1, field });
+            }
+        }
+        for (i, &(t, w, l)) in entries.iter().enumerate() {
+            for (field, v, n) in [
+                ("task", t, tasks.len()),
+                ("worker", w, workers.len()),
+                ("label", l, labels.len()),
+            ] {
+                if v >= n {
+                    return Err(ConsensusError::IndexOutOfRange {
+                        row: i + 1,
+                        field,
+                        index: v,
+                        len: n,
+                    });
+                }
+            }
+        }
+        let votes = Votes {
+            tasks,
+            workers,
+            labels,
+            entries,
+        };
+        votes.check_duplicates()?;
+        Ok(votes)
+    }
+
     fn build<I, S>(triples: I, declared: Option<&[&str]>) -> Result<Self>
     where
         I: IntoIterator<Item = (S, S, S)>,
         S: AsRef<str>,
     {
-        let mut raw = Vec::new();
+        let (mut tasks, mut workers, mut labels) = (
+            Interner::default(),
+            Interner::default(),
+            Interner::default(),
+        );
+        if let Some(d) = declared {
+            for l in d {
+                labels.get(l.trim());
+            }
+        }
+        let mut entries = Vec::new();
         for (i, (t, w, l)) in triples.into_iter().enumerate() {
             let row = i + 1;
             let (t, w, l) = (t.as_ref().trim(), w.as_ref().trim(), l.as_ref().trim());
@@ -55,59 +178,87 @@ impl Votes {
                     return Err(ConsensusError::EmptyField { row, field });
                 }
             }
-            if let Some(d) = declared
-                && !d.contains(&l)
-            {
-                return Err(ConsensusError::UndeclaredLabel {
-                    row,
-                    label: l.to_owned(),
-                    declared: d.join(", "),
-                });
-            }
-            raw.push((t.to_owned(), w.to_owned(), l.to_owned()));
+            let li = match declared {
+                Some(d) => match labels.index.get(l) {
+                    Some(&li) => li,
+                    None => {
+                        return Err(ConsensusError::UndeclaredLabel {
+                            row,
+                            label: l.to_owned(),
+                            declared: d.join(", "),
+                        });
+                    }
+                },
+                None => labels.get(l),
+            };
+            entries.push((tasks.get(t), workers.get(w), li));
         }
-        if raw.is_empty() {
+        if entries.is_empty() {
             return Err(ConsensusError::NoVotes);
         }
-        let mut labels: Vec<String> = match declared {
-            Some(d) => d.iter().map(|s| (*s).to_owned()).collect(),
-            None => raw.iter().map(|r| r.2.clone()).collect(),
-        };
-        labels.sort();
-        labels.dedup();
-        let label_ix: HashMap<&str, usize> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.as_str(), i))
-            .collect();
-        let (mut tasks, mut workers) = (Vec::new(), Vec::new());
-        let (mut task_ix, mut worker_ix) = (HashMap::new(), HashMap::new());
-        let mut seen = std::collections::HashSet::new();
-        let mut entries = Vec::with_capacity(raw.len());
-        for (i, (t, w, l)) in raw.iter().enumerate() {
-            let ti = *task_ix.entry(t.clone()).or_insert_with(|| {
-                tasks.push(t.clone());
-                tasks.len() - 1
-            });
-            let wi = *worker_ix.entry(w.clone()).or_insert_with(|| {
-                workers.push(w.clone());
-                workers.len() - 1
-            });
-            if !seen.insert((ti, wi)) {
-                return Err(ConsensusError::DuplicateVote {
-                    row: i + 1,
-                    task: t.clone(),
-                    worker: w.clone(),
-                });
-            }
-            entries.push((ti, wi, label_ix[l.as_str()]));
+        // Labels sorted by name; remap the interned indices.
+        let mut order: Vec<usize> = (0..labels.names.len()).collect();
+        order.sort_by(|&a, &b| labels.names[a].cmp(&labels.names[b]));
+        let mut rank = vec![0; order.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r;
         }
-        Ok(Votes {
-            tasks,
-            workers,
-            labels,
+        entries.iter_mut().for_each(|e| e.2 = rank[e.2]);
+        let sorted: Vec<String> = order.iter().map(|&i| labels.names[i].clone()).collect();
+        let votes = Votes {
+            tasks: tasks.names,
+            workers: workers.names,
+            labels: sorted,
             entries,
-        })
+        };
+        votes.check_duplicates()?;
+        Ok(votes)
+    }
+
+    /// The first (in input order) vote of a worker on a task it already voted on.
+    fn check_duplicates(&self) -> Result<()> {
+        let groups = self.by_task();
+        let mut first: Option<usize> = None;
+        for t in 0..self.tasks.len() {
+            let g = &groups.order[groups.offsets[t]..groups.offsets[t + 1]];
+            let mut seen: Vec<(usize, usize)> = g.iter().map(|&e| (self.entries[e].1, e)).collect();
+            seen.sort_unstable();
+            for pair in seen.windows(2) {
+                if pair[0].0 == pair[1].0 {
+                    let second = pair[0].1.max(pair[1].1);
+                    first = Some(first.map_or(second, |f| f.min(second)));
+                }
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => {
+                let (t, w, _) = self.entries[e];
+                Err(ConsensusError::DuplicateVote {
+                    row: e + 1,
+                    task: self.tasks[t].clone(),
+                    worker: self.workers[w].clone(),
+                })
+            }
+        }
+    }
+
+    /// Entry indices grouped by task (a counting sort; input order within a task).
+    pub(crate) fn by_task(&self) -> TaskGroups {
+        let mut offsets = vec![0usize; self.tasks.len() + 1];
+        for &(t, _, _) in &self.entries {
+            offsets[t + 1] += 1;
+        }
+        for i in 0..self.tasks.len() {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut fill = offsets.clone();
+        let mut order = vec![0usize; self.entries.len()];
+        for (e, &(t, _, _)) in self.entries.iter().enumerate() {
+            order[fill[t]] = e;
+            fill[t] += 1;
+        }
+        TaskGroups { offsets, order }
     }
 
     /// Task names, in order of first appearance.
@@ -134,4 +285,11 @@ impl Votes {
     pub fn entries(&self) -> &[(usize, usize, usize)] {
         &self.entries
     }
+}
+
+/// Entry indices grouped by task: the entries of task `t` are
+/// `order[offsets[t]..offsets[t + 1]]`.
+pub(crate) struct TaskGroups {
+    pub offsets: Vec<usize>,
+    pub order: Vec<usize>,
 }

@@ -98,6 +98,27 @@ impl Finding {
         }
     }
 
+    /// The finding as a noun phrase the labeler reads as this finding
+    /// (`"pleural effusion"`, `"focal consolidation"`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            Finding::Atelectasis => "atelectasis",
+            Finding::Cardiomegaly => "cardiomegaly",
+            Finding::Consolidation => "focal consolidation",
+            Finding::Edema => "pulmonary edema",
+            Finding::EnlargedCardiomediastinum => "mediastinal widening",
+            Finding::Fracture => "acute fracture",
+            Finding::LungLesion => "suspicious nodule",
+            Finding::LungOpacity => "focal opacity",
+            Finding::NoFinding => "acute cardiopulmonary process",
+            Finding::PleuralEffusion => "pleural effusion",
+            Finding::PleuralOther => "pleural thickening",
+            Finding::Pneumonia => "pneumonia",
+            Finding::Pneumothorax => "pneumothorax",
+            Finding::SupportDevices => "support devices",
+        }
+    }
+
     /// Position in [`Finding::ALL`].
     pub fn index(self) -> usize {
         self as usize

@@ -105,6 +105,43 @@ pub fn extract(text: &str) -> Extraction {
     }
 }
 
+/// One plain sentence stating `status` of `finding`, which [`extract`] reads back as exactly
+/// that status of that finding and nothing else: the template a consensus trajectory uses
+/// when no teacher sentence can be kept. `NotMentioned` gives an empty string; No Finding has
+/// only a positive statement ("No acute cardiopulmonary process."), so its negative and
+/// uncertain forms are empty too.
+///
+/// # Examples
+/// ```
+/// use cxr_max::{Finding, LabelStatus, findings};
+/// let s = findings::statement(Finding::PleuralEffusion, LabelStatus::Negative);
+/// assert_eq!(s, "No pleural effusion.");
+/// assert_eq!(findings::extract(&s).findings.get(Finding::PleuralEffusion), LabelStatus::Negative);
+/// ```
+pub fn statement(finding: Finding, status: LabelStatus) -> String {
+    let noun = finding.noun();
+    let capital = || {
+        let mut c = noun.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    match (finding, status) {
+        (_, LabelStatus::NotMentioned) => String::new(),
+        (Finding::NoFinding, LabelStatus::Positive) => "No acute cardiopulmonary process.".into(),
+        (Finding::NoFinding, _) => String::new(),
+        (Finding::SupportDevices, LabelStatus::Positive) => "Support devices are present.".into(),
+        (Finding::SupportDevices, LabelStatus::Negative) => "No lines or tubes.".into(),
+        (Finding::Cardiomegaly, LabelStatus::Negative) => "Heart size is normal.".into(),
+        (Finding::EnlargedCardiomediastinum, LabelStatus::Negative) => {
+            "Normal cardiomediastinal silhouette.".into()
+        }
+        (_, LabelStatus::Positive) => format!("{} is present.", capital()),
+        (_, LabelStatus::Negative) => format!("No {noun}."),
+        (_, LabelStatus::Uncertain) => format!("Possible {noun}."),
+    }
+}
+
 /// Byte ranges of the sentences of `text` (trimmed, non-empty).
 pub fn split_sentences(text: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();

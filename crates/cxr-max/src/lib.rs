@@ -30,5 +30,5 @@ pub use records::{
 
 /// The findings labeler.
 pub mod findings {
-    pub use crate::labeler::{Extraction, Mention, extract, split_sentences};
+    pub use crate::labeler::{Extraction, Mention, extract, split_sentences, statement};
 }

@@ -30,6 +30,22 @@ impl Split {
     }
 }
 
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    /// `train`, `validate` (or `valid`, `validation`), `test`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "train" => Ok(Split::Train),
+            "validate" | "valid" | "validation" => Ok(Split::Validate),
+            "test" => Ok(Split::Test),
+            other => Err(format!(
+                "unknown split `{other}`; expected train, validate or test"
+            )),
+        }
+    }
+}
+
 /// Per-image metadata.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageMeta {

@@ -17,6 +17,17 @@ pub enum Method {
     DawidSkene,
 }
 
+impl Method {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Majority => "majority",
+            Method::Weighted => "weighted",
+            Method::DawidSkene => "dawid-skene",
+        }
+    }
+}
+
 impl std::str::FromStr for Method {
     type Err = String;
 
@@ -67,6 +78,23 @@ fn records(input: impl BufRead, what: &str, columns: &[&str]) -> Result<Vec<Vec<
     Ok(out)
 }
 
+/// Reads a `worker,weight` CSV.
+///
+/// # Errors
+/// Malformed rows and weights that are not numbers, naming the line.
+pub fn read_weights(input: impl BufRead) -> Result<Vec<(String, f64)>, String> {
+    records(input, "weights", &["worker", "weight"])?
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r[1].trim()
+                .parse::<f64>()
+                .map(|v| (r[0].clone(), v))
+                .map_err(|_| format!("weights line {}: `{}` is not a number", i + 2, r[1]))
+        })
+        .collect()
+}
+
 /// Reads votes, aggregates them and writes `task,label,confidence` CSV.
 ///
 /// # Errors
@@ -92,24 +120,10 @@ pub fn votes(
                 .consensus
         }
         Method::Weighted => {
-            let w =
-                match weights {
-                    Some(r) => records(r, "weights", &["worker", "weight"])?,
-                    None => return Err(
-                        "--method weighted needs --weights FILE (CSV with columns worker,weight)"
-                            .to_owned(),
-                    ),
-                };
-            let parsed: Vec<(String, f64)> = w
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    r[1].trim()
-                        .parse::<f64>()
-                        .map(|v| (r[0].clone(), v))
-                        .map_err(|_| format!("weights line {}: `{}` is not a number", i + 2, r[1]))
-                })
-                .collect::<Result<_, _>>()?;
+            let parsed = match weights {
+                Some(r) => read_weights(r)?,
+                None => apo_consensus::reliability_weights(&votes),
+            };
             let pairs: Vec<(&str, f64)> = parsed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             weighted_vote(&votes, &pairs).map_err(|e| e.to_string())?
         }

@@ -1,6 +1,7 @@
 //! Subcommands of `apo`.
 
 pub mod consensus;
+pub mod consensus_build;
 pub mod data;
 pub mod demo;
 pub mod drift;

@@ -148,3 +148,125 @@ fn bad_votes_are_typed_errors_naming_the_row() {
         })
     ));
 }
+
+#[test]
+fn from_indices_checks_ranges_and_duplicates() {
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let ok = Votes::from_indices(
+        names(&["t1", "t2", "t3"]),
+        names(&["a", "b"]),
+        names(&["no", "yes"]),
+        vec![(0, 0, 1), (0, 1, 1), (1, 0, 0)],
+    )
+    .unwrap();
+    // Task t3 has no vote: majority gives it confidence 0.
+    let c = majority_vote(&ok);
+    assert_eq!(c[2].confidence, 0.0);
+    assert_eq!(c[0].label, 1);
+    assert!(matches!(
+        Votes::from_indices(names(&["t"]), names(&["a"]), names(&["x"]), vec![(0, 1, 0)]),
+        Err(ConsensusError::IndexOutOfRange {
+            row: 1,
+            field: "worker",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Votes::from_indices(
+            names(&["t"]),
+            names(&["a"]),
+            names(&["x"]),
+            vec![(0, 0, 0), (0, 0, 0)]
+        ),
+        Err(ConsensusError::DuplicateVote { row: 2, .. })
+    ));
+}
+
+#[test]
+fn majority_label_fixes_the_orientation_of_a_mirrored_fit() {
+    // Five workers; three of them are wrong 90% of the time, so the majority vote (and EM
+    // started from it) lands on the mirrored labels. Truth: "present" on 1 task in 5.
+    let mut state = 7u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let accuracy = [0.9, 0.85, 0.1, 0.1, 0.1];
+    let mut rows = Vec::new();
+    let mut truth = Vec::new();
+    for i in 0..2000 {
+        let present = uniform() < 0.2;
+        truth.push(present);
+        for (w, &a) in accuracy.iter().enumerate() {
+            let says = if uniform() < a { present } else { !present };
+            rows.push((
+                format!("i{i}"),
+                format!("w{w}"),
+                if says { "present" } else { "absent" }.to_owned(),
+            ));
+        }
+    }
+    let votes = Votes::from_triples(
+        rows.iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+    )
+    .unwrap();
+    let acc = |ds: &apo_consensus::DawidSkene| {
+        ds.consensus
+            .iter()
+            .filter(|c| (votes.label_name(c.label) == "present") == truth[c.task])
+            .count() as f64
+            / truth.len() as f64
+    };
+    let plain = dawid_skene(&votes, &DawidSkeneConfig::default()).unwrap();
+    let oriented = dawid_skene(
+        &votes,
+        &DawidSkeneConfig {
+            majority_label: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(acc(&plain) < 0.05, "plain {}", acc(&plain));
+    assert!(acc(&oriented) > 0.95, "oriented {}", acc(&oriented));
+    assert_eq!(plain.elbo, oriented.elbo);
+    assert!(oriented.priors[0] > 0.7);
+    assert!(
+        dawid_skene(
+            &votes,
+            &DawidSkeneConfig {
+                majority_label: Some(2),
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn reliability_weights_follow_agreement() {
+    let votes = Votes::from_triples([
+        ("1", "a", "x"),
+        ("1", "b", "x"),
+        ("1", "c", "y"),
+        ("2", "a", "y"),
+        ("2", "b", "y"),
+        ("2", "c", "x"),
+        ("3", "a", "x"),
+        ("3", "b", "x"),
+        ("3", "c", "x"),
+    ])
+    .unwrap();
+    let w = apo_consensus::reliability_weights(&votes);
+    // a and b agree with the others' majority on every decided task (3 of 3 for a: others
+    // b,c tie on 1 and 2 -> only task 3 decided).
+    let r = |agree: f64, decided: f64| {
+        ((agree + 1.0) / (decided + 2.0) / (1.0 - (agree + 1.0) / (decided + 2.0)))
+            .ln()
+            .max(0.0)
+    };
+    assert_eq!(w[0], ("a".to_owned(), r(1.0, 1.0)));
+    assert_eq!(w[2], ("c".to_owned(), r(1.0, 3.0)));
+}

@@ -1,3 +1,4 @@
 //! Public-API tests of `apo-consensus`.
 
 mod crowdkit;
+mod synth;

@@ -89,24 +89,8 @@ pub(crate) fn sentence(finding: Finding, status: LabelStatus, rng: &mut Rng) -> 
     }
 }
 
-/// The finding as a noun phrase the labeler knows.
 fn noun(f: Finding) -> &'static str {
-    match f {
-        Finding::Atelectasis => "atelectasis",
-        Finding::Cardiomegaly => "cardiomegaly",
-        Finding::Consolidation => "focal consolidation",
-        Finding::Edema => "pulmonary edema",
-        Finding::EnlargedCardiomediastinum => "mediastinal widening",
-        Finding::Fracture => "acute fracture",
-        Finding::LungLesion => "suspicious nodule",
-        Finding::LungOpacity => "focal opacity",
-        Finding::NoFinding => "acute cardiopulmonary process",
-        Finding::PleuralEffusion => "pleural effusion",
-        Finding::PleuralOther => "pleural thickening",
-        Finding::Pneumonia => "pneumonia",
-        Finding::Pneumothorax => "pneumothorax",
-        Finding::SupportDevices => "support devices",
-    }
+    f.noun()
 }
 
 const REFUSALS: [&str; 3] = [

@@ -133,3 +133,31 @@ fn later_statements_override_and_steps_are_sentences() {
         LabelStatus::NotMentioned
     );
 }
+
+#[test]
+fn every_statement_reads_back_as_itself_alone() {
+    use cxr_max::{Finding, LabelStatus, findings};
+    let mut checked = 0;
+    for f in Finding::ALL {
+        for status in [
+            LabelStatus::Positive,
+            LabelStatus::Negative,
+            LabelStatus::Uncertain,
+        ] {
+            let s = findings::statement(f, status);
+            if s.is_empty() {
+                assert!(f == Finding::NoFinding && status != LabelStatus::Positive);
+                continue;
+            }
+            let e = findings::extract(&s);
+            assert_eq!(e.findings.get(f), status, "{f} {status:?}: {s}");
+            assert!(
+                e.mentions.iter().all(|m| m.finding == f),
+                "{s} mentions another finding: {:?}",
+                e.mentions
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 13 * 3 + 1);
+}

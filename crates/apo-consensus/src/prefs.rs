@@ -1,0 +1,259 @@
+//! Preference sets: the consensus trajectory as the chosen response, teacher trajectories as
+//! the rejected ones.
+
+use crate::synth::{Polarity, Source, Synthesizer};
+use crate::{ConsensusError, Result};
+
+/// Which teacher trajectories become negatives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum NegativePolicy {
+    /// Every teacher trajectory (the paper).
+    All,
+    /// Only trajectories that contradict or hedge at least one consensus finding.
+    Dissenting,
+    /// The `k` trajectories with the largest drift from the consensus (ties: teacher order).
+    TopK(usize),
+}
+
+impl std::str::FromStr for NegativePolicy {
+    type Err = ConsensusError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(NegativePolicy::All),
+            "dissenting" => Ok(NegativePolicy::Dissenting),
+            other => {
+                let k = other
+                    .strip_prefix("top-")
+                    .and_then(|k| k.parse::<usize>().ok())
+                    .filter(|&k| k > 0);
+                k.map(NegativePolicy::TopK)
+                    .ok_or_else(|| ConsensusError::UnknownOption {
+                        name: "negatives",
+                        value: other.to_owned(),
+                        expected: "all, dissenting or top-K (K >= 1, e.g. top-3)",
+                    })
+            }
+        }
+    }
+}
+
+/// Per-negative weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum NegativeWeighting {
+    /// No weights (every negative counts the same, as in the paper).
+    Uniform,
+    /// Weight `∝ 0.1 + drift`, normalised to mean 1 over the group's negatives: a
+    /// trajectory that drifts further from the consensus is a stronger constraint.
+    Drift,
+}
+
+/// Parameters of [`build_preference`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PreferenceConfig {
+    /// Negative selection. Default: all.
+    pub negatives: NegativePolicy,
+    /// Negative weights. Default: uniform.
+    pub weighting: NegativeWeighting,
+    /// A finding whose consensus confidence is at most this has no consensus. Default: 0.5.
+    pub min_confidence: f64,
+    /// Items whose mean confidence over the findings with a consensus is below this are
+    /// skipped. Default: 0.
+    pub min_agreement: f64,
+    /// Skip items whose consensus trajectory does not read back as the consensus.
+    /// Default: true.
+    pub require_verified: bool,
+}
+
+impl Default for PreferenceConfig {
+    fn default() -> Self {
+        PreferenceConfig {
+            negatives: NegativePolicy::All,
+            weighting: NegativeWeighting::Uniform,
+            min_confidence: 0.5,
+            min_agreement: 0.0,
+            require_verified: true,
+        }
+    }
+}
+
+/// One item: its teacher trajectories, their final statements, and the label consensus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceInput<'a> {
+    /// Item id.
+    pub id: &'a str,
+    /// Teacher trajectories.
+    pub sources: &'a [Source<'a>],
+    /// Per source, its final statement per topic (as the extractor reads it).
+    pub finals: &'a [Vec<Option<Polarity>>],
+    /// Consensus per topic (`Present`/`Absent`, or `None`).
+    pub consensus: &'a [Option<Polarity>],
+    /// Confidence of each topic's consensus (posterior or vote share).
+    pub confidence: &'a [f64],
+}
+
+/// A rejected trajectory.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Negative {
+    /// Teacher.
+    pub teacher: String,
+    /// Trajectory.
+    pub text: String,
+    /// Consensus findings it states the opposite of.
+    pub contradictions: usize,
+    /// Consensus findings it hedges.
+    pub hedges: usize,
+    /// Consensus findings it does not state.
+    pub omissions: usize,
+    /// `(contradictions + (hedges + omissions) / 2) / consensus findings`, in `[0, 1]`.
+    pub drift: f64,
+    /// Weight, when weighting is on.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub weight: Option<f64>,
+}
+
+/// One preference group: the consensus trajectory over the selected negatives.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PreferenceSet {
+    /// Item id.
+    pub id: String,
+    /// The chosen (consensus) trajectory.
+    pub chosen: String,
+    /// The rejected trajectories.
+    pub rejected: Vec<Negative>,
+    /// Consensus per topic.
+    pub consensus: Vec<Option<Polarity>>,
+    /// Mean confidence over the topics with a consensus.
+    pub agreement: f64,
+    /// Topics whose sentence was rendered rather than kept from a teacher.
+    pub rendered: Vec<usize>,
+}
+
+/// Why an item has no preference set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum SkipReason {
+    /// No finding has a consensus.
+    NoConsensus,
+    /// Mean confidence below `min_agreement`.
+    LowAgreement,
+    /// The negative policy left no negative.
+    NoNegatives,
+    /// The consensus trajectory did not read back as the consensus.
+    Unverified,
+}
+
+impl SkipReason {
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::NoConsensus => "no-consensus",
+            SkipReason::LowAgreement => "low-agreement",
+            SkipReason::NoNegatives => "no-negatives",
+            SkipReason::Unverified => "unverified",
+        }
+    }
+}
+
+/// Builds the preference set of one item, or says why there is none.
+///
+/// # Errors
+/// [`ConsensusError::OutOfRange`] when `finals`, `consensus` and `confidence` do not match the
+/// sources and each other, and whatever the synthesizer reports.
+pub fn build_preference(
+    input: &PreferenceInput<'_>,
+    synthesizer: &dyn Synthesizer,
+    config: &PreferenceConfig,
+) -> Result<std::result::Result<PreferenceSet, SkipReason>> {
+    let topics = input.consensus.len();
+    if input.finals.len() != input.sources.len()
+        || input.confidence.len() != topics
+        || input.finals.iter().any(|f| f.len() != topics)
+    {
+        return Err(ConsensusError::OutOfRange {
+            name: "preference input lengths",
+            value: input.finals.len() as f64,
+            expected: "one finals row per source and one consensus and confidence per topic",
+        });
+    }
+    let consensus: Vec<Option<Polarity>> = input
+        .consensus
+        .iter()
+        .zip(input.confidence)
+        .map(|(&c, &p)| c.filter(|_| p > config.min_confidence))
+        .collect();
+    let decided: Vec<usize> = (0..topics).filter(|&t| consensus[t].is_some()).collect();
+    if decided.is_empty() {
+        return Ok(Err(SkipReason::NoConsensus));
+    }
+    let agreement =
+        decided.iter().map(|&t| input.confidence[t]).sum::<f64>() / decided.len() as f64;
+    if agreement < config.min_agreement {
+        return Ok(Err(SkipReason::LowAgreement));
+    }
+    let mut negatives: Vec<Negative> = input
+        .sources
+        .iter()
+        .zip(input.finals)
+        .map(|(s, finals)| {
+            let (mut contradictions, mut hedges, mut omissions) = (0, 0, 0);
+            for &t in &decided {
+                match finals[t] {
+                    None => omissions += 1,
+                    Some(Polarity::Uncertain) => hedges += 1,
+                    Some(p) if Some(p) != consensus[t] => contradictions += 1,
+                    Some(_) => {}
+                }
+            }
+            Negative {
+                teacher: s.teacher.to_owned(),
+                text: s.text.to_owned(),
+                contradictions,
+                hedges,
+                omissions,
+                drift: (contradictions as f64 + 0.5 * (hedges + omissions) as f64)
+                    / decided.len() as f64,
+                weight: None,
+            }
+        })
+        .collect();
+    match config.negatives {
+        NegativePolicy::All => {}
+        NegativePolicy::Dissenting => negatives.retain(|n| n.contradictions + n.hedges > 0),
+        NegativePolicy::TopK(k) => {
+            // Stable: equal drift keeps teacher order.
+            negatives.sort_by(|a, b| b.drift.total_cmp(&a.drift));
+            negatives.truncate(k);
+        }
+    }
+    if negatives.is_empty() {
+        return Ok(Err(SkipReason::NoNegatives));
+    }
+    if config.weighting == NegativeWeighting::Drift {
+        let raw: Vec<f64> = negatives.iter().map(|n| 0.1 + n.drift).collect();
+        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+        for (n, r) in negatives.iter_mut().zip(raw) {
+            n.weight = Some(r / mean);
+        }
+    }
+    let synthesis = synthesizer.synthesize(input.sources, &consensus)?;
+    if config.require_verified && !synthesis.verified {
+        return Ok(Err(SkipReason::Unverified));
+    }
+    Ok(Ok(PreferenceSet {
+        id: input.id.to_owned(),
+        chosen: synthesis.text,
+        rejected: negatives,
+        consensus,
+        agreement,
+        rendered: synthesis.rendered,
+    }))
+}

@@ -1,0 +1,292 @@
+//! Consensus trajectories and preference sets with a toy claim extractor.
+
+use apo_consensus::{
+    Claim, ClaimConfig, ClaimExtractor, ClaimSynthesizer, NegativePolicy, NegativeWeighting,
+    Polarity, PreferenceConfig, PreferenceInput, Reading, SkipReason, Source, Synthesizer,
+    build_preference,
+};
+
+/// Topics are the words `alpha`, `beta`, `gamma`; `no X` is absent, `maybe X` uncertain,
+/// any other mention present; sentences end at `.`.
+struct Toy;
+
+const TOPICS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+impl ClaimExtractor for Toy {
+    fn topics(&self) -> usize {
+        3
+    }
+
+    fn read(&self, text: &str) -> Reading {
+        let mut r = Reading {
+            finals: vec![None; 3],
+            ..Reading::default()
+        };
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            if c == '.' {
+                let s = text[start..=i].trim();
+                let offset = start + text[start..=i].find(s).unwrap_or(0);
+                r.sentences.push((offset, offset + s.len()));
+                start = i + 1;
+            }
+        }
+        for (j, &(a, b)) in r.sentences.iter().enumerate() {
+            let words: Vec<String> = text[a..b]
+                .split(|c: char| !c.is_alphanumeric())
+                .map(str::to_lowercase)
+                .collect();
+            for (w, word) in words.iter().enumerate() {
+                if let Some(t) = TOPICS.iter().position(|x| x == word) {
+                    let prev = if w > 0 { words[w - 1].as_str() } else { "" };
+                    let polarity = match prev {
+                        "no" => Polarity::Absent,
+                        "maybe" => Polarity::Uncertain,
+                        _ => Polarity::Present,
+                    };
+                    r.claims.push(Claim {
+                        sentence: j,
+                        topic: t,
+                        polarity,
+                    });
+                    r.finals[t] = Some(polarity);
+                }
+            }
+        }
+        r
+    }
+
+    fn render(&self, topic: usize, polarity: Polarity) -> String {
+        match polarity {
+            Polarity::Present => format!("Clear {}.", TOPICS[topic]),
+            Polarity::Absent => format!("No {}.", TOPICS[topic]),
+            Polarity::Uncertain => format!("Maybe {}.", TOPICS[topic]),
+        }
+    }
+
+    fn impression(&self, consensus: &[Option<Polarity>]) -> Option<String> {
+        let present: Vec<&str> = (0..3)
+            .filter(|&t| consensus[t] == Some(Polarity::Present))
+            .map(|t| TOPICS[t])
+            .collect();
+        (!present.is_empty()).then(|| format!("Overall {}.", present.join(" and ")))
+    }
+}
+
+fn sources() -> Vec<Source<'static>> {
+    vec![
+        Source {
+            teacher: "t1",
+            text: "Findings: a small alpha on the left. No beta. Maybe gamma.",
+        },
+        Source {
+            teacher: "t2",
+            text: "1. A small alpha on the right.\n2. No beta. 3. No gamma.",
+        },
+        Source {
+            teacher: "t3",
+            text: "No alpha. Beta is visible. No gamma.",
+        },
+        Source {
+            teacher: "t4",
+            text: "Maybe alpha. The alpha is large and dense. No beta.",
+        },
+    ]
+}
+
+const CONSENSUS: [Option<Polarity>; 3] = [Some(Polarity::Present), Some(Polarity::Absent), None];
+
+#[test]
+fn claim_synthesizer_keeps_supported_claims_and_reads_back() {
+    let s = ClaimSynthesizer::new(Toy, ClaimConfig::default()).unwrap();
+    let out = s.synthesize(&sources(), &CONSENSUS).unwrap();
+    assert!(out.verified, "{out:?}");
+    // The two near-identical alpha sentences (t1, t2) merge and win over t4's; list markers
+    // and headers are stripped; gamma (no consensus) is not mentioned; the impression is last.
+    assert_eq!(
+        out.text,
+        "Findings: a small alpha on the left. No beta.\nOverall alpha."
+    );
+    assert_eq!(out.sentences[0].teachers, ["t1", "t2"]);
+    assert_eq!(out.sentences[0].support, 3);
+    assert_eq!(out.sentences[1].teachers, ["t1", "t2", "t4"]);
+    assert!(out.rendered.is_empty());
+    let back = Toy.read(&out.text);
+    assert_eq!(back.finals, CONSENSUS.to_vec());
+}
+
+#[test]
+fn unsupported_topics_are_rendered_and_min_support_is_respected() {
+    let config = ClaimConfig {
+        min_support: 4,
+        impression: false,
+        ..ClaimConfig::default()
+    };
+    let s = ClaimSynthesizer::new(Toy, config).unwrap();
+    let out = s.synthesize(&sources(), &CONSENSUS).unwrap();
+    // No claim has four supporting teachers: both topics come from templates.
+    assert_eq!(out.text, "Findings: Clear alpha. No beta.");
+    assert_eq!(out.rendered, [0, 1]);
+    assert!(out.verified);
+    // Against the majority: gamma present although t2 and t3 say no.
+    let consensus = [None, None, Some(Polarity::Present)];
+    let out = ClaimSynthesizer::new(Toy, ClaimConfig::default())
+        .unwrap()
+        .synthesize(&sources(), &consensus)
+        .unwrap();
+    assert_eq!(out.text, "Findings: Clear gamma.\nOverall gamma.");
+    assert!(
+        ClaimSynthesizer::new(Toy, ClaimConfig::default())
+            .unwrap()
+            .synthesize(&sources(), &[None, Some(Polarity::Uncertain), None])
+            .is_err()
+    );
+    assert!(
+        ClaimSynthesizer::new(Toy, ClaimConfig::default())
+            .unwrap()
+            .synthesize(&sources(), &[None])
+            .is_err()
+    );
+    assert!(
+        ClaimSynthesizer::new(
+            Toy,
+            ClaimConfig {
+                similarity: 0.0,
+                ..ClaimConfig::default()
+            }
+        )
+        .is_err()
+    );
+}
+
+fn finals() -> Vec<Vec<Option<Polarity>>> {
+    sources().iter().map(|s| Toy.read(s.text).finals).collect()
+}
+
+#[test]
+fn preference_policies_weights_and_skips() {
+    let synth = ClaimSynthesizer::new(Toy, ClaimConfig::default()).unwrap();
+    let srcs = sources();
+    let fin = finals();
+    let input = PreferenceInput {
+        id: "img1",
+        sources: &srcs,
+        finals: &fin,
+        consensus: &CONSENSUS,
+        confidence: &[0.9, 0.8, 0.0],
+    };
+    let mut config = PreferenceConfig::default();
+    let all = build_preference(&input, &synth, &config).unwrap().unwrap();
+    assert_eq!(all.rejected.len(), 4);
+    assert!((all.agreement - 0.85).abs() < 1e-12);
+    // t1: agrees on both; t2: agrees; t3: contradicts both; t4: agrees (its final alpha is
+    // present), no beta.
+    let drift: Vec<f64> = all.rejected.iter().map(|n| n.drift).collect();
+    assert_eq!(drift, [0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(all.rejected[2].contradictions, 2);
+    assert!(all.rejected.iter().all(|n| n.weight.is_none()));
+
+    config.negatives = NegativePolicy::Dissenting;
+    let d = build_preference(&input, &synth, &config).unwrap().unwrap();
+    assert_eq!(d.rejected.len(), 1);
+    assert_eq!(d.rejected[0].teacher, "t3");
+
+    config.negatives = NegativePolicy::TopK(2);
+    config.weighting = NegativeWeighting::Drift;
+    let k = build_preference(&input, &synth, &config).unwrap().unwrap();
+    let names: Vec<&str> = k.rejected.iter().map(|n| n.teacher.as_str()).collect();
+    assert_eq!(names, ["t3", "t1"]);
+    let w: Vec<f64> = k.rejected.iter().map(|n| n.weight.unwrap()).collect();
+    assert!(
+        (w[0] - 1.1 / 0.6).abs() < 1e-12 && (w[1] - 0.1 / 0.6).abs() < 1e-12,
+        "{w:?}"
+    );
+
+    // Skips, each with its reason.
+    let agreeing: Vec<Source<'_>> = srcs[..2].to_vec();
+    let input2 = PreferenceInput {
+        sources: &agreeing,
+        finals: &fin[..2],
+        ..input.clone()
+    };
+    config.negatives = NegativePolicy::Dissenting;
+    assert_eq!(
+        build_preference(&input2, &synth, &config).unwrap(),
+        Err(SkipReason::NoNegatives)
+    );
+    let low = PreferenceInput {
+        confidence: &[0.5, 0.5, 0.0],
+        ..input.clone()
+    };
+    assert_eq!(
+        build_preference(&low, &synth, &config).unwrap(),
+        Err(SkipReason::NoConsensus)
+    );
+    config.min_agreement = 0.95;
+    assert_eq!(
+        build_preference(&input, &synth, &config).unwrap(),
+        Err(SkipReason::LowAgreement)
+    );
+    let bad = PreferenceInput {
+        finals: &fin[..1],
+        ..input.clone()
+    };
+    assert!(build_preference(&bad, &synth, &config).is_err());
+    assert!("top-0".parse::<NegativePolicy>().is_err());
+    assert_eq!(
+        "top-3".parse::<NegativePolicy>().unwrap(),
+        NegativePolicy::TopK(3)
+    );
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn exports_have_each_trainers_layout() {
+    use apo_consensus::export::{self, ItemContext};
+    let synth = ClaimSynthesizer::new(Toy, ClaimConfig::default()).unwrap();
+    let srcs = sources();
+    let fin = finals();
+    let input = PreferenceInput {
+        id: "img1",
+        sources: &srcs,
+        finals: &fin,
+        consensus: &CONSENSUS,
+        confidence: &[0.9, 0.8, 0.0],
+    };
+    let set = build_preference(&input, &synth, &PreferenceConfig::default())
+        .unwrap()
+        .unwrap();
+    let topics: Vec<String> = TOPICS.iter().map(|s| (*s).to_owned()).collect();
+    let images = vec!["files/a.jpg".to_owned()];
+    let ctx = ItemContext {
+        prompt: "Describe.",
+        images: &images,
+        topics: &topics,
+    };
+    let ours = serde_json::to_value(export::ours_row(&set, &ctx)).unwrap();
+    assert_eq!(
+        ours["consensus"],
+        serde_json::json!({"alpha":"present","beta":"absent"})
+    );
+    assert_eq!(ours["rejected"].as_array().unwrap().len(), 4);
+    assert_eq!(ours["images"], serde_json::json!(["files/a.jpg"]));
+
+    let trl = export::trl_rows(&set, &ctx);
+    assert_eq!(trl.len(), 4);
+    let row = serde_json::to_value(&trl[2]).unwrap();
+    assert_eq!(
+        row["prompt"],
+        serde_json::json!([{"role":"user","content":[{"type":"image"},{"type":"text","text":"Describe."}]}])
+    );
+    assert_eq!(row["chosen"][0]["content"][0]["text"], set.chosen.as_str());
+    assert_eq!(row["rejected"][0]["content"][0]["text"], srcs[2].text);
+    assert_eq!(row.as_object().unwrap().len(), 4);
+
+    let swift = export::swift_rows(&set, &ctx);
+    let row = serde_json::to_value(&swift[0]).unwrap();
+    assert_eq!(row["messages"][0]["content"], "<image>Describe.");
+    assert_eq!(row["messages"][1]["role"], "assistant");
+    assert_eq!(row["messages"][1]["content"], set.chosen.as_str());
+    assert_eq!(row["rejected_response"], srcs[0].text);
+    assert_eq!(row["images"], serde_json::json!(["files/a.jpg"]));
+}

@@ -1,0 +1,105 @@
+//! `apo consensus build` on the simulator's default data: the consensus beats every teacher,
+//! every chosen trajectory reads back as its consensus, counts reconcile, and the three export
+//! layouts hold the same preference sets.
+
+use apo_cli::commands::consensus::Method;
+use apo_cli::commands::consensus_build::{BuildOptions, build};
+use apo_consensus::NegativePolicy;
+use apo_consensus::export::Export;
+use cxr_max::sim::{SynthConfig, synthesize};
+use cxr_max::{Finding, LabelStatus, findings};
+
+fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn consensus_beats_every_teacher_and_exports_agree() {
+    let root = std::env::temp_dir().join(format!("apo-e2e-consensus-{}", std::process::id()));
+    let data = root.join("data");
+    synthesize(
+        &data,
+        &SynthConfig {
+            studies: 600,
+            image_size: 16,
+            seed: 11,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut options = BuildOptions::new(data.clone(), root.join("ours.jsonl"));
+    let s = build(&options).unwrap();
+    assert_eq!(s.items, 600);
+    assert_eq!(
+        s.consensus_found + s.skipped.values().sum::<usize>(),
+        s.items,
+        "written + skipped = read"
+    );
+    assert_eq!(s.rows, s.consensus_found);
+    assert_eq!(s.negatives_max, 7);
+    let consensus = s.consensus.as_ref().unwrap().mean;
+    let best = s
+        .teachers
+        .values()
+        .map(|a| a.mean)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        consensus > best + 0.05,
+        "consensus {consensus:.3} vs best teacher {best:.3}"
+    );
+    assert!(consensus > s.majority_vote.as_ref().unwrap().mean);
+    // Every chosen trajectory reads back as its consensus labels.
+    let rows = read_jsonl(&options.out);
+    assert_eq!(rows.len(), s.consensus_found);
+    for row in &rows {
+        let back = findings::extract(row["chosen"].as_str().unwrap());
+        for f in Finding::ALL {
+            let want = match row["consensus"]
+                .get(f.column_name())
+                .and_then(|v| v.as_str())
+            {
+                Some("present") => LabelStatus::Positive,
+                Some("absent") => LabelStatus::Negative,
+                None => LabelStatus::NotMentioned,
+                Some(other) => panic!("consensus value {other}"),
+            };
+            assert_eq!(back.findings.get(f), want, "{f} in {}", row["chosen"]);
+        }
+        assert_eq!(row["rejected"].as_array().unwrap().len(), 7);
+        assert!(row["images"][0].as_str().unwrap().ends_with(".jpg"));
+    }
+    // TRL and ms-swift: one row per negative, the same chosen texts.
+    for (export, file) in [(Export::Trl, "trl.jsonl"), (Export::Swift, "swift.jsonl")] {
+        options.export = export;
+        options.out = root.join(file);
+        let t = build(&options).unwrap();
+        assert_eq!(t.consensus_found, s.consensus_found);
+        let lines = read_jsonl(&options.out);
+        assert_eq!(lines.len(), 7 * s.consensus_found);
+        assert_eq!(t.rows, lines.len());
+        let chosen = match export {
+            Export::Trl => &lines[0]["chosen"][0]["content"][0]["text"],
+            _ => &lines[0]["messages"][1]["content"],
+        };
+        assert_eq!(chosen, &rows[0]["chosen"]);
+    }
+    // Dissenting negatives: fewer, each contradicting or hedging the consensus.
+    options.export = Export::Ours;
+    options.out = root.join("dissenting.jsonl");
+    options.preference.negatives = NegativePolicy::Dissenting;
+    options.method = Method::Majority;
+    let d = build(&options).unwrap();
+    assert_eq!(d.consensus_found + d.skipped.values().sum::<usize>(), 600);
+    assert!(d.negatives_mean < 7.0 && d.negatives_mean > 1.0);
+    for row in read_jsonl(&options.out) {
+        for n in row["rejected"].as_array().unwrap() {
+            let c = n["contradictions"].as_u64().unwrap() + n["hedges"].as_u64().unwrap();
+            assert!(c > 0, "{n}");
+        }
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
