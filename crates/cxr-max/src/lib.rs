@@ -11,6 +11,7 @@
 pub mod burn_data;
 pub mod dataset;
 mod error;
+pub mod eval;
 mod finding;
 pub mod images;
 mod labeler;

@@ -157,17 +157,7 @@ impl BuildOptions {
     }
 }
 
-/// Accuracy of one labeller against the ground truth.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Accuracy {
-    /// Per finding: correct / images with a definite ground truth (no label counts as wrong);
-    /// `null` where no image has a definite ground truth.
-    pub per_finding: BTreeMap<String, Option<f64>>,
-    /// Mean over the evaluated findings.
-    pub mean: f64,
-    /// Per finding: share of images with a label at all.
-    pub coverage: BTreeMap<String, f64>,
-}
+pub use cxr_max::eval::Accuracy;
 
 /// The summary of a build.
 #[derive(Debug, Clone, Serialize)]
@@ -368,55 +358,17 @@ pub fn label_consensus(
     Ok(LabelConsensus { labels, confidence })
 }
 
-/// Ground truth of a finding: present (1.0), absent (0.0 or not mentioned), or `None` for
-/// uncertain.
-fn truth(item: &Item, f: Finding) -> Option<Option<Polarity>> {
-    item.labels.map(|l| match l.get(f) {
-        LabelStatus::Positive => Some(Polarity::Present),
-        LabelStatus::Uncertain => None,
-        _ => Some(Polarity::Absent),
-    })
-}
-
 /// Accuracy of `predict(item, finding)` against the ground truth; `None` without any.
 pub fn accuracy(
     items: &[&Item],
     evaluated: &[Finding],
     predict: impl Fn(usize, Finding) -> Option<Polarity>,
 ) -> Option<Accuracy> {
-    if items.iter().all(|i| i.labels.is_none()) {
-        return None;
-    }
-    let mut per_finding = BTreeMap::new();
-    let mut coverage = BTreeMap::new();
-    for f in Finding::ALL {
-        let (mut ok, mut den, mut labelled) = (0usize, 0usize, 0usize);
-        for (i, item) in items.iter().enumerate() {
-            let p = predict(i, f);
-            labelled += usize::from(p.is_some());
-            if let Some(Some(t)) = truth(item, f) {
-                den += 1;
-                ok += usize::from(p == Some(t));
-            }
-        }
-        per_finding.insert(
-            f.column_name().to_owned(),
-            (den > 0).then(|| ok as f64 / den as f64),
-        );
-        coverage.insert(
-            f.column_name().to_owned(),
-            labelled as f64 / items.len().max(1) as f64,
-        );
-    }
-    let values: Vec<f64> = evaluated
-        .iter()
-        .filter_map(|f| per_finding[f.column_name()])
-        .collect();
-    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
-    Some(Accuracy {
-        per_finding,
-        mean,
-        coverage,
+    let labels: Vec<_> = items.iter().map(|i| i.labels).collect();
+    cxr_max::eval::accuracy(&labels, evaluated, |i, f| match predict(i, f) {
+        Some(Polarity::Present) => Some(true),
+        Some(Polarity::Absent) => Some(false),
+        _ => None,
     })
 }
 

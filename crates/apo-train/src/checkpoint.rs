@@ -1,0 +1,234 @@
+//! Checkpoints: model, optimiser and run state, written atomically.
+//!
+//! `STAGE/checkpoints/step-000050/` holds `model.bin`, `optim.bin` and `state.json`. It is
+//! written as `step-000050.partial/` and renamed when complete, so a run killed at any moment
+//! leaves either a whole checkpoint or a `.partial` folder that resuming ignores and removes.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::error::io_err;
+use crate::{Result, Student, StudentConfig, TrainError};
+
+/// The recorder of every model and optimiser file (full precision: resuming is bitwise).
+pub type Rec = BinFileRecorder<FullPrecisionSettings>;
+
+/// What a checkpoint records besides tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// `sft` or the stage-2 name.
+    pub stage: String,
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Micro-batches consumed (the data position: the order is a function of the seed).
+    pub micro_batches: usize,
+    /// The run seed (data order, initialisation, per-micro-batch backend seeds).
+    pub seed: u64,
+    /// Learning rate of the last step (the schedule is a function of the step).
+    pub lr: f64,
+    /// Fingerprint of everything that must not change on resume.
+    pub fingerprint: String,
+    /// The architecture.
+    pub model: StudentConfig,
+}
+
+/// FNV-1a, 64 bit: a stable fingerprint of bytes (not cryptographic).
+pub fn fnv(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::CorruptCheckpoint {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a checkpoint under `dir/checkpoints`, then deletes all but the newest `keep`.
+///
+/// # Errors
+/// File and recorder errors.
+pub fn save<B, O>(
+    dir: &Path,
+    model: &Student<B>,
+    optim: &O,
+    state: &State,
+    keep: usize,
+) -> Result<PathBuf>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Student<B>, B>,
+{
+    let root = dir.join("checkpoints");
+    std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+    let name = format!("step-{:06}", state.step);
+    let tmp = root.join(format!("{name}.partial"));
+    let done = root.join(&name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let rec = Rec::new();
+    model
+        .clone()
+        .save_file(tmp.join("model"), &rec)
+        .map_err(|e| corrupt(&tmp, e))?;
+    Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optim"))
+        .map_err(|e| corrupt(&tmp, e))?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| corrupt(&tmp, e))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(io_err(&tmp))?;
+    if done.exists() {
+        std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
+    }
+    std::fs::rename(&tmp, &done).map_err(io_err(&done))?;
+    let mut all = list(dir)?;
+    while all.len() > keep.max(1) {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(done)
+}
+
+/// Complete checkpoints `(step, folder)`, oldest first; removes leftover `.partial` folders.
+///
+/// # Errors
+/// File errors.
+pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let root = dir.join("checkpoints");
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(io_err(&root))? {
+        let entry = entry.map_err(io_err(&root))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".partial") {
+            std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+            continue;
+        }
+        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok()) {
+            out.push((step, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a checkpoint's state and checks it belongs to this run.
+///
+/// # Errors
+/// [`TrainError::CorruptCheckpoint`], [`TrainError::CheckpointMismatch`].
+pub fn read_state(
+    path: &Path,
+    stage: &str,
+    fingerprint: &str,
+    model: &StudentConfig,
+) -> Result<State> {
+    let file = path.join("state.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| corrupt(&file, e))?;
+    let state: State = serde_json::from_str(&text).map_err(|e| corrupt(&file, e))?;
+    if state.stage != stage {
+        return Err(TrainError::CheckpointMismatch {
+            path: path.to_owned(),
+            what: "stage",
+            found: state.stage,
+            expected: stage.to_owned(),
+        });
+    }
+    if &state.model != model {
+        return Err(TrainError::CheckpointMismatch {
+            path: path.to_owned(),
+            what: "model architecture",
+            found: serde_json::to_string(&state.model).unwrap_or_default(),
+            expected: serde_json::to_string(model).unwrap_or_default(),
+        });
+    }
+    if state.fingerprint != fingerprint {
+        return Err(TrainError::CheckpointMismatch {
+            path: path.to_owned(),
+            what: "run configuration (data, optimiser, loss or seed)",
+            found: state.fingerprint,
+            expected: fingerprint.to_owned(),
+        });
+    }
+    Ok(state)
+}
+
+/// Loads a checkpoint's model and optimiser into `model` and `optim`.
+///
+/// # Errors
+/// [`TrainError::CorruptCheckpoint`].
+pub fn load<B, O>(
+    path: &Path,
+    model: Student<B>,
+    optim: O,
+    device: &B::Device,
+) -> Result<(Student<B>, O)>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Student<B>, B>,
+{
+    let rec = Rec::new();
+    let model = model
+        .load_file(path.join("model"), &rec, device)
+        .map_err(|e| corrupt(&path.join("model.bin"), e))?;
+    let record = Recorder::<B>::load(&rec, path.join("optim"), device)
+        .map_err(|e| corrupt(&path.join("optim.bin"), e))?;
+    Ok((model, optim.load_record(record)))
+}
+
+/// Saves a final model (`model.bin`, `model.json`) atomically into `dir`.
+///
+/// # Errors
+/// File and recorder errors.
+pub fn save_model<B: burn::tensor::backend::Backend>(
+    dir: &Path,
+    model: Student<B>,
+    config: &StudentConfig,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // The recorder sets the extension itself, so the temporary file lives in its own folder.
+    let tmp = dir.join(".partial");
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    model
+        .save_file(tmp.join("model"), &Rec::new())
+        .map_err(|e| corrupt(dir, e))?;
+    std::fs::rename(tmp.join("model.bin"), dir.join("model.bin")).map_err(io_err(dir))?;
+    std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let json = serde_json::to_string_pretty(config).map_err(|e| corrupt(dir, e))?;
+    std::fs::write(dir.join("model.json.partial"), json).map_err(io_err(dir))?;
+    std::fs::rename(dir.join("model.json.partial"), dir.join("model.json")).map_err(io_err(dir))?;
+    Ok(dir.join("model.bin"))
+}
+
+/// Loads a final model written by [`save_model`].
+///
+/// # Errors
+/// [`TrainError::CorruptCheckpoint`] for a missing or unreadable model.
+pub fn load_model<B: burn::tensor::backend::Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Student<B>, StudentConfig)> {
+    let file = dir.join("model.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| corrupt(&file, e))?;
+    let config: StudentConfig = serde_json::from_str(&text).map_err(|e| corrupt(&file, e))?;
+    let model = config.init::<B>(device)?;
+    let model = model
+        .load_file(dir.join("model"), &Rec::new(), device)
+        .map_err(|e| corrupt(&dir.join("model.bin"), e))?;
+    Ok((model, config))
+}

@@ -1,0 +1,393 @@
+//! Run configuration (TOML or JSON), with defaults for every field.
+
+use std::path::{Path, PathBuf};
+
+use apo_loss::LossConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// Everything a training run needs. Every field has a default; a TOML file sets only what
+/// it changes. See `docs/training.md` for each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Where the data is.
+    pub data: DataConfig,
+    /// The tokenizer.
+    pub tokenizer: TokenizerConfig,
+    /// The student's architecture (the vocabulary comes from the tokenizer).
+    pub model: ModelConfig,
+    /// Stage 1, supervised bootstrapping.
+    pub sft: OptimConfig,
+    /// Stage 2, constraint-aware optimisation.
+    pub apo: ApoConfig,
+    /// Run folder, seed, checkpoints, logging.
+    pub run: RunSettings,
+}
+
+/// Data sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// The data set folder (CXR-MAX records + MIMIC-CXR-JPG tables and images).
+    pub dir: PathBuf,
+    /// The preference sets of stage 2 (`apo consensus build --export ours`).
+    pub preferences: Option<PathBuf>,
+    /// Train on this split only (`train`); `None` trains on every image.
+    pub split: Option<String>,
+    /// Cut sequences longer than `model.max_text_len` instead of reporting them.
+    pub truncate: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dir: PathBuf::from("data"),
+            preferences: None,
+            split: Some("train".into()),
+            truncate: false,
+        }
+    }
+}
+
+/// Tokenizer settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Use this `tokenizer.json` instead of training one.
+    pub file: Option<PathBuf>,
+    /// Vocabulary size of a trained tokenizer.
+    pub vocab_size: usize,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        TokenizerConfig {
+            file: None,
+            vocab_size: 1024,
+        }
+    }
+}
+
+/// Architecture (see [`crate::StudentConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Image size in pixels.
+    pub image_size: usize,
+    /// Patch size in pixels.
+    pub patch_size: usize,
+    /// Width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Image encoder layers.
+    pub encoder_layers: usize,
+    /// Decoder layers.
+    pub decoder_layers: usize,
+    /// MLP width multiple.
+    pub mlp_ratio: usize,
+    /// Longest text in tokens.
+    pub max_text_len: usize,
+    /// Dropout.
+    pub dropout: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            image_size: 64,
+            patch_size: 8,
+            d_model: 128,
+            n_heads: 4,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            mlp_ratio: 4,
+            max_text_len: 192,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The burn config for a vocabulary.
+    pub fn student(&self, vocab_size: usize) -> crate::StudentConfig {
+        crate::StudentConfig::new(vocab_size)
+            .with_image_size(self.image_size)
+            .with_patch_size(self.patch_size)
+            .with_d_model(self.d_model)
+            .with_n_heads(self.n_heads)
+            .with_encoder_layers(self.encoder_layers)
+            .with_decoder_layers(self.decoder_layers)
+            .with_mlp_ratio(self.mlp_ratio)
+            .with_max_text_len(self.max_text_len)
+            .with_dropout(self.dropout)
+    }
+}
+
+/// Optimiser and schedule of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Images (stage 1: each with all its trajectories) or preference groups (stage 2) per
+    /// micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are accumulated into one step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Share of the steps spent warming up linearly from 0.
+    pub warmup_ratio: f64,
+    /// The cosine decays to `learning_rate · min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    pub grad_clip: f64,
+    /// AdamW β₁.
+    pub beta1: f64,
+    /// AdamW β₂.
+    pub beta2: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            steps: 300,
+            batch_size: 4,
+            grad_accum: 1,
+            learning_rate: 1e-3,
+            warmup_ratio: 0.05,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            beta1: 0.9,
+            beta2: 0.999,
+        }
+    }
+}
+
+/// Stage 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApoConfig {
+    /// Optimiser and schedule.
+    pub optim: OptimConfig,
+    /// The objective (`apo-loss`): Plackett-Luce by default.
+    pub loss: LossConfig,
+    /// The stage-1 run folder whose final model is both the initial policy and the frozen
+    /// reference; default: this run's `sft/`.
+    pub init: Option<PathBuf>,
+    /// LoRA rank on every linear layer (0 = full fine-tuning).
+    pub lora_rank: usize,
+    /// LoRA α (the update is scaled by α / rank).
+    pub lora_alpha: f64,
+}
+
+impl Default for ApoConfig {
+    fn default() -> Self {
+        ApoConfig {
+            optim: OptimConfig {
+                steps: 200,
+                batch_size: 2,
+                learning_rate: 2e-4,
+                ..OptimConfig::default()
+            },
+            loss: LossConfig::default(),
+            init: None,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+        }
+    }
+}
+
+/// Run folder and bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// The run folder (tokenizer, stage folders with checkpoints, metrics and final models).
+    pub out: PathBuf,
+    /// Seed of initialisation, data order and sampling.
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept (older ones are deleted).
+    pub keep_checkpoints: usize,
+    /// Longest generated completion in tokens (evaluation).
+    pub max_new_tokens: usize,
+    /// Sampling temperature for evaluation (0 = greedy).
+    pub temperature: f64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            out: PathBuf::from("runs/train"),
+            seed: 0,
+            checkpoint_every: 50,
+            keep_checkpoints: 2,
+            max_new_tokens: 160,
+            temperature: 0.0,
+        }
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            data: DataConfig::default(),
+            tokenizer: TokenizerConfig::default(),
+            model: ModelConfig::default(),
+            sft: OptimConfig::default(),
+            apo: ApoConfig::default(),
+            run: RunSettings::default(),
+        }
+    }
+}
+
+fn bad(field: &str, value: impl ToString, expected: &str) -> TrainError {
+    TrainError::Config {
+        field: field.into(),
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+impl OptimConfig {
+    /// Checks the ranges; `stage` prefixes the field names.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`].
+    pub fn validate(&self, stage: &str) -> Result<()> {
+        let f = |name: &str| format!("{stage}.{name}");
+        if self.steps == 0 {
+            return Err(bad(&f("steps"), 0, "at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(bad(&f("batch_size"), 0, "at least 1"));
+        }
+        if self.grad_accum == 0 {
+            return Err(bad(&f("grad_accum"), 0, "at least 1"));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(bad(
+                &f("learning_rate"),
+                self.learning_rate,
+                "a finite number > 0",
+            ));
+        }
+        for (name, v) in [
+            ("warmup_ratio", self.warmup_ratio),
+            ("min_lr_ratio", self.min_lr_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(&f(name), v, "in [0, 1]"));
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(bad(
+                &f("weight_decay"),
+                self.weight_decay,
+                "a finite number >= 0",
+            ));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return Err(bad(
+                &f("grad_clip"),
+                self.grad_clip,
+                ">= 0 (0 turns clipping off)",
+            ));
+        }
+        for (name, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(bad(&f(name), v, "in [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The learning rate at optimiser step `step` (0-based): linear warm-up over
+    /// `ceil(warmup_ratio · steps)` steps, then a cosine from the peak to
+    /// `min_lr_ratio · peak` at the last step.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warmup = (self.warmup_ratio * self.steps as f64).ceil() as usize;
+        if step < warmup {
+            return self.learning_rate * (step + 1) as f64 / warmup as f64;
+        }
+        let span = (self.steps - warmup).max(1) as f64;
+        let progress = ((step - warmup) as f64 / span).min(1.0);
+        let floor = self.learning_rate * self.min_lr_ratio;
+        floor + (self.learning_rate - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML (or, by extension, JSON) file; unknown fields are errors.
+    ///
+    /// # Errors
+    /// [`TrainError::ConfigFile`] with the parser's message, then [`RunConfig::validate`]'s.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+        let config: RunConfig = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| TrainError::ConfigFile {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+        } else {
+            toml::from_str(&text).map_err(|e| TrainError::ConfigFile {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every range.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.sft.validate("sft")?;
+        self.apo.optim.validate("apo.optim")?;
+        self.model
+            .student(self.tokenizer.vocab_size.max(8))
+            .validate()?;
+        if self.tokenizer.file.is_none() && self.tokenizer.vocab_size < 300 {
+            return Err(bad(
+                "tokenizer.vocab_size",
+                self.tokenizer.vocab_size,
+                "at least 300",
+            ));
+        }
+        if !(self.apo.lora_alpha.is_finite() && self.apo.lora_alpha > 0.0) {
+            return Err(bad(
+                "apo.lora_alpha",
+                self.apo.lora_alpha,
+                "a finite number > 0",
+            ));
+        }
+        if self.run.keep_checkpoints == 0 {
+            return Err(bad("run.keep_checkpoints", 0, "at least 1"));
+        }
+        if !(self.run.temperature.is_finite() && self.run.temperature >= 0.0) {
+            return Err(bad(
+                "run.temperature",
+                self.run.temperature,
+                ">= 0 (0 = greedy)",
+            ));
+        }
+        if let Some(s) = &self.data.split {
+            s.parse::<cxr_max::tables::Split>()
+                .map_err(|e| bad("data.split", s, &e))?;
+        }
+        self.apo
+            .loss
+            .init()
+            .map_err(|e| bad("apo.loss", format!("{:?}", self.apo.loss), &e.to_string()))?;
+        Ok(())
+    }
+}

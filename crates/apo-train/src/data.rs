@@ -1,0 +1,415 @@
+//! Training data: images, tokenised sequences, preference groups, and micro-batches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::images::{ImageLoader, ImageLoaderConfig};
+use cxr_max::rng::Rng;
+
+use crate::tokenizer::TextTokenizer;
+use crate::{Result, TrainError};
+
+/// One tokenised sequence: `<bos> prompt <sep> completion <eos>`; the loss reads the tokens
+/// from `prompt_len` on (the completion and `<eos>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sequence {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Tokens of `<bos> prompt <sep>`.
+    pub prompt_len: usize,
+}
+
+impl Sequence {
+    /// Completion tokens scored (including `<eos>`).
+    pub fn completion_len(&self) -> usize {
+        self.ids.len() - self.prompt_len
+    }
+}
+
+/// The prompt part `<bos> prompt <sep>`.
+///
+/// # Errors
+/// Tokenizer errors.
+pub fn prompt_ids(tok: &TextTokenizer, prompt: &str) -> Result<Vec<u32>> {
+    let mut ids = vec![tok.bos()];
+    ids.extend(tok.encode(prompt)?);
+    ids.push(tok.sep());
+    Ok(ids)
+}
+
+/// Tokenises a prompt and completion.
+///
+/// # Errors
+/// [`TrainError::TooLong`] when the sequence exceeds `max_len` and `truncate` is off (with it,
+/// the completion is cut and keeps its `<eos>`; a prompt that alone is too long is an error).
+pub fn encode(
+    tok: &TextTokenizer,
+    prompt: &str,
+    completion: &str,
+    max_len: usize,
+    truncate: bool,
+    id: &str,
+) -> Result<Sequence> {
+    let mut ids = prompt_ids(tok, prompt)?;
+    let prompt_len = ids.len();
+    if prompt_len + 1 >= max_len {
+        return Err(TrainError::TooLong {
+            what: "prompt",
+            id: id.to_owned(),
+            tokens: prompt_len,
+            max: max_len,
+        });
+    }
+    ids.extend(tok.encode(completion)?);
+    ids.push(tok.eos());
+    if ids.len() > max_len {
+        if !truncate {
+            return Err(TrainError::TooLong {
+                what: "trajectory",
+                id: id.to_owned(),
+                tokens: ids.len(),
+                max: max_len,
+            });
+        }
+        ids.truncate(max_len - 1);
+        ids.push(tok.eos());
+    }
+    Ok(Sequence { ids, prompt_len })
+}
+
+/// Images of a data set, loaded once, normalised to `[-1, 1]`.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// Width and height.
+    pub size: usize,
+    /// `size × size` values per image.
+    pub pixels: Vec<Vec<f32>>,
+}
+
+impl Images {
+    /// Decodes `paths` in parallel at `size` pixels.
+    ///
+    /// # Errors
+    /// The first image that cannot be read, naming its file.
+    pub fn load(paths: &[PathBuf], size: usize) -> Result<Self> {
+        let loader = ImageLoader::new(ImageLoaderConfig {
+            size: size as u32,
+            ..ImageLoaderConfig::default()
+        });
+        let pixels = loader
+            .load_many(paths)
+            .into_iter()
+            .map(|r| r.map(|img| img.pixels.iter().map(|p| 2.0 * p - 1.0).collect()))
+            .collect::<std::result::Result<Vec<Vec<f32>>, _>>()?;
+        Ok(Images { size, pixels })
+    }
+
+    /// `[G, 1, H, W]` of the images `which`.
+    pub fn tensor<B: Backend>(&self, which: &[usize], device: &B::Device) -> Tensor<B, 4> {
+        let mut flat = Vec::with_capacity(which.len() * self.size * self.size);
+        for &i in which {
+            flat.extend_from_slice(&self.pixels[i]);
+        }
+        Tensor::from_data(
+            TensorData::new(flat, [which.len(), 1, self.size, self.size]),
+            device,
+        )
+    }
+}
+
+/// Opens the data set and keeps the items of `split` (all when `None`).
+///
+/// # Errors
+/// Data set errors; [`TrainError::Empty`] when nothing is left.
+pub fn open_items(dir: &Path, split: Option<&str>) -> Result<Vec<Item>> {
+    let (data, _) = Dataset::open(dir, &DatasetOptions::default())?;
+    let split = split
+        .map(|s| s.parse::<cxr_max::tables::Split>())
+        .transpose()
+        .map_err(TrainError::Empty)?;
+    let items: Vec<Item> = data
+        .items
+        .into_iter()
+        .filter(|i| split.is_none_or(|s| i.split == Some(s)))
+        .collect();
+    if items.is_empty() {
+        return Err(TrainError::Empty(format!(
+            "{}: no image{}",
+            dir.display(),
+            split
+                .map(|s| format!(" in split `{}`", s.name()))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(items)
+}
+
+/// A unit of training: one image and the sequences that share it (stage 1: every teacher's
+/// trajectory; stage 2: the consensus first, then the negatives).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Item id.
+    pub id: String,
+    /// Index into [`Images::pixels`].
+    pub image: usize,
+    /// The sequences.
+    pub sequences: Vec<Sequence>,
+    /// Per-negative weights (stage 2, optional).
+    pub weights: Option<Vec<f64>>,
+}
+
+/// Stage-1 groups: each image with all its teacher trajectories.
+///
+/// # Errors
+/// [`TrainError::TooLong`] (unless `truncate`), tokenizer errors.
+pub fn sft_groups(
+    items: &[Item],
+    tok: &TextTokenizer,
+    max_len: usize,
+    truncate: bool,
+) -> Result<Vec<Group>> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| !item.sample.trajectories.is_empty())
+        .map(|(i, item)| {
+            let prompt = item
+                .sample
+                .prompt
+                .as_deref()
+                .unwrap_or(cxr_max::sim::PROMPT);
+            let sequences = item
+                .sample
+                .trajectories
+                .iter()
+                .map(|t| {
+                    encode(
+                        tok,
+                        prompt,
+                        &t.text,
+                        max_len,
+                        truncate,
+                        &format!("{}/{}", item.sample.dicom_id, t.teacher),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Group {
+                id: item.sample.dicom_id.clone(),
+                image: i,
+                sequences,
+                weights: None,
+            })
+        })
+        .collect()
+}
+
+/// Stage-2 groups from a preference file in our layout (`apo consensus build --export
+/// ours`); images are matched to `items` by id (rows whose image is not among them are
+/// counted in the second return value, not used).
+///
+/// # Errors
+/// [`TrainError::BadPreference`] naming the line for a malformed row,
+/// [`TrainError::NoNegatives`] for a row without negatives, [`TrainError::TooLong`].
+pub fn preference_groups(
+    path: &Path,
+    items: &[Item],
+    tok: &TextTokenizer,
+    max_len: usize,
+    truncate: bool,
+) -> Result<(Vec<Group>, usize)> {
+    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+    let index: HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
+        .collect();
+    let mut groups = Vec::new();
+    let mut unmatched = 0;
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: apo_consensus::export::OursRow =
+            serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
+                source_file: path.to_owned(),
+                line: line_no,
+                message: format!("not a preference row in our layout: {e}"),
+            })?;
+        if row.rejected.is_empty() {
+            return Err(TrainError::NoNegatives {
+                source_file: path.to_owned(),
+                line: line_no,
+                id: row.id,
+            });
+        }
+        let Some(&image) = index.get(row.id.as_str()) else {
+            unmatched += 1;
+            continue;
+        };
+        let mut sequences = vec![encode(
+            tok,
+            &row.prompt,
+            &row.chosen,
+            max_len,
+            truncate,
+            &row.id,
+        )?];
+        for r in &row.rejected {
+            sequences.push(encode(
+                tok,
+                &row.prompt,
+                &r.text,
+                max_len,
+                truncate,
+                &format!("{}/{}", row.id, r.teacher),
+            )?);
+        }
+        let weights = if row.rejected.iter().all(|r| r.weight.is_some()) {
+            Some(
+                row.rejected
+                    .iter()
+                    .map(|r| r.weight.unwrap_or(1.0))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        groups.push(Group {
+            id: row.id,
+            image,
+            sequences,
+            weights,
+        });
+    }
+    if groups.is_empty() {
+        return Err(TrainError::Empty(format!(
+            "{}: no preference group matches an image of the data set ({unmatched} rows unmatched)",
+            path.display()
+        )));
+    }
+    Ok((groups, unmatched))
+}
+
+/// The unit indices of micro-batch `m` (`batch` units each): the units in a seeded random
+/// order, a fresh permutation every epoch, so any position of the stream is a function of
+/// `(seed, m)` alone (what resuming needs).
+pub fn micro_batch(seed: u64, units: usize, batch: usize, m: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(batch);
+    let mut cached: Option<(usize, Vec<usize>)> = None;
+    for pos in m * batch..(m + 1) * batch {
+        let (epoch, offset) = (pos / units, pos % units);
+        if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut perm: Vec<usize> = (0..units).collect();
+            let mut rng = Rng::substream(seed, epoch as u64);
+            for i in (1..units).rev() {
+                perm.swap(i, rng.below(i + 1));
+            }
+            cached = Some((epoch, perm));
+        }
+        out.push(cached.as_ref().expect("permutation").1[offset]);
+    }
+    out
+}
+
+/// A micro-batch on a device: `G` groups of `S` sequences (groups with fewer sequences are
+/// padded with masked copies of their first).
+#[derive(Debug, Clone)]
+pub struct Batch<B: Backend> {
+    /// `[G, 1, H, W]`.
+    pub images: Tensor<B, 4>,
+    /// Inputs `[G·S, T]` (sequence without its last token).
+    pub inputs: Tensor<B, 2, Int>,
+    /// Targets `[G·S, T]` (sequence without its first token).
+    pub targets: Tensor<B, 2, Int>,
+    /// `[G·S, T]`: true where the target is a completion token.
+    pub mask: Tensor<B, 2, Bool>,
+    /// `[G, S - 1]`: true where a negative exists (stage 2).
+    pub present: Tensor<B, 2, Bool>,
+    /// Completion tokens per sequence `[G, S]` (0 for padding sequences).
+    pub tokens: Vec<Vec<usize>>,
+    /// `[G, S - 1]` per-negative weights when every group has them.
+    pub weights: Option<Tensor<B, 2>>,
+    /// Groups.
+    pub groups: usize,
+    /// Sequences per group.
+    pub per_group: usize,
+}
+
+/// Assembles the groups `which` into a [`Batch`].
+pub fn make_batch<B: Backend>(
+    images: &Images,
+    groups: &[Group],
+    which: &[usize],
+    pad: u32,
+    device: &B::Device,
+) -> Batch<B> {
+    let s = which
+        .iter()
+        .map(|&g| groups[g].sequences.len())
+        .max()
+        .unwrap_or(1);
+    let t = which
+        .iter()
+        .flat_map(|&g| groups[g].sequences.iter().map(|q| q.ids.len()))
+        .max()
+        .unwrap_or(2)
+        - 1;
+    let rows = which.len() * s;
+    let (mut inputs, mut targets) = (vec![pad as i64; rows * t], vec![pad as i64; rows * t]);
+    let mut mask = vec![false; rows * t];
+    let mut present = vec![false; which.len() * (s - 1).max(1)];
+    let mut tokens = vec![vec![0usize; s]; which.len()];
+    let all_weighted = which.iter().all(|&g| groups[g].weights.is_some());
+    let mut weights = vec![0f32; which.len() * (s - 1).max(1)];
+    for (gi, &g) in which.iter().enumerate() {
+        let group = &groups[g];
+        for j in 0..s {
+            let row = gi * s + j;
+            let (seq, real) = match group.sequences.get(j) {
+                Some(q) => (q, true),
+                None => (&group.sequences[0], false),
+            };
+            for k in 0..seq.ids.len() - 1 {
+                inputs[row * t + k] = i64::from(seq.ids[k]);
+                targets[row * t + k] = i64::from(seq.ids[k + 1]);
+                mask[row * t + k] = real && k + 1 >= seq.prompt_len;
+            }
+            if real {
+                tokens[gi][j] = seq.completion_len();
+                if j > 0 {
+                    present[gi * (s - 1) + j - 1] = true;
+                    if let Some(w) = &group.weights {
+                        weights[gi * (s - 1) + j - 1] = w[j - 1] as f32;
+                    }
+                }
+            }
+        }
+    }
+    let int = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, [rows, t]), device);
+    Batch {
+        images: images.tensor(
+            &which.iter().map(|&g| groups[g].image).collect::<Vec<_>>(),
+            device,
+        ),
+        inputs: int(inputs),
+        targets: int(targets),
+        mask: Tensor::from_data(TensorData::new(mask, [rows, t]), device),
+        present: Tensor::from_data(
+            TensorData::new(present, [which.len(), (s - 1).max(1)]),
+            device,
+        ),
+        tokens,
+        weights: all_weighted.then(|| {
+            Tensor::from_data(
+                TensorData::new(weights, [which.len(), (s - 1).max(1)]),
+                device,
+            )
+        }),
+        groups: which.len(),
+        per_group: s,
+    }
+}

@@ -1,0 +1,72 @@
+//! Devices by name, with a clear error instead of a panic when a GPU is missing.
+
+use crate::{Result, TrainError};
+
+/// The devices the command line offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// burn's ndarray CPU backend.
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal, DX12).
+    Wgpu,
+    /// burn's CUDA backend.
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = TrainError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" | "ndarray" => Ok(DeviceKind::Cpu),
+            "wgpu" | "gpu" => Ok(DeviceKind::Wgpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            other => Err(TrainError::Device(format!(
+                "unknown device `{other}`; expected cpu, wgpu or cuda"
+            ))),
+        }
+    }
+}
+
+impl DeviceKind {
+    /// The name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Wgpu => "wgpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+
+    /// The error for a backend this build does not include.
+    pub fn not_built(self) -> TrainError {
+        TrainError::Device(format!(
+            "this build has no {0} backend; rebuild with `cargo build --release --features {0}` (on a machine with the {0} runtime), or use --device cpu",
+            self.name()
+        ))
+    }
+}
+
+/// Runs `probe` (which creates a tensor on the device) and turns a panic of the backend's
+/// runtime (no GPU, no driver) into [`TrainError::Device`] naming the alternative.
+///
+/// # Errors
+/// [`TrainError::Device`].
+pub fn check<F: FnOnce() + std::panic::UnwindSafe>(kind: DeviceKind, probe: F) -> Result<()> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(probe);
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        let detail = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        TrainError::Device(format!(
+            "no usable {} device ({}); use --device cpu, or run on a machine with a GPU and its driver",
+            kind.name(),
+            detail.lines().next().unwrap_or("the runtime failed to start")
+        ))
+    })
+}

@@ -1,0 +1,121 @@
+//! The error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while preparing or running training, each saying what to
+/// change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A configuration value outside its range.
+    #[error("config: `{field}` = {value} is out of range; {expected}")]
+    Config {
+        /// The field, dotted (`sft.learning_rate`).
+        field: String,
+        /// The value given.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+    /// A configuration file that does not parse.
+    #[error("{path}: {message}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A checkpoint written for another model or run configuration.
+    #[error(
+        "{path}: this checkpoint was written with a different {what} ({found}); the run asks for {expected}. Resume with the config it was written with, or start a new run folder"
+    )]
+    CheckpointMismatch {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// What differs.
+        what: &'static str,
+        /// What the checkpoint has.
+        found: String,
+        /// What the run has.
+        expected: String,
+    },
+    /// A checkpoint that cannot be read.
+    #[error(
+        "{path}: corrupt or incomplete checkpoint ({message}); delete it to start over, or resume from an earlier one"
+    )]
+    CorruptCheckpoint {
+        /// The checkpoint folder or file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A preference group without any negative.
+    #[error(
+        "{source_file} line {line}: preference group `{id}` has no rejected trajectory; build the sets with `apo consensus build` (which skips such items) or drop the row"
+    )]
+    NoNegatives {
+        /// The preference file.
+        source_file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The item id.
+        id: String,
+    },
+    /// A malformed preference row.
+    #[error("{source_file} line {line}: {message}")]
+    BadPreference {
+        /// The preference file.
+        source_file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A sequence longer than the model's maximum.
+    #[error(
+        "{what} `{id}` has {tokens} tokens, more than the model's max_text_len = {max}; raise model.max_text_len or set data.truncate = true"
+    )]
+    TooLong {
+        /// Trajectory or prompt.
+        what: &'static str,
+        /// The item id.
+        id: String,
+        /// Its length in tokens.
+        tokens: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A requested device that is not available.
+    #[error("{0}")]
+    Device(String),
+    /// Data set errors.
+    #[error(transparent)]
+    Data(#[from] cxr_max::CxrError),
+    /// Loss errors (non-finite log-probs, bad weights).
+    #[error(transparent)]
+    Loss(#[from] apo_loss::LossError),
+    /// Tokenizer errors.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// File errors.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Nothing to train on.
+    #[error("{0}")]
+    Empty(String),
+}
+
+/// `Result` with [`TrainError`].
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

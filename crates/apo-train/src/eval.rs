@@ -1,0 +1,229 @@
+//! Generation and evaluation: the student writes a trajectory for each held-out image, the
+//! `cxr-max` labeler reads its findings back, and they are scored against the labels.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use cxr_max::dataset::Item;
+use cxr_max::eval::Accuracy;
+use cxr_max::rng::Rng;
+use cxr_max::{Finding, findings};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Images, prompt_ids};
+use crate::tokenizer::TextTokenizer;
+use crate::{Result, Student, TrainError};
+
+/// Decoding settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Generation {
+    /// Longest completion in tokens.
+    pub max_new_tokens: usize,
+    /// 0 = greedy; otherwise softmax sampling at this temperature.
+    pub temperature: f64,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Images per forward pass.
+    pub batch: usize,
+}
+
+/// Completions for `images` (all with `prompt`): greedy or sampled, stopping at `<eos>` or
+/// the model's maximum text length.
+///
+/// # Errors
+/// [`TrainError::TooLong`] when the prompt leaves no room; tokenizer errors.
+pub fn generate<B: Backend>(
+    model: &Student<B>,
+    tok: &TextTokenizer,
+    images: &Images,
+    which: &[usize],
+    prompt: &str,
+    settings: &Generation,
+    device: &B::Device,
+) -> Result<Vec<String>> {
+    let start = prompt_ids(tok, prompt)?;
+    let max_len = model.max_text_len();
+    if start.len() >= max_len {
+        return Err(TrainError::TooLong {
+            what: "prompt",
+            id: "(generation)".into(),
+            tokens: start.len(),
+            max: max_len,
+        });
+    }
+    let mut rng = Rng::new(settings.seed);
+    let mut out = Vec::with_capacity(which.len());
+    for chunk in which.chunks(settings.batch.max(1)) {
+        let g = chunk.len();
+        let prefix = model.encode(images.tensor(chunk, device));
+        let mut seqs: Vec<Vec<u32>> = vec![start.clone(); g];
+        let mut done = vec![false; g];
+        for _ in 0..settings.max_new_tokens {
+            let t = seqs[0].len();
+            if t >= max_len || done.iter().all(|&d| d) {
+                break;
+            }
+            let flat: Vec<i64> = seqs.iter().flatten().map(|&x| i64::from(x)).collect();
+            let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [g, t]), device);
+            let logits = model.decode(prefix.clone(), tokens).narrow(1, t - 1, 1); // [g, 1, V]
+            let v = logits.dims()[2];
+            let host: Vec<f32> = logits
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
+            for (i, row) in host.chunks(v).enumerate() {
+                let next = if done[i] {
+                    tok.pad()
+                } else if settings.temperature <= 0.0 {
+                    argmax(row)
+                } else {
+                    sample(row, settings.temperature, &mut rng)
+                };
+                if next == tok.eos() {
+                    done[i] = true;
+                }
+                seqs[i].push(next);
+            }
+        }
+        for s in seqs {
+            let completion: Vec<u32> = s[start.len()..]
+                .iter()
+                .copied()
+                .take_while(|&x| x != tok.eos() && x != tok.pad())
+                .collect();
+            out.push(tok.decode(&completion)?);
+        }
+    }
+    Ok(out)
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn sample(row: &[f32], temperature: f64, rng: &mut Rng) -> u32 {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let w: Vec<f64> = row
+        .iter()
+        .map(|&x| ((x as f64 - m) / temperature).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.uniform() * total;
+    for (i, x) in w.iter().enumerate() {
+        u -= x;
+        if u <= 0.0 {
+            return i as u32;
+        }
+    }
+    (row.len() - 1) as u32
+}
+
+/// One evaluated image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSample {
+    /// Image id.
+    pub id: String,
+    /// The generated trajectory.
+    pub text: String,
+}
+
+/// An evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Images evaluated.
+    pub images: usize,
+    /// Accuracy of the findings read back from the generated trajectories (absent when the
+    /// data set has no labels).
+    pub accuracy: Option<Accuracy>,
+    /// Every generated trajectory.
+    pub samples: Vec<EvalSample>,
+}
+
+/// Generates a trajectory for every item and scores the findings the labeler reads back.
+///
+/// # Errors
+/// Image, tokenizer and generation errors.
+pub fn evaluate<B: Backend>(
+    model: &Student<B>,
+    tok: &TextTokenizer,
+    items: &[Item],
+    image_size: usize,
+    settings: &Generation,
+    evaluated: &[Finding],
+    device: &B::Device,
+) -> Result<EvalReport> {
+    let paths: Vec<_> = items.iter().map(|i| i.image.clone()).collect();
+    let images = Images::load(&paths, image_size)?;
+    // Items grouped by prompt, so each batch shares one.
+    let mut by_prompt: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, item) in items.iter().enumerate() {
+        let p = item
+            .sample
+            .prompt
+            .as_deref()
+            .unwrap_or(cxr_max::sim::PROMPT);
+        by_prompt.entry(p).or_default().push(i);
+    }
+    let mut texts = vec![String::new(); items.len()];
+    for (prompt, which) in by_prompt {
+        let generated = generate(model, tok, &images, &which, prompt, settings, device)?;
+        for (i, t) in which.into_iter().zip(generated) {
+            texts[i] = t;
+        }
+    }
+    let read: Vec<_> = texts
+        .iter()
+        .map(|t| findings::extract(t).findings)
+        .collect();
+    let labels: Vec<_> = items.iter().map(|i| i.labels).collect();
+    let accuracy = cxr_max::eval::accuracy(&labels, evaluated, |i, f| {
+        cxr_max::eval::prediction(&read[i], f)
+    });
+    Ok(EvalReport {
+        images: items.len(),
+        accuracy,
+        samples: items
+            .iter()
+            .zip(texts)
+            .map(|(i, text)| EvalSample {
+                id: i.sample.dicom_id.clone(),
+                text,
+            })
+            .collect(),
+    })
+}
+
+/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, and evaluates on `split`.
+///
+/// # Errors
+/// As [`evaluate`], checkpoint errors.
+pub fn evaluate_dir<B: Backend>(
+    model_dir: &Path,
+    tokenizer: &Path,
+    data_dir: &Path,
+    split: Option<&str>,
+    settings: &Generation,
+    evaluated: &[Finding],
+    device: &B::Device,
+) -> Result<EvalReport> {
+    let tok = TextTokenizer::from_file(tokenizer)?;
+    let (model, config) = crate::checkpoint::load_model::<B>(model_dir, device)?;
+    let items = crate::data::open_items(data_dir, split)?;
+    evaluate(
+        &model,
+        &tok,
+        &items,
+        config.image_size,
+        settings,
+        evaluated,
+        device,
+    )
+}

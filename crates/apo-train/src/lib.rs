@@ -1,0 +1,30 @@
+//! Training the APO student with Burn, generic over the backend.
+//!
+//! - [`Student`] ([`StudentConfig`]): a small vision-language model, an image encoder whose
+//!   patches become prefix vectors of a transformer decoder, LoRA-ready.
+//! - [`train::sft`]: stage 1, supervised bootstrapping on the union of all teacher
+//!   trajectories (cross-entropy on trajectory tokens, AdamW, warm-up + cosine, clipping,
+//!   accumulation).
+//! - [`train::apo`]: stage 2, the policy initialised from stage 1 against the frozen stage-1
+//!   reference (log-probs cached on disk), any `apo-loss` objective, optional LoRA.
+//! - Checkpoints ([`checkpoint`]) written atomically; a resumed run ends bitwise identical to
+//!   an uninterrupted one on the CPU backend.
+//! - [`eval`]: generation and per-finding accuracy through the `cxr-max` labeler.
+//!
+//! The crate forwards burn's `ndarray` (default), `wgpu` and `cuda` features and never picks
+//! a backend: every function takes `B: Backend` or `B: AutodiffBackend` and a device.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+mod error;
+pub mod eval;
+mod model;
+pub mod tokenizer;
+pub mod train;
+
+pub use config::RunConfig;
+pub use error::{Result, TrainError};
+pub use model::{Block, Dense, Lora, Student, StudentConfig};

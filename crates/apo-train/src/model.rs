@@ -1,0 +1,419 @@
+//! The student: a small vision-language model.
+//!
+//! An image encoder (a strided-convolution patch embedding, learned positions and pre-norm
+//! transformer layers) turns a `[G, 1, H, W]` batch of images into `P` prefix vectors each.
+//! A decoder (token and position embeddings, pre-norm transformer layers, a vocabulary head)
+//! reads `[prefix ; text]`: the prefix attends to itself, text attends to the prefix and to
+//! earlier text (a prefix language model). Each image is encoded once per group and its
+//! prefix shared by the group's sequences (the consensus and every negative of a preference
+//! group, or one trajectory per teacher). Every linear layer can carry a LoRA adapter.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::{Result, TrainError};
+
+/// The student's architecture.
+#[derive(Config, Debug, PartialEq)]
+pub struct StudentConfig {
+    /// Text vocabulary (the tokenizer's size).
+    pub vocab_size: usize,
+    /// Image width and height in pixels.
+    #[config(default = 64)]
+    pub image_size: usize,
+    /// Patch width and height (the image size must be a multiple).
+    #[config(default = 8)]
+    pub patch_size: usize,
+    /// Model width.
+    #[config(default = 128)]
+    pub d_model: usize,
+    /// Attention heads (must divide `d_model`).
+    #[config(default = 4)]
+    pub n_heads: usize,
+    /// Image encoder layers.
+    #[config(default = 2)]
+    pub encoder_layers: usize,
+    /// Decoder layers.
+    #[config(default = 2)]
+    pub decoder_layers: usize,
+    /// MLP width as a multiple of `d_model`.
+    #[config(default = 4)]
+    pub mlp_ratio: usize,
+    /// Longest text (prompt and completion with their special tokens).
+    #[config(default = 192)]
+    pub max_text_len: usize,
+    /// Dropout probability (0 for deterministic training).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl StudentConfig {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the field and what it must be.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, value: String, expected: &str| {
+            Err(TrainError::Config {
+                field: format!("model.{field}"),
+                value,
+                expected: expected.into(),
+            })
+        };
+        if self.vocab_size < 8 {
+            return bad("vocab_size", self.vocab_size.to_string(), "at least 8");
+        }
+        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+            return bad(
+                "patch_size",
+                self.patch_size.to_string(),
+                &format!("a positive divisor of image_size = {}", self.image_size),
+            );
+        }
+        if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+            return bad(
+                "n_heads",
+                self.n_heads.to_string(),
+                &format!("a positive divisor of d_model = {}", self.d_model),
+            );
+        }
+        if self.decoder_layers == 0 {
+            return bad("decoder_layers", "0".into(), "at least 1");
+        }
+        if self.mlp_ratio == 0 {
+            return bad("mlp_ratio", "0".into(), "at least 1");
+        }
+        if self.max_text_len < 4 {
+            return bad("max_text_len", self.max_text_len.to_string(), "at least 4");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", self.dropout.to_string(), "in [0, 1)");
+        }
+        Ok(())
+    }
+
+    /// Prefix vectors per image.
+    pub fn patches(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// A fresh student.
+    ///
+    /// # Errors
+    /// As [`StudentConfig::validate`].
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Student<B>> {
+        self.validate()?;
+        let d = self.d_model;
+        let block = || Block::new(self, device);
+        Ok(Student {
+            patch: Conv2dConfig::new([1, d], [self.patch_size, self.patch_size])
+                .with_stride([self.patch_size, self.patch_size])
+                .init(device),
+            image_pos: Param::from_tensor(Tensor::random(
+                [1, self.patches(), d],
+                burn::tensor::Distribution::Normal(0.0, 0.02),
+                device,
+            )),
+            encoder: (0..self.encoder_layers).map(|_| block()).collect(),
+            encoder_norm: LayerNormConfig::new(d).init(device),
+            token_embedding: EmbeddingConfig::new(self.vocab_size, d)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device),
+            text_pos: EmbeddingConfig::new(self.max_text_len, d)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device),
+            decoder: (0..self.decoder_layers).map(|_| block()).collect(),
+            norm: LayerNormConfig::new(d).init(device),
+            head: Dense::new(d, self.vocab_size, device),
+            patches: self.patches(),
+            max_text_len: self.max_text_len,
+        })
+    }
+}
+
+/// A LoRA adapter `x ↦ scale · (x A) B` with `A: [d_in, r]`, `B: [r, d_out]` (B starts at 0).
+#[derive(Module, Debug)]
+pub struct Lora<B: Backend> {
+    /// Down projection.
+    pub a: Param<Tensor<B, 2>>,
+    /// Up projection.
+    pub b: Param<Tensor<B, 2>>,
+    /// `alpha / r`.
+    pub scale: f64,
+}
+
+/// A linear layer with an optional LoRA adapter.
+#[derive(Module, Debug)]
+pub struct Dense<B: Backend> {
+    /// The base layer.
+    pub linear: Linear<B>,
+    /// The adapter.
+    pub lora: Option<Lora<B>>,
+}
+
+impl<B: Backend> Dense<B> {
+    fn new(d_in: usize, d_out: usize, device: &B::Device) -> Self {
+        Dense {
+            linear: LinearConfig::new(d_in, d_out).init(device),
+            lora: None,
+        }
+    }
+
+    /// `x W + b (+ scale x A B)`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let y = self.linear.forward(x.clone());
+        match &self.lora {
+            None => y,
+            Some(l) => {
+                let a: Tensor<B, D> = l.a.val().unsqueeze();
+                let b: Tensor<B, D> = l.b.val().unsqueeze();
+                y + x.matmul(a).matmul(b).mul_scalar(l.scale)
+            }
+        }
+    }
+
+    fn with_lora(mut self, rank: usize, alpha: f64, device: &B::Device) -> Self {
+        let [d_in, d_out] = self.linear.weight.dims();
+        let bound = (1.0 / d_in as f64).sqrt();
+        self.lora = Some(Lora {
+            a: Param::from_tensor(Tensor::random(
+                [d_in, rank],
+                burn::tensor::Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            b: Param::from_tensor(Tensor::zeros([rank, d_out], device)),
+            scale: alpha / rank as f64,
+        });
+        self
+    }
+
+    fn merged(mut self) -> Self {
+        if let Some(l) = self.lora.take() {
+            let delta = l.a.val().matmul(l.b.val()).mul_scalar(l.scale);
+            let w = self.linear.weight.val() + delta;
+            self.linear.weight = Param::initialized(self.linear.weight.id, w.detach());
+        }
+        self
+    }
+}
+
+/// A pre-norm transformer layer.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    norm1: LayerNorm<B>,
+    qkv: Dense<B>,
+    proj: Dense<B>,
+    norm2: LayerNorm<B>,
+    fc1: Dense<B>,
+    fc2: Dense<B>,
+    dropout: Dropout,
+    n_heads: usize,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(c: &StudentConfig, device: &B::Device) -> Self {
+        let d = c.d_model;
+        Block {
+            norm1: LayerNormConfig::new(d).init(device),
+            qkv: Dense::new(d, 3 * d, device),
+            proj: Dense::new(d, d, device),
+            norm2: LayerNormConfig::new(d).init(device),
+            fc1: Dense::new(d, c.mlp_ratio * d, device),
+            fc2: Dense::new(c.mlp_ratio * d, d, device),
+            dropout: DropoutConfig::new(c.dropout).init(),
+            n_heads: c.n_heads,
+        }
+    }
+
+    /// `x: [B, T, d]`; `bias: [T, T]` added to the attention scores (0 or a large negative).
+    fn forward(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let (h, dh) = (self.n_heads, d / self.n_heads);
+        let qkv = self.qkv.forward(self.norm1.forward(x.clone()));
+        let heads = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * d, d)
+                .reshape([b, t, h, dh])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (heads(0), heads(1), heads(2));
+        let mut scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / (dh as f64).sqrt());
+        if let Some(bias) = bias {
+            scores = scores + bias.unsqueeze::<4>();
+        }
+        let attn = self.dropout.forward(softmax(scores, 3));
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let x = x + self.dropout.forward(self.proj.forward(out));
+        let m = self
+            .fc2
+            .forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
+        x + self.dropout.forward(m)
+    }
+
+    fn map_dense(self, f: &impl Fn(Dense<B>) -> Dense<B>) -> Self {
+        Block {
+            qkv: f(self.qkv),
+            proj: f(self.proj),
+            fc1: f(self.fc1),
+            fc2: f(self.fc2),
+            ..self
+        }
+    }
+}
+
+/// The student model.
+#[derive(Module, Debug)]
+pub struct Student<B: Backend> {
+    patch: Conv2d<B>,
+    image_pos: Param<Tensor<B, 3>>,
+    encoder: Vec<Block<B>>,
+    encoder_norm: LayerNorm<B>,
+    token_embedding: Embedding<B>,
+    text_pos: Embedding<B>,
+    decoder: Vec<Block<B>>,
+    norm: LayerNorm<B>,
+    head: Dense<B>,
+    patches: usize,
+    max_text_len: usize,
+}
+
+impl<B: Backend> Student<B> {
+    /// Prefix vectors `[G, P, d]` of images `[G, 1, H, W]`.
+    pub fn encode(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        let x = self.patch.forward(images); // [G, d, H/p, W/p]
+        let [g, d, _, _] = x.dims();
+        let mut x = x.reshape([g, d, self.patches]).swap_dims(1, 2) + self.image_pos.val();
+        for block in &self.encoder {
+            x = block.forward(x, None);
+        }
+        self.encoder_norm.forward(x)
+    }
+
+    /// Next-token logits `[G · S, T, V]` of `tokens: [G · S, T]`, where the `S` sequences of
+    /// group `g` (rows `g · S .. (g + 1) · S`) share the prefix `prefix[g]`.
+    ///
+    /// # Panics
+    /// When `T` exceeds `max_text_len` or the rows are not a multiple of the groups; the
+    /// training loops check both first and report a [`TrainError`].
+    pub fn decode(&self, prefix: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [g, p, d] = prefix.dims();
+        let [rows, t] = tokens.dims();
+        assert!(t <= self.max_text_len, "text of {t} tokens");
+        assert_eq!(rows % g, 0, "rows are groups of equal size");
+        let s = rows / g;
+        let device = tokens.device();
+        // The prefix once per sequence of its group: [G, P, d] -> [G, S, P, d] -> [G·S, P, d].
+        let prefix = prefix
+            .unsqueeze_dim::<4>(1)
+            .expand([g, s, p, d])
+            .reshape([rows, p, d]);
+        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device)
+            .unsqueeze::<2>()
+            .expand([rows, t]);
+        let text = self.token_embedding.forward(tokens) + self.text_pos.forward(positions);
+        let mut x = Tensor::cat(vec![prefix, text], 1);
+        let bias = prefix_lm_bias::<B>(p, t, &device);
+        for block in &self.decoder {
+            x = block.forward(x, Some(bias.clone()));
+        }
+        let x = self.norm.forward(x.narrow(1, p, t));
+        self.head.forward(x)
+    }
+
+    /// The longest text the model reads.
+    pub fn max_text_len(&self) -> usize {
+        self.max_text_len
+    }
+
+    /// Adds LoRA adapters of rank `rank` to every linear layer and freezes everything else.
+    pub fn with_lora(self, rank: usize, alpha: f64, device: &B::Device) -> Self {
+        let frozen = self.no_grad();
+        let add = |dense: Dense<B>| dense.with_lora(rank, alpha, device);
+        Student {
+            encoder: frozen
+                .encoder
+                .into_iter()
+                .map(|b| b.map_dense(&add))
+                .collect(),
+            decoder: frozen
+                .decoder
+                .into_iter()
+                .map(|b| b.map_dense(&add))
+                .collect(),
+            head: add(frozen.head),
+            ..frozen
+        }
+    }
+
+    /// Folds every LoRA adapter into its base weights (`W + scale · A B`) and removes it.
+    pub fn merged(self) -> Self {
+        let merge = |dense: Dense<B>| dense.merged();
+        Student {
+            encoder: self
+                .encoder
+                .into_iter()
+                .map(|b| b.map_dense(&merge))
+                .collect(),
+            decoder: self
+                .decoder
+                .into_iter()
+                .map(|b| b.map_dense(&merge))
+                .collect(),
+            head: merge(self.head),
+            ..self
+        }
+    }
+
+    /// A digest of every weight's bits, in module order (FNV-1a over the little-endian f32
+    /// bytes): equal digests mean bitwise-equal weights, whatever the parameter ids.
+    pub fn weights_digest(&self) -> String {
+        struct Collect(Vec<u8>);
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let data = param.val().into_data().convert::<f32>();
+                for x in data.iter::<f32>() {
+                    self.0.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        let mut c = Collect(Vec::new());
+        self.visit(&mut c);
+        crate::checkpoint::fnv(&[&c.0])
+    }
+
+    /// Whether any layer carries a LoRA adapter.
+    pub fn has_lora(&self) -> bool {
+        self.head.lora.is_some()
+    }
+}
+
+/// Additive attention bias `[P + T, P + T]`: 0 where position `i` may attend to `j` (the
+/// prefix everywhere, earlier text from text), a large negative number elsewhere.
+fn prefix_lm_bias<B: Backend>(p: usize, t: usize, device: &B::Device) -> Tensor<B, 2> {
+    let n = p + t;
+    let mut v = vec![0f32; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            if j >= p && j > i {
+                v[i * n + j] = -1.0e9;
+            }
+        }
+    }
+    Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([n, n])
+}

@@ -1,0 +1,187 @@
+//! Both stages on a tiny simulated data set with the CPU backend.
+
+use std::path::{Path, PathBuf};
+
+use apo_train::config::RunConfig;
+use apo_train::train::{self, Observer, Quiet, StepMetrics};
+use burn::backend::{Autodiff, NdArray};
+
+type B = Autodiff<NdArray>;
+
+fn tiny(root: &Path) -> RunConfig {
+    let data = root.join("data");
+    if !data.exists() {
+        cxr_max::sim::synthesize(
+            &data,
+            &cxr_max::sim::SynthConfig {
+                studies: 16,
+                image_size: 32,
+                seed: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let mut c = RunConfig::default();
+    c.data.dir = data;
+    c.data.split = None;
+    c.data.truncate = true;
+    c.tokenizer.vocab_size = 400;
+    c.model.image_size = 32;
+    c.model.patch_size = 8;
+    c.model.d_model = 32;
+    c.model.n_heads = 2;
+    c.model.encoder_layers = 1;
+    c.model.decoder_layers = 1;
+    c.model.mlp_ratio = 2;
+    c.model.max_text_len = 160;
+    c.sft.steps = 6;
+    c.sft.batch_size = 2;
+    c.sft.learning_rate = 3e-3;
+    c.apo.optim.steps = 2;
+    c.apo.optim.batch_size = 2;
+    c.run.out = root.join("run");
+    c.run.checkpoint_every = 2;
+    c
+}
+
+fn temp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("apo-train-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&p).ok();
+    p
+}
+
+fn digest(run: &Path) -> String {
+    let (m, _) =
+        apo_train::checkpoint::load_model::<NdArray>(&run.join("sft"), &Default::default())
+            .unwrap();
+    m.weights_digest()
+}
+
+fn metrics(path: &Path) -> Vec<StepMetrics> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Writes preference rows (chosen: the first teacher's trajectory; rejected: the others).
+fn preferences(config: &RunConfig, path: &Path) {
+    let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
+    let mut out = String::new();
+    for item in &items {
+        let t = &item.sample.trajectories;
+        let row = serde_json::json!({
+            "id": item.sample.dicom_id,
+            "prompt": cxr_max::sim::PROMPT,
+            "images": [item.image.display().to_string()],
+            "chosen": t[0].text,
+            "rejected": t[1..].iter().map(|r| serde_json::json!({
+                "teacher": r.teacher, "text": r.text, "contradictions": 0, "hedges": 0,
+                "omissions": 0, "drift": 0.0})).collect::<Vec<_>>(),
+            "consensus": {},
+            "agreement": 1.0,
+        });
+        out.push_str(&row.to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn sft_then_apo_starts_at_ln_n_plus_1_and_learns() {
+    let root = temp("stages");
+    let mut config = tiny(&root);
+    let device = Default::default();
+    let r = train::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    assert_eq!(r.steps, 6);
+    let m = metrics(&r.metrics);
+    assert_eq!(m.len(), 6);
+    assert!(
+        m[5].loss < m[0].loss,
+        "SFT loss falls: {} -> {}",
+        m[0].loss,
+        m[5].loss
+    );
+    assert!(
+        m.iter()
+            .all(|x| x.grad_norm.is_finite() && x.grad_norm > 0.0)
+    );
+    assert!(config.run.out.join("sft/model.bin").is_file());
+    assert!(config.run.out.join("tokenizer.json").is_file());
+
+    let prefs = root.join("prefs.jsonl");
+    preferences(&config, &prefs);
+    config.data.preferences = Some(prefs);
+    let r = train::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap();
+    let m = metrics(&r.metrics);
+    // Policy = reference at step 0: every reward is 0 and the Plackett-Luce loss is
+    // ln(1 + N) with N = 6 negatives per group.
+    assert!(
+        (m[0].loss - 7f64.ln()).abs() < 1e-4,
+        "step-0 loss {}",
+        m[0].loss
+    );
+    assert!(m[0].reward_chosen.unwrap().abs() < 1e-4);
+    assert!(config.run.out.join("apo/reference_logprobs.json").is_file());
+    // The cache is reused: same numbers on a rerun.
+    let again = train::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap();
+    assert_eq!(metrics(&again.metrics)[0].loss, m[0].loss);
+
+    // LoRA: the same start, adapters merged into the saved model.
+    config.apo.lora_rank = 4;
+    let r = train::apo::<B>(&config, "apo-lora", &device, false, &mut Quiet).unwrap();
+    assert!((metrics(&r.metrics)[0].loss - 7f64.ln()).abs() < 1e-4);
+    let (merged, _) =
+        apo_train::checkpoint::load_model::<NdArray>(&config.run.out.join("apo-lora"), &device)
+            .unwrap();
+    assert!(!merged.has_lora());
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Stops the process's run at a given step, as a crash would.
+struct CrashAt(usize);
+
+impl Observer for CrashAt {
+    fn step(&mut self, _: usize, m: &StepMetrics) {
+        assert!(m.step != self.0, "simulated crash at step {}", self.0);
+    }
+}
+
+#[test]
+fn resumed_run_matches_uninterrupted_run_bitwise() {
+    let root = temp("resume");
+    let config = tiny(&root);
+    let device = Default::default();
+    let straight = {
+        let mut c = config.clone();
+        c.run.out = root.join("straight");
+        train::sft::<B>(&c, &device, false, &mut Quiet).unwrap();
+        digest(&c.run.out)
+    };
+    let again = {
+        let mut c = config.clone();
+        c.run.out = root.join("again");
+        train::sft::<B>(&c, &device, false, &mut Quiet).unwrap();
+        digest(&c.run.out)
+    };
+    assert!(straight == again, "two uninterrupted runs differ");
+    let mut c = config.clone();
+    c.run.out = root.join("crashed");
+    let crashed = std::panic::catch_unwind(|| {
+        train::sft::<B>(&c, &Default::default(), false, &mut CrashAt(5)).ok()
+    });
+    assert!(crashed.is_err());
+    assert!(!c.run.out.join("sft/model.bin").exists());
+    let r = train::sft::<B>(&c, &device, true, &mut Quiet).unwrap();
+    assert_eq!(r.resumed_from, Some(4));
+    let resumed = digest(&c.run.out);
+    assert!(straight == resumed, "resumed weights differ");
+    let lines = metrics(&r.metrics);
+    assert_eq!(
+        lines.iter().map(|m| m.step).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
