@@ -157,7 +157,69 @@ enum DataCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum TrainCommand {
+    /// Stage 1: supervised bootstrapping on the union of all teacher trajectories.
+    Sft {
+        #[command(flatten)]
+        common: TrainArgs,
+    },
+    /// Stage 2: constraint-aware optimisation on preference sets (data.preferences), from the
+    /// stage-1 model, with the configured objective (Plackett-Luce by default).
+    Apo {
+        #[command(flatten)]
+        common: TrainArgs,
+        /// Stage folder name under the run folder (e.g. `pairwise` for a baseline).
+        #[arg(long, default_value = "apo")]
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// Run configuration (TOML or JSON); every field has a default (docs/training.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// cpu, wgpu or cuda (the GPU ones need a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue from the newest checkpoint of the stage.
+    #[arg(long)]
+    resume: bool,
+    /// Print the stage report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
+    /// Train the student (stage 1 `sft`, stage 2 `apo`).
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Generate a trajectory for every image of a split with a trained student, read the
+    /// findings back with the labeler, and print per-finding accuracy.
+    Eval {
+        /// Run configuration (the same file as for training).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The stage folder under the run folder to evaluate (sft, apo, ...).
+        #[arg(long, default_value = "apo")]
+        stage: String,
+        /// A model folder elsewhere (model.bin + model.json).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Split: train, validate, test or all.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Write every generated trajectory (JSONL) here.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Consensus of teachers.
     #[command(subcommand)]
     Consensus(ConsensusCommand),
@@ -302,6 +364,83 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 );
             } else {
                 print!("{}", cb::render_summary(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train(cmd) => {
+            use apo_cli::commands::train as t;
+            let (common, stage) = match cmd {
+                TrainCommand::Sft { common } => (common, t::Stage::Sft),
+                TrainCommand::Apo { common, name } => (common, t::Stage::Apo(name)),
+            };
+            let config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
+            let kind: apo_train::device::DeviceKind = common
+                .device
+                .parse()
+                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let mut bar = apo_train::train::ProgressBar::default();
+            let report = t::dispatch(
+                kind,
+                t::TrainJob {
+                    config: &config,
+                    stage,
+                    resume: common.resume,
+                    observer: &mut bar,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if common.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!(
+                    "{}: {} steps{} in {:.1} s, loss {:.4} -> {:.4}; model in {}",
+                    report.stage,
+                    report.steps,
+                    report
+                        .resumed_from
+                        .map(|s| format!(" (resumed at step {s})"))
+                        .unwrap_or_default(),
+                    report.seconds,
+                    report.first_loss,
+                    report.last_loss,
+                    report.model_dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            config,
+            stage,
+            model,
+            split,
+            device,
+            samples,
+            json,
+        } => {
+            use apo_cli::commands::train as t;
+            let config = t::load_config(config.as_deref()).map_err(|e| e.to_string())?;
+            let kind: apo_train::device::DeviceKind = device
+                .parse()
+                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let job = t::eval_job(&config, model.as_deref(), &stage, &split);
+            let report = t::dispatch(kind, job).map_err(|e| e.to_string())?;
+            if let Some(path) = &samples {
+                apo_cli::commands::consensus_build::write_atomic(path, |w| {
+                    for s in &report.samples {
+                        writeln!(w, "{}", serde_json::to_string(s)?)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            if json {
+                let mut v = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+                v.as_object_mut().map(|o| o.remove("samples"));
+                println!("{v}");
+            } else {
+                print!("{}", t::render_eval(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -9,7 +9,7 @@ use crate::{Result, TrainError};
 
 /// Everything a training run needs. Every field has a default; a TOML file sets only what
 /// it changes. See `docs/training.md` for each field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Where the data is.
@@ -137,8 +137,8 @@ pub struct OptimConfig {
     pub batch_size: usize,
     /// Micro-batches whose gradients are accumulated into one step.
     pub grad_accum: usize,
-    /// Peak learning rate.
-    pub learning_rate: f64,
+    /// Peak learning rate. Default: 1e-3 for stage 1, 2e-4 for stage 2.
+    pub learning_rate: Option<f64>,
     /// Share of the steps spent warming up linearly from 0.
     pub warmup_ratio: f64,
     /// The cosine decays to `learning_rate · min_lr_ratio`.
@@ -156,10 +156,10 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig {
-            steps: 300,
+            steps: 200,
             batch_size: 4,
             grad_accum: 1,
-            learning_rate: 1e-3,
+            learning_rate: None,
             warmup_ratio: 0.05,
             min_lr_ratio: 0.1,
             weight_decay: 0.01,
@@ -190,12 +190,7 @@ pub struct ApoConfig {
 impl Default for ApoConfig {
     fn default() -> Self {
         ApoConfig {
-            optim: OptimConfig {
-                steps: 200,
-                batch_size: 2,
-                learning_rate: 2e-4,
-                ..OptimConfig::default()
-            },
+            optim: OptimConfig::default(),
             loss: LossConfig::default(),
             init: None,
             lora_rank: 0,
@@ -235,19 +230,6 @@ impl Default for RunSettings {
     }
 }
 
-impl Default for RunConfig {
-    fn default() -> Self {
-        RunConfig {
-            data: DataConfig::default(),
-            tokenizer: TokenizerConfig::default(),
-            model: ModelConfig::default(),
-            sft: OptimConfig::default(),
-            apo: ApoConfig::default(),
-            run: RunSettings::default(),
-        }
-    }
-}
-
 fn bad(field: &str, value: impl ToString, expected: &str) -> TrainError {
     TrainError::Config {
         field: field.into(),
@@ -256,7 +238,17 @@ fn bad(field: &str, value: impl ToString, expected: &str) -> TrainError {
     }
 }
 
+/// Stage-1 peak learning rate when none is configured.
+pub const SFT_LR: f64 = 1e-3;
+/// Stage-2 peak learning rate when none is configured.
+pub const APO_LR: f64 = 2e-4;
+
 impl OptimConfig {
+    /// The peak learning rate: the configured one, or `default`.
+    pub fn peak_lr(&self, default: f64) -> f64 {
+        self.learning_rate.unwrap_or(default)
+    }
+
     /// Checks the ranges; `stage` prefixes the field names.
     ///
     /// # Errors
@@ -272,12 +264,10 @@ impl OptimConfig {
         if self.grad_accum == 0 {
             return Err(bad(&f("grad_accum"), 0, "at least 1"));
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(bad(
-                &f("learning_rate"),
-                self.learning_rate,
-                "a finite number > 0",
-            ));
+        if let Some(lr) = self.learning_rate
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(bad(&f("learning_rate"), lr, "a finite number > 0"));
         }
         for (name, v) in [
             ("warmup_ratio", self.warmup_ratio),
@@ -309,18 +299,18 @@ impl OptimConfig {
         Ok(())
     }
 
-    /// The learning rate at optimiser step `step` (0-based): linear warm-up over
-    /// `ceil(warmup_ratio · steps)` steps, then a cosine from the peak to
+    /// The learning rate at optimiser step `step` (0-based) for peak `peak`: linear warm-up
+    /// over `ceil(warmup_ratio · steps)` steps, then a cosine from the peak to
     /// `min_lr_ratio · peak` at the last step.
-    pub fn lr_at(&self, step: usize) -> f64 {
+    pub fn lr_at(&self, step: usize, peak: f64) -> f64 {
         let warmup = (self.warmup_ratio * self.steps as f64).ceil() as usize;
         if step < warmup {
-            return self.learning_rate * (step + 1) as f64 / warmup as f64;
+            return peak * (step + 1) as f64 / warmup as f64;
         }
         let span = (self.steps - warmup).max(1) as f64;
         let progress = ((step - warmup) as f64 / span).min(1.0);
-        let floor = self.learning_rate * self.min_lr_ratio;
-        floor + (self.learning_rate - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        let floor = peak * self.min_lr_ratio;
+        floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 

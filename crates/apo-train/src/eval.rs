@@ -59,20 +59,18 @@ pub fn generate<B: Backend>(
         let prefix = model.encode(images.tensor(chunk, device));
         let mut seqs: Vec<Vec<u32>> = vec![start.clone(); g];
         let mut done = vec![false; g];
-        for _ in 0..settings.max_new_tokens {
-            let t = seqs[0].len();
-            if t >= max_len || done.iter().all(|&d| d) {
-                break;
-            }
-            let flat: Vec<i64> = seqs.iter().flatten().map(|&x| i64::from(x)).collect();
-            let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [g, t]), device);
-            let logits = model.decode(prefix.clone(), tokens).narrow(1, t - 1, 1); // [g, 1, V]
-            let v = logits.dims()[2];
+        let flat: Vec<i64> = seqs.iter().flatten().map(|&x| i64::from(x)).collect();
+        let tokens =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [g, start.len()]), device);
+        let (mut logits, mut cache) = model.decode_start(prefix, tokens);
+        for step in 0..settings.max_new_tokens {
+            let v = logits.dims()[1];
             let host: Vec<f32> = logits
                 .into_data()
                 .convert::<f32>()
                 .to_vec()
                 .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
+            let mut next_ids = Vec::with_capacity(g);
             for (i, row) in host.chunks(v).enumerate() {
                 let next = if done[i] {
                     tok.pad()
@@ -85,7 +83,16 @@ pub fn generate<B: Backend>(
                     done[i] = true;
                 }
                 seqs[i].push(next);
+                next_ids.push(i64::from(next));
             }
+            if done.iter().all(|&d| d)
+                || step + 1 == settings.max_new_tokens
+                || start.len() + step + 1 >= max_len
+            {
+                break;
+            }
+            let token = Tensor::<B, 2, Int>::from_data(TensorData::new(next_ids, [g, 1]), device);
+            logits = model.decode_next(&mut cache, token);
         }
         for s in seqs {
             let completion: Vec<u32> = s[start.len()..]

@@ -71,14 +71,17 @@ impl StudentConfig {
         if self.vocab_size < 8 {
             return bad("vocab_size", self.vocab_size.to_string(), "at least 8");
         }
-        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0
+            || self.image_size == 0
+            || !self.image_size.is_multiple_of(self.patch_size)
+        {
             return bad(
                 "patch_size",
                 self.patch_size.to_string(),
                 &format!("a positive divisor of image_size = {}", self.image_size),
             );
         }
-        if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.d_model == 0 || self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return bad(
                 "n_heads",
                 self.n_heads.to_string(),
@@ -241,6 +244,18 @@ impl<B: Backend> Block<B> {
 
     /// `x: [B, T, d]`; `bias: [T, T]` added to the attention scores (0 or a large negative).
     fn forward(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
+        self.forward_kv(x, bias, None).0
+    }
+
+    /// As [`Block::forward`], with the keys and values of earlier positions (`past`, each
+    /// `[B, H, T_past, d_h]`) prepended; returns the output and the keys and values of all
+    /// positions (what incremental decoding keeps).
+    fn forward_kv(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Option<Tensor<B, 2>>,
+        past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
         let [b, t, d] = x.dims();
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let qkv = self.qkv.forward(self.norm1.forward(x.clone()));
@@ -250,20 +265,24 @@ impl<B: Backend> Block<B> {
                 .reshape([b, t, h, dh])
                 .swap_dims(1, 2)
         };
-        let (q, k, v) = (heads(0), heads(1), heads(2));
+        let (q, mut k, mut v) = (heads(0), heads(1), heads(2));
+        if let Some((pk, pv)) = past {
+            k = Tensor::cat(vec![pk, k], 2);
+            v = Tensor::cat(vec![pv, v], 2);
+        }
         let mut scores = q
-            .matmul(k.swap_dims(2, 3))
+            .matmul(k.clone().swap_dims(2, 3))
             .mul_scalar(1.0 / (dh as f64).sqrt());
         if let Some(bias) = bias {
             scores = scores + bias.unsqueeze::<4>();
         }
         let attn = self.dropout.forward(softmax(scores, 3));
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let out = attn.matmul(v.clone()).swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.dropout.forward(self.proj.forward(out));
         let m = self
             .fc2
             .forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
-        x + self.dropout.forward(m)
+        (x + self.dropout.forward(m), (k, v))
     }
 
     fn map_dense(self, f: &impl Fn(Dense<B>) -> Dense<B>) -> Self {
@@ -336,6 +355,64 @@ impl<B: Backend> Student<B> {
         self.head.forward(x)
     }
 
+    /// Starts incremental decoding: reads `[prefix ; tokens]` (`tokens: [G, T]`, one
+    /// sequence per prefix) and returns the next-token logits `[G, V]` of the last position
+    /// and the cache of every layer's keys and values.
+    pub fn decode_start(
+        &self,
+        prefix: Tensor<B, 3>,
+        tokens: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 2>, DecodeCache<B>) {
+        let [g, p, _] = prefix.dims();
+        let [_, t] = tokens.dims();
+        let device = tokens.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device)
+            .unsqueeze::<2>()
+            .expand([g, t]);
+        let text = self.token_embedding.forward(tokens) + self.text_pos.forward(positions);
+        let mut x = Tensor::cat(vec![prefix, text], 1);
+        let bias = prefix_lm_bias::<B>(p, t, &device);
+        let mut kv = Vec::with_capacity(self.decoder.len());
+        for block in &self.decoder {
+            let (y, cache) = block.forward_kv(x, Some(bias.clone()), None);
+            x = y;
+            kv.push(cache);
+        }
+        let last = self.norm.forward(x.narrow(1, p + t - 1, 1));
+        let logits = self.head.forward(last).squeeze_dim::<2>(1);
+        (logits, DecodeCache { kv, text_len: t })
+    }
+
+    /// Feeds one more token per sequence (`[G, 1]`) and returns the next-token logits
+    /// `[G, V]`; the same numbers as [`Student::decode`] over the whole text, without
+    /// recomputing earlier positions.
+    ///
+    /// # Panics
+    /// When the text would exceed `max_text_len`.
+    pub fn decode_next(
+        &self,
+        cache: &mut DecodeCache<B>,
+        token: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
+        let [g, _] = token.dims();
+        let device = token.device();
+        let pos = cache.text_len;
+        assert!(pos < self.max_text_len, "text of {} tokens", pos + 1);
+        let position = Tensor::<B, 2, Int>::from_data(
+            burn::tensor::TensorData::new(vec![pos as i64; g], [g, 1]),
+            &device,
+        );
+        let mut x = self.token_embedding.forward(token) + self.text_pos.forward(position);
+        for (block, kv) in self.decoder.iter().zip(cache.kv.iter_mut()) {
+            let past = (kv.0.clone(), kv.1.clone());
+            let (y, next) = block.forward_kv(x, None, Some(past));
+            x = y;
+            *kv = next;
+        }
+        cache.text_len += 1;
+        self.head.forward(self.norm.forward(x)).squeeze_dim::<2>(1)
+    }
+
     /// The longest text the model reads.
     pub fn max_text_len(&self) -> usize {
         self.max_text_len
@@ -401,6 +478,13 @@ impl<B: Backend> Student<B> {
     pub fn has_lora(&self) -> bool {
         self.head.lora.is_some()
     }
+}
+
+/// Keys and values of every decoder layer for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct DecodeCache<B: Backend> {
+    kv: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
+    text_len: usize,
 }
 
 /// Additive attention bias `[P + T, P + T]`: 0 where position `i` may attend to `j` (the

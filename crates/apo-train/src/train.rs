@@ -79,6 +79,8 @@ pub struct StageReport {
     pub model_dir: PathBuf,
     /// The metrics file.
     pub metrics: PathBuf,
+    /// Digest of the final weights' bits ([`Student::weights_digest`]).
+    pub weights_digest: String,
 }
 
 /// Something that watches steps (a progress bar, a test).
@@ -280,6 +282,7 @@ fn run_stage<B, F>(
     stage: &str,
     dir: &Path,
     opt: &OptimConfig,
+    peak_lr: f64,
     config: &RunConfig,
     model_config: &StudentConfig,
     fingerprint: &str,
@@ -319,7 +322,7 @@ where
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     for step in start..opt.steps {
         let t0 = Instant::now();
-        let lr = opt.lr_at(step);
+        let lr = opt.lr_at(step, peak_lr);
         let mut accumulator = GradientsAccumulator::<Student<B>>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         let mut extras: Vec<apo_loss::Metrics> = Vec::new();
@@ -397,6 +400,7 @@ where
             seconds: start_time.elapsed().as_secs_f64(),
             model_dir: dir.to_owned(),
             metrics: dir.join("metrics.jsonl"),
+            weights_digest: String::new(),
         },
     ))
 }
@@ -457,6 +461,7 @@ pub fn sft<B: AutodiffBackend>(
         "sft",
         &dir,
         &config.sft,
+        config.sft.peak_lr(crate::config::SFT_LR),
         config,
         &model_config,
         &fingerprint,
@@ -479,13 +484,19 @@ pub fn sft<B: AutodiffBackend>(
             })
         },
     )?;
-    checkpoint::save_model(&dir, model.valid(), &model_config)?;
+    let model = model.valid();
+    let report = StageReport {
+        weights_digest: model.weights_digest(),
+        ..report
+    };
+    checkpoint::save_model(&dir, model, &model_config)?;
     Ok(report)
 }
 
 /// Reference log-probs `[group][sequence]`, computed once with the frozen reference and
 /// cached in `dir/reference_logprobs.json`, keyed by the preference data, the tokenizer and
 /// the reference weights.
+#[allow(clippy::too_many_arguments)]
 fn reference_logprobs<B: Backend>(
     dir: &Path,
     key: &str,
@@ -642,6 +653,7 @@ pub fn apo<B: AutodiffBackend>(
         name,
         &dir,
         &config.apo.optim,
+        config.apo.optim.peak_lr(crate::config::APO_LR),
         config,
         &model_config,
         &fingerprint,
@@ -692,7 +704,12 @@ pub fn apo<B: AutodiffBackend>(
     } else {
         model
     };
-    checkpoint::save_model(&dir, model.valid(), &model_config)?;
+    let model = model.valid();
+    let report = StageReport {
+        weights_digest: model.weights_digest(),
+        ..report
+    };
+    checkpoint::save_model(&dir, model, &model_config)?;
     Ok(report)
 }
 

@@ -7,3 +7,4 @@ pub mod demo;
 pub mod drift;
 pub mod drift_report;
 pub mod loss;
+pub mod train;

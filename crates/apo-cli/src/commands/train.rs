@@ -1,0 +1,203 @@
+//! `apo train sft|apo` and `apo eval`: the training stages on the backend `--device` names.
+
+use std::path::{Path, PathBuf};
+
+use apo_train::device::DeviceKind;
+use apo_train::eval::{EvalReport, Generation};
+use apo_train::train::{Observer, StageReport};
+use apo_train::{RunConfig, TrainError};
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use cxr_max::Finding;
+
+/// Something to run on a backend chosen at run time.
+pub trait WithBackend {
+    /// The result.
+    type Out;
+    /// Runs on backend `B` with `device`.
+    ///
+    /// # Errors
+    /// Whatever the work reports.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<Self::Out>;
+}
+
+/// Runs `work` on the backend of `kind`: `Autodiff<NdArray>`, `Autodiff<Wgpu>` or
+/// `Autodiff<Cuda>`. A backend this build lacks, or a GPU that cannot be opened, is a
+/// [`TrainError::Device`] that names the alternative.
+///
+/// # Errors
+/// [`TrainError::Device`] and the work's errors.
+pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> apo_train::Result<W::Out> {
+    match kind {
+        DeviceKind::Cpu => work.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
+        DeviceKind::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::backend::wgpu::{Wgpu, WgpuDevice};
+                let device = WgpuDevice::default();
+                let probe = device.clone();
+                apo_train::device::check(kind, move || {
+                    let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
+                })?;
+                work.run::<Autodiff<Wgpu>>(device)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = work;
+                Err(kind.not_built())
+            }
+        }
+        DeviceKind::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                use burn::backend::cuda::{Cuda, CudaDevice};
+                let device = CudaDevice::default();
+                let probe = device.clone();
+                apo_train::device::check(kind, move || {
+                    let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
+                })?;
+                work.run::<Autodiff<Cuda>>(device)
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = work;
+                Err(kind.not_built())
+            }
+        }
+    }
+}
+
+/// Which stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// Stage 1.
+    Sft,
+    /// Stage 2, written to `OUT/NAME`.
+    Apo(String),
+}
+
+/// A stage run.
+pub struct TrainJob<'a> {
+    /// The configuration.
+    pub config: &'a RunConfig,
+    /// Which stage.
+    pub stage: Stage,
+    /// Resume from the newest checkpoint.
+    pub resume: bool,
+    /// Progress.
+    pub observer: &'a mut dyn Observer,
+}
+
+impl std::fmt::Debug for TrainJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainJob")
+            .field("stage", &self.stage)
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WithBackend for TrainJob<'_> {
+    type Out = StageReport;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
+        match &self.stage {
+            Stage::Sft => {
+                apo_train::train::sft::<B>(self.config, &device, self.resume, self.observer)
+            }
+            Stage::Apo(name) => {
+                apo_train::train::apo::<B>(self.config, name, &device, self.resume, self.observer)
+            }
+        }
+    }
+}
+
+/// An evaluation run.
+#[derive(Debug, Clone)]
+pub struct EvalJob {
+    /// The model folder (`model.bin`, `model.json`).
+    pub model: PathBuf,
+    /// The tokenizer.
+    pub tokenizer: PathBuf,
+    /// The data set folder.
+    pub data: PathBuf,
+    /// The split evaluated.
+    pub split: Option<String>,
+    /// Decoding.
+    pub generation: Generation,
+    /// Findings averaged in the mean.
+    pub evaluated: Vec<Finding>,
+}
+
+impl WithBackend for EvalJob {
+    type Out = EvalReport;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
+        apo_train::eval::evaluate_dir::<B::InnerBackend>(
+            &self.model,
+            &self.tokenizer,
+            &self.data,
+            self.split.as_deref(),
+            &self.generation,
+            &self.evaluated,
+            &device,
+        )
+    }
+}
+
+/// The evaluation job for a run configuration: the model in `OUT/STAGE`, the run's
+/// tokenizer, the configured data set, `split`.
+pub fn eval_job(config: &RunConfig, model: Option<&Path>, stage: &str, split: &str) -> EvalJob {
+    EvalJob {
+        model: model.map_or_else(|| config.run.out.join(stage), Path::to_path_buf),
+        tokenizer: config.run.out.join("tokenizer.json"),
+        data: config.data.dir.clone(),
+        split: (split != "all").then(|| split.to_owned()),
+        generation: Generation {
+            max_new_tokens: config.run.max_new_tokens,
+            temperature: config.run.temperature,
+            seed: config.run.seed,
+            batch: 32,
+        },
+        evaluated: Finding::TABLE1.to_vec(),
+    }
+}
+
+/// The accuracy table of an evaluation.
+pub fn render_eval(r: &EvalReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("evaluated {} images\n", r.images);
+    match &r.accuracy {
+        None => out.push_str("the data set has no labels: no accuracy\n"),
+        Some(a) => {
+            for (f, v) in &a.per_finding {
+                let cov = a.coverage.get(f).copied().unwrap_or(0.0);
+                let _ = match v {
+                    Some(v) => writeln!(
+                        out,
+                        "{f:<28} {v:>6.3}   (stated on {:>5.1}% of images)",
+                        100.0 * cov
+                    ),
+                    None => writeln!(out, "{f:<28} {:>6}", "-"),
+                };
+            }
+            let _ = writeln!(out, "{:<28} {:>6.3}   (Table 1 findings)", "mean", a.mean);
+        }
+    }
+    out
+}
+
+/// Reads a run configuration, or the defaults when `path` is `None`.
+///
+/// # Errors
+/// [`TrainError::ConfigFile`], [`TrainError::Config`].
+pub fn load_config(path: Option<&Path>) -> Result<RunConfig, TrainError> {
+    match path {
+        Some(p) => RunConfig::from_file(p),
+        None => {
+            let c = RunConfig::default();
+            c.validate()?;
+            Ok(c)
+        }
+    }
+}
