@@ -70,6 +70,19 @@ const RULES: &[Rule] = &[
         only: None,
         why: "cxr-max depends on no apo-* crate",
     },
+    Rule {
+        krate: "apo-train",
+        features: &[],
+        forbidden: &[
+            "burn-wgpu",
+            "burn-cuda",
+            "cubecl-cuda",
+            "cubecl-wgpu",
+            "apo-cli",
+        ],
+        only: None,
+        why: "apo-train's default build is the CPU backend only (GPU backends are features)",
+    },
 ];
 
 pub fn check() -> Result<(), String> {

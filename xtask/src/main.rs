@@ -9,7 +9,8 @@ mod deps;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci            fmt check, clippy -D warnings, dependency rules, tests, docs (cheapest first)
+  ci            fmt check, clippy -D warnings, dependency rules, tests, GPU backend
+                compile checks, docs (cheapest first)
   fmt           check formatting
   lint          clippy with -D warnings
   deps          check the dependency-direction invariants
@@ -18,7 +19,12 @@ commands:
   bench loss    apo-loss benchmark (release build), JSON on stdout
   bench drift   apo-drift detector throughput (release build), JSON on stdout
   bench data    cxr-max read + join and image decode throughput (release build), JSON
-  bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON";
+  bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON
+  bench train      stage-2 steps/s and memory of the reference student config (CPU), JSON
+  check-backends   cargo check of apo with --features wgpu and --features cuda
+  gpu-smoke --backend cuda|wgpu
+                   build apo with the GPU backend, train a few steps on a simulated
+                   set, check the loss falls (for a machine with a GPU)";
 
 /// Feature set every workspace-wide step uses, so one build serves clippy, tests and docs.
 const WORKSPACE_FEATURES: &str = "apo-loss/burn,cxr-max/burn";
@@ -34,6 +40,8 @@ fn main() -> ExitCode {
         ["test"] => test(),
         ["doc"] => doc(),
         ["bench", area, rest @ ..] => bench(area, rest),
+        ["gpu-smoke", "--backend", backend] => gpu_smoke(backend),
+        ["check-backends"] => check_backends(),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -47,11 +55,12 @@ fn main() -> ExitCode {
 
 fn ci() -> Result<(), String> {
     type Step = fn() -> Result<(), String>;
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("fmt", fmt),
         ("lint", lint),
         ("deps", deps::check),
         ("test", test),
+        ("backends", check_backends),
         ("doc", doc),
     ];
     let start = Instant::now();
@@ -163,8 +172,13 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             args.extend_from_slice(rest);
             cargo(&args, &[])
         }
+        "train" => {
+            let mut args = vec!["bench", "-p", "apo-train", "--bench", "train", "--"];
+            args.extend_from_slice(rest);
+            cargo(&args, &[])
+        }
         other => Err(format!(
-            "unknown benchmark area `{other}`; available: loss, drift, data, consensus"
+            "unknown benchmark area `{other}`; available: loss, drift, data, consensus, train"
         )),
     }
 }
@@ -235,4 +249,101 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String, String> {
         ));
     }
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+/// Compile-checks the GPU backends (no GPU needed): `apo` with `--features wgpu` and with
+/// `--features cuda`.
+fn check_backends() -> Result<(), String> {
+    for backend in ["wgpu", "cuda"] {
+        cargo(&["check", "-p", "apo-cli", "--features", backend], &[])?;
+    }
+    Ok(())
+}
+
+fn number_after(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// For a machine with a GPU: builds `apo` with the backend, simulates 64 studies, trains
+/// stage 1 for 40 steps on the GPU, and checks the loss falls. Prints one JSON line.
+fn gpu_smoke(backend: &str) -> Result<(), String> {
+    if !matches!(backend, "cuda" | "wgpu") {
+        return Err(format!(
+            "unknown backend `{backend}`; expected cuda or wgpu"
+        ));
+    }
+    let start = Instant::now();
+    cargo(
+        &["build", "--release", "-p", "apo-cli", "--features", backend],
+        &[],
+    )?;
+    let build_s = start.elapsed().as_secs_f64();
+    let root = std::path::Path::new("target/gpu-smoke");
+    std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
+    let bin = "target/release/apo";
+    let run = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new(bin)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {bin}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`apo {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let data = root.join("data");
+    run(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap_or_default(),
+        "--studies",
+        "64",
+        "--seed",
+        "1",
+        "--image-size",
+        "64",
+    ])?;
+    let config = root.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\ndir = \"{}\"\nsplit = \"train\"\ntruncate = true\n[sft]\nsteps = 40\nbatch_size = 4\n[run]\nout = \"{}\"\ncheckpoint_every = 20\n",
+            data.display(),
+            root.join("run").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let report = run(&[
+        "train",
+        "sft",
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--device",
+        backend,
+        "--json",
+    ])?;
+    let train_s = t.elapsed().as_secs_f64();
+    let first = number_after(&report, "first_loss").ok_or("no first_loss in the report")?;
+    let last = number_after(&report, "last_loss").ok_or("no last_loss in the report")?;
+    let ok = last < first;
+    println!(
+        "{{\"bench\":\"gpu-smoke\",\"backend\":\"{backend}\",\"build_s\":{build_s:.1},\"train_s\":{train_s:.2},\"steps\":40,\"first_loss\":{first:.4},\"last_loss\":{last:.4},\"loss_falls\":{ok}}}"
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the loss did not fall on {backend}: {first} -> {last}"
+        ))
+    }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use apo_loss::tensor::{PreferenceBatch, sequence_logprobs, token_logprobs};
+
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
@@ -132,9 +133,11 @@ impl Observer for Quiet {
     fn step(&mut self, _: usize, _: &StepMetrics) {}
 }
 
-type Adam<B> = OptimizerAdaptor<AdamW, Student<B>, B>;
+/// The optimiser of both stages.
+pub type Adam<B> = OptimizerAdaptor<AdamW, Student<B>, B>;
 
-fn optimizer<B: AutodiffBackend>(c: &OptimConfig) -> Adam<B> {
+/// AdamW with the stage's β₁, β₂ and decoupled weight decay (ε = 1e-8).
+pub fn optimizer<B: AutodiffBackend>(c: &OptimConfig) -> Adam<B> {
     AdamWConfig::new()
         .with_beta_1(c.beta1 as f32)
         .with_beta_2(c.beta2 as f32)
@@ -173,7 +176,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
 }
 
 /// Global gradient norm, and clipping of all gradients together to `max_norm` (0 = off).
-fn clip<B: AutodiffBackend>(model: &Student<B>, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+pub fn clip<B: AutodiffBackend>(
+    model: &Student<B>,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
     let mut v = SquaredNorm::<B> {
         grads,
         total: 0.0,
@@ -664,38 +671,12 @@ pub fn apo<B: AutodiffBackend>(
         observer,
         |model, which| {
             let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
-            let (g, s) = (batch.groups, batch.per_group);
-            let prefix = model.encode(batch.images.clone());
-            let logits = model.decode(prefix, batch.inputs.clone());
-            let policy = sequence_logprobs(logits, batch.targets.clone(), batch.mask.clone())?
-                .reshape([g, s]);
-            let mut reference = vec![0f32; g * s];
-            let mut tokens = vec![1f32; g * s];
-            for (gi, &grp) in which.iter().enumerate() {
-                for (j, &lp) in ref_lp[grp].iter().enumerate() {
-                    reference[gi * s + j] = lp;
-                }
-                for (j, &n) in batch.tokens[gi].iter().enumerate() {
-                    tokens[gi * s + j] = n.max(1) as f32;
-                }
-            }
-            let reference = Tensor::<B, 2>::from_data(TensorData::new(reference, [g, s]), device);
-            let token_t = Tensor::<B, 2>::from_data(TensorData::new(tokens, [g, s]), device);
-            let mut pb = PreferenceBatch::new(policy, reference)
-                .with_tokens(token_t)
-                .with_mask(batch.present.clone());
-            if let Some(w) = batch.weights.clone() {
-                pb = pb.with_weights(w);
-            }
-            let out = loss_fn.forward_with_metrics(&pb)?;
-            let n_tokens: usize = batch.tokens.iter().flatten().sum();
-            let metrics = out.metrics;
-            // One metrics record per group, averaged by the loop.
-            let mean_metrics = average(&metrics);
+            let reference: Vec<&[f32]> = which.iter().map(|&g| ref_lp[g].as_slice()).collect();
+            let (loss, metrics) = preference_step(model, &batch, &reference, &loss_fn, device)?;
             Ok(MicroOut {
-                loss: out.loss,
-                tokens: n_tokens,
-                extra: mean_metrics,
+                loss,
+                tokens: batch.tokens.iter().flatten().sum(),
+                extra: average(&metrics),
             })
         },
     )?;
@@ -711,6 +692,47 @@ pub fn apo<B: AutodiffBackend>(
     };
     checkpoint::save_model(&dir, model, &model_config)?;
     Ok(report)
+}
+
+/// One stage-2 forward pass: the policy's summed completion log-probs of every sequence of
+/// every group (each image encoded once), against the cached reference log-probs
+/// (`reference[group][sequence]`), through the objective. Returns the mean loss over the
+/// groups and each group's metrics.
+///
+/// # Errors
+/// [`TrainError::Loss`] (non-finite log-probs, bad weights).
+pub fn preference_step<B: Backend>(
+    model: &Student<B>,
+    batch: &Batch<B>,
+    reference: &[&[f32]],
+    loss_fn: &apo_loss::PreferenceLoss,
+    device: &B::Device,
+) -> Result<(Tensor<B, 1>, Vec<apo_loss::Metrics>)> {
+    let (g, s) = (batch.groups, batch.per_group);
+    let prefix = model.encode(batch.images.clone());
+    let logits = model.decode(prefix, batch.inputs.clone());
+    let policy =
+        sequence_logprobs(logits, batch.targets.clone(), batch.mask.clone())?.reshape([g, s]);
+    let mut ref_flat = vec![0f32; g * s];
+    let mut tokens = vec![1f32; g * s];
+    for gi in 0..g {
+        for (j, &lp) in reference[gi].iter().enumerate().take(s) {
+            ref_flat[gi * s + j] = lp;
+        }
+        for (j, &n) in batch.tokens[gi].iter().enumerate() {
+            tokens[gi * s + j] = n.max(1) as f32;
+        }
+    }
+    let reference = Tensor::<B, 2>::from_data(TensorData::new(ref_flat, [g, s]), device);
+    let tokens = Tensor::<B, 2>::from_data(TensorData::new(tokens, [g, s]), device);
+    let mut pb = PreferenceBatch::new(policy, reference)
+        .with_tokens(tokens)
+        .with_mask(batch.present.clone());
+    if let Some(w) = batch.weights.clone() {
+        pb = pb.with_weights(w);
+    }
+    let out = loss_fn.forward_with_metrics(&pb)?;
+    Ok((out.loss, out.metrics))
 }
 
 fn average(m: &[apo_loss::Metrics]) -> Option<apo_loss::Metrics> {

@@ -241,3 +241,82 @@ fn resumed_run_matches_uninterrupted_run_bitwise() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    use apo_train::TrainError;
+    let _serial = serial();
+    let root = temp("errors");
+    let mut config = tiny(&root);
+    config.sft.steps = 2;
+    let device = Default::default();
+    // Too long without truncation.
+    config.data.truncate = false;
+    config.model.max_text_len = 24;
+    let err = train::sft::<B>(&config, &device, false, &mut Quiet).unwrap_err();
+    assert!(matches!(err, TrainError::TooLong { .. }), "{err}");
+    assert!(err.to_string().contains("max_text_len"), "{err}");
+    std::fs::remove_dir_all(&config.run.out).ok();
+    config.data.truncate = true;
+    config.model.max_text_len = 160;
+    train::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    // A checkpoint from another architecture.
+    let mut other = config.clone();
+    other.model.d_model = 64;
+    let err = train::sft::<B>(&other, &device, true, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::CheckpointMismatch {
+                what: "model architecture",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // ... or another optimiser configuration.
+    let mut other = config.clone();
+    other.sft.weight_decay = 0.5;
+    let err = train::sft::<B>(&other, &device, true, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(err, TrainError::CheckpointMismatch { .. }),
+        "{err}"
+    );
+    // A corrupt checkpoint.
+    let ckpt = apo_train::checkpoint::list(&config.run.out.join("sft")).unwrap();
+    let (_, last) = ckpt.last().unwrap();
+    std::fs::write(last.join("optim.bin"), b"not a record").unwrap();
+    let err = train::sft::<B>(&config, &device, true, &mut Quiet).unwrap_err();
+    assert!(matches!(err, TrainError::CorruptCheckpoint { .. }), "{err}");
+    // A preference group without negatives, named by its line.
+    let prefs = root.join("prefs.jsonl");
+    preferences(&config, &prefs);
+    let mut text = std::fs::read_to_string(&prefs).unwrap();
+    let mut row: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    row["rejected"] = serde_json::json!([]);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    text = format!("{}\n{}\n{}\n", lines[0], row, lines[2..].join("\n"));
+    std::fs::write(&prefs, text).unwrap();
+    config.data.preferences = Some(prefs.clone());
+    let err = train::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(err, TrainError::NoNegatives { line: 2, .. }),
+        "{err}"
+    );
+    std::fs::write(&prefs, "{not json\n").unwrap();
+    let err = train::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(err, TrainError::BadPreference { line: 1, .. }),
+        "{err}"
+    );
+    // Out-of-range values name their field.
+    let mut bad = config.clone();
+    bad.apo.optim.grad_accum = 0;
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("apo.optim.grad_accum")
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
