@@ -1,6 +1,7 @@
 """PyTorch counterpart of `benches/train.rs`: the same student (8 px patch convolution over a
-64 px image, learned positions, 2 pre-norm encoder layers, 2 pre-norm prefix-LM decoder layers,
-d_model 128, 4 heads, MLP ratio 4, vocabulary 1024), the same stage-2 step (4 groups of 1 + 7
+64 px image, learned positions, 2 pre-norm encoder layers, 2 pre-norm prefix-LM decoder layers
+in which the prefix rows are computed once per group and shared by its sequences,
+d_model 128, 4 heads, ReLU MLP of ratio 4, vocabulary 1024), the same stage-2 step (4 groups of 1 + 7
 sequences of 96 tokens sharing their image's prefix, summed completion log-probs, Plackett-Luce
 loss against fixed reference log-probs, backward, global-norm clipping at 1, AdamW), on the CPU
 with as many threads as cores. Prints one JSON line.
@@ -30,16 +31,36 @@ class Block(nn.Module):
         self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
         self.fc1, self.fc2 = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
 
-    def forward(self, x, bias=None):
+    def heads(self, x):
         b, t, _ = x.shape
         q, k, v = self.qkv(self.n1(x)).split(D, dim=2)
-        q, k, v = (z.reshape(b, t, H, D // H).transpose(1, 2) for z in (q, k, v))
+        return (z.reshape(b, t, H, D // H).transpose(1, 2) for z in (q, k, v))
+
+    def attend(self, q, k, v, bias=None):
+        n, _, t, _ = q.shape
         s = q @ k.transpose(2, 3) / math.sqrt(D // H)
         if bias is not None:
             s = s + bias
-        out = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, D)
-        x = x + self.proj(out)
-        return x + self.fc2(F.gelu(self.fc1(self.n2(x))))
+        return (s.softmax(-1) @ v).transpose(1, 2).reshape(n, t, D)
+
+    def mlp(self, x):
+        return x + self.fc2(F.relu(self.fc1(self.n2(x))))
+
+    def forward(self, x):
+        q, k, v = self.heads(x)
+        return self.mlp(x + self.proj(self.attend(q, k, v)))
+
+    def shared(self, xp, xt, bias):
+        # Prefix rows once per group; text rows attend to their group's prefix and earlier text.
+        g, p, _ = xp.shape
+        rows = xt.shape[0]
+        s = rows // g
+        qp, kp, vp = self.heads(xp)
+        qt, kt, vt = self.heads(xt)
+        op = self.attend(qp, kp, vp)
+        rep = lambda z: z.unsqueeze(1).expand(g, s, H, p, D // H).reshape(rows, H, p, D // H)
+        ot = self.attend(qt, torch.cat([rep(kp), kt], 2), torch.cat([rep(vp), vt], 2), bias)
+        return self.mlp(xp + self.proj(op)), self.mlp(xt + self.proj(ot))
 
 
 class Student(nn.Module):
@@ -58,19 +79,15 @@ class Student(nn.Module):
         x = self.patch(images).flatten(2).transpose(1, 2) + self.pos
         for b in self.enc:
             x = b(x)
-        prefix = self.enc_norm(x)
-        rows, t = tokens.shape
-        s = rows // g
-        prefix = prefix.unsqueeze(1).expand(g, s, P, D).reshape(rows, P, D)
-        text = self.tok(tokens) + self.tpos(torch.arange(t))
-        x = torch.cat([prefix, text], 1)
-        n = P + t
-        i = torch.arange(n).unsqueeze(1)
-        j = torch.arange(n).unsqueeze(0)
-        bias = torch.where((j >= P) & (j > i), -1e9, 0.0)
+        xp = self.enc_norm(x)
+        t = tokens.shape[1]
+        xt = self.tok(tokens) + self.tpos(torch.arange(t))
+        i = torch.arange(t).unsqueeze(1)
+        j = torch.arange(P + t).unsqueeze(0)
+        bias = torch.where((j >= P) & (j - P > i), -1e9, 0.0)
         for b in self.dec:
-            x = b(x, bias)
-        return self.head(self.norm(x[:, P:]))
+            xp, xt = b.shared(xp, xt, bias)
+        return self.head(self.norm(xt))
 
 
 model = Student()

@@ -92,6 +92,8 @@ pub struct ModelConfig {
     pub max_text_len: usize,
     /// Dropout.
     pub dropout: f64,
+    /// MLP activation: `quick-gelu`, `gelu` or `relu`.
+    pub activation: crate::Activation,
 }
 
 impl Default for ModelConfig {
@@ -106,6 +108,7 @@ impl Default for ModelConfig {
             mlp_ratio: 4,
             max_text_len: 192,
             dropout: 0.0,
+            activation: crate::Activation::Relu,
         }
     }
 }
@@ -123,6 +126,7 @@ impl ModelConfig {
             .with_mlp_ratio(self.mlp_ratio)
             .with_max_text_len(self.max_text_len)
             .with_dropout(self.dropout)
+            .with_activation(self.activation)
     }
 }
 

@@ -27,4 +27,4 @@ pub mod train;
 
 pub use config::RunConfig;
 pub use error::{Result, TrainError};
-pub use model::{Block, DecodeCache, Dense, Lora, Student, StudentConfig};
+pub use model::{Activation, Block, DecodeCache, Dense, Lora, Student, StudentConfig};
