@@ -250,11 +250,39 @@ enum Command {
     /// Drift statistics and detectors.
     #[command(subcommand)]
     Drift(DriftCommand),
-    /// Run the demo (the default when no command is given).
+    /// Run the whole pipeline on a fresh simulation (the default when no command is given):
+    /// simulate -> validate -> drift report -> consensus and preference sets -> stage 1 ->
+    /// stage 2 with Plackett-Luce and, as the baseline, pairwise-sigmoid -> evaluation on the
+    /// test split. Writes OUT/report.md, results.json, metric logs and plots, and prints the
+    /// Table 1 analogue.
     Demo {
-        /// Print one JSON object instead of the table.
+        /// Seed of the simulation and the training.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Teacher profiles (TOML); default: the embedded seven.
+        #[arg(long)]
+        teachers: Option<PathBuf>,
+        /// Studies simulated.
+        #[arg(long, default_value_t = 1000)]
+        studies: usize,
+        /// Run folder.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Stage-1 steps.
+        #[arg(long = "sft-steps", default_value_t = 300)]
+        sft_steps: usize,
+        /// Stage-2 steps per objective.
+        #[arg(long = "apo-steps", default_value_t = 100)]
+        apo_steps: usize,
+        /// Print one JSON object at the end instead of the table.
         #[arg(long)]
         json: bool,
+        /// Print the preference-objective table on an embedded group instead.
+        #[arg(long)]
+        objectives: bool,
     },
     /// Evaluate preference objectives on JSON-lines cases (a parity tool against TRL and others).
     ///
@@ -285,7 +313,18 @@ fn main() -> ExitCode {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    match run(cli.command.unwrap_or(Command::Demo { json: false })) {
+    let default = Command::Demo {
+        seed: 0,
+        teachers: None,
+        studies: 1000,
+        out: PathBuf::from("runs/demo"),
+        device: "cpu".into(),
+        sft_steps: 300,
+        apo_steps: 100,
+        json: false,
+        objectives: false,
+    };
+    match run(cli.command.unwrap_or(default)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -596,8 +635,54 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 Err(e) => Err(format!("{}: {e}", input.display())),
             }
         }
-        Command::Demo { json } => {
-            demo::run(io::stdout().lock(), json).map_err(|e| e.to_string())?;
+        Command::Demo {
+            seed,
+            teachers,
+            studies,
+            out,
+            device,
+            sft_steps,
+            apo_steps,
+            json,
+            objectives,
+        } => {
+            if objectives {
+                demo::run(io::stdout().lock(), json).map_err(|e| e.to_string())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let options = demo::DemoOptions {
+                seed,
+                studies,
+                teachers,
+                out,
+                device: device
+                    .parse()
+                    .map_err(|e: apo_train::TrainError| e.to_string())?,
+                sft_steps,
+                apo_steps,
+                verbose: !json,
+            };
+            let result = demo::full(&options)?;
+            if json {
+                let v = serde_json::json!({
+                    "mean_accuracy": result.mean_accuracy,
+                    "per_finding": result.per_finding,
+                    "seconds": result.seconds,
+                });
+                println!("{v}");
+            } else {
+                let table = std::fs::read_to_string(options.out.join("table.txt"))
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "\nAccuracy on the test split ({} images):\n{table}",
+                    result.test_images
+                );
+                println!(
+                    "{:.0} s; report in {}",
+                    result.seconds,
+                    options.out.join("report.md").display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Loss {

@@ -60,8 +60,8 @@ fn loss_succeeds_when_every_line_is_good_and_reports_missing_files() {
 }
 
 #[test]
-fn no_arguments_runs_the_demo() {
-    let (code, stdout, _) = apo(&[], "");
+fn demo_objectives_prints_the_objective_table() {
+    let (code, stdout, _) = apo(&["demo", "--objectives"], "");
     assert_eq!(code, 0);
     assert!(stdout.contains("plackett-luce") && stdout.contains("ln(8)"));
 }

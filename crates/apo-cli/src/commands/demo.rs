@@ -1,9 +1,9 @@
-//! `apo demo`: what `cargo run --release` runs.
-//!
-//! It evaluates every preference objective on an embedded APO group: one consensus trajectory
-//! and the trajectories of the seven source models of CXR-MAX, scored by a policy that has
-//! moved away from its reference. The full pipeline (simulate, validate, drift report,
-//! consensus, SFT, APO, evaluation) extends this command as its stages land.
+//! `apo demo`: what `cargo run --release` runs: simulate a data set with the seven default
+//! teacher profiles, then the whole pipeline ([`crate::commands::pipeline`]), and print the
+//! paper's Table 1 analogue. `apo demo --objectives` prints the objective table of
+//! [`rows`] instead: every preference objective on an embedded APO group (one consensus
+//! trajectory and the trajectories of the seven source models, scored by a policy that has
+//! moved away from its reference).
 
 use std::io::Write;
 
@@ -90,7 +90,83 @@ pub fn rows() -> apo_loss::Result<Vec<DemoRow>> {
         .collect()
 }
 
-/// Writes the demo as a table, or as one JSON object when `json` is set.
+/// Options of the full demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Simulation seed (also the training seed).
+    pub seed: u64,
+    /// Studies simulated.
+    pub studies: usize,
+    /// Teacher profiles (default: the embedded seven).
+    pub teachers: Option<std::path::PathBuf>,
+    /// Run folder.
+    pub out: std::path::PathBuf,
+    /// Device.
+    pub device: apo_train::device::DeviceKind,
+    /// Stage-1 steps.
+    pub sft_steps: usize,
+    /// Stage-2 steps (each objective).
+    pub apo_steps: usize,
+    /// Progress lines on standard error.
+    pub verbose: bool,
+}
+
+/// The demo's training configuration: the defaults of `apo-train` with the step counts.
+pub fn demo_config(options: &DemoOptions) -> apo_train::RunConfig {
+    let mut c = apo_train::RunConfig::default();
+    c.data.truncate = true;
+    c.run.seed = options.seed;
+    c.run.checkpoint_every = 0;
+    c.sft.steps = options.sft_steps;
+    c.apo.optim.steps = options.apo_steps;
+    c
+}
+
+/// Simulates the data set and runs the pipeline.
+///
+/// # Errors
+/// Simulation and pipeline errors, as text.
+pub fn full(options: &DemoOptions) -> Result<crate::commands::pipeline::PipelineResult, String> {
+    let start = std::time::Instant::now();
+    let data = options.out.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+    }
+    let profiles = match &options.teachers {
+        Some(p) => cxr_max::sim::Profiles::from_file(p).map_err(|e| e.to_string())?,
+        None => cxr_max::sim::Profiles::embedded(),
+    };
+    if options.verbose {
+        eprintln!(
+            "simulate: {} studies, seed {}",
+            options.studies, options.seed
+        );
+    }
+    cxr_max::sim::synthesize(
+        &data,
+        &cxr_max::sim::SynthConfig {
+            studies: options.studies,
+            seed: options.seed,
+            image_size: 64,
+            profiles,
+            images: true,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let simulate_s = start.elapsed().as_secs_f64();
+    let mut result = crate::commands::pipeline::run(&crate::commands::pipeline::PipelineOptions {
+        data,
+        out: options.out.clone(),
+        device: options.device,
+        train: demo_config(options),
+        verbose: options.verbose,
+    })?;
+    result.phases.insert("simulate".into(), simulate_s);
+    result.seconds = start.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+/// Writes the objective table, or as one JSON object when `json` is set.
 ///
 /// # Errors
 /// I/O errors of `out`, or a loss error (as an I/O error of kind `InvalidData`).

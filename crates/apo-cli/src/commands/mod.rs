@@ -7,4 +7,5 @@ pub mod demo;
 pub mod drift;
 pub mod drift_report;
 pub mod loss;
+pub mod pipeline;
 pub mod train;

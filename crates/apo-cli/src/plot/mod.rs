@@ -277,3 +277,72 @@ pub fn events(
     );
     c.save(path)
 }
+
+/// Twelve distinguishable colours (seven teachers, two label rows, three students).
+const BAR_PALETTE: [Rgb<u8>; 12] = [
+    Rgb([31, 119, 180]),
+    Rgb([255, 127, 14]),
+    Rgb([44, 160, 44]),
+    Rgb([214, 39, 40]),
+    Rgb([148, 103, 189]),
+    Rgb([140, 86, 75]),
+    Rgb([227, 119, 194]),
+    Rgb([127, 127, 127]),
+    Rgb([188, 189, 34]),
+    Rgb([23, 190, 207]),
+    Rgb([0, 0, 0]),
+    Rgb([255, 215, 0]),
+];
+
+/// Grouped bar chart: one group per category, one bar per series, values in [0, 1].
+pub fn bars(
+    title: &str,
+    categories: &[String],
+    names: &[String],
+    values: &[Vec<f64>],
+    path: &Path,
+) -> Result<(), String> {
+    let (w, h) = (1200i64, 560i64);
+    let (left, right, top, bottom) = (60i64, 230i64, 50i64, 70i64);
+    let mut c = Canvas::new(w as u32, h as u32);
+    c.text(10, 12, title, 2, BLACK);
+    let plot_w = w - left - right;
+    let plot_h = h - top - bottom;
+    c.line((left, h - bottom), (w - right, h - bottom), BLACK, 2);
+    c.line((left, top), (left, h - bottom), BLACK, 2);
+    for tick in [0.25, 0.5, 0.75, 1.0] {
+        let y = h - bottom - (tick * plot_h as f64) as i64;
+        c.line((left - 4, y), (left, y), BLACK, 1);
+        c.text(left - 44, y - 4, &format!("{tick:.2}"), 1, BLACK);
+    }
+    let groups = categories.len().max(1) as i64;
+    let group_w = plot_w / groups;
+    let bar_w = ((group_w - 10) / names.len().max(1) as i64).max(1);
+    for (g, cat) in categories.iter().enumerate() {
+        let x0 = left + g as i64 * group_w + 5;
+        for (k, row) in values.iter().enumerate() {
+            let v = row.get(g).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+            let bh = (v * plot_h as f64) as i64;
+            c.rect(
+                x0 + k as i64 * bar_w,
+                h - bottom - bh,
+                (bar_w - 1).max(1),
+                bh,
+                BAR_PALETTE[k % BAR_PALETTE.len()],
+            );
+        }
+        let label: String = cat.chars().take(12).collect();
+        c.text(x0, h - bottom + 12, &label, 1, BLACK);
+    }
+    for (k, name) in names.iter().enumerate() {
+        c.rect(
+            w - right + 15,
+            top + 10 + k as i64 * 22,
+            16,
+            12,
+            BAR_PALETTE[k % BAR_PALETTE.len()],
+        );
+        c.text(w - right + 38, top + 10 + k as i64 * 22, name, 1, BLACK);
+    }
+    c.save(path)
+}

@@ -1,0 +1,528 @@
+//! The whole APO pipeline on one data set: validate → drift report → consensus and
+//! preference sets → stage 1 → stage 2 (Plackett-Luce, and pairwise-sigmoid as the baseline)
+//! → evaluation on the test split, with `report.md`, `results.json` and plots. `apo demo`
+//! runs it on a freshly simulated data set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use apo_consensus::Polarity;
+use apo_loss::{LossConfig, Objective};
+use apo_train::RunConfig;
+use apo_train::device::DeviceKind;
+use apo_train::eval::EvalReport;
+use apo_train::train::{Observer, StageReport, StepMetrics};
+use cxr_max::Finding;
+use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::eval::Accuracy;
+use serde::Serialize;
+
+use super::consensus::Method;
+use super::consensus_build::{self as cb, BuildOptions, Weights};
+use super::train::{Stage, TrainJob, dispatch, eval_job};
+
+/// What the pipeline runs on and how long it trains.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The data set.
+    pub data: PathBuf,
+    /// The run folder.
+    pub out: PathBuf,
+    /// Device.
+    pub device: DeviceKind,
+    /// Training configuration (data and output paths are set by the pipeline).
+    pub train: RunConfig,
+    /// Print progress lines to standard error.
+    pub verbose: bool,
+}
+
+/// Mean accuracies (over the Table 1 findings) of every row of the table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MeanAccuracy {
+    /// Per teacher.
+    pub teachers: BTreeMap<String, f64>,
+    /// Majority vote of the teachers.
+    pub majority_vote: f64,
+    /// The Dawid-Skene consensus labels.
+    pub consensus: f64,
+    /// The stage-1 student.
+    pub sft: f64,
+    /// The pairwise-sigmoid (DPO over each negative) student.
+    pub pairwise: f64,
+    /// The Plackett-Luce (APO) student.
+    pub apo: f64,
+}
+
+/// The pipeline's result (`results.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineResult {
+    /// Mean accuracy per row.
+    pub mean_accuracy: MeanAccuracy,
+    /// Per row, per finding accuracy (column names), on the test split.
+    pub per_finding: BTreeMap<String, BTreeMap<String, Option<f64>>>,
+    /// The findings averaged.
+    pub evaluated: Vec<String>,
+    /// Test images.
+    pub test_images: usize,
+    /// Training images.
+    pub train_images: usize,
+    /// Preference sets used in stage 2.
+    pub preference_sets: usize,
+    /// Stage reports.
+    pub stages: Vec<StageReport>,
+    /// Seconds per phase.
+    pub phases: BTreeMap<String, f64>,
+    /// Total seconds.
+    pub seconds: f64,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+struct Progress {
+    verbose: bool,
+    last: Instant,
+}
+
+impl Observer for Progress {
+    fn step(&mut self, total: usize, m: &StepMetrics) {
+        if self.verbose && (self.last.elapsed().as_secs_f64() > 5.0 || m.step == total) {
+            self.last = Instant::now();
+            eprintln!(
+                "  [{}] step {}/{} loss {:.4}{}",
+                m.stage,
+                m.step,
+                total,
+                m.loss,
+                m.top1_accuracy
+                    .map(|a| format!(" top-1 {a:.2} margin {:.3}", m.margin.unwrap_or(0.0)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn test_items(data: &Path) -> Result<Vec<Item>, String> {
+    let (ds, _) = Dataset::open(data, &DatasetOptions::default()).map_err(|e| e.to_string())?;
+    Ok(ds.items)
+}
+
+/// Teachers, majority vote and consensus labels, fitted on every image and scored on the
+/// test split.
+fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accuracy)>, String> {
+    let all: Vec<&Item> = items.iter().collect();
+    let teachers = cb::teachers_of(&all);
+    let finals = cb::read_finals(&all);
+    let ds = cb::label_consensus(
+        &all,
+        &finals,
+        &teachers,
+        Method::DawidSkene,
+        &Weights::Reliability,
+        2,
+    )?;
+    let mv = cb::label_consensus(
+        &all,
+        &finals,
+        &teachers,
+        Method::Majority,
+        &Weights::Reliability,
+        2,
+    )?;
+    let test: Vec<usize> = (0..all.len())
+        .filter(|&i| all[i].split == Some(cxr_max::tables::Split::Test))
+        .collect();
+    let test_items: Vec<&Item> = test.iter().map(|&i| all[i]).collect();
+    let mut rows = Vec::new();
+    for name in &teachers {
+        let acc = cb::accuracy(&test_items, evaluated, |k, f| {
+            let i = test[k];
+            all[i]
+                .sample
+                .trajectories
+                .iter()
+                .position(|t| &t.teacher == name)
+                .and_then(|s| finals[i][s][f.index()])
+                .filter(|p| *p != Polarity::Uncertain)
+        });
+        if let Some(a) = acc {
+            rows.push((name.clone(), a));
+        }
+    }
+    for (name, c) in [("majority vote", &mv), ("consensus", &ds)] {
+        if let Some(a) = cb::accuracy(&test_items, evaluated, |k, f| c.labels[test[k]][f.index()]) {
+            rows.push((name.to_owned(), a));
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs every stage and writes the report.
+///
+/// # Errors
+/// Any stage's error, as text.
+pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
+    let start = Instant::now();
+    let mut phases = BTreeMap::new();
+    let mut files = Vec::new();
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let say = |s: &str| {
+        if options.verbose {
+            eprintln!("{s}");
+        }
+    };
+    let mut phase = |name: &str, t: Instant| {
+        phases.insert(name.to_owned(), t.elapsed().as_secs_f64());
+    };
+
+    // Validate.
+    let t = Instant::now();
+    let (_, check) =
+        Dataset::open(&options.data, &DatasetOptions::default()).map_err(|e| e.to_string())?;
+    say(&format!(
+        "validate: {} records read, {} kept, {} problems",
+        check.records.read,
+        check.records.kept,
+        check.problems.len()
+    ));
+    let check_path = out.join("data-check.json");
+    std::fs::write(
+        &check_path,
+        serde_json::to_string_pretty(&check).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    files.push(check_path);
+    phase("validate", t);
+
+    // Drift report.
+    let t = Instant::now();
+    let drift = super::drift_report::report(&super::drift_report::ReportOptions {
+        dir: options.data.clone(),
+        out: out.join("drift"),
+        detector: apo_drift::DetectorConfig::default_for("adwin").map_err(|e| e.to_string())?,
+        max_steps: 12,
+    })?;
+    say(&format!(
+        "drift report: {} change points",
+        drift.change_points.len()
+    ));
+    files.extend(drift.files.iter().cloned());
+    phase("drift", t);
+
+    // Consensus and preference sets (train split).
+    let t = Instant::now();
+    let prefs = out.join("prefs.jsonl");
+    let mut build = BuildOptions::new(options.data.clone(), prefs.clone());
+    build.split = Some(cxr_max::tables::Split::Train);
+    let summary = cb::build(&build)?;
+    say(&format!(
+        "consensus: {} preference sets ({} skipped), {:.2} negatives each",
+        summary.consensus_found,
+        summary.skipped.values().sum::<usize>(),
+        summary.negatives_mean
+    ));
+    files.push(prefs.clone());
+    let evaluated = Finding::TABLE1.to_vec();
+    let items = test_items(&options.data)?;
+    let mut rows = label_rows(&items, &evaluated)?;
+    phase("consensus", t);
+
+    // Training.
+    let mut config = options.train.clone();
+    config.data.dir = options.data.clone();
+    config.data.preferences = Some(prefs);
+    config.data.split = Some("train".into());
+    config.run.out = out.join("train");
+    let mut stages = Vec::new();
+    let mut progress = Progress {
+        verbose: options.verbose,
+        last: Instant::now(),
+    };
+    let t = Instant::now();
+    say("stage 1: supervised bootstrapping");
+    stages.push(
+        dispatch(
+            options.device,
+            TrainJob {
+                config: &config,
+                stage: Stage::Sft,
+                resume: false,
+                observer: &mut progress,
+            },
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    phase("sft", t);
+    for (name, objective) in [
+        ("apo", Objective::PlackettLuce),
+        ("pairwise", Objective::PairwiseSigmoid),
+    ] {
+        let t = Instant::now();
+        say(&format!("stage 2: {name} ({objective})"));
+        let mut c = config.clone();
+        c.apo.loss = LossConfig {
+            objective,
+            ..config.apo.loss.clone()
+        };
+        stages.push(
+            dispatch(
+                options.device,
+                TrainJob {
+                    config: &c,
+                    stage: Stage::Apo(name.to_owned()),
+                    resume: false,
+                    observer: &mut progress,
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        phase(name, t);
+    }
+
+    // Evaluation on the test split.
+    let t = Instant::now();
+    let mut students: BTreeMap<String, EvalReport> = BTreeMap::new();
+    for stage in ["sft", "pairwise", "apo"] {
+        let job = eval_job(&config, None, stage, "test");
+        let report = dispatch(options.device, job).map_err(|e| e.to_string())?;
+        let samples = out.join(format!("samples-{stage}.jsonl"));
+        cb::write_atomic(&samples, |w| {
+            for s in &report.samples {
+                writeln!(w, "{}", serde_json::to_string(s)?)?;
+            }
+            Ok(())
+        })?;
+        files.push(samples);
+        if let Some(a) = &report.accuracy {
+            rows.push((format!("{stage} student"), a.clone()));
+        }
+        students.insert(stage.to_owned(), report);
+    }
+    phase("eval", t);
+
+    let mean = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .map_or(f64::NAN, |(_, a)| a.mean)
+    };
+    let teacher_names: Vec<String> = rows
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n != "majority vote" && n != "consensus" && !n.ends_with(" student"))
+        .collect();
+    let result = PipelineResult {
+        mean_accuracy: MeanAccuracy {
+            teachers: teacher_names.iter().map(|n| (n.clone(), mean(n))).collect(),
+            majority_vote: mean("majority vote"),
+            consensus: mean("consensus"),
+            sft: mean("sft student"),
+            pairwise: mean("pairwise student"),
+            apo: mean("apo student"),
+        },
+        per_finding: rows
+            .iter()
+            .map(|(n, a)| {
+                let per = evaluated
+                    .iter()
+                    .map(|f| (f.column_name().to_owned(), a.per_finding[f.column_name()]))
+                    .collect();
+                (n.clone(), per)
+            })
+            .collect(),
+        evaluated: evaluated
+            .iter()
+            .map(|f| f.column_name().to_owned())
+            .collect(),
+        test_images: students.values().next().map_or(0, |r| r.images),
+        train_images: stages.first().map_or(0, |s| s.groups),
+        preference_sets: stages.get(1).map_or(0, |s| s.groups),
+        stages,
+        phases,
+        seconds: 0.0,
+        files,
+    };
+    let mut result = result;
+    write_outputs(out, &rows, &evaluated, &mut result)?;
+    result.seconds = start.elapsed().as_secs_f64();
+    let json = out.join("results.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    result.files.push(json);
+    Ok(result)
+}
+
+fn read_metrics(path: &Path) -> Vec<StepMetrics> {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Table 1 analogue as text.
+pub fn render_table(rows: &[(String, Vec<Option<f64>>, f64)], evaluated: &[String]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = write!(out, "{:<16}", "");
+    for f in evaluated {
+        let short: String = f.chars().take(11).collect();
+        let _ = write!(out, " {short:>11}");
+    }
+    let _ = writeln!(out, " {:>7}", "mean");
+    for (name, per, mean) in rows {
+        let _ = write!(out, "{name:<16}");
+        for v in per {
+            match v {
+                Some(v) => {
+                    let _ = write!(out, " {v:>11.3}");
+                }
+                None => {
+                    let _ = write!(out, " {:>11}", "-");
+                }
+            }
+        }
+        let _ = writeln!(out, " {mean:>7.3}");
+    }
+    out
+}
+
+fn write_outputs(
+    out: &Path,
+    rows: &[(String, Accuracy)],
+    evaluated: &[Finding],
+    result: &mut PipelineResult,
+) -> Result<(), String> {
+    let names: Vec<String> = evaluated
+        .iter()
+        .map(|f| f.column_name().to_owned())
+        .collect();
+    let table_rows: Vec<(String, Vec<Option<f64>>, f64)> = rows
+        .iter()
+        .map(|(n, a)| {
+            (
+                n.clone(),
+                names.iter().map(|f| a.per_finding[f]).collect(),
+                a.mean,
+            )
+        })
+        .collect();
+    // Plots: training curves and per-finding accuracy bars.
+    let train = out.join("train");
+    let sft = read_metrics(&train.join("sft/metrics.jsonl"));
+    let apo = read_metrics(&train.join("apo/metrics.jsonl"));
+    let pw = read_metrics(&train.join("pairwise/metrics.jsonl"));
+    let series = |m: &[StepMetrics], f: &dyn Fn(&StepMetrics) -> Option<f64>| {
+        m.iter()
+            .map(|x| f(x).unwrap_or(f64::NAN))
+            .collect::<Vec<f64>>()
+    };
+    let plots = [
+        (
+            "curves_loss.png",
+            "TRAINING LOSS",
+            vec![
+                "SFT".to_owned(),
+                "APO (PL)".to_owned(),
+                "PAIRWISE".to_owned(),
+            ],
+            vec![
+                series(&sft, &|x| Some(x.loss)),
+                series(&apo, &|x| Some(x.loss)),
+                series(&pw, &|x| Some(x.loss)),
+            ],
+        ),
+        (
+            "curves_margin.png",
+            "STAGE 2 MARGIN (CHOSEN - MEAN REJECTED REWARD)",
+            vec!["APO (PL)".to_owned(), "PAIRWISE".to_owned()],
+            vec![
+                series(&apo, &|x| x.margin.map(|v| v.max(0.0))),
+                series(&pw, &|x| x.margin.map(|v| v.max(0.0))),
+            ],
+        ),
+        (
+            "curves_accuracy.png",
+            "STAGE 2 TOP-1 AND PAIRWISE ACCURACY",
+            vec![
+                "APO TOP-1".to_owned(),
+                "APO PAIRWISE".to_owned(),
+                "PW TOP-1".to_owned(),
+                "PW PAIRWISE".to_owned(),
+            ],
+            vec![
+                series(&apo, &|x| x.top1_accuracy),
+                series(&apo, &|x| x.pairwise_accuracy),
+                series(&pw, &|x| x.top1_accuracy),
+                series(&pw, &|x| x.pairwise_accuracy),
+            ],
+        ),
+    ];
+    for (file, title, names, data) in plots {
+        let path = out.join(file);
+        crate::plot::lines(title, "STEP", &names, &data, &path)?;
+        result.files.push(path);
+    }
+    let bars = out.join("accuracy.png");
+    crate::plot::bars(
+        "ACCURACY ON THE TEST SPLIT (TABLE 1 FINDINGS + MEAN)",
+        &names
+            .iter()
+            .map(|n| n.to_uppercase())
+            .chain(["MEAN".to_owned()])
+            .collect::<Vec<_>>(),
+        &table_rows
+            .iter()
+            .map(|(n, _, _)| n.to_uppercase())
+            .collect::<Vec<_>>(),
+        &table_rows
+            .iter()
+            .map(|(_, per, mean)| {
+                per.iter()
+                    .map(|v| v.unwrap_or(0.0))
+                    .chain([*mean])
+                    .collect()
+            })
+            .collect::<Vec<Vec<f64>>>(),
+        &bars,
+    )?;
+    result.files.push(bars);
+    // report.md
+    let mut md = String::from("# APO pipeline report\n\n");
+    md.push_str(&format!(
+        "Test images: {}. Training images: {}. Preference sets: {}.\n\n",
+        result.test_images, result.train_images, result.preference_sets
+    ));
+    md.push_str("Accuracy on the test split (Table 1 findings; mean over them):\n\n| | ");
+    md.push_str(&names.join(" | "));
+    md.push_str(" | mean |\n|---|");
+    md.push_str(&"---|".repeat(names.len() + 1));
+    md.push('\n');
+    for (n, per, mean) in &table_rows {
+        md.push_str(&format!("| {n} |"));
+        for v in per {
+            md.push_str(&v.map_or(" - |".to_owned(), |v| format!(" {v:.3} |")));
+        }
+        md.push_str(&format!(" {mean:.3} |\n"));
+    }
+    md.push_str("\nStages:\n\n");
+    for s in &result.stages {
+        md.push_str(&format!(
+            "- {}: {} steps, loss {:.4} → {:.4}, {:.1} s\n",
+            s.stage, s.steps, s.first_loss, s.last_loss, s.seconds
+        ));
+    }
+    md.push_str("\nPlots: `accuracy.png`, `curves_loss.png`, `curves_margin.png`, `curves_accuracy.png`, `drift/disagreement_heatmap.png`, `drift/step_drift.png`, `drift/change_points.png`.\n");
+    let report = out.join("report.md");
+    std::fs::write(&report, md).map_err(|e| e.to_string())?;
+    result.files.push(report);
+    let table = out.join("table.txt");
+    std::fs::write(&table, render_table(&table_rows, &names)).map_err(|e| e.to_string())?;
+    result.files.push(table);
+    Ok(())
+}

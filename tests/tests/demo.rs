@@ -1,0 +1,65 @@
+//! A tiny `apo demo` (a few dozen studies, a few steps per stage) on the CPU backend: every
+//! artefact is written and well-formed.
+
+use apo_cli::commands::demo::{DemoOptions, full};
+
+#[test]
+fn tiny_demo_writes_every_artefact() {
+    let out = std::env::temp_dir().join(format!("apo-e2e-demo-{}", std::process::id()));
+    std::fs::remove_dir_all(&out).ok();
+    let options = DemoOptions {
+        seed: 1,
+        studies: 40,
+        teachers: None,
+        out: out.clone(),
+        device: apo_train::device::DeviceKind::Cpu,
+        sft_steps: 3,
+        apo_steps: 2,
+        verbose: false,
+    };
+    let r = full(&options).unwrap();
+    for f in [
+        "report.md",
+        "results.json",
+        "table.txt",
+        "accuracy.png",
+        "curves_loss.png",
+        "curves_margin.png",
+        "curves_accuracy.png",
+        "prefs.jsonl",
+        "data-check.json",
+        "drift/drift.json",
+        "drift/disagreement_heatmap.png",
+        "train/tokenizer.json",
+        "train/sft/model.bin",
+        "train/sft/metrics.jsonl",
+        "train/apo/metrics.jsonl",
+        "train/pairwise/metrics.jsonl",
+        "samples-apo.jsonl",
+    ] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    for png in ["accuracy.png", "curves_loss.png"] {
+        let img = image::open(out.join(png)).unwrap();
+        assert!(img.width() > 500 && img.height() > 300);
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let mean = &results["mean_accuracy"];
+    assert_eq!(mean["teachers"].as_object().unwrap().len(), 7);
+    for row in ["majority_vote", "consensus", "sft", "pairwise", "apo"] {
+        let v = mean[row].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{row} = {v}");
+    }
+    assert_eq!(r.stages.len(), 3);
+    // Stage 2 starts at ln(N + 1) for Plackett-Luce (N = 7 negatives).
+    assert!(
+        (r.stages[1].first_loss - 8f64.ln()).abs() < 1e-3,
+        "{}",
+        r.stages[1].first_loss
+    );
+    assert!(r.test_images > 0);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| apo student |") && report.contains("GPT-5"));
+    std::fs::remove_dir_all(&out).ok();
+}
