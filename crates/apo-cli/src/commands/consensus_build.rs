@@ -198,7 +198,7 @@ pub struct BuildSummary {
 type FindingConsensus = Vec<(Option<Polarity>, f64)>;
 
 /// Per image: teacher × finding final statements.
-type Finals = Vec<Vec<Option<Polarity>>>;
+pub type Finals = Vec<Vec<Option<Polarity>>>;
 
 /// Per image and finding: the consensus and its confidence.
 #[derive(Debug, Clone)]
@@ -370,6 +370,17 @@ pub fn accuracy(
         Some(Polarity::Absent) => Some(false),
         _ => None,
     })
+}
+
+/// A teacher's vote on a finding of an item: its final statement, present or absent (hedges,
+/// omissions and missing trajectories give none).
+pub fn teacher_vote(item: &Item, finals: &Finals, teacher: &str, f: Finding) -> Option<Polarity> {
+    item.sample
+        .trajectories
+        .iter()
+        .position(|t| t.teacher == teacher)
+        .and_then(|s| finals[s][f.index()])
+        .filter(|p| *p != Polarity::Uncertain)
 }
 
 /// Teachers in order of first appearance.
@@ -576,13 +587,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, String> {
         .iter()
         .filter_map(|name| {
             accuracy(&items, evaluated, |i, f| {
-                items[i]
-                    .sample
-                    .trajectories
-                    .iter()
-                    .position(|t| &t.teacher == name)
-                    .and_then(|s| finals[i][s][f.index()])
-                    .filter(|p| *p != Polarity::Uncertain)
+                teacher_vote(items[i], &finals[i], name, f)
             })
             .map(|a| (name.clone(), a))
         })

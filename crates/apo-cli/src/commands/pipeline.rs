@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use apo_consensus::Polarity;
 use apo_loss::{LossConfig, Objective};
 use apo_train::RunConfig;
 use apo_train::device::DeviceKind;
@@ -136,14 +135,7 @@ fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accu
     let mut rows = Vec::new();
     for name in &teachers {
         let acc = cb::accuracy(&test_items, evaluated, |k, f| {
-            let i = test[k];
-            all[i]
-                .sample
-                .trajectories
-                .iter()
-                .position(|t| &t.teacher == name)
-                .and_then(|s| finals[i][s][f.index()])
-                .filter(|p| *p != Polarity::Uncertain)
+            cb::teacher_vote(all[test[k]], &finals[test[k]], name, f)
         });
         if let Some(a) = acc {
             rows.push((name.clone(), a));

@@ -12,8 +12,8 @@ const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: Rgb<u8> = Rgb([20, 20, 20]);
 const GREY: Rgb<u8> = Rgb([200, 200, 200]);
 
-/// Distinct colours for series.
-pub const PALETTE: [Rgb<u8>; 8] = [
+/// Distinct colours for series (twelve: seven teachers, two label rows, three students).
+pub const PALETTE: [Rgb<u8>; 12] = [
     Rgb([31, 119, 180]),
     Rgb([255, 127, 14]),
     Rgb([44, 160, 44]),
@@ -22,6 +22,10 @@ pub const PALETTE: [Rgb<u8>; 8] = [
     Rgb([140, 86, 75]),
     Rgb([227, 119, 194]),
     Rgb([127, 127, 127]),
+    Rgb([188, 189, 34]),
+    Rgb([23, 190, 207]),
+    Rgb([0, 0, 0]),
+    Rgb([255, 215, 0]),
 ];
 
 /// A canvas with text drawing.
@@ -278,22 +282,6 @@ pub fn events(
     c.save(path)
 }
 
-/// Twelve distinguishable colours (seven teachers, two label rows, three students).
-const BAR_PALETTE: [Rgb<u8>; 12] = [
-    Rgb([31, 119, 180]),
-    Rgb([255, 127, 14]),
-    Rgb([44, 160, 44]),
-    Rgb([214, 39, 40]),
-    Rgb([148, 103, 189]),
-    Rgb([140, 86, 75]),
-    Rgb([227, 119, 194]),
-    Rgb([127, 127, 127]),
-    Rgb([188, 189, 34]),
-    Rgb([23, 190, 207]),
-    Rgb([0, 0, 0]),
-    Rgb([255, 215, 0]),
-];
-
 /// Grouped bar chart: one group per category, one bar per series, values in [0, 1].
 pub fn bars(
     title: &str,
@@ -328,7 +316,7 @@ pub fn bars(
                 h - bottom - bh,
                 (bar_w - 1).max(1),
                 bh,
-                BAR_PALETTE[k % BAR_PALETTE.len()],
+                PALETTE[k % PALETTE.len()],
             );
         }
         let label: String = cat.chars().take(12).collect();
@@ -340,7 +328,7 @@ pub fn bars(
             top + 10 + k as i64 * 22,
             16,
             12,
-            BAR_PALETTE[k % BAR_PALETTE.len()],
+            PALETTE[k % PALETTE.len()],
         );
         c.text(w - right + 38, top + 10 + k as i64 * 22, name, 1, BLACK);
     }
