@@ -101,11 +101,6 @@ impl Observer for Progress {
     }
 }
 
-fn test_items(data: &Path) -> Result<Vec<Item>, String> {
-    let (ds, _) = Dataset::open(data, &DatasetOptions::default()).map_err(|e| e.to_string())?;
-    Ok(ds.items)
-}
-
 /// Teachers, majority vote and consensus labels, fitted on every image and scored on the
 /// test split.
 fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accuracy)>, String> {
@@ -170,7 +165,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
 
     // Validate.
     let t = Instant::now();
-    let (_, check) =
+    let (dataset, check) =
         Dataset::open(&options.data, &DatasetOptions::default()).map_err(|e| e.to_string())?;
     say(&format!(
         "validate: {} records read, {} kept, {} problems",
@@ -216,8 +211,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     ));
     files.push(prefs.clone());
     let evaluated = Finding::TABLE1.to_vec();
-    let items = test_items(&options.data)?;
-    let mut rows = label_rows(&items, &evaluated)?;
+    let mut rows = label_rows(&dataset.items, &evaluated)?;
     phase("consensus", t);
 
     // Training.
