@@ -272,7 +272,7 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Stage-1 steps.
-        #[arg(long = "sft-steps", default_value_t = 300)]
+        #[arg(long = "sft-steps", default_value_t = 800)]
         sft_steps: usize,
         /// Stage-2 steps per objective.
         #[arg(long = "apo-steps", default_value_t = 100)]
@@ -283,6 +283,27 @@ enum Command {
         /// Print the preference-objective table on an embedded group instead.
         #[arg(long)]
         objectives: bool,
+    },
+    /// Run the whole pipeline on any data set the readers accept, as described by a
+    /// `pipeline.toml` (`data`, `out`, `[consensus]`, `[train]`; see docs/guide-real-data.md):
+    /// validate -> drift report -> consensus and preference sets -> stage 1 -> stage 2 with
+    /// Plackett-Luce and with pairwise-sigmoid -> evaluation on the test split. Each finished
+    /// stage is recorded in OUT/stages/, so a rerun resumes at the first unfinished stage
+    /// (a training stage from its newest checkpoint) and a changed input reruns the stages
+    /// it feeds.
+    Run {
+        /// The pipeline configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Run every stage again instead of resuming.
+        #[arg(long)]
+        fresh: bool,
+        /// Print one JSON object at the end instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Evaluate preference objectives on JSON-lines cases (a parity tool against TRL and others).
     ///
@@ -319,7 +340,7 @@ fn main() -> ExitCode {
         studies: 1000,
         out: PathBuf::from("runs/demo"),
         device: "cpu".into(),
-        sft_steps: 300,
+        sft_steps: 800,
         apo_steps: 100,
         json: false,
         objectives: false,
@@ -663,6 +684,42 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 verbose: !json,
             };
             let result = demo::full(&options)?;
+            if json {
+                let v = serde_json::json!({
+                    "mean_accuracy": result.mean_accuracy,
+                    "per_finding": result.per_finding,
+                    "seconds": result.seconds,
+                });
+                println!("{v}");
+            } else {
+                let table = std::fs::read_to_string(options.out.join("table.txt"))
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "\nAccuracy on the test split ({} images):\n{table}",
+                    result.test_images
+                );
+                println!(
+                    "{:.0} s; report in {}",
+                    result.seconds,
+                    options.out.join("report.md").display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            device,
+            fresh,
+            json,
+        } => {
+            use apo_cli::commands::pipeline;
+            let c = pipeline::PipelineConfig::from_file(&config)?;
+            let kind: apo_train::device::DeviceKind = device
+                .parse()
+                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let mut options = c.options(kind, !fresh)?;
+            options.verbose = !json;
+            let result = pipeline::run(&options)?;
             if json {
                 let v = serde_json::json!({
                     "mean_accuracy": result.mean_accuracy,

@@ -38,6 +38,12 @@ pub struct DataConfig {
     pub split: Option<String>,
     /// Cut sequences longer than `model.max_text_len` instead of reporting them.
     pub truncate: bool,
+    /// Stage 1: teacher trajectories per training unit. Each image's trajectories are
+    /// shuffled (seeded) and split into units of this many, which share one image encoding;
+    /// 0 keeps all of an image's trajectories in one unit. Small units put more distinct
+    /// images in a micro-batch of the same size (1 = one row per image and teacher, as
+    /// ms-swift trains).
+    pub trajectories_per_group: usize,
 }
 
 impl Default for DataConfig {
@@ -47,6 +53,7 @@ impl Default for DataConfig {
             preferences: None,
             split: Some("train".into()),
             truncate: false,
+            trajectories_per_group: 0,
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// MLP activation: `quick-gelu`, `gelu` or `relu`.
     pub activation: crate::Activation,
+    /// Add a projection of the mean image vector to every text embedding.
+    pub image_summary: bool,
 }
 
 impl Default for ModelConfig {
@@ -109,6 +118,7 @@ impl Default for ModelConfig {
             max_text_len: 192,
             dropout: 0.0,
             activation: crate::Activation::Relu,
+            image_summary: true,
         }
     }
 }
@@ -127,6 +137,7 @@ impl ModelConfig {
             .with_max_text_len(self.max_text_len)
             .with_dropout(self.dropout)
             .with_activation(self.activation)
+            .with_image_summary(self.image_summary)
     }
 }
 

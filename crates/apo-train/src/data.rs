@@ -161,7 +161,9 @@ pub struct Group {
     pub weights: Option<Vec<f64>>,
 }
 
-/// Stage-1 groups: each image with all its teacher trajectories.
+/// Stage-1 groups: each image with all its teacher trajectories (`per_group == 0`), or with
+/// its trajectories shuffled by `seed` and split into groups of `per_group` (the last one
+/// smaller when they do not divide evenly); every trajectory is in exactly one group.
 ///
 /// # Errors
 /// [`TrainError::TooLong`] (unless `truncate`), tokenizer errors.
@@ -170,8 +172,10 @@ pub fn sft_groups(
     tok: &TextTokenizer,
     max_len: usize,
     truncate: bool,
+    per_group: usize,
+    seed: u64,
 ) -> Result<Vec<Group>> {
-    items
+    let whole = items
         .iter()
         .enumerate()
         .filter(|(_, item)| !item.sample.trajectories.is_empty())
@@ -203,7 +207,26 @@ pub fn sft_groups(
                 weights: None,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    if per_group == 0 {
+        return Ok(whole);
+    }
+    let mut out = Vec::new();
+    for (g, mut group) in whole.into_iter().enumerate() {
+        let mut rng = Rng::substream(seed ^ 0x5f17_7a3c_0000_0000, g as u64);
+        for i in (1..group.sequences.len()).rev() {
+            group.sequences.swap(i, rng.below(i + 1));
+        }
+        for chunk in group.sequences.chunks(per_group) {
+            out.push(Group {
+                id: group.id.clone(),
+                image: group.image,
+                sequences: chunk.to_vec(),
+                weights: None,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Stage-2 groups from a preference file in our layout (`apo consensus build --export

@@ -438,6 +438,8 @@ pub fn sft<B: AutodiffBackend>(
         &tok,
         model_config.max_text_len,
         config.data.truncate,
+        config.data.trajectories_per_group,
+        config.run.seed,
     )?;
     if groups.is_empty() {
         return Err(TrainError::Empty("no trajectory to train on".into()));
@@ -502,7 +504,8 @@ pub fn sft<B: AutodiffBackend>(
 
 /// Reference log-probs `[group][sequence]`, computed once with the frozen reference and
 /// cached in `dir/reference_logprobs.json`, keyed by the preference data, the tokenizer and
-/// the reference weights.
+/// the reference weights: `dir/KEY.json`, shared by every stage-2 run of the run folder that
+/// uses the same preferences, tokenizer, reference and data settings.
 #[allow(clippy::too_many_arguments)]
 fn reference_logprobs<B: Backend>(
     dir: &Path,
@@ -519,7 +522,7 @@ fn reference_logprobs<B: Backend>(
         key: String,
         logprobs: Vec<Vec<f32>>,
     }
-    let path = dir.join("reference_logprobs.json");
+    let path = dir.join(format!("{key}.json"));
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(cache) = serde_json::from_str::<Cache>(&text)
         && cache.key == key
@@ -560,8 +563,9 @@ fn reference_logprobs<B: Backend>(
 /// Stage 2: constraint-aware optimisation. The policy starts from the stage-1 model (with
 /// LoRA adapters when `apo.lora_rank > 0`), the frozen stage-1 model is the reference, and
 /// every step applies the configured `apo-loss` objective to the consensus and all negatives
-/// of each group. Writes `OUT/NAME/{model.bin, model.json, metrics.jsonl,
-/// reference_logprobs.json, checkpoints/}` (adapters merged into the saved model).
+/// of each group. Writes `OUT/NAME/{model.bin, model.json, metrics.jsonl, checkpoints/}`
+/// (adapters merged into the saved model) and caches the reference log-probs in
+/// `OUT/reference/KEY.json`.
 ///
 /// # Errors
 /// Configuration, data, checkpoint, loss and file errors.
@@ -630,7 +634,7 @@ pub fn apo<B: AutodiffBackend>(
             .as_bytes(),
     ]);
     let ref_lp = reference_logprobs(
-        &dir,
+        &config.run.out.join("reference"),
         &key,
         &reference,
         &images,

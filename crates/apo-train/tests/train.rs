@@ -101,6 +101,12 @@ fn preferences(config: &RunConfig, path: &Path) {
 
 #[test]
 fn incremental_decoding_matches_full_decoding() {
+    for summary in [true, false] {
+        incremental_decoding_case(summary);
+    }
+}
+
+fn incremental_decoding_case(summary: bool) {
     let _serial = serial();
     use burn::tensor::{Int, Tensor};
     let device = Default::default();
@@ -108,7 +114,8 @@ fn incremental_decoding_matches_full_decoding() {
         .with_image_size(16)
         .with_d_model(16)
         .with_n_heads(2)
-        .with_max_text_len(12);
+        .with_max_text_len(12)
+        .with_image_summary(summary);
     <NdArray as burn::tensor::backend::Backend>::seed(&device, 5);
     let model = c.init::<NdArray>(&device).unwrap();
     let images =
@@ -141,6 +148,98 @@ fn incremental_decoding_matches_full_decoding() {
             .fold(0f32, f32::max);
         assert!(err < 1e-4, "position {}: max error {err}", 2 + j);
     }
+}
+
+/// A group's sequences sharing one image prefix get the same logits as each sequence decoded
+/// alone with its own copy of the image (the prefix keys and values and the image summary
+/// are repeated per sequence correctly), and the image changes them.
+#[test]
+fn shared_prefix_decoding_matches_one_sequence_at_a_time() {
+    let _serial = serial();
+    use burn::tensor::{Int, Tensor};
+    let device = Default::default();
+    let c = apo_train::StudentConfig::new(40)
+        .with_image_size(16)
+        .with_d_model(16)
+        .with_n_heads(2)
+        .with_max_text_len(8);
+    <NdArray as burn::tensor::backend::Backend>::seed(&device, 9);
+    let model = c.init::<NdArray>(&device).unwrap();
+    let images =
+        Tensor::<NdArray, 4>::random([2, 1, 16, 16], burn::tensor::Distribution::Default, &device);
+    // Two groups of three sequences.
+    let ids: [[i64; 5]; 6] = [
+        [1, 5, 9, 2, 3],
+        [1, 6, 6, 7, 8],
+        [1, 4, 3, 2, 1],
+        [1, 5, 9, 2, 3],
+        [1, 7, 7, 7, 7],
+        [1, 2, 30, 31, 32],
+    ];
+    let shared: Vec<f32> = model
+        .decode(
+            model.encode(images.clone()),
+            Tensor::<NdArray, 2, Int>::from_ints(ids, &device),
+        )
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let per_row = 5 * 40;
+    for (row, seq) in ids.iter().enumerate() {
+        let image = images.clone().narrow(0, row / 3, 1);
+        let alone: Vec<f32> = model
+            .decode(
+                model.encode(image),
+                Tensor::<NdArray, 2, Int>::from_ints([*seq], &device),
+            )
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let err = alone
+            .iter()
+            .zip(&shared[row * per_row..(row + 1) * per_row])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-4, "row {row}: max error {err}");
+    }
+    // Rows 0 and 3 read the same tokens with different images.
+    let diff = (0..per_row)
+        .map(|k| (shared[k] - shared[3 * per_row + k]).abs())
+        .fold(0f32, f32::max);
+    assert!(diff > 1e-3, "the image changes the logits ({diff})");
+}
+
+#[test]
+fn sft_groups_split_each_image_into_units() {
+    let root = temp("groups");
+    let config = tiny(&root);
+    let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
+    let tok = apo_train::train::tokenizer(&config, &items).unwrap();
+    let whole = apo_train::data::sft_groups(&items, &tok, 160, true, 0, 1).unwrap();
+    let total: usize = whole.iter().map(|g| g.sequences.len()).sum();
+    assert_eq!(whole.len(), items.len());
+    for per in [1, 2, 3] {
+        let split = apo_train::data::sft_groups(&items, &tok, 160, true, per, 1).unwrap();
+        assert!(split.iter().all(|g| (1..=per).contains(&g.sequences.len())));
+        // Every trajectory is in exactly one unit of its image.
+        for w in &whole {
+            let mut mine: Vec<Vec<u32>> = split
+                .iter()
+                .filter(|g| g.image == w.image)
+                .flat_map(|g| g.sequences.iter().map(|q| q.ids.clone()))
+                .collect();
+            let mut want: Vec<Vec<u32>> = w.sequences.iter().map(|q| q.ids.clone()).collect();
+            mine.sort();
+            want.sort();
+            assert_eq!(mine, want);
+        }
+        let n: usize = split.iter().map(|g| g.sequences.len()).sum();
+        assert_eq!(n, total);
+        // Seeded: the same split for the same seed.
+        let again = apo_train::data::sft_groups(&items, &tok, 160, true, per, 1).unwrap();
+        assert_eq!(split, again);
+    }
+    std::fs::remove_dir_all(&root).ok();
 }
 
 #[test]
@@ -179,7 +278,10 @@ fn sft_then_apo_starts_at_ln_n_plus_1_and_learns() {
         m[0].loss
     );
     assert!(m[0].reward_chosen.unwrap().abs() < 1e-4);
-    assert!(config.run.out.join("apo/reference_logprobs.json").is_file());
+    let cached: Vec<_> = std::fs::read_dir(config.run.out.join("reference"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "one reference cache file");
     // The cache is reused: same numbers on a rerun.
     let again = train::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap();
     assert_eq!(metrics(&again.metrics)[0].loss, m[0].loss);

@@ -1,7 +1,15 @@
 //! The whole APO pipeline on one data set: validate → drift report → consensus and
 //! preference sets → stage 1 → stage 2 (Plackett-Luce, and pairwise-sigmoid as the baseline)
 //! → evaluation on the test split, with `report.md`, `results.json` and plots. `apo demo`
-//! runs it on a freshly simulated data set.
+//! runs it on a freshly simulated data set; `apo run --config pipeline.toml` on any data set
+//! the readers accept ([`PipelineConfig`]).
+//!
+//! Every finished stage leaves a marker in `OUT/stages/` holding a key (a hash of its inputs
+//! and of the keys of the stages before it) and what later stages need of its result. With
+//! [`PipelineOptions::resume`], a stage whose marker matches is skipped, and a training stage
+//! that was started with the same key and not finished continues from its newest checkpoint:
+//! a rerun resumes at the first unfinished stage, and a changed input reruns that stage and
+//! every stage after it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +23,8 @@ use apo_train::train::{Observer, StageReport, StepMetrics};
 use cxr_max::Finding;
 use cxr_max::dataset::{Dataset, DatasetOptions, Item};
 use cxr_max::eval::Accuracy;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::consensus::Method;
 use super::consensus_build::{self as cb, BuildOptions, Weights};
@@ -34,6 +43,223 @@ pub struct PipelineOptions {
     pub train: RunConfig,
     /// Print progress lines to standard error.
     pub verbose: bool,
+    /// Label aggregation of the consensus.
+    pub method: Method,
+    /// Negative selection (`all`, `dissenting`, `top-K`) and weighting (`uniform`, `drift`).
+    pub negatives: (String, String),
+    /// Skip the stages whose markers match and continue unfinished training stages.
+    pub resume: bool,
+}
+
+impl PipelineOptions {
+    /// Defaults: Dawid-Skene consensus, every negative unweighted, no resuming.
+    pub fn new(data: PathBuf, out: PathBuf, device: DeviceKind, train: RunConfig) -> Self {
+        PipelineOptions {
+            data,
+            out,
+            device,
+            train,
+            verbose: false,
+            method: Method::DawidSkene,
+            negatives: ("all".into(), "uniform".into()),
+            resume: false,
+        }
+    }
+}
+
+/// `pipeline.toml` of `apo run`: the data set, the run folder, the consensus settings and a
+/// training configuration (the `apo train` file's fields under `[train]`; the pipeline sets
+/// `data.dir`, `data.preferences`, `data.split` and `run.out` itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The data set folder.
+    pub data: PathBuf,
+    /// The run folder.
+    #[serde(default = "default_out")]
+    pub out: PathBuf,
+    /// Consensus settings.
+    #[serde(default)]
+    pub consensus: ConsensusSettings,
+    /// Training configuration.
+    #[serde(default)]
+    pub train: RunConfig,
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs/pipeline")
+}
+
+/// `[consensus]` of `pipeline.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusSettings {
+    /// `dawid-skene`, `majority` or `weighted`.
+    pub method: String,
+    /// `all`, `dissenting` or `top-K`.
+    pub negatives: String,
+    /// `uniform` or `drift`.
+    pub negative_weights: String,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        ConsensusSettings {
+            method: "dawid-skene".into(),
+            negatives: "all".into(),
+            negative_weights: "uniform".into(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Reads and checks a `pipeline.toml`.
+    ///
+    /// # Errors
+    /// The file, the TOML parser (with the field), the consensus settings or the training
+    /// configuration's ranges, as text naming the file.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: PipelineConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .consensus
+            .method
+            .parse::<Method>()
+            .map_err(|e| format!("{}: consensus.method: {e}", path.display()))?;
+        cb::parse_negatives(
+            &config.consensus.negatives,
+            &config.consensus.negative_weights,
+        )
+        .map_err(|e| format!("{}: consensus: {e}", path.display()))?;
+        config
+            .train
+            .validate()
+            .map_err(|e| format!("{}: train: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The pipeline's options on `device`.
+    ///
+    /// # Errors
+    /// An unknown consensus method.
+    pub fn options(&self, device: DeviceKind, resume: bool) -> Result<PipelineOptions, String> {
+        let mut o = PipelineOptions::new(
+            self.data.clone(),
+            self.out.clone(),
+            device,
+            self.train.clone(),
+        );
+        o.method = self.consensus.method.parse()?;
+        o.negatives = (
+            self.consensus.negatives.clone(),
+            self.consensus.negative_weights.clone(),
+        );
+        o.resume = resume;
+        o.verbose = true;
+        Ok(o)
+    }
+}
+
+/// The stage markers of a run folder (`OUT/stages/`).
+struct Stages {
+    dir: PathBuf,
+    resume: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker<T> {
+    key: String,
+    value: T,
+}
+
+impl Stages {
+    fn marker(&self, name: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{name}.{ext}"))
+    }
+
+    /// The stored result of `name` when resuming and its key matches.
+    fn done<T: DeserializeOwned>(&self, name: &str, key: &str) -> Option<T> {
+        if !self.resume {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.marker(name, "json")).ok()?;
+        let m: Marker<T> = serde_json::from_str(&text).ok()?;
+        (m.key == key).then_some(m.value)
+    }
+
+    /// Records that `name` starts with `key`; returns whether it had been started with the
+    /// same key before (an unfinished run to continue).
+    fn start(&self, name: &str, key: &str) -> Result<bool, String> {
+        let path = self.marker(name, "started");
+        let same = self.resume && std::fs::read_to_string(&path).is_ok_and(|k| k == key);
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let done = self.marker(name, "json");
+        if done.exists() {
+            std::fs::remove_file(&done).map_err(|e| format!("{}: {e}", done.display()))?;
+        }
+        std::fs::write(&path, key).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(same)
+    }
+
+    /// Records `name`'s result (atomically).
+    fn finish<T: Serialize>(&self, name: &str, key: &str, value: &T) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let path = self.marker(name, "json");
+        cb::write_atomic(&path, |w| {
+            serde_json::to_writer(&mut *w, &serde_json::json!({ "key": key, "value": value }))?;
+            Ok(())
+        })
+    }
+}
+
+/// A key over the data set's top-level files (records, tables, profiles): name, size and
+/// modification time; images are not read.
+fn data_key(dir: &Path) -> Result<String, String> {
+    let mut entries: Vec<(String, u64, u128)> = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let meta = e.metadata().map_err(|e| format!("{}: {e}", e))?;
+        if meta.is_file() {
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            entries.push((
+                e.file_name().to_string_lossy().into_owned(),
+                meta.len(),
+                modified,
+            ));
+        }
+    }
+    entries.sort();
+    let text = format!("{}|{entries:?}", dir.display());
+    Ok(apo_train::checkpoint::fnv(&[text.as_bytes()]))
+}
+
+fn key(parts: &[&str]) -> String {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    apo_train::checkpoint::fnv(&bytes)
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// What later stages keep of the drift report.
+#[derive(Serialize, Deserialize)]
+struct DriftDone {
+    change_points: usize,
+    files: Vec<PathBuf>,
+}
+
+/// What later stages keep of the consensus build.
+#[derive(Serialize, Deserialize)]
+struct ConsensusDone {
+    sets: usize,
+    skipped: usize,
+    negatives_mean: f64,
 }
 
 /// Mean accuracies (over the Table 1 findings) of every row of the table.
@@ -182,17 +408,40 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     files.push(check_path);
     phase("validate", t);
 
+    let stages = Stages {
+        dir: out.join("stages"),
+        resume: options.resume,
+    };
+    let data_key = data_key(&options.data)?;
+
     // Drift report.
     let t = Instant::now();
-    let drift = super::drift_report::report(&super::drift_report::ReportOptions {
-        dir: options.data.clone(),
-        out: out.join("drift"),
-        detector: apo_drift::DetectorConfig::default_for("adwin").map_err(|e| e.to_string())?,
-        max_steps: 12,
-    })?;
+    let drift_key = key(&["drift", &data_key]);
+    let drift = match stages.done::<DriftDone>("drift", &drift_key) {
+        Some(d) => {
+            say("drift report: done before");
+            d
+        }
+        None => {
+            stages.start("drift", &drift_key)?;
+            let r = super::drift_report::report(&super::drift_report::ReportOptions {
+                dir: options.data.clone(),
+                out: out.join("drift"),
+                detector: apo_drift::DetectorConfig::default_for("adwin")
+                    .map_err(|e| e.to_string())?,
+                max_steps: 12,
+            })?;
+            let d = DriftDone {
+                change_points: r.change_points.len(),
+                files: r.files,
+            };
+            stages.finish("drift", &drift_key, &d)?;
+            d
+        }
+    };
     say(&format!(
         "drift report: {} change points",
-        drift.change_points.len()
+        drift.change_points
     ));
     files.extend(drift.files.iter().cloned());
     phase("drift", t);
@@ -200,14 +449,40 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     // Consensus and preference sets (train split).
     let t = Instant::now();
     let prefs = out.join("prefs.jsonl");
-    let mut build = BuildOptions::new(options.data.clone(), prefs.clone());
-    build.split = Some(cxr_max::tables::Split::Train);
-    let summary = cb::build(&build)?;
+    let consensus_key = key(&[
+        "consensus",
+        &data_key,
+        options.method.name(),
+        &options.negatives.0,
+        &options.negatives.1,
+    ]);
+    let summary = match stages
+        .done::<ConsensusDone>("consensus", &consensus_key)
+        .filter(|_| prefs.is_file())
+    {
+        Some(d) => d,
+        None => {
+            stages.start("consensus", &consensus_key)?;
+            let mut build = BuildOptions::new(options.data.clone(), prefs.clone());
+            build.split = Some(cxr_max::tables::Split::Train);
+            build.method = options.method;
+            let (policy, weighting) =
+                cb::parse_negatives(&options.negatives.0, &options.negatives.1)?;
+            build.preference.negatives = policy;
+            build.preference.weighting = weighting;
+            let s = cb::build(&build)?;
+            let d = ConsensusDone {
+                sets: s.consensus_found,
+                skipped: s.skipped.values().sum(),
+                negatives_mean: s.negatives_mean,
+            };
+            stages.finish("consensus", &consensus_key, &d)?;
+            d
+        }
+    };
     say(&format!(
         "consensus: {} preference sets ({} skipped), {:.2} negatives each",
-        summary.consensus_found,
-        summary.skipped.values().sum::<usize>(),
-        summary.negatives_mean
+        summary.sets, summary.skipped, summary.negatives_mean
     ));
     files.push(prefs.clone());
     let evaluated = Finding::TABLE1.to_vec();
@@ -220,25 +495,28 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     config.data.preferences = Some(prefs);
     config.data.split = Some("train".into());
     config.run.out = out.join("train");
-    let mut stages = Vec::new();
     let mut progress = Progress {
         verbose: options.verbose,
         last: Instant::now(),
     };
+    let mut reports: Vec<StageReport> = Vec::new();
     let t = Instant::now();
     say("stage 1: supervised bootstrapping");
-    stages.push(
-        dispatch(
-            options.device,
-            TrainJob {
-                config: &config,
-                stage: Stage::Sft,
-                resume: false,
-                observer: &mut progress,
-            },
-        )
-        .map_err(|e| e.to_string())?,
-    );
+    let mut sft_only = config.clone();
+    sft_only.apo = Default::default();
+    let sft_key = key(&["sft", &consensus_key, &json(&sft_only)]);
+    let mut train_keys = BTreeMap::new();
+    train_keys.insert("sft".to_owned(), sft_key.clone());
+    reports.push(train_stage(
+        &stages,
+        "sft",
+        &sft_key,
+        options,
+        &config,
+        Stage::Sft,
+        &mut progress,
+        &say,
+    )?);
     phase("sft", t);
     for (name, objective) in [
         ("apo", Objective::PlackettLuce),
@@ -251,27 +529,42 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
             objective,
             ..config.apo.loss.clone()
         };
-        stages.push(
-            dispatch(
-                options.device,
-                TrainJob {
-                    config: &c,
-                    stage: Stage::Apo(name.to_owned()),
-                    resume: false,
-                    observer: &mut progress,
-                },
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let k = key(&[name, &sft_key, &json(&c.apo)]);
+        train_keys.insert(name.to_owned(), k.clone());
+        reports.push(train_stage(
+            &stages,
+            name,
+            &k,
+            options,
+            &c,
+            Stage::Apo(name.to_owned()),
+            &mut progress,
+            &say,
+        )?);
         phase(name, t);
     }
+    let stages_done = reports;
 
     // Evaluation on the test split.
     let t = Instant::now();
     let mut students: BTreeMap<String, EvalReport> = BTreeMap::new();
     for stage in ["sft", "pairwise", "apo"] {
-        let job = eval_job(&config, None, stage, "test");
-        let report = dispatch(options.device, job).map_err(|e| e.to_string())?;
+        let name = format!("eval-{stage}");
+        let k = key(&[
+            &name,
+            &train_keys[stage],
+            &json(&(config.run.max_new_tokens, config.run.temperature)),
+        ]);
+        let report = match stages.done::<EvalReport>(&name, &k) {
+            Some(r) => r,
+            None => {
+                stages.start(&name, &k)?;
+                let job = eval_job(&config, None, stage, "test");
+                let r = dispatch(options.device, job).map_err(|e| e.to_string())?;
+                stages.finish(&name, &k, &r)?;
+                r
+            }
+        };
         let samples = out.join(format!("samples-{stage}.jsonl"));
         cb::write_atomic(&samples, |w| {
             for s in &report.samples {
@@ -321,9 +614,9 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
             .map(|f| f.column_name().to_owned())
             .collect(),
         test_images: students.values().next().map_or(0, |r| r.images),
-        train_images: stages.first().map_or(0, |s| s.groups),
-        preference_sets: stages.get(1).map_or(0, |s| s.groups),
-        stages,
+        train_images: stages_done.first().map_or(0, |s| s.groups),
+        preference_sets: stages_done.get(1).map_or(0, |s| s.groups),
+        stages: stages_done,
         phases,
         seconds: 0.0,
         files,
@@ -339,6 +632,51 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     .map_err(|e| e.to_string())?;
     result.files.push(json);
     Ok(result)
+}
+
+/// Runs a training stage unless its marker matches; continues it from its newest checkpoint
+/// when it was started with the same key. A fresh stage 1 retrains the tokenizer (unless the
+/// configuration names a file).
+#[allow(clippy::too_many_arguments)]
+fn train_stage(
+    stages: &Stages,
+    name: &str,
+    key: &str,
+    options: &PipelineOptions,
+    config: &RunConfig,
+    stage: Stage,
+    progress: &mut Progress,
+    say: &dyn Fn(&str),
+) -> Result<StageReport, String> {
+    if let Some(r) = stages
+        .done::<StageReport>(name, key)
+        .filter(|r| r.model_dir.join("model.bin").is_file())
+    {
+        say(&format!("  {name}: done before ({} steps)", r.steps));
+        return Ok(r);
+    }
+    let resume = stages.start(name, key)?;
+    if resume {
+        say(&format!("  {name}: continuing from its newest checkpoint"));
+    }
+    if matches!(stage, Stage::Sft) && !resume {
+        let tok = config.run.out.join("tokenizer.json");
+        if tok.exists() {
+            std::fs::remove_file(&tok).map_err(|e| format!("{}: {e}", tok.display()))?;
+        }
+    }
+    let report = dispatch(
+        options.device,
+        TrainJob {
+            config,
+            stage,
+            resume,
+            observer: progress,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    stages.finish(name, key, &report)?;
+    Ok(report)
 }
 
 fn read_metrics(path: &Path) -> Vec<StepMetrics> {
