@@ -87,11 +87,23 @@ max_new_tokens = 24
     assert_eq!(again.mean_accuracy, first.mean_accuracy);
     assert_eq!(stage_report(&out, "sft"), sft);
 
+    // Stage 1 started with the same inputs but not recorded as finished (a run killed after
+    // its last checkpoint): it continues from that checkpoint instead of starting over, and
+    // the stages after it, whose inputs did not change, stay done.
+    std::fs::remove_file(out.join("stages/sft.json")).unwrap();
+    let continued = run(&config.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    assert_eq!(continued.stages[0].resumed_from, Some(3));
+    assert_eq!(
+        continued.stages[0].weights_digest,
+        first.stages[0].weights_digest
+    );
+    assert_eq!(continued.stages[1], first.stages[1]);
+
     // A changed stage-2 setting: stage 1 is kept, stage 2 runs again.
     std::fs::write(&path, toml(3)).unwrap();
     let config = PipelineConfig::from_file(&path).unwrap();
     let changed = run(&config.options(DeviceKind::Cpu, true).unwrap()).unwrap();
-    assert_eq!(changed.stages[0], first.stages[0]);
+    assert_eq!(changed.stages[0], continued.stages[0]);
     assert_eq!(changed.stages[1].steps, 3);
     assert_ne!(stage_report(&out, "apo"), apo);
 

@@ -68,7 +68,8 @@ pub struct StageReport {
     pub steps: usize,
     /// The checkpoint step the run resumed from.
     pub resumed_from: Option<usize>,
-    /// Loss of the first step of the run (this process).
+    /// Loss of the stage's first step (read back from its metrics file, so also when this
+    /// process resumed from a checkpoint).
     pub first_loss: f64,
     /// Loss of the last step.
     pub last_loss: f64,
@@ -326,7 +327,6 @@ where
         }
     }
     let metrics = Metrics::open(dir.join("metrics.jsonl"), start)?;
-    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     for step in start..opt.steps {
         let t0 = Instant::now();
         let lr = opt.lr_at(step, peak_lr);
@@ -356,10 +356,6 @@ where
         let grad_norm = clip(&model, &mut grads, opt.grad_clip);
         model = optim.step(lr, model, grads);
         let loss = loss_sum / opt.grad_accum as f64;
-        if step == start {
-            first_loss = loss;
-        }
-        last_loss = loss;
         let mean = |f: &dyn Fn(&apo_loss::Metrics) -> f64| {
             (!extras.is_empty()).then(|| extras.iter().map(f).sum::<f64>() / extras.len() as f64)
         };
@@ -395,6 +391,15 @@ where
             checkpoint::save(dir, &model, &optim, &state, config.run.keep_checkpoints)?;
         }
     }
+    // The whole stage's first and last losses, also when it resumed (the metrics file keeps
+    // the steps before the checkpoint).
+    let logged: Vec<StepMetrics> = std::fs::read_to_string(&metrics.path)
+        .map_err(io_err(&metrics.path))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let first_loss = logged.first().map_or(f64::NAN, |m| m.loss);
+    let last_loss = logged.last().map_or(f64::NAN, |m| m.loss);
     Ok((
         model,
         StageReport {
