@@ -326,6 +326,35 @@ enum Command {
     },
 }
 
+/// The end of `apo demo` and `apo run`: one JSON object, or the Table 1 analogue
+/// (`OUT/table.txt`) with the time and the report's path.
+fn print_pipeline_result(
+    result: &apo_cli::commands::pipeline::PipelineResult,
+    out: &std::path::Path,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        let v = serde_json::json!({
+            "mean_accuracy": result.mean_accuracy,
+            "per_finding": result.per_finding,
+            "seconds": result.seconds,
+        });
+        println!("{v}");
+    } else {
+        let table = std::fs::read_to_string(out.join("table.txt")).map_err(|e| e.to_string())?;
+        println!(
+            "\nAccuracy on the test split ({} images):\n{table}",
+            result.test_images
+        );
+        println!(
+            "{:.0} s; report in {}",
+            result.seconds,
+            out.join("report.md").display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("APO_LOG").unwrap_or_else(|_| EnvFilter::new(&cli.log));
@@ -684,26 +713,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 verbose: !json,
             };
             let result = demo::full(&options)?;
-            if json {
-                let v = serde_json::json!({
-                    "mean_accuracy": result.mean_accuracy,
-                    "per_finding": result.per_finding,
-                    "seconds": result.seconds,
-                });
-                println!("{v}");
-            } else {
-                let table = std::fs::read_to_string(options.out.join("table.txt"))
-                    .map_err(|e| e.to_string())?;
-                println!(
-                    "\nAccuracy on the test split ({} images):\n{table}",
-                    result.test_images
-                );
-                println!(
-                    "{:.0} s; report in {}",
-                    result.seconds,
-                    options.out.join("report.md").display()
-                );
-            }
+            print_pipeline_result(&result, &options.out, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -720,26 +730,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let mut options = c.options(kind, !fresh)?;
             options.verbose = !json;
             let result = pipeline::run(&options)?;
-            if json {
-                let v = serde_json::json!({
-                    "mean_accuracy": result.mean_accuracy,
-                    "per_finding": result.per_finding,
-                    "seconds": result.seconds,
-                });
-                println!("{v}");
-            } else {
-                let table = std::fs::read_to_string(options.out.join("table.txt"))
-                    .map_err(|e| e.to_string())?;
-                println!(
-                    "\nAccuracy on the test split ({} images):\n{table}",
-                    result.test_images
-                );
-                println!(
-                    "{:.0} s; report in {}",
-                    result.seconds,
-                    options.out.join("report.md").display()
-                );
-            }
+            print_pipeline_result(&result, &options.out, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Loss {
