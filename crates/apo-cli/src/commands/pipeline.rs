@@ -219,7 +219,9 @@ fn data_key(dir: &Path) -> Result<String, String> {
     let mut entries: Vec<(String, u64, u128)> = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let meta = e.metadata().map_err(|e| format!("{}: {e}", e))?;
+        let meta = e
+            .metadata()
+            .map_err(|err| format!("{}: {err}", e.path().display()))?;
         if meta.is_file() {
             let modified = meta
                 .modified()
