@@ -32,45 +32,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_torch import Block, D, H  # noqa: E402  (the same layer as the benchmark's student)
+
 RUN, STEPS, BATCH, LR, VARIANT = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 torch.manual_seed(0)
 torch.set_num_threads(os.cpu_count() or 1)
-D, H, IMG, PATCH, T = 128, 4, 64, 8, 128
+IMG, PATCH, T = 64, 8, 128
 P = (IMG // PATCH) ** 2
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.n1, self.n2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
-        self.fc1, self.fc2 = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
-
-    def heads(self, x):
-        b, t, _ = x.shape
-        q, k, v = self.qkv(self.n1(x)).split(D, dim=2)
-        return (z.reshape(b, t, H, D // H).transpose(1, 2) for z in (q, k, v))
-
-    def attend(self, q, k, v, bias=None):
-        n, _, t, _ = q.shape
-        s = q @ k.transpose(2, 3) / math.sqrt(D // H)
-        if bias is not None:
-            s = s + bias
-        return (s.softmax(-1) @ v).transpose(1, 2).reshape(n, t, D)
-
-    def mlp(self, x):
-        return x + self.fc2(F.relu(self.fc1(self.n2(x))))
-
-    def forward(self, x):
-        q, k, v = self.heads(x)
-        return self.mlp(x + self.proj(self.attend(q, k, v)))
-
-    def prefix_lm(self, xp, xt, bias):
-        qp, kp, vp = self.heads(xp)
-        qt, kt, vt = self.heads(xt)
-        op = self.attend(qp, kp, vp)
-        ot = self.attend(qt, torch.cat([kp, kt], 2), torch.cat([vp, vt], 2), bias)
-        return self.mlp(xp + self.proj(op)), self.mlp(xt + self.proj(ot))
 
 
 class Student(nn.Module):
@@ -97,7 +66,7 @@ class Student(nn.Module):
         i, j = torch.arange(t).unsqueeze(1), torch.arange(P + t).unsqueeze(0)
         bias = torch.where((j >= P) & (j - P > i), -1e9, 0.0)
         for b in self.dec:
-            xp, xt = b.prefix_lm(xp, xt, bias)
+            xp, xt = b.shared(xp, xt, bias)  # one sequence per image
         return self.head(self.norm(xt))
 
 

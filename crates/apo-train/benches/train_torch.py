@@ -90,39 +90,44 @@ class Student(nn.Module):
         return self.head(self.norm(xt))
 
 
-model = Student()
-opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-images = torch.rand(32, 1, IMG, IMG) * 2 - 1
-seqs = torch.randint(4, V, (32, S, T))
-ref = torch.full((G, S), -500.0)
-beta = 0.1
+def main():
+    model = Student()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    images = torch.rand(32, 1, IMG, IMG) * 2 - 1
+    seqs = torch.randint(4, V, (32, S, T))
+    ref = torch.full((G, S), -500.0)
+    beta = 0.1
 
 
-def step(k):
-    idx = torch.tensor([(k * G + i) % 32 for i in range(G)])
-    tokens = seqs[idx].reshape(G * S, T)
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    logits = model(images[idx], inputs)
-    lp = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(2)).squeeze(2)
-    mask = torch.arange(T - 1).unsqueeze(0) + 1 >= PROMPT
-    seq = (lp * mask).sum(1).reshape(G, S)
-    r = beta * (seq - ref)
-    loss = (torch.logsumexp(r, 1) - r[:, 0]).mean()
-    opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    def step(k):
+        idx = torch.tensor([(k * G + i) % 32 for i in range(G)])
+        tokens = seqs[idx].reshape(G * S, T)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        logits = model(images[idx], inputs)
+        lp = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(2)).squeeze(2)
+        mask = torch.arange(T - 1).unsqueeze(0) + 1 >= PROMPT
+        seq = (lp * mask).sum(1).reshape(G, S)
+        r = beta * (seq - ref)
+        loss = (torch.logsumexp(r, 1) - r[:, 0]).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
 
 
-for k in range(3):
-    step(k)
-times = []
-for k in range(3, 23):
-    t = time.perf_counter()
-    step(k)
-    times.append(time.perf_counter() - t)
-times.sort()
-median = times[len(times) // 2]
-print(json.dumps({"bench": "torch-stage2", "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "median_step_s": round(median, 4), "steps_per_s": round(1 / median, 3),
-                  "completion_tokens_per_s": round(G * S * (T - PROMPT) / median)}))
+    for k in range(3):
+        step(k)
+    times = []
+    for k in range(3, 23):
+        t = time.perf_counter()
+        step(k)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    median = times[len(times) // 2]
+    print(json.dumps({"bench": "torch-stage2", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "median_step_s": round(median, 4), "steps_per_s": round(1 / median, 3),
+                      "completion_tokens_per_s": round(G * S * (T - PROMPT) / median)}))
+
+
+if __name__ == "__main__":
+    main()
