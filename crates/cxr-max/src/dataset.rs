@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::images::{ImageLoader, ImageLoaderConfig};
-use crate::records::{FieldMapping, Location, Rejected, Sample, read_records};
+use crate::records::{FieldMapping, Location, RecordsRead, Rejected, Sample, read_records};
 use crate::tables::{self, ImageMeta, Split};
 use crate::{CxrError, Finding, Findings, LabelStatus, Result};
 
@@ -220,6 +220,59 @@ pub fn resolve_image(
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// The raw inputs of a data set, each read but not yet joined.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The records file.
+    pub records: RecordsRead,
+    /// The label table (`chexpert`, else `negbio`), when the folder has one.
+    pub labels: Option<tables::Table<u64, Findings>>,
+    /// The metadata table, when the folder has one.
+    pub metadata: Option<tables::Table<String, ImageMeta>>,
+    /// The split table, when the folder has one.
+    pub split: Option<tables::Table<String, Split>>,
+}
+
+/// Reads the records file and the MIMIC tables of `root`; the tables are read on their own
+/// threads while the records are read and parsed.
+///
+/// # Errors
+/// The first file that cannot be read at all, the records file first.
+pub fn read_sources(root: &Path, records_file: &Path, mapping: &FieldMapping) -> Result<Sources> {
+    let panicked = || CxrError::Schema {
+        path: root.to_owned(),
+        reason: "a table reader panicked".to_owned(),
+    };
+    std::thread::scope(|scope| {
+        let labels = scope.spawn(|| {
+            tables::find_table(root, "chexpert")
+                .or_else(|| tables::find_table(root, "negbio"))
+                .map(|p| tables::read_labels(&p))
+                .transpose()
+        });
+        let others = scope.spawn(|| {
+            let split = tables::find_table(root, "split")
+                .map(|p| tables::read_split(&p))
+                .transpose();
+            let metadata = tables::find_table(root, "metadata")
+                .map(|p| tables::read_metadata(&p))
+                .transpose();
+            (metadata, split)
+        });
+        let records = read_records(records_file, mapping);
+        let labels = labels.join().unwrap_or_else(|_| Err(panicked()));
+        let (metadata, split) = others
+            .join()
+            .unwrap_or_else(|_| (Err(panicked()), Err(panicked())));
+        Ok(Sources {
+            records: records?,
+            labels: labels?,
+            metadata: metadata?,
+            split: split?,
+        })
+    })
+}
+
 impl Dataset {
     /// Reads, joins and validates the data set in `root`.
     ///
@@ -261,7 +314,12 @@ impl Dataset {
             }
         };
 
-        let read = read_records(&records_file, &options.mapping)?;
+        let Sources {
+            records: read,
+            labels,
+            metadata,
+            split,
+        } = read_sources(root, &records_file, &options.mapping)?;
         report.records = Counts {
             read: read.read,
             kept: read.kept_records,
@@ -273,34 +331,6 @@ impl Dataset {
             strict(&p)?;
             report.problems.push(p);
         }
-
-        // The three tables are independent: read them concurrently.
-        let (labels, metadata, split) = std::thread::scope(|scope| {
-            let labels = scope.spawn(|| {
-                tables::find_table(root, "chexpert")
-                    .or_else(|| tables::find_table(root, "negbio"))
-                    .map(|p| tables::read_labels(&p))
-                    .transpose()
-            });
-            let metadata = scope.spawn(|| {
-                tables::find_table(root, "metadata")
-                    .map(|p| tables::read_metadata(&p))
-                    .transpose()
-            });
-            let split = tables::find_table(root, "split")
-                .map(|p| tables::read_split(&p))
-                .transpose();
-            let panicked = || CxrError::Schema {
-                path: root.to_owned(),
-                reason: "a table reader panicked".to_owned(),
-            };
-            (
-                labels.join().unwrap_or_else(|_| Err(panicked())),
-                metadata.join().unwrap_or_else(|_| Err(panicked())),
-                split,
-            )
-        });
-        let (labels, metadata, split) = (labels?, metadata?, split?);
         macro_rules! table_counts {
             ($t:expr, $field:ident) => {
                 if let Some(t) = &$t {

@@ -229,8 +229,12 @@ fn raw_text(v: &str) -> String {
 /// [`CxrError::Io`] and [`CxrError::Schema`] for files that cannot be read at all (including
 /// a truncated gzip stream, reported with the line reached).
 pub fn read_records(path: &Path, mapping: &FieldMapping) -> Result<RecordsRead> {
-    let rows = read_rows(path)?;
-    Ok(interpret(rows, mapping))
+    if Format::of(path)? == Format::JsonLines {
+        return read_json_lines(path, mapping);
+    }
+    let mut interpreter = Interpreter::new(mapping);
+    interpreter.feed(read_rows(path)?);
+    Ok(interpreter.finish())
 }
 
 /// One raw record: its location, its object (or why it is not one) and its text.
@@ -275,6 +279,12 @@ fn fast_parse(line: &str) -> Option<Parsed> {
     if r.dicom_id.trim().is_empty() || r.dicom_id.trim() != r.dicom_id {
         return None;
     }
+    // A teacher twice in one record is rejected by the general path with its reason; checked
+    // here, on the parsing thread, while the record is in cache.
+    let t = &r.trajectories;
+    if (1..t.len()).any(|i| t[..i].iter().any(|s| s.model == t[i].model)) {
+        return None;
+    }
     Some(Parsed {
         dicom_id: r.dicom_id,
         subject_id: r.subject_id,
@@ -282,6 +292,7 @@ fn fast_parse(line: &str) -> Option<Parsed> {
         prompt: r.prompt,
         report: r.report,
         diagnose: r.diagnose,
+        teachers_unique: true,
         trajectories: r
             .trajectories
             .into_iter()
@@ -316,6 +327,200 @@ fn parse_line(source: Location, line: &str) -> RawRow {
     }
 }
 
+/// Bytes per block handed to a parsing thread (a block ends at a line end).
+const BLOCK: usize = 1 << 20;
+
+/// Splits one block of whole JSON Lines into rows, numbering lines from 1 within the block;
+/// also returns the number of line ends in the block.
+fn parse_block(path: &Path, block: &[u8]) -> (Vec<RawRow>, usize) {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    let mut line = 0;
+    let unterminated = block.last().is_some_and(|&b| b != b'\n');
+    let ends = memchr::memchr_iter(b'\n', block).chain(unterminated.then_some(block.len()));
+    for end in ends {
+        line += 1;
+        let bytes = &block[start..end];
+        start = end + 1;
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let source = Location {
+            path: path.to_owned(),
+            line,
+        };
+        rows.push(match std::str::from_utf8(bytes) {
+            Ok(text) => parse_line(source, text),
+            Err(e) => RawRow {
+                source,
+                object: Err(format!(
+                    "invalid UTF-8 at byte {} of the line",
+                    e.valid_up_to() + 1
+                )),
+                raw: raw_text(&String::from_utf8_lossy(bytes)),
+                parsed: None,
+            },
+        });
+    }
+    (rows, line - usize::from(unterminated))
+}
+
+/// Reads `input` into `buf` until it holds at least `block` bytes and a line end past that
+/// mark, or the input ends. Returns whether the input ended.
+fn fill_block(input: &mut dyn Read, buf: &mut Vec<u8>, block: usize) -> std::io::Result<bool> {
+    let mut scanned = 0;
+    let step = (block / 64).clamp(1, 1 << 16);
+    loop {
+        if buf.len() >= block && memchr::memchr(b'\n', &buf[scanned.max(block)..]).is_some() {
+            return Ok(false);
+        }
+        scanned = buf.len();
+        let want = (block + step).saturating_sub(buf.len()).max(step);
+        let n = Read::take(&mut *input, want as u64).read_to_end(buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// JSON Lines: blocks of whole lines are read on this thread and parsed on all cores while
+/// the next block is read; rows come back in file order.
+fn read_json_lines(path: &Path, mapping: &FieldMapping) -> Result<RecordsRead> {
+    let mut interpreter = Interpreter::new(mapping);
+    read_json_lines_in_blocks(path, BLOCK, &mut |rows| interpreter.feed(rows))?;
+    Ok(interpreter.finish())
+}
+
+/// Reads JSON Lines in blocks of about `block_size` bytes, parsed on all cores, and hands the
+/// rows of each block to `sink` in file order (on this thread, while later blocks are parsed).
+fn read_json_lines_in_blocks(
+    path: &Path,
+    block_size: usize,
+    sink: &mut dyn FnMut(Vec<RawRow>),
+) -> Result<()> {
+    use std::sync::{Arc, Mutex, mpsc};
+    type Done = (usize, (Vec<RawRow>, usize), Vec<u8>);
+
+    /// Parsed blocks waiting for the ones before them, and the next block to hand on.
+    struct InOrder {
+        waiting: std::collections::BTreeMap<usize, (Vec<RawRow>, usize)>,
+        next: usize,
+        lines: usize,
+        spare: Vec<Vec<u8>>,
+    }
+    impl InOrder {
+        fn take(&mut self, (index, part, block): Done, sink: &mut dyn FnMut(Vec<RawRow>)) {
+            self.waiting.insert(index, part);
+            self.spare.push(block);
+            while let Some((mut rows, lines)) = self.waiting.remove(&self.next) {
+                for row in &mut rows {
+                    row.source.line += self.lines;
+                }
+                self.lines += lines;
+                self.next += 1;
+                sink(rows);
+            }
+        }
+    }
+
+    let mut input = open_text(path)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(threads);
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        for _ in 0..threads {
+            let work_rx = Arc::clone(&work_rx);
+            let done_tx = done_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let job = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((index, block)) = job else {
+                        return;
+                    };
+                    let rows = parse_block(path, &block);
+                    if done_tx.send((index, rows, block)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut order = InOrder {
+            waiting: std::collections::BTreeMap::new(),
+            next: 0,
+            lines: 0,
+            spare: Vec::new(),
+        };
+        let mut carry: Vec<u8> = Vec::new();
+        let mut index = 0;
+        loop {
+            for done in done_rx.try_iter() {
+                order.take(done, sink);
+            }
+            let mut block = order.spare.pop().unwrap_or_default();
+            block.clear();
+            block.append(&mut carry);
+            let ended = match fill_block(&mut input, &mut block, block_size) {
+                Ok(ended) => ended,
+                Err(e) => {
+                    drop(work_tx);
+                    for done in done_rx.iter() {
+                        order.take(done, sink);
+                    }
+                    return Err(CxrError::Record {
+                        path: path.to_owned(),
+                        line: order.lines + memchr::memchr_iter(b'\n', &block).count() + 1,
+                        reason: format!("cannot read further (truncated or corrupt file?): {e}"),
+                    });
+                }
+            };
+            if !ended && let Some(end) = memchr::memrchr(b'\n', &block) {
+                carry.extend_from_slice(&block[end + 1..]);
+                block.truncate(end + 1);
+            }
+            if !block.is_empty() {
+                // While every parser is busy, hand on the blocks parsed so far.
+                let mut job = (index, block);
+                loop {
+                    match work_tx.try_send(job) {
+                        Ok(()) => break,
+                        Err(mpsc::TrySendError::Full(back)) => {
+                            job = back;
+                            if let Ok(done) =
+                                done_rx.recv_timeout(std::time::Duration::from_millis(1))
+                            {
+                                order.take(done, sink);
+                            }
+                        }
+                        // Every parser is gone; the check below reports it.
+                        Err(mpsc::TrySendError::Disconnected(_)) => break,
+                    }
+                }
+                index += 1;
+            }
+            if ended {
+                break;
+            }
+        }
+        drop(work_tx);
+        for done in done_rx.iter() {
+            order.take(done, sink);
+        }
+        if order.next != index {
+            return Err(CxrError::Schema {
+                path: path.to_owned(),
+                reason: "a record parser stopped early".to_owned(),
+            });
+        }
+        Ok(())
+    })
+}
+
 fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
     let loc = |line: usize| Location {
         path: path.to_owned(),
@@ -323,41 +528,9 @@ fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
     };
     match Format::of(path)? {
         Format::JsonLines => {
-            let size_hint = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
-            let mut text = String::with_capacity(size_hint + 1);
-            open_text(path)?
-                .read_to_string(&mut text)
-                .map_err(|e| CxrError::Record {
-                    path: path.to_owned(),
-                    line: text.lines().count() + 1,
-                    reason: format!("cannot read further (truncated or corrupt file?): {e}"),
-                })?;
-            let lines: Vec<(usize, &str)> = text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| (i + 1, l))
-                .collect();
-            // Lines are independent: parse them on all cores, keep file order.
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let chunk = lines.len().div_ceil(threads).max(1);
-            let parts: Vec<Vec<RawRow>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = lines
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|&(n, l)| parse_line(loc(n), l))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
-            Ok(parts.into_iter().flatten().collect())
+            let mut rows = Vec::new();
+            read_json_lines_in_blocks(path, BLOCK, &mut |part| rows.extend(part))?;
+            Ok(rows)
         }
         Format::JsonArray => {
             let mut text = String::new();
@@ -537,6 +710,8 @@ pub(crate) struct Parsed {
     report: Option<String>,
     diagnose: Option<String>,
     trajectories: Vec<Trajectory>,
+    /// No teacher appears twice in `trajectories` (already checked).
+    teachers_unique: bool,
 }
 
 fn parse_object(
@@ -683,37 +858,58 @@ fn parse_object(
         report,
         diagnose,
         trajectories,
+        teachers_unique: false,
     })
 }
 
-pub(crate) fn interpret(rows: Vec<RawRow>, mapping: &FieldMapping) -> RecordsRead {
-    let mut out = RecordsRead {
-        read: rows.len(),
-        ..Default::default()
-    };
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for row in rows {
-        let parsed = match (row.parsed, &row.object) {
-            (Some(p), _) => Ok(p),
-            (None, Err(reason)) => Err((None, reason.clone())),
-            (None, Ok(m)) => parse_object(m, mapping, &mut out.unknown_fields),
-        };
-        match parsed {
-            Err((record_id, reason)) => out.rejected.push(Rejected {
-                source: row.source,
-                record_id,
-                reason,
-                raw: row.raw,
-            }),
-            Ok(p) => {
-                if let Some(&i) = index.get(&p.dicom_id) {
-                    let sample = &mut out.samples[i];
-                    let dup = p
-                        .trajectories
-                        .iter()
-                        .find(|t| sample.trajectories.iter().any(|s| s.teacher == t.teacher));
-                    if let Some(t) = dup {
-                        out.rejected.push(Rejected {
+/// Groups rows, fed in file order, into samples.
+pub(crate) struct Interpreter<'m> {
+    mapping: &'m FieldMapping,
+    out: RecordsRead,
+    index: std::collections::HashMap<String, usize, crate::tables::IdHash>,
+}
+
+impl<'m> Interpreter<'m> {
+    pub(crate) fn new(mapping: &'m FieldMapping) -> Self {
+        Interpreter {
+            mapping,
+            out: RecordsRead::default(),
+            index: std::collections::HashMap::with_hasher(crate::tables::IdHash),
+        }
+    }
+
+    pub(crate) fn finish(self) -> RecordsRead {
+        self.out
+    }
+
+    /// Takes the next rows of the file.
+    pub(crate) fn feed(&mut self, rows: Vec<RawRow>) {
+        let (out, index, mapping) = (&mut self.out, &mut self.index, self.mapping);
+        out.read += rows.len();
+        out.samples.reserve(rows.len());
+        index.reserve(rows.len());
+        for row in rows {
+            let parsed = match (row.parsed, &row.object) {
+                (Some(p), _) => Ok(p),
+                (None, Err(reason)) => Err((None, reason.clone())),
+                (None, Ok(m)) => parse_object(m, mapping, &mut out.unknown_fields),
+            };
+            match parsed {
+                Err((record_id, reason)) => out.rejected.push(Rejected {
+                    source: row.source,
+                    record_id,
+                    reason,
+                    raw: row.raw,
+                }),
+                Ok(p) => {
+                    if let Some(&i) = index.get(&p.dicom_id) {
+                        let sample = &mut out.samples[i];
+                        let dup = p
+                            .trajectories
+                            .iter()
+                            .find(|t| sample.trajectories.iter().any(|s| s.teacher == t.teacher));
+                        if let Some(t) = dup {
+                            out.rejected.push(Rejected {
                             source: row.source,
                             record_id: Some(p.dicom_id.clone()),
                             reason: format!(
@@ -722,48 +918,168 @@ pub(crate) fn interpret(rows: Vec<RawRow>, mapping: &FieldMapping) -> RecordsRea
                             ),
                             raw: row.raw,
                         });
-                        continue;
-                    }
-                    sample.trajectories.extend(p.trajectories);
-                    sample.subject_id = sample.subject_id.or(p.subject_id);
-                    sample.study_id = sample.study_id.or(p.study_id);
-                    sample.prompt = sample.prompt.take().or(p.prompt);
-                    sample.report = sample.report.take().or(p.report);
-                    sample.diagnose = sample.diagnose.take().or(p.diagnose);
-                } else {
-                    let dups: Vec<&Trajectory> = p
-                        .trajectories
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, t)| {
-                            p.trajectories[..*i].iter().any(|s| s.teacher == t.teacher)
-                        })
-                        .map(|(_, t)| t)
-                        .collect();
-                    if let Some(t) = dups.first() {
-                        out.rejected.push(Rejected {
+                            continue;
+                        }
+                        sample.trajectories.extend(p.trajectories);
+                        sample.subject_id = sample.subject_id.or(p.subject_id);
+                        sample.study_id = sample.study_id.or(p.study_id);
+                        sample.prompt = sample.prompt.take().or(p.prompt);
+                        sample.report = sample.report.take().or(p.report);
+                        sample.diagnose = sample.diagnose.take().or(p.diagnose);
+                    } else {
+                        let dup = (!p.teachers_unique)
+                            .then(|| {
+                                p.trajectories.iter().enumerate().find(|(i, t)| {
+                                    p.trajectories[..*i].iter().any(|s| s.teacher == t.teacher)
+                                })
+                            })
+                            .flatten()
+                            .map(|(_, t)| t);
+                        if let Some(t) = dup {
+                            out.rejected.push(Rejected {
+                                source: row.source,
+                                record_id: Some(p.dicom_id.clone()),
+                                reason: format!(
+                                    "teacher `{}` appears twice in the record",
+                                    t.teacher
+                                ),
+                                raw: row.raw,
+                            });
+                            continue;
+                        }
+                        index.insert(p.dicom_id.clone(), out.samples.len());
+                        out.samples.push(Sample {
+                            dicom_id: p.dicom_id,
+                            subject_id: p.subject_id,
+                            study_id: p.study_id,
+                            prompt: p.prompt,
+                            report: p.report,
+                            diagnose: p.diagnose,
+                            trajectories: p.trajectories,
                             source: row.source,
-                            record_id: Some(p.dicom_id.clone()),
-                            reason: format!("teacher `{}` appears twice in the record", t.teacher),
-                            raw: row.raw,
                         });
-                        continue;
                     }
-                    index.insert(p.dicom_id.clone(), out.samples.len());
-                    out.samples.push(Sample {
-                        dicom_id: p.dicom_id,
-                        subject_id: p.subject_id,
-                        study_id: p.study_id,
-                        prompt: p.prompt,
-                        report: p.report,
-                        diagnose: p.diagnose,
-                        trajectories: p.trajectories,
-                        source: row.source,
-                    });
+                    out.kept_records += 1;
                 }
-                out.kept_records += 1;
             }
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a row says, for comparing two reads.
+    fn summary(rows: &[RawRow]) -> Vec<(usize, String)> {
+        rows.iter()
+            .map(|r| {
+                let what = match (&r.parsed, &r.object) {
+                    (Some(p), _) => format!("fast {} {}", p.dicom_id, p.trajectories.len()),
+                    (None, Ok(m)) => format!("object {}", m.len()),
+                    (None, Err(e)) => format!("error {e} / {}", r.raw),
+                };
+                (r.source.line, what)
+            })
+            .collect()
+    }
+
+    fn record(i: usize, text_len: usize) -> String {
+        format!(
+            r#"{{"dicom_id":"d{i}","study_id":{i},"trajectories":[{{"model":"A","response":"{}"}},{{"model":"B","response":"x\"y"}}]}}"#,
+            "z".repeat(text_len)
+        )
+    }
+
+    /// Every block size gives the rows of a plain line-by-line read, with the same line
+    /// numbers: blank, CRLF, invalid UTF-8, malformed and over-long lines, no final newline.
+    #[test]
+    fn blocks_read_like_one_pass() {
+        let dir = std::env::temp_dir().join(format!("cxr-max-blocks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..30 {
+            match i % 10 {
+                3 => bytes.extend_from_slice(b"\n   \n"),
+                4 => bytes.extend_from_slice(format!("{}\r\n", record(i, 5)).as_bytes()),
+                5 => bytes.extend_from_slice(b"{\"dicom_id\":\"bad\xff\xfe\"}\n"),
+                6 => bytes.extend_from_slice(b"{\"dicom_id\": \"cut\n"),
+                7 => bytes.extend_from_slice(format!("{}\n", record(i, 700)).as_bytes()),
+                8 => bytes
+                    .extend_from_slice(b"{\"dicom_id\":\"g\",\"model\":\"A\",\"text\":\"t\"}\n"),
+                _ => bytes.extend_from_slice(format!("{}\n", record(i, i)).as_bytes()),
+            }
+        }
+        bytes.extend_from_slice(record(99, 3).as_bytes()); // no final newline
+        let path = dir.join("r.jsonl");
+        std::fs::write(&path, &bytes).unwrap();
+        let gz = dir.join("r.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &bytes).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+
+        // The reference: split on line ends, one line after another.
+        let reference: Vec<RawRow> = bytes
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let l = l.strip_suffix(b"\r").unwrap_or(l);
+                let loc = Location {
+                    path: path.clone(),
+                    line: i + 1,
+                };
+                if l.iter().all(u8::is_ascii_whitespace) {
+                    None
+                } else if let Ok(t) = std::str::from_utf8(l) {
+                    Some(parse_line(loc, t))
+                } else {
+                    Some(RawRow {
+                        source: loc,
+                        object: Err("invalid UTF-8 at byte 17 of the line".to_owned()),
+                        raw: raw_text(&String::from_utf8_lossy(l)),
+                        parsed: None,
+                    })
+                }
+            })
+            .collect();
+        let want = summary(&reference);
+        assert_eq!(want.len(), 28);
+        assert_eq!(want.last().unwrap().0, 34);
+        assert_eq!(
+            want.iter().filter(|(_, w)| w.starts_with("fast")).count(),
+            19
+        );
+        for block in (1..120).chain([500, 701, 4096, 1 << 20]) {
+            for file in [&path, &gz] {
+                let mut rows = Vec::new();
+                read_json_lines_in_blocks(file, block, &mut |part| rows.extend(part)).unwrap();
+                assert_eq!(summary(&rows), want, "block {block}, {}", file.display());
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A gzip stream cut short is an error naming the line reached, at any block size.
+    #[test]
+    fn truncated_gzip_names_the_line_reached() {
+        let dir = std::env::temp_dir().join(format!("cxr-max-trunc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: String = (0..400).map(|i| record(i, 40) + "\n").collect();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut enc, text.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        let path = dir.join("t.jsonl.gz");
+        std::fs::write(&path, &gz[..gz.len() / 2]).unwrap();
+        for block in [64, 4096, BLOCK] {
+            match read_json_lines_in_blocks(&path, block, &mut |_| {}) {
+                Err(CxrError::Record { line, reason, .. }) => {
+                    assert!((2..=400).contains(&line), "line {line}");
+                    assert!(reason.contains("truncated"), "{reason}");
+                }
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => panic!("a truncated stream was read without error"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -61,11 +61,49 @@ pub struct ImageMeta {
     pub columns: Option<u32>,
 }
 
+/// The hash of the tables' and records' id maps: FNV-1a over 8-byte words, then a final mix.
+/// Several times faster than the default SipHash on image ids; the ids come from the data set,
+/// not from an adversary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdHash;
+
+/// The hasher of [`IdHash`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0 ^ w)
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(23);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
 /// A table read from CSV, with its rejected rows.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Table<K: std::hash::Hash + Eq, V> {
     /// Rows kept, by key.
-    pub rows: HashMap<K, V>,
+    pub rows: HashMap<K, V, IdHash>,
     /// Rows rejected, with reasons.
     pub rejected: Vec<Rejected>,
     /// Data rows read (`read = rows.len() + rejected.len()`).
@@ -205,7 +243,7 @@ impl Rows {
     where
         K: std::hash::Hash + Eq + std::fmt::Display,
     {
-        let mut rows = HashMap::new();
+        let mut rows = HashMap::with_hasher(IdHash);
         let (read, rejected) = self.each(|_, rec| {
             let (key, value) = parse(rec)?;
             match rows.entry(key) {
