@@ -116,6 +116,21 @@ fn test() -> Result<(), String> {
         &["test", "--workspace", "--features", WORKSPACE_FEATURES],
         &[],
     )?;
+    // Parquet records through polars (feature `parquet`, kept out of the workspace build: its
+    // polars crates compile unoptimised in test builds, see the dev profile in Cargo.toml).
+    cargo(
+        &[
+            "test",
+            "-p",
+            "cxr-max",
+            "--features",
+            "burn,parquet",
+            "--test",
+            "it",
+            "parquet",
+        ],
+        &[],
+    )?;
     // The dependency-free build of apo-loss: its unit tests, scalar property tests and doctests.
     cargo(&["test", "-p", "apo-loss", "--no-default-features"], &[])
 }

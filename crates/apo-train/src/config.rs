@@ -103,6 +103,11 @@ pub struct ModelConfig {
     pub activation: crate::Activation,
     /// Add a projection of the mean image vector to every text embedding.
     pub image_summary: bool,
+    /// Weight of stage 1's auxiliary concept loss (0 = no concept head): a linear head on
+    /// the mean image vector predicts, for each of the 14 findings, the fraction of the
+    /// image's teachers whose trajectory ends positive on it (binary cross-entropy). It
+    /// teaches the image encoder the concepts the texts talk about, from the teachers alone.
+    pub concept_weight: f64,
 }
 
 impl Default for ModelConfig {
@@ -119,6 +124,7 @@ impl Default for ModelConfig {
             dropout: 0.0,
             activation: crate::Activation::Relu,
             image_summary: true,
+            concept_weight: 0.0,
         }
     }
 }
@@ -138,6 +144,7 @@ impl ModelConfig {
             .with_dropout(self.dropout)
             .with_activation(self.activation)
             .with_image_summary(self.image_summary)
+            .with_concept_head(self.concept_weight > 0.0)
     }
 }
 

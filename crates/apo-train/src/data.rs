@@ -120,6 +120,30 @@ impl Images {
     }
 }
 
+/// Stage 1's concept targets, one per item: for each finding (in `Finding::ALL` order), the
+/// fraction of the item's teachers whose trajectory ends positive on it (uncertain counts
+/// one half), read with the `cxr-max` labeler.
+pub fn concept_targets(items: &[Item]) -> Vec<[f32; 14]> {
+    items
+        .iter()
+        .map(|item| {
+            let mut t = [0f32; 14];
+            let n = item.sample.trajectories.len().max(1) as f32;
+            for traj in &item.sample.trajectories {
+                let found = cxr_max::findings::extract(&traj.text).findings;
+                for (k, f) in cxr_max::Finding::ALL.iter().enumerate() {
+                    t[k] += match found.get(*f) {
+                        cxr_max::LabelStatus::Positive => 1.0 / n,
+                        cxr_max::LabelStatus::Uncertain => 0.5 / n,
+                        _ => 0.0,
+                    };
+                }
+            }
+            t
+        })
+        .collect()
+}
+
 /// Opens the data set and keeps the items of `split` (all when `None`).
 ///
 /// # Errors

@@ -62,6 +62,10 @@ pub struct StudentConfig {
     /// image.
     #[config(default = true)]
     pub image_summary: bool,
+    /// A linear head from the mean image vector to one logit per finding (stage 1's
+    /// auxiliary concept loss; unused when generating).
+    #[config(default = false)]
+    pub concept_head: bool,
 }
 
 /// The MLP activation.
@@ -176,6 +180,9 @@ impl StudentConfig {
             norm: LayerNormConfig::new(d).init(device),
             head: Dense::new(d, self.vocab_size, device),
             summary: self.image_summary.then(|| Dense::new(d, d, device)),
+            concepts: self
+                .concept_head
+                .then(|| Dense::new(d, cxr_max::Finding::ALL.len(), device)),
             patches: self.patches(),
             max_text_len: self.max_text_len,
         })
@@ -400,6 +407,7 @@ pub struct Student<B: Backend> {
     norm: LayerNorm<B>,
     head: Dense<B>,
     summary: Option<Dense<B>>,
+    concepts: Option<Dense<B>>,
     patches: usize,
     max_text_len: usize,
 }
@@ -439,6 +447,18 @@ impl<B: Backend> Student<B> {
             (xp, xt, _) = block.forward_shared(xp, xt, bias.clone());
         }
         self.head.forward(self.norm.forward(xt))
+    }
+
+    /// Concept logits `[G, 14]` (one per finding, in `Finding::ALL` order) of prefixes
+    /// `[G, P, d]`, when the model has a concept head.
+    pub fn concepts(&self, prefix: &Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+        let dense = self.concepts.as_ref()?;
+        let [g, _, d] = prefix.dims();
+        Some(
+            dense
+                .forward(prefix.clone().mean_dim(1).reshape([g, d]))
+                .reshape([g, cxr_max::Finding::ALL.len()]),
+        )
     }
 
     /// The image summary of each of the `G` prefixes, repeated for the `s` sequences of its

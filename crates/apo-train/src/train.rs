@@ -10,6 +10,7 @@ use apo_loss::tensor::{PreferenceBatch, sequence_logprobs, token_logprobs};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -450,6 +451,12 @@ pub fn sft<B: AutodiffBackend>(
         return Err(TrainError::Empty("no trajectory to train on".into()));
     }
     let images = Images::load(&image_paths(&items), model_config.image_size)?;
+    let concept_weight = config.model.concept_weight;
+    let concepts = if concept_weight > 0.0 {
+        data::concept_targets(&items)
+    } else {
+        Vec::new()
+    };
     tracing::info!(
         images = items.len(),
         groups = groups.len(),
@@ -487,10 +494,24 @@ pub fn sft<B: AutodiffBackend>(
         |model, which| {
             let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
             let prefix = model.encode(batch.images);
+            let concept_logits = model.concepts(&prefix);
             let logits = model.decode(prefix, batch.inputs);
             let lp = token_logprobs(logits, batch.targets, batch.mask)?;
             let tokens: usize = batch.tokens.iter().flatten().sum();
-            let loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+            let mut loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+            if let Some(x) = concept_logits {
+                let k = cxr_max::Finding::ALL.len();
+                let t: Vec<f32> = which
+                    .iter()
+                    .flat_map(|&g| concepts[groups[g].image])
+                    .collect();
+                let t = Tensor::<B, 2>::from_data(TensorData::new(t, [which.len(), k]), device);
+                let bce = (t.clone() * log_sigmoid(x.clone())
+                    + t.neg().add_scalar(1.0) * log_sigmoid(x.neg()))
+                .mean()
+                .neg();
+                loss = loss + bce.mul_scalar(concept_weight);
+            }
             Ok(MicroOut {
                 loss,
                 tokens,

@@ -422,3 +422,84 @@ fn bad_inputs_are_typed_errors() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Concept targets are the fraction of an image's teachers ending positive on each finding
+/// (uncertain = one half), and the concept head adds its binary cross-entropy to stage 1:
+/// ln 2 per image at the start (logits near 0), the text loss unchanged.
+#[test]
+fn concept_head_targets_and_stage_one_loss() {
+    use cxr_max::{Finding, Location, Sample, Trajectory};
+    let texts = [
+        "Cardiomegaly. No pleural effusion.",
+        "No cardiomegaly.",
+        "Possible cardiomegaly.",
+        "The lungs are clear.",
+    ];
+    let item = cxr_max::dataset::Item {
+        sample: Sample {
+            dicom_id: "d".into(),
+            subject_id: None,
+            study_id: None,
+            prompt: None,
+            report: None,
+            diagnose: None,
+            trajectories: texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Trajectory {
+                    teacher: format!("T{i}"),
+                    text: (*t).to_owned(),
+                })
+                .collect(),
+            source: Location {
+                path: "r.jsonl".into(),
+                line: 1,
+            },
+        },
+        subject_id: None,
+        study_id: None,
+        labels: None,
+        split: None,
+        view_position: None,
+        image: "d.jpg".into(),
+    };
+    let t = apo_train::data::concept_targets(std::slice::from_ref(&item));
+    let k = |f: Finding| Finding::ALL.iter().position(|&g| g == f).unwrap();
+    assert!(
+        (t[0][k(Finding::Cardiomegaly)] - 0.375).abs() < 1e-6,
+        "{:?}",
+        t[0]
+    );
+    assert_eq!(t[0][k(Finding::PleuralEffusion)], 0.0);
+    assert_eq!(t[0][k(Finding::Pneumothorax)], 0.0);
+
+    let _serial = serial();
+    let root = temp("concepts");
+    let mut config = tiny(&root);
+    config.sft.steps = 3;
+    let device = Default::default();
+    let plain = metrics(
+        &train::sft::<B>(&config, &device, false, &mut Quiet)
+            .unwrap()
+            .metrics,
+    );
+    config.model.concept_weight = 1.0;
+    config.run.out = root.join("run-concepts");
+    let with = metrics(
+        &train::sft::<B>(&config, &device, false, &mut Quiet)
+            .unwrap()
+            .metrics,
+    );
+    let extra = with[0].loss - plain[0].loss;
+    assert!(
+        (extra - 2f64.ln()).abs() < 0.05,
+        "concept loss at step 0: {extra}"
+    );
+    assert!(
+        with[2].loss < with[0].loss,
+        "{} -> {}",
+        with[0].loss,
+        with[2].loss
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
