@@ -454,11 +454,7 @@ impl<B: Backend> Student<B> {
     pub fn concepts(&self, prefix: &Tensor<B, 3>) -> Option<Tensor<B, 2>> {
         let dense = self.concepts.as_ref()?;
         let [g, _, d] = prefix.dims();
-        Some(
-            dense
-                .forward(prefix.clone().mean_dim(1).reshape([g, d]))
-                .reshape([g, cxr_max::Finding::ALL.len()]),
-        )
+        Some(dense.forward(prefix.clone().mean_dim(1).reshape([g, d])))
     }
 
     /// The image summary of each of the `G` prefixes, repeated for the `s` sequences of its

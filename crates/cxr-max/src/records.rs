@@ -229,11 +229,8 @@ fn raw_text(v: &str) -> String {
 /// [`CxrError::Io`] and [`CxrError::Schema`] for files that cannot be read at all (including
 /// a truncated gzip stream, reported with the line reached).
 pub fn read_records(path: &Path, mapping: &FieldMapping) -> Result<RecordsRead> {
-    if Format::of(path)? == Format::JsonLines {
-        return read_json_lines(path, mapping);
-    }
     let mut interpreter = Interpreter::new(mapping);
-    interpreter.feed(read_rows(path)?);
+    read_rows(path, &mut |rows| interpreter.feed(rows))?;
     Ok(interpreter.finish())
 }
 
@@ -279,20 +276,13 @@ fn fast_parse(line: &str) -> Option<Parsed> {
     if r.dicom_id.trim().is_empty() || r.dicom_id.trim() != r.dicom_id {
         return None;
     }
-    // A teacher twice in one record is rejected by the general path with its reason; checked
-    // here, on the parsing thread, while the record is in cache.
-    let t = &r.trajectories;
-    if (1..t.len()).any(|i| t[..i].iter().any(|s| s.model == t[i].model)) {
-        return None;
-    }
-    Some(Parsed {
+    let parsed = Parsed {
         dicom_id: r.dicom_id,
         subject_id: r.subject_id,
         study_id: r.study_id,
         prompt: r.prompt,
         report: r.report,
         diagnose: r.diagnose,
-        teachers_unique: true,
         trajectories: r
             .trajectories
             .into_iter()
@@ -301,7 +291,20 @@ fn fast_parse(line: &str) -> Option<Parsed> {
                 text: t.response,
             })
             .collect(),
-    })
+    };
+    // A teacher twice in one record: the general path rejects it with its reason.
+    repeated_teacher(&parsed.trajectories)
+        .is_none()
+        .then_some(parsed)
+}
+
+/// The first trajectory whose teacher already appears earlier in the same record.
+fn repeated_teacher(trajectories: &[Trajectory]) -> Option<&Trajectory> {
+    trajectories
+        .iter()
+        .enumerate()
+        .find(|(i, t)| trajectories[..*i].iter().any(|s| s.teacher == t.teacher))
+        .map(|(_, t)| t)
 }
 
 /// Parses one JSON line: the typed fast path, or the general JSON tree.
@@ -382,14 +385,6 @@ fn fill_block(input: &mut dyn Read, buf: &mut Vec<u8>, block: usize) -> std::io:
             return Ok(true);
         }
     }
-}
-
-/// JSON Lines: blocks of whole lines are read on this thread and parsed on all cores while
-/// the next block is read; rows come back in file order.
-fn read_json_lines(path: &Path, mapping: &FieldMapping) -> Result<RecordsRead> {
-    let mut interpreter = Interpreter::new(mapping);
-    read_json_lines_in_blocks(path, BLOCK, &mut |rows| interpreter.feed(rows))?;
-    Ok(interpreter.finish())
 }
 
 /// Reads JSON Lines in blocks of about `block_size` bytes, parsed on all cores, and hands the
@@ -521,17 +516,15 @@ fn read_json_lines_in_blocks(
     })
 }
 
-fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
+/// Reads the raw records of `path` and hands them to `sink` in file order: JSON Lines block
+/// by block, the other formats at once.
+fn read_rows(path: &Path, sink: &mut dyn FnMut(Vec<RawRow>)) -> Result<()> {
     let loc = |line: usize| Location {
         path: path.to_owned(),
         line,
     };
-    match Format::of(path)? {
-        Format::JsonLines => {
-            let mut rows = Vec::new();
-            read_json_lines_in_blocks(path, BLOCK, &mut |part| rows.extend(part))?;
-            Ok(rows)
-        }
+    let rows: Result<Vec<RawRow>> = match Format::of(path)? {
+        Format::JsonLines => return read_json_lines_in_blocks(path, BLOCK, sink),
         Format::JsonArray => {
             let mut text = String::new();
             open_text(path)?
@@ -630,7 +623,9 @@ fn read_rows(path: &Path) -> Result<Vec<RawRow>> {
             Ok(rows)
         }
         Format::Parquet => read_parquet(path),
-    }
+    };
+    sink(rows?);
+    Ok(())
 }
 
 #[cfg(not(feature = "parquet"))]
@@ -710,8 +705,6 @@ pub(crate) struct Parsed {
     report: Option<String>,
     diagnose: Option<String>,
     trajectories: Vec<Trajectory>,
-    /// No teacher appears twice in `trajectories` (already checked).
-    teachers_unique: bool,
 }
 
 fn parse_object(
@@ -850,6 +843,12 @@ fn parse_object(
             *unknown.entry(k.clone()).or_default() += 1;
         }
     }
+    if let Some(t) = repeated_teacher(&trajectories) {
+        return Err(id_err(format!(
+            "teacher `{}` appears twice in the record",
+            t.teacher
+        )));
+    }
     Ok(Parsed {
         dicom_id,
         subject_id,
@@ -858,7 +857,6 @@ fn parse_object(
         report,
         diagnose,
         trajectories,
-        teachers_unique: false,
     })
 }
 
@@ -884,85 +882,65 @@ impl<'m> Interpreter<'m> {
 
     /// Takes the next rows of the file.
     pub(crate) fn feed(&mut self, rows: Vec<RawRow>) {
-        let (out, index, mapping) = (&mut self.out, &mut self.index, self.mapping);
-        out.read += rows.len();
-        out.samples.reserve(rows.len());
-        index.reserve(rows.len());
+        self.out.read += rows.len();
+        self.out.samples.reserve(rows.len());
+        self.index.reserve(rows.len());
         for row in rows {
-            let parsed = match (row.parsed, &row.object) {
-                (Some(p), _) => Ok(p),
-                (None, Err(reason)) => Err((None, reason.clone())),
-                (None, Ok(m)) => parse_object(m, mapping, &mut out.unknown_fields),
-            };
-            match parsed {
-                Err((record_id, reason)) => out.rejected.push(Rejected {
-                    source: row.source,
-                    record_id,
-                    reason,
-                    raw: row.raw,
-                }),
-                Ok(p) => {
-                    if let Some(&i) = index.get(&p.dicom_id) {
-                        let sample = &mut out.samples[i];
-                        let dup = p
-                            .trajectories
-                            .iter()
-                            .find(|t| sample.trajectories.iter().any(|s| s.teacher == t.teacher));
-                        if let Some(t) = dup {
-                            out.rejected.push(Rejected {
-                            source: row.source,
-                            record_id: Some(p.dicom_id.clone()),
-                            reason: format!(
-                                "duplicate trajectory of teacher `{}` for image {} (first at line {})",
-                                t.teacher, p.dicom_id, sample.source.line
-                            ),
-                            raw: row.raw,
-                        });
-                            continue;
-                        }
-                        sample.trajectories.extend(p.trajectories);
-                        sample.subject_id = sample.subject_id.or(p.subject_id);
-                        sample.study_id = sample.study_id.or(p.study_id);
-                        sample.prompt = sample.prompt.take().or(p.prompt);
-                        sample.report = sample.report.take().or(p.report);
-                        sample.diagnose = sample.diagnose.take().or(p.diagnose);
-                    } else {
-                        let dup = (!p.teachers_unique)
-                            .then(|| {
-                                p.trajectories.iter().enumerate().find(|(i, t)| {
-                                    p.trajectories[..*i].iter().any(|s| s.teacher == t.teacher)
-                                })
-                            })
-                            .flatten()
-                            .map(|(_, t)| t);
-                        if let Some(t) = dup {
-                            out.rejected.push(Rejected {
-                                source: row.source,
-                                record_id: Some(p.dicom_id.clone()),
-                                reason: format!(
-                                    "teacher `{}` appears twice in the record",
-                                    t.teacher
-                                ),
-                                raw: row.raw,
-                            });
-                            continue;
-                        }
-                        index.insert(p.dicom_id.clone(), out.samples.len());
-                        out.samples.push(Sample {
-                            dicom_id: p.dicom_id,
-                            subject_id: p.subject_id,
-                            study_id: p.study_id,
-                            prompt: p.prompt,
-                            report: p.report,
-                            diagnose: p.diagnose,
-                            trajectories: p.trajectories,
-                            source: row.source,
-                        });
-                    }
-                    out.kept_records += 1;
-                }
+            match self.take(row) {
+                Ok(()) => self.out.kept_records += 1,
+                Err(rejected) => self.out.rejected.push(rejected),
             }
         }
+    }
+
+    /// Adds one row to its image's sample (a new one for an unseen image).
+    fn take(&mut self, row: RawRow) -> std::result::Result<(), Rejected> {
+        let reject = |record_id, reason| Rejected {
+            source: row.source.clone(),
+            record_id,
+            reason,
+            raw: row.raw.clone(),
+        };
+        let p = match (row.parsed, &row.object) {
+            (Some(p), _) => p,
+            (None, Err(reason)) => return Err(reject(None, reason.clone())),
+            (None, Ok(m)) => parse_object(m, self.mapping, &mut self.out.unknown_fields)
+                .map_err(|(id, reason)| reject(id, reason))?,
+        };
+        let Some(&i) = self.index.get(&p.dicom_id) else {
+            self.index
+                .insert(p.dicom_id.clone(), self.out.samples.len());
+            self.out.samples.push(Sample {
+                dicom_id: p.dicom_id,
+                subject_id: p.subject_id,
+                study_id: p.study_id,
+                prompt: p.prompt,
+                report: p.report,
+                diagnose: p.diagnose,
+                trajectories: p.trajectories,
+                source: row.source,
+            });
+            return Ok(());
+        };
+        let sample = &mut self.out.samples[i];
+        let dup = p
+            .trajectories
+            .iter()
+            .find(|t| sample.trajectories.iter().any(|s| s.teacher == t.teacher));
+        if let Some(t) = dup {
+            let reason = format!(
+                "duplicate trajectory of teacher `{}` for image {} (first at line {})",
+                t.teacher, p.dicom_id, sample.source.line
+            );
+            return Err(reject(Some(p.dicom_id.clone()), reason));
+        }
+        sample.trajectories.extend(p.trajectories);
+        sample.subject_id = sample.subject_id.or(p.subject_id);
+        sample.study_id = sample.study_id.or(p.study_id);
+        sample.prompt = sample.prompt.take().or(p.prompt);
+        sample.report = sample.report.take().or(p.report);
+        sample.diagnose = sample.diagnose.take().or(p.diagnose);
+        Ok(())
     }
 }
 
@@ -1056,6 +1034,39 @@ mod tests {
                 assert_eq!(summary(&rows), want, "block {block}, {}", file.display());
             }
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A teacher twice in one record is rejected with its line, on the typed fast path and on
+    /// the general one (an unknown field forces the latter); a teacher of an image seen on an
+    /// earlier line is a duplicate of that line.
+    #[test]
+    fn repeated_teachers_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("cxr-max-twice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let twice = r#"{"dicom_id":"a","trajectories":[{"model":"A","response":"x"},{"model":"A","response":"y"}]}"#;
+        let general = r#"{"dicom_id":"b","note":1,"trajectories":[{"model":"B","response":"x"},{"model":"B","response":"y"}]}"#;
+        let first = r#"{"dicom_id":"c","trajectories":[{"model":"C","response":"x"}]}"#;
+        let path = dir.join("r.jsonl");
+        std::fs::write(&path, format!("{twice}\n{general}\n{first}\n{first}\n")).unwrap();
+        let r = read_records(&path, &FieldMapping::default()).unwrap();
+        let reasons: Vec<(usize, &str)> = r
+            .rejected
+            .iter()
+            .map(|x| (x.source.line, x.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "teacher `A` appears twice in the record"),
+                (2, "teacher `B` appears twice in the record"),
+                (
+                    4,
+                    "duplicate trajectory of teacher `C` for image c (first at line 3)"
+                ),
+            ]
+        );
+        assert_eq!((r.read, r.kept_records, r.samples.len()), (4, 1, 1));
         std::fs::remove_dir_all(&dir).ok();
     }
 
