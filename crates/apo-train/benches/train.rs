@@ -10,11 +10,15 @@ use apo_train::StudentConfig;
 use apo_train::config::OptimConfig;
 use apo_train::data::{self, Group, Images, Sequence};
 use apo_train::train::{clip, optimizer, preference_step};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
+#[cfg(feature = "flex")]
+use burn::backend::Flex as Cpu;
+#[cfg(not(feature = "flex"))]
+use burn::backend::NdArray as Cpu;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 
-type B = Autodiff<NdArray>;
+type B = Autodiff<Cpu>;
 
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -21,10 +21,12 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod eval;
+#[cfg(feature = "ndarray")]
+mod fused;
 mod model;
 pub mod tokenizer;
 pub mod train;
 
 pub use config::RunConfig;
 pub use error::{Result, TrainError};
-pub use model::{Activation, Block, DecodeCache, Dense, Lora, Student, StudentConfig};
+pub use model::{Activation, Block, DecodeCache, Dense, Lora, Rows, Student, StudentConfig};

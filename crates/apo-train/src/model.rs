@@ -217,17 +217,22 @@ impl<B: Backend> Dense<B> {
         }
     }
 
-    /// `x W + b (+ scale x A B)`.
+    /// `x W + b (+ scale x A B)`, over the last dimension of `x`. The leading dimensions
+    /// are flattened first, so the layer is one matrix product `[rows, d_in] × [d_in, d_out]`
+    /// (and its gradients two), not one small product per leading index with the weight
+    /// repacked for each and its gradient summed over them afterwards.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = self.linear.forward(x.clone());
-        match &self.lora {
-            None => y,
-            Some(l) => {
-                let a: Tensor<B, D> = l.a.val().unsqueeze();
-                let b: Tensor<B, D> = l.b.val().unsqueeze();
-                y + x.matmul(a).matmul(b).mul_scalar(l.scale)
-            }
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let x: Tensor<B, 2> = x.reshape([rows, d_in]);
+        let mut y = self.linear.forward(x.clone());
+        if let Some(l) = &self.lora {
+            y = y + x.matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
         }
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        y.reshape(out)
     }
 
     fn with_lora(mut self, rank: usize, alpha: f64, device: &B::Device) -> Self {
@@ -286,31 +291,85 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    /// `x: [B, T, d]`; `bias: [T, T]` added to the attention scores (0 or a large negative).
-    fn forward(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
-        self.forward_kv(x, bias, None).0
+    /// One layer over the rows of a batch laid out as `rows` (`x: [R, d]`): prefix rows
+    /// attend to their group's prefix, text rows to their group's prefix and to the earlier
+    /// text of their sequence. Returns the output and the layer's queries, keys and values
+    /// `[R, 3 d]` (what incremental decoding continues from).
+    fn forward_rows(&self, x: Tensor<B, 2>, rows: Rows) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let qkv = self.qkv.forward(self.norm1.forward(x.clone()));
+        let out = self.attention(qkv.clone(), rows);
+        let x = x + self.dropout.forward(self.proj.forward(out));
+        (self.mlp(x), qkv)
     }
 
-    /// As [`Block::forward`], with the keys and values of earlier positions (`past`, each
-    /// `[B, H, T_past, d_h]`) prepended; returns the output and the keys and values of all
-    /// positions (what incremental decoding keeps).
+    /// Attention over `rows` of `qkv: [R, 3 d]`: `[R, d]`. The CPU backend runs a fused
+    /// kernel (when attention dropout is off); every other case the composite graph.
+    fn attention(&self, qkv: Tensor<B, 2>, rows: Rows) -> Tensor<B, 2> {
+        #[cfg(feature = "ndarray")]
+        let qkv = if self.dropout.prob == 0.0 && std::env::var("APO_NOFUSE").is_err() {
+            match crate::fused::attention(qkv, rows, self.n_heads) {
+                Ok(out) => return out,
+                Err(qkv) => qkv,
+            }
+        } else {
+            qkv
+        };
+        self.attention_composite(qkv, rows)
+    }
+
+    /// [`Block::attention`] from burn's tensor operations, on any backend.
+    pub(crate) fn attention_composite(&self, qkv: Tensor<B, 2>, rows: Rows) -> Tensor<B, 2> {
+        let d = qkv.dims()[1] / 3;
+        let Rows {
+            groups: g,
+            prefix: p,
+            text: t,
+            ..
+        } = rows;
+        let n = rows.sequences();
+        let device = qkv.device();
+        let [qp, kp, vp] = self.split_heads(qkv.clone().narrow(0, 0, g * p).reshape([g, p, 3 * d]));
+        let op = self
+            .attend(qp, kp.clone(), vp.clone(), None)
+            .reshape([g * p, d]);
+        if n * t == 0 {
+            return op;
+        }
+        let [qt, kt, vt] = self.split_heads(qkv.narrow(0, g * p, n * t).reshape([n, t, 3 * d]));
+        let (k, v) = shared_kv(rows, (kp, vp), (kt, vt));
+        let ot = self
+            .attend(qt, k, v, Some(text_bias::<B>(p, t, &device)))
+            .reshape([n * t, d]);
+        Tensor::cat(vec![op, ot], 0)
+    }
+
+    /// The keys and values `[G·S, H, P + T, d_h]` each text sequence attends to (its group's
+    /// prefix, then its own text), from a layer's `qkv: [R, 3 d]`.
+    fn text_kv(&self, qkv: Tensor<B, 2>, rows: Rows) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let d = qkv.dims()[1] / 3;
+        let (g, p, n, t) = (rows.groups, rows.prefix, rows.sequences(), rows.text);
+        let [_, kp, vp] = self.split_heads(qkv.clone().narrow(0, 0, g * p).reshape([g, p, 3 * d]));
+        let [_, kt, vt] = self.split_heads(qkv.narrow(0, g * p, n * t).reshape([n, t, 3 * d]));
+        shared_kv(rows, (kp, vp), (kt, vt))
+    }
+
+    /// As one text position through the layer, with the keys and values of earlier
+    /// positions (`past`, each `[N, H, T_past, d_h]`) prepended; returns the output and the
+    /// keys and values of all positions (what incremental decoding keeps).
     fn forward_kv(
         &self,
         x: Tensor<B, 3>,
-        bias: Option<Tensor<B, 2>>,
-        past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        past: (Tensor<B, 4>, Tensor<B, 4>),
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let [q, mut k, mut v] = self.heads(x.clone());
-        if let Some((pk, pv)) = past {
-            k = Tensor::cat(vec![pk, k], 2);
-            v = Tensor::cat(vec![pv, v], 2);
-        }
-        let out = self.attend(q, k.clone(), v.clone(), bias);
+        let [q, k, v] = self.split_heads(self.qkv.forward(self.norm1.forward(x.clone())));
+        let k = Tensor::cat(vec![past.0, k], 2);
+        let v = Tensor::cat(vec![past.1, v], 2);
+        let out = self.attend(q, k.clone(), v.clone(), None);
         let x = x + self.dropout.forward(self.proj.forward(out));
         (self.mlp(x), (k, v))
     }
 
-    fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn mlp<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let m = self.fc2.forward(
             self.activation
                 .apply(self.fc1.forward(self.norm2.forward(x.clone()))),
@@ -318,11 +377,11 @@ impl<B: Backend> Block<B> {
         x + self.dropout.forward(m)
     }
 
-    /// Queries, keys and values `[N, H, L, d_h]` of `x: [N, L, d]`.
-    fn heads(&self, x: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
-        let [n, l, d] = x.dims();
+    /// Queries, keys and values `[N, H, L, d_h]` of a fused `qkv: [N, L, 3 d]`.
+    fn split_heads(&self, qkv: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
+        let [n, l, d3] = qkv.dims();
+        let d = d3 / 3;
         let (h, dh) = (self.n_heads, d / self.n_heads);
-        let qkv = self.qkv.forward(self.norm1.forward(x));
         let part = |i: usize| {
             qkv.clone()
                 .narrow(2, i * d, d)
@@ -349,38 +408,6 @@ impl<B: Backend> Block<B> {
         }
         let attn = self.dropout.forward(softmax(scores, 3));
         attn.matmul(v).swap_dims(1, 2).reshape([n, l, h * dh])
-    }
-
-    /// One decoder layer over a prefix shared by groups of sequences: prefix rows
-    /// `xp: [G, P, d]` attend to the prefix only, so they are computed once per group; text
-    /// rows `xt: [G·S, T, d]` attend to their group's prefix and to earlier text
-    /// (`text_bias: [T, P + T]`). Returns both and the text rows' keys and values over
-    /// `[prefix ; text]` (`[G·S, H, P + T, d_h]`, what incremental decoding continues from).
-    #[allow(clippy::type_complexity)]
-    fn forward_shared(
-        &self,
-        xp: Tensor<B, 3>,
-        xt: Tensor<B, 3>,
-        text_bias: Tensor<B, 2>,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let [g, p, _] = xp.dims();
-        let rows = xt.dims()[0];
-        let s = rows / g;
-        let [qp, kp, vp] = self.heads(xp.clone());
-        let [qt, kt, vt] = self.heads(xt.clone());
-        let [_, h, _, dh] = kp.dims();
-        let op = self.attend(qp, kp.clone(), vp.clone(), None);
-        let per_sequence = |x: Tensor<B, 4>| {
-            x.unsqueeze_dim::<5>(1)
-                .expand([g, s, h, p, dh])
-                .reshape([rows, h, p, dh])
-        };
-        let k = Tensor::cat(vec![per_sequence(kp), kt], 2);
-        let v = Tensor::cat(vec![per_sequence(vp), vt], 2);
-        let ot = self.attend(qt, k.clone(), v.clone(), Some(text_bias));
-        let xp = xp + self.dropout.forward(self.proj.forward(op));
-        let xt = xt + self.dropout.forward(self.proj.forward(ot));
-        (self.mlp(xp), self.mlp(xt), (k, v))
     }
 
     fn map_dense(self, f: &impl Fn(Dense<B>) -> Dense<B>) -> Self {
@@ -417,11 +444,19 @@ impl<B: Backend> Student<B> {
     pub fn encode(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = self.patch.forward(images); // [G, d, H/p, W/p]
         let [g, d, _, _] = x.dims();
-        let mut x = x.reshape([g, d, self.patches]).swap_dims(1, 2) + self.image_pos.val();
+        let p = self.patches;
+        let x = x.reshape([g, d, p]).swap_dims(1, 2) + self.image_pos.val();
+        let rows = Rows {
+            groups: g,
+            prefix: p,
+            seqs: 0,
+            text: 0,
+        };
+        let mut x = x.reshape([g * p, d]);
         for block in &self.encoder {
-            x = block.forward(x, None);
+            x = block.forward_rows(x, rows).0;
         }
-        self.encoder_norm.forward(x)
+        self.encoder_norm.forward(x).reshape([g, p, d])
     }
 
     /// Next-token logits `[G · S, T, V]` of `tokens: [G · S, T]`, where the `S` sequences of
@@ -431,22 +466,45 @@ impl<B: Backend> Student<B> {
     /// When `T` exceeds `max_text_len` or the rows are not a multiple of the groups; the
     /// training loops check both first and report a [`TrainError`].
     pub fn decode(&self, prefix: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let [g, p, _] = prefix.dims();
-        let [rows, t] = tokens.dims();
+        let (mut x, rows) = self.decoder_input(prefix, tokens);
+        for block in &self.decoder {
+            x = block.forward_rows(x, rows).0;
+        }
+        self.head
+            .forward(self.norm.forward(self.text_rows(x, rows)))
+    }
+
+    /// The decoder's `[R, d]` input rows (`[prefix ; text]`, see [`Rows`]) and their layout.
+    fn decoder_input(
+        &self,
+        prefix: Tensor<B, 3>,
+        tokens: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 2>, Rows) {
+        let [g, p, d] = prefix.dims();
+        let [n, t] = tokens.dims();
         assert!(t <= self.max_text_len, "text of {t} tokens");
-        assert_eq!(rows % g, 0, "rows are groups of equal size");
-        let device = tokens.device();
-        let bias = text_bias::<B>(p, t, &device);
-        let summary = self.summary(&prefix, rows / g);
+        assert_eq!(n % g, 0, "rows are groups of equal size");
+        let rows = Rows {
+            groups: g,
+            prefix: p,
+            seqs: n / g,
+            text: t,
+        };
+        let summary = self.summary(&prefix, rows.seqs);
         let mut xt = self.embed(tokens, 0);
         if let Some(s) = summary {
             xt = xt + s;
         }
-        let mut xp = prefix;
-        for block in &self.decoder {
-            (xp, xt, _) = block.forward_shared(xp, xt, bias.clone());
-        }
-        self.head.forward(self.norm.forward(xt))
+        let x = Tensor::cat(vec![prefix.reshape([g * p, d]), xt.reshape([n * t, d])], 0);
+        (x, rows)
+    }
+
+    /// The text rows of a decoder layer's output as `[G · S, T, d]`.
+    fn text_rows(&self, x: Tensor<B, 2>, rows: Rows) -> Tensor<B, 3> {
+        let d = x.dims()[1];
+        let (n, t) = (rows.sequences(), rows.text);
+        x.narrow(0, rows.groups * rows.prefix, n * t)
+            .reshape([n, t, d])
     }
 
     /// Concept logits `[G, 14]` (one per finding, in `Finding::ALL` order) of prefixes
@@ -490,22 +548,19 @@ impl<B: Backend> Student<B> {
         prefix: Tensor<B, 3>,
         tokens: Tensor<B, 2, Int>,
     ) -> (Tensor<B, 2>, DecodeCache<B>) {
-        let [g, p, _] = prefix.dims();
-        let [rows, t] = tokens.dims();
-        let bias = text_bias::<B>(p, t, &tokens.device());
-        let summary = self.summary(&prefix, rows / g);
-        let mut xt = self.embed(tokens, 0);
-        if let Some(s) = &summary {
-            xt = xt + s.clone();
-        }
-        let mut xp = prefix;
+        let [g, _, _] = prefix.dims();
+        let summary = self.summary(&prefix, tokens.dims()[0] / g);
+        let (mut x, rows) = self.decoder_input(prefix, tokens);
         let mut kv = Vec::with_capacity(self.decoder.len());
         for block in &self.decoder {
-            let (a, b, cache) = block.forward_shared(xp, xt, bias.clone());
-            (xp, xt) = (a, b);
-            kv.push(cache);
+            let (y, qkv) = block.forward_rows(x, rows);
+            kv.push(block.text_kv(qkv, rows));
+            x = y;
         }
-        let last = self.norm.forward(xt.narrow(1, t - 1, 1));
+        let t = rows.text;
+        let last = self
+            .norm
+            .forward(self.text_rows(x, rows).narrow(1, t - 1, 1));
         let logits = self.head.forward(last).squeeze_dim::<2>(1);
         (
             logits,
@@ -536,7 +591,7 @@ impl<B: Backend> Student<B> {
         }
         for (block, kv) in self.decoder.iter().zip(cache.kv.iter_mut()) {
             let past = (kv.0.clone(), kv.1.clone());
-            let (y, next) = block.forward_kv(x, None, Some(past));
+            let (y, next) = block.forward_kv(x, past);
             x = y;
             *kv = next;
         }
@@ -621,6 +676,60 @@ pub struct DecodeCache<B: Backend> {
     summary: Option<Tensor<B, 3>>,
 }
 
+/// How the rows of a layer's `[R, d]` input are laid out: first the `groups · prefix`
+/// prefix rows (group by group), then the `groups · seqs · text` text rows (sequence by
+/// sequence; the `seqs` sequences of group `g` are `g · seqs .. (g + 1) · seqs`). Prefix rows
+/// attend to their group's prefix; text rows to their group's prefix and to the earlier text
+/// of their own sequence. The image encoder is the case `seqs = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    /// Groups (images).
+    pub groups: usize,
+    /// Prefix rows per group.
+    pub prefix: usize,
+    /// Sequences per group.
+    pub seqs: usize,
+    /// Text rows per sequence.
+    pub text: usize,
+}
+
+impl Rows {
+    /// All rows.
+    pub fn total(&self) -> usize {
+        self.groups * self.prefix + self.sequences() * self.text
+    }
+
+    /// Text sequences over all groups.
+    pub fn sequences(&self) -> usize {
+        self.groups * self.seqs
+    }
+
+    /// The first row of sequence `s` of group `g`.
+    pub fn text_row(&self, g: usize, s: usize) -> usize {
+        self.groups * self.prefix + (g * self.seqs + s) * self.text
+    }
+}
+
+/// Each text sequence's keys and values `[G·S, H, P + T, d_h]`: its group's prefix
+/// (`[G, H, P, d_h]`) repeated for the group's sequences, then its own text (`[G·S, H, T, d_h]`).
+fn shared_kv<B: Backend>(
+    rows: Rows,
+    (kp, vp): (Tensor<B, 4>, Tensor<B, 4>),
+    (kt, vt): (Tensor<B, 4>, Tensor<B, 4>),
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [g, h, p, dh] = kp.dims();
+    let (s, n) = (rows.seqs, rows.sequences());
+    let per_sequence = |x: Tensor<B, 4>| {
+        x.unsqueeze_dim::<5>(1)
+            .expand([g, s, h, p, dh])
+            .reshape([n, h, p, dh])
+    };
+    (
+        Tensor::cat(vec![per_sequence(kp), kt], 2),
+        Tensor::cat(vec![per_sequence(vp), vt], 2),
+    )
+}
+
 /// Additive attention bias of text rows `[T, P + T]`: 0 where text position `i` may attend
 /// (every prefix column, text columns `j <= i`), a large negative number elsewhere.
 fn text_bias<B: Backend>(p: usize, t: usize, device: &B::Device) -> Tensor<B, 2> {
@@ -632,4 +741,90 @@ fn text_bias<B: Backend>(p: usize, t: usize, device: &B::Device) -> Tensor<B, 2>
         }
     }
     Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([t, n])
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::{Distribution, TensorData};
+
+    type Ad = Autodiff<NdArray>;
+
+    fn max_diff(a: TensorData, b: TensorData) -> f32 {
+        a.iter::<f32>()
+            .zip(b.iter::<f32>())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The fused CPU attention against the composite graph: outputs and `∂L/∂qkv` for a
+    /// random upstream gradient, on decoder layouts (prefix + text, shared by each group's
+    /// sequences) and the encoder layout (prefix only).
+    #[test]
+    fn fused_attention_matches_the_composite_graph() {
+        let device = Default::default();
+        <Ad as Backend>::seed(&device, 11);
+        let config = StudentConfig::new(32).with_d_model(16).with_n_heads(2);
+        let block = Block::<Ad>::new(&config, &device);
+        for rows in [
+            Rows {
+                groups: 2,
+                prefix: 3,
+                seqs: 3,
+                text: 5,
+            },
+            Rows {
+                groups: 3,
+                prefix: 4,
+                seqs: 0,
+                text: 0,
+            },
+            Rows {
+                groups: 1,
+                prefix: 2,
+                seqs: 1,
+                text: 7,
+            },
+        ] {
+            let r = rows.total();
+            // Scores of a few units: the softmax is far from uniform.
+            let qkv = Tensor::<Ad, 2>::random([r, 48], Distribution::Normal(0.0, 2.0), &device);
+            let upstream = Tensor::<Ad, 2>::random([r, 16], Distribution::Default, &device);
+            let fused_in = qkv.clone().detach().require_grad();
+            let composite_in = qkv.detach().require_grad();
+            let fused = block.attention(fused_in.clone(), rows);
+            let composite = block.attention_composite(composite_in.clone(), rows);
+            let diff = max_diff(fused.to_data(), composite.to_data());
+            assert!(diff < 1e-5, "{rows:?}: outputs differ by {diff}");
+            let gf = (fused * upstream.clone()).sum().backward();
+            let gc = (composite * upstream).sum().backward();
+            let (gf, gc) = (
+                fused_in.grad(&gf).expect("gradient"),
+                composite_in.grad(&gc).expect("gradient"),
+            );
+            let scale = gc
+                .to_data()
+                .iter::<f32>()
+                .fold(0.0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 0.1, "{rows:?}: gradient {scale}");
+            let diff = max_diff(gf.to_data(), gc.to_data());
+            assert!(
+                diff < 1e-5 * scale.max(1.0),
+                "{rows:?}: gradients differ by {diff}"
+            );
+            // Without autodiff, the same forward.
+            let plain = Block::<NdArray>::new(&config, &device);
+            let q = Tensor::<NdArray, 2>::from_data(qkv_data(&fused_in), &device);
+            let diff = max_diff(
+                plain.attention(q.clone(), rows).to_data(),
+                plain.attention_composite(q, rows).to_data(),
+            );
+            assert!(diff < 1e-5, "{rows:?}: plain outputs differ by {diff}");
+        }
+    }
+
+    fn qkv_data(t: &Tensor<Ad, 2>) -> TensorData {
+        t.to_data()
+    }
 }

@@ -1,0 +1,552 @@
+//! Prefix-LM attention for the NdArray CPU backend, with a hand-written backward.
+//!
+//! The composite graph of [`crate::model`]'s attention on NdArray copies the queries, keys
+//! and values several times (head split, prefix repeated for every sequence of a group,
+//! concatenation, transposes before each matrix product), runs the softmax as five passes,
+//! and replays all of it in the backward. This kernel reads the fused `[rows, 3 d]`
+//! query-key-value matrix in place and, for each group and head, forms the scores with
+//! strided matrix products (ndarray's `general_mat_mul` on views, no copies), the softmax in one pass per row,
+//! and the output straight into the `[rows, d]` result; the group's prefix keys and values
+//! are read once for all its sequences, and their gradients are accumulated across them.
+//! Groups × heads run in parallel on all cores, each into its own buffers, so the result
+//! does not depend on the number of threads.
+//!
+//! Selected at run time by type for `NdArray<f32>` and `Autodiff<NdArray<f32>>`; every other
+//! backend runs the composite graph on its own device.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ndarray::NdArrayTensor;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+
+use crate::model::Rows;
+
+type Cpu = NdArray<f32>;
+type CpuAutodiff = Autodiff<NdArray<f32>, NoCheckpointing>;
+
+/// Moves `value` into `U` when `T` and `U` are the same type.
+fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(u) => Ok(u.take().expect("slot is filled")),
+        None => Err(slot.expect("slot is filled")),
+    }
+}
+
+/// Attention over `rows` of `qkv: [R, 3 d]` (see [`Rows`]) with `heads` heads: `[R, d]`.
+/// Runs the fused kernel when `B` is `NdArray<f32>` or `Autodiff<NdArray<f32>>`; otherwise
+/// hands `qkv` back.
+pub(crate) fn attention<B: Backend>(
+    qkv: Tensor<B, 2>,
+    rows: Rows,
+    heads: usize,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    if qkv.dtype() != DType::F32 {
+        return Err(qkv);
+    }
+    let [r, d3] = qkv.dims();
+    let shape = Shape::new(rows, d3 / 3, heads);
+    debug_assert_eq!(r, rows.total());
+    let qkv = match same_type::<Tensor<B, 2>, Tensor<CpuAutodiff, 2>>(qkv) {
+        Ok(x) => {
+            let out = autodiff_forward(x, shape);
+            return Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is CpuAutodiff")));
+        }
+        Err(x) => x,
+    };
+    match same_type::<Tensor<B, 2>, Tensor<Cpu, 2>>(qkv) {
+        Ok(x) => {
+            let host = Host::new(x.into_primitive().tensor());
+            let out = host.with_slice(|qkv| forward(qkv, &shape)).out;
+            let out = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(to_ndarray(
+                out,
+                &[r, shape.d],
+            )));
+            Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is Cpu")))
+        }
+        Err(x) => Err(x),
+    }
+}
+
+fn autodiff_forward(qkv: Tensor<CpuAutodiff, 2>, shape: Shape) -> Tensor<CpuAutodiff, 2> {
+    let primitive = qkv.into_primitive().tensor();
+    let host = Host::new(primitive.primitive.clone());
+    let fwd = host.with_slice(|qkv| forward(qkv, &shape));
+    let out = to_ndarray(fwd.out, &[shape.rows.total(), shape.d]);
+    let output = match PrefixAttention
+        .prepare::<NoCheckpointing>([primitive.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            Arc::new(State {
+                qkv: host,
+                probs_prefix: fwd.probs_prefix,
+                probs_text: fwd.probs_text,
+                shape,
+            }),
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(output))
+}
+
+/// A tensor of the forward pass kept for the backward, without a copy when contiguous.
+#[derive(Debug)]
+struct Host {
+    tensor: NdArrayTensor,
+    /// A contiguous copy, only when the tensor's layout is not standard.
+    copy: Option<Vec<f32>>,
+}
+
+impl Host {
+    fn new(tensor: NdArrayTensor) -> Self {
+        let copy = match &tensor {
+            NdArrayTensor::F32(storage) => {
+                let view = storage.view();
+                if view.as_slice().is_some() {
+                    None
+                } else {
+                    Some(view.iter().copied().collect())
+                }
+            }
+            _ => unreachable!("f32 checked by the caller"),
+        };
+        Host { tensor, copy }
+    }
+
+    fn with_slice<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
+        if let Some(copy) = &self.copy {
+            return f(copy);
+        }
+        match &self.tensor {
+            NdArrayTensor::F32(storage) => {
+                let view = storage.view();
+                f(view.as_slice().expect("standard layout checked in new"))
+            }
+            _ => unreachable!("f32 checked by the caller"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    qkv: Host,
+    probs_prefix: Vec<f32>,
+    probs_text: Vec<f32>,
+    shape: Shape,
+}
+
+#[derive(Debug)]
+struct PrefixAttention;
+
+impl Backward<Cpu, 1> for PrefixAttention {
+    type State = Arc<State>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad_out = grads.consume::<Cpu>(&ops.node);
+        let Some(parent) = parent else { return };
+        let state = ops.state;
+        let dout = Host::new(grad_out);
+        let dqkv = state.qkv.with_slice(|qkv| {
+            dout.with_slice(|dout| {
+                backward(
+                    qkv,
+                    &state.probs_prefix,
+                    &state.probs_text,
+                    dout,
+                    &state.shape,
+                )
+            })
+        });
+        let [r, d] = [state.shape.rows.total(), state.shape.d];
+        grads.register::<Cpu>(parent.id, to_ndarray(dqkv, &[r, 3 * d]));
+    }
+}
+
+fn to_ndarray(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
+    let array = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), values)
+        .expect("length matches the shape")
+        .into_shared();
+    NdArrayTensor::from(array)
+}
+
+/// Sizes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    rows: Rows,
+    d: usize,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+}
+
+impl Shape {
+    pub(crate) fn new(rows: Rows, d: usize, heads: usize) -> Self {
+        let dh = d / heads;
+        Shape {
+            rows,
+            d,
+            heads,
+            dh,
+            scale: (1.0 / (dh as f64).sqrt()) as f32,
+        }
+    }
+
+    /// Probabilities of one (group, head) task: prefix `P × P`, text `S × T × (P + T)`.
+    fn task_prefix(&self) -> usize {
+        self.rows.prefix * self.rows.prefix
+    }
+
+    fn task_text(&self) -> usize {
+        let Rows {
+            prefix, seqs, text, ..
+        } = self.rows;
+        seqs * text * (prefix + text)
+    }
+
+    fn tasks(&self) -> usize {
+        self.rows.groups * self.heads
+    }
+}
+
+/// One task's index, probability slices and result.
+type Slot<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a mut Vec<f32>));
+
+/// Runs `task(k, probs_prefix_k, probs_text_k)` for every (group, head) task `k` on all
+/// cores and returns their results in task order.
+fn for_each_task<F>(
+    shape: &Shape,
+    probs_prefix: &mut [f32],
+    probs_text: &mut [f32],
+    task: F,
+) -> Vec<Vec<f32>>
+where
+    F: Fn(usize, &mut [f32], &mut [f32]) -> Vec<f32> + Sync,
+{
+    let tasks = shape.tasks();
+    let mut results = vec![Vec::new(); tasks];
+    let (np, nt) = (shape.task_prefix().max(1), shape.task_text().max(1));
+    let mut slots: Vec<Slot<'_>> = probs_prefix
+        .chunks_mut(np)
+        .chain(std::iter::repeat_with(|| &mut [][..]))
+        .zip(
+            probs_text
+                .chunks_mut(nt)
+                .chain(std::iter::repeat_with(|| &mut [][..])),
+        )
+        .zip(results.iter_mut())
+        .take(tasks)
+        .enumerate()
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(tasks.max(1));
+    let run = |chunk: &mut [Slot<'_>]| {
+        for (k, ((p, t), out)) in chunk.iter_mut() {
+            **out = task(*k, p, t);
+        }
+    };
+    if threads <= 1 {
+        run(&mut slots);
+    } else {
+        let per = tasks.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for chunk in slots.chunks_mut(per) {
+                let run = &run;
+                scope.spawn(move || run(chunk));
+            }
+        });
+    }
+    results
+}
+
+/// A `rows × cols` view of `data` from `offset` with strides `(rs, cs)`.
+fn view(
+    data: &[f32],
+    offset: usize,
+    dim: (usize, usize),
+    strides: (usize, usize),
+) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape(dim.strides(strides), &data[offset..]).expect("view inside its buffer")
+}
+
+/// A mutable `rows × cols` view of `data` from `offset` with strides `(rs, cs)`.
+fn view_mut(
+    data: &mut [f32],
+    offset: usize,
+    dim: (usize, usize),
+    strides: (usize, usize),
+) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape(dim.strides(strides), &mut data[offset..])
+        .expect("view inside its buffer")
+}
+
+/// Softmax of the first `valid` entries of `row` in place; the rest become 0.
+fn softmax_prefix(row: &mut [f32], valid: usize) {
+    let (live, dead) = row.split_at_mut(valid);
+    let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for x in live.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    for x in live.iter_mut() {
+        *x *= inv;
+    }
+    dead.fill(0.0);
+}
+
+/// `dS = W ⊙ (dW − Σ_j W_j dW_j)` of one row, in place in `dw`.
+fn softmax_backward_row(w: &[f32], dw: &mut [f32]) {
+    let delta: f32 = w.iter().zip(dw.iter()).map(|(a, b)| a * b).sum();
+    for (g, &p) in dw.iter_mut().zip(w) {
+        *g = p * (*g - delta);
+    }
+}
+
+/// Writes each task's local rows (`width` columns per part, `parts` parts per row, row
+/// stride `parts · width`) into `out` (`[R, parts · d]`): local row `i < P` is the group's
+/// prefix row `i`, the rest its text rows in order; part `c` of head `h` goes to columns
+/// `c · d + h · width ..`.
+fn scatter(out: &mut [f32], locals: &[Vec<f32>], shape: &Shape, parts: usize) {
+    let (d, dh, heads) = (shape.d, shape.dh, shape.heads);
+    let rows = shape.rows;
+    let stride = parts * d;
+    for (task, local) in locals.iter().enumerate() {
+        let (g, h) = (task / heads, task % heads);
+        let global = |i: usize| {
+            if i < rows.prefix {
+                g * rows.prefix + i
+            } else {
+                rows.text_row(g, 0) + (i - rows.prefix)
+            }
+        };
+        for (i, row) in local.chunks(parts * dh).enumerate() {
+            let base = global(i) * stride + h * dh;
+            for c in 0..parts {
+                out[base + c * d..base + c * d + dh].copy_from_slice(&row[c * dh..(c + 1) * dh]);
+            }
+        }
+    }
+}
+
+/// What the forward keeps.
+pub(crate) struct Forward {
+    pub(crate) out: Vec<f32>,
+    probs_prefix: Vec<f32>,
+    probs_text: Vec<f32>,
+}
+
+/// The forward pass on host memory: `qkv: [R, 3 d]` row-major, output `[R, d]`.
+pub(crate) fn forward(qkv: &[f32], shape: &Shape) -> Forward {
+    let Shape {
+        rows,
+        d,
+        heads,
+        dh,
+        scale,
+    } = *shape;
+    let (p, seqs, t) = (rows.prefix, rows.seqs, rows.text);
+    let (d3, w) = (3 * d, p + t);
+    let mut probs_prefix = vec![0.0f32; shape.tasks() * shape.task_prefix()];
+    let mut probs_text = vec![0.0f32; shape.tasks() * shape.task_text()];
+    let locals = for_each_task(shape, &mut probs_prefix, &mut probs_text, |task, pp, pt| {
+        let (g, h) = (task / heads, task % heads);
+        let (q, k, v) = (h * dh, d + h * dh, 2 * d + h * dh);
+        let pr = g * p;
+        let mut o = vec![0.0f32; (p + seqs * t) * dh];
+        let vp = view(qkv, pr * d3 + v, (p, dh), (d3, 1));
+        let kp_t = view(qkv, pr * d3 + k, (dh, p), (1, d3));
+        if p > 0 {
+            let qp = view(qkv, pr * d3 + q, (p, dh), (d3, 1));
+            general_mat_mul(scale, &qp, &kp_t, 0.0, &mut view_mut(pp, 0, (p, p), (p, 1)));
+            for row in pp.chunks_mut(p) {
+                softmax_prefix(row, p);
+            }
+            let probs = view(pp, 0, (p, p), (p, 1));
+            general_mat_mul(
+                1.0,
+                &probs,
+                &vp,
+                0.0,
+                &mut view_mut(&mut o, 0, (p, dh), (dh, 1)),
+            );
+        }
+        for s in 0..seqs {
+            let tr = rows.text_row(g, s);
+            let wt = &mut pt[s * t * w..(s + 1) * t * w];
+            let qt = view(qkv, tr * d3 + q, (t, dh), (d3, 1));
+            let kt_t = view(qkv, tr * d3 + k, (dh, t), (1, d3));
+            let vt = view(qkv, tr * d3 + v, (t, dh), (d3, 1));
+            general_mat_mul(scale, &qt, &kp_t, 0.0, &mut view_mut(wt, 0, (t, p), (w, 1)));
+            general_mat_mul(scale, &qt, &kt_t, 0.0, &mut view_mut(wt, p, (t, t), (w, 1)));
+            for (i, row) in wt.chunks_mut(w).enumerate() {
+                softmax_prefix(row, p + i + 1);
+            }
+            let mut ot = view_mut(&mut o, (p + s * t) * dh, (t, dh), (dh, 1));
+            general_mat_mul(1.0, &view(wt, 0, (t, p), (w, 1)), &vp, 0.0, &mut ot);
+            general_mat_mul(1.0, &view(wt, p, (t, t), (w, 1)), &vt, 1.0, &mut ot);
+        }
+        o
+    });
+    let mut out = vec![0.0f32; rows.total() * d];
+    scatter(&mut out, &locals, shape, 1);
+    Forward {
+        out,
+        probs_prefix,
+        probs_text,
+    }
+}
+
+/// The backward pass: `∂L/∂qkv: [R, 3 d]` from `∂L/∂out: [R, d]`.
+fn backward(
+    qkv: &[f32],
+    probs_prefix: &[f32],
+    probs_text: &[f32],
+    dout: &[f32],
+    shape: &Shape,
+) -> Vec<f32> {
+    let Shape {
+        rows,
+        d,
+        heads,
+        dh,
+        scale,
+    } = *shape;
+    let (p, seqs, t) = (rows.prefix, rows.seqs, rows.text);
+    let (d3, w) = (3 * d, p + t);
+    // Scratch for dW, one per task: `P × P` and one sequence's `T × (P + T)`.
+    let scratch_shape = Shape {
+        rows: Rows {
+            seqs: seqs.min(1),
+            ..rows
+        },
+        ..*shape
+    };
+    let mut scratch_p = vec![0.0f32; shape.tasks() * scratch_shape.task_prefix()];
+    let mut scratch_t = vec![0.0f32; shape.tasks() * scratch_shape.task_text()];
+    let locals = for_each_task(
+        &scratch_shape,
+        &mut scratch_p,
+        &mut scratch_t,
+        |task, sp, st| {
+            let (g, h) = (task / heads, task % heads);
+            let (q, k, v) = (h * dh, d + h * dh, 2 * d + h * dh);
+            let pr = g * p;
+            let pt = &probs_text[task * shape.task_text()..(task + 1) * shape.task_text()];
+            let pp = &probs_prefix[task * shape.task_prefix()..(task + 1) * shape.task_prefix()];
+            // Local gradient rows: [dq | dk | dv] of the group's prefix rows, then its text rows.
+            let ld = 3 * dh;
+            let mut local = vec![0.0f32; (p + seqs * t) * ld];
+            let qp = view(qkv, pr * d3 + q, (p, dh), (d3, 1));
+            let kp = view(qkv, pr * d3 + k, (p, dh), (d3, 1));
+            let vp_t = view(qkv, pr * d3 + v, (dh, p), (1, d3));
+            for s in 0..seqs {
+                let tr = rows.text_row(g, s);
+                let lt = (p + s * t) * ld;
+                let wt = &pt[s * t * w..(s + 1) * t * w];
+                let dw = &mut st[..t * w];
+                let dot = view(dout, tr * d + q, (t, dh), (d, 1));
+                let qt = view(qkv, tr * d3 + q, (t, dh), (d3, 1));
+                let kt = view(qkv, tr * d3 + k, (t, dh), (d3, 1));
+                let vt_t = view(qkv, tr * d3 + v, (dh, t), (1, d3));
+                // dW = dO Vᵀ over the [prefix ; text] columns, then dS.
+                general_mat_mul(1.0, &dot, &vp_t, 0.0, &mut view_mut(dw, 0, (t, p), (w, 1)));
+                general_mat_mul(1.0, &dot, &vt_t, 0.0, &mut view_mut(dw, p, (t, t), (w, 1)));
+                for (wr, dr) in wt.chunks(w).zip(dw.chunks_mut(w)) {
+                    softmax_backward_row(wr, dr);
+                }
+                let ds_p = view(dw, 0, (t, p), (w, 1));
+                let ds_t = view(dw, p, (t, t), (w, 1));
+                // dQ_t = scale (dS_p K_p + dS_t K_t)
+                let mut dq = view_mut(&mut local, lt, (t, dh), (ld, 1));
+                general_mat_mul(scale, &ds_p, &kp, 0.0, &mut dq);
+                general_mat_mul(scale, &ds_t, &kt, 1.0, &mut dq);
+                // dK_t = scale dS_tᵀ Q_t; dV_t = W_tᵀ dO_t
+                let ds_t_t = view(dw, p, (t, t), (1, w));
+                general_mat_mul(
+                    scale,
+                    &ds_t_t,
+                    &qt,
+                    0.0,
+                    &mut view_mut(&mut local, lt + dh, (t, dh), (ld, 1)),
+                );
+                let w_t_t = view(wt, p, (t, t), (1, w));
+                general_mat_mul(
+                    1.0,
+                    &w_t_t,
+                    &dot,
+                    0.0,
+                    &mut view_mut(&mut local, lt + 2 * dh, (t, dh), (ld, 1)),
+                );
+                // dK_p += scale dS_pᵀ Q_t; dV_p += W_pᵀ dO_t
+                if p > 0 {
+                    let ds_p_t = view(dw, 0, (p, t), (1, w));
+                    general_mat_mul(
+                        scale,
+                        &ds_p_t,
+                        &qt,
+                        1.0,
+                        &mut view_mut(&mut local, dh, (p, dh), (ld, 1)),
+                    );
+                    let w_p_t = view(wt, 0, (p, t), (1, w));
+                    general_mat_mul(
+                        1.0,
+                        &w_p_t,
+                        &dot,
+                        1.0,
+                        &mut view_mut(&mut local, 2 * dh, (p, dh), (ld, 1)),
+                    );
+                }
+            }
+            if p > 0 {
+                let dop = view(dout, pr * d + q, (p, dh), (d, 1));
+                general_mat_mul(1.0, &dop, &vp_t, 0.0, &mut view_mut(sp, 0, (p, p), (p, 1)));
+                for (wr, dr) in pp.chunks(p).zip(sp.chunks_mut(p)) {
+                    softmax_backward_row(wr, dr);
+                }
+                let ds = view(sp, 0, (p, p), (p, 1));
+                general_mat_mul(
+                    scale,
+                    &ds,
+                    &kp,
+                    0.0,
+                    &mut view_mut(&mut local, 0, (p, dh), (ld, 1)),
+                );
+                let ds_t = view(sp, 0, (p, p), (1, p));
+                general_mat_mul(
+                    scale,
+                    &ds_t,
+                    &qp,
+                    1.0,
+                    &mut view_mut(&mut local, dh, (p, dh), (ld, 1)),
+                );
+                let w_t = view(pp, 0, (p, p), (1, p));
+                general_mat_mul(
+                    1.0,
+                    &w_t,
+                    &dop,
+                    1.0,
+                    &mut view_mut(&mut local, 2 * dh, (p, dh), (ld, 1)),
+                );
+            }
+            local
+        },
+    );
+    let mut dqkv = vec![0.0f32; rows.total() * d3];
+    scatter(&mut dqkv, &locals, shape, 3);
+    dqkv
+}
