@@ -14,7 +14,7 @@
 //! Selected at run time by type for `NdArray<f32>` and `Autodiff<NdArray<f32>>`; every other
 //! backend runs the composite graph on its own device.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -99,6 +99,151 @@ fn autodiff_forward(qkv: Tensor<CpuAutodiff, 2>, shape: Shape) -> Tensor<CpuAuto
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Tensor::from_primitive(TensorPrimitive::Float(output))
+}
+
+/// `x W + b` for `x: [R, d_in]`, `W: [d_in, d_out]`, `b: [d_out]`: one matrix product on
+/// the tensors in place (burn's default linear reshapes, and so copies, both operands of
+/// every product on NdArray), and in the backward `dx = dy Wᵀ`, `dW = xᵀ dy` on transposed
+/// views and `db` as column sums, each only for the operands that need a gradient. Runs
+/// when `B` is `NdArray<f32>` or `Autodiff<NdArray<f32>>`; otherwise hands the operands back.
+#[allow(clippy::type_complexity)]
+pub(crate) fn linear<B: Backend>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    b: Tensor<B, 1>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1>)> {
+    if [x.dtype(), w.dtype(), b.dtype()] != [DType::F32; 3] {
+        return Err((x, w, b));
+    }
+    let ad = TypeId::of::<B>() == TypeId::of::<CpuAutodiff>();
+    if !ad && TypeId::of::<B>() != TypeId::of::<Cpu>() {
+        return Err((x, w, b));
+    }
+    let [r, i] = x.dims();
+    let o = w.dims()[1];
+    let dims = [r, i, o];
+    if ad {
+        let cast2 = |t: Tensor<B, 2>| {
+            same_type::<_, Tensor<CpuAutodiff, 2>>(t).unwrap_or_else(|_| unreachable!("B checked"))
+        };
+        let b = same_type::<_, Tensor<CpuAutodiff, 1>>(b).unwrap_or_else(|_| unreachable!());
+        let (x, w) = (
+            cast2(x).into_primitive().tensor(),
+            cast2(w).into_primitive().tensor(),
+        );
+        let b = b.into_primitive().tensor();
+        let (xh, wh) = (
+            Host::new(x.primitive.clone()),
+            Host::new(w.primitive.clone()),
+        );
+        let y = linear_forward(&xh, &wh, &Host::new(b.primitive.clone()), dims);
+        let y = to_ndarray(y, &[r, o]);
+        let out = match LinearOp
+            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(Arc::new(LinearState { x: xh, w: wh, dims }), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        let out = Tensor::<CpuAutodiff, 2>::from_primitive(TensorPrimitive::Float(out));
+        return Ok(same_type(out).unwrap_or_else(|_| unreachable!("B checked")));
+    }
+    let cast2 = |t: Tensor<B, 2>| {
+        same_type::<_, Tensor<Cpu, 2>>(t).unwrap_or_else(|_| unreachable!("B checked"))
+    };
+    let b = same_type::<_, Tensor<Cpu, 1>>(b).unwrap_or_else(|_| unreachable!("B checked"));
+    let y = linear_forward(
+        &Host::new(cast2(x).into_primitive().tensor()),
+        &Host::new(cast2(w).into_primitive().tensor()),
+        &Host::new(b.into_primitive().tensor()),
+        dims,
+    );
+    let out = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(to_ndarray(y, &[r, o])));
+    Ok(same_type(out).unwrap_or_else(|_| unreachable!("B checked")))
+}
+
+fn linear_forward(x: &Host, w: &Host, b: &Host, [r, i, o]: [usize; 3]) -> Vec<f32> {
+    let mut y = Vec::with_capacity(r * o);
+    b.with_slice(|b| {
+        for _ in 0..r {
+            y.extend_from_slice(b);
+        }
+    });
+    x.with_slice(|x| {
+        w.with_slice(|w| {
+            let mut yv = view_mut(&mut y, 0, (r, o), (o, 1));
+            general_mat_mul(
+                1.0,
+                &view(x, 0, (r, i), (i, 1)),
+                &view(w, 0, (i, o), (o, 1)),
+                1.0,
+                &mut yv,
+            );
+        })
+    });
+    y
+}
+
+#[derive(Debug)]
+struct LinearState {
+    x: Host,
+    w: Host,
+    dims: [usize; 3],
+}
+
+#[derive(Debug)]
+struct LinearOp;
+
+impl Backward<Cpu, 3> for LinearOp {
+    type State = Arc<LinearState>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb] = ops.parents;
+        let dy = Host::new(grads.consume::<Cpu>(&ops.node));
+        let state = ops.state;
+        let [r, i, o] = state.dims;
+        dy.with_slice(|dy| {
+            let dyv = view(dy, 0, (r, o), (o, 1));
+            if let Some(px) = px {
+                let mut dx = vec![0.0f32; r * i];
+                state.w.with_slice(|w| {
+                    let wt = view(w, 0, (o, i), (1, o));
+                    general_mat_mul(
+                        1.0,
+                        &dyv,
+                        &wt,
+                        0.0,
+                        &mut view_mut(&mut dx, 0, (r, i), (i, 1)),
+                    );
+                });
+                grads.register::<Cpu>(px.id, to_ndarray(dx, &[r, i]));
+            }
+            if let Some(pw) = pw {
+                let mut dw = vec![0.0f32; i * o];
+                state.x.with_slice(|x| {
+                    let xt = view(x, 0, (i, r), (1, i));
+                    general_mat_mul(
+                        1.0,
+                        &xt,
+                        &dyv,
+                        0.0,
+                        &mut view_mut(&mut dw, 0, (i, o), (o, 1)),
+                    );
+                });
+                grads.register::<Cpu>(pw.id, to_ndarray(dw, &[i, o]));
+            }
+            if let Some(pb) = pb {
+                let mut db = vec![0.0f32; o];
+                for row in dy.chunks(o) {
+                    for (acc, &g) in db.iter_mut().zip(row) {
+                        *acc += g;
+                    }
+                }
+                grads.register::<Cpu>(pb.id, to_ndarray(db, &[o]));
+            }
+        });
+    }
 }
 
 /// A tensor of the forward pass kept for the backward, without a copy when contiguous.

@@ -225,14 +225,34 @@ impl<B: Backend> Dense<B> {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
-        let x: Tensor<B, 2> = x.reshape([rows, d_in]);
-        let mut y = self.linear.forward(x.clone());
+        let x: Tensor<B, 2> = if D == 2 {
+            // Already a matrix: a reshape would copy it on NdArray.
+            Tensor::from_primitive(x.into_primitive())
+        } else {
+            x.reshape([rows, d_in])
+        };
+        let mut y = self.base(x.clone());
         if let Some(l) = &self.lora {
             y = y + x.matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
+        }
+        if D == 2 {
+            return Tensor::from_primitive(y.into_primitive());
         }
         let mut out = dims;
         out[D - 1] = y.dims()[1];
         y.reshape(out)
+    }
+
+    /// `x W + b` of the base layer (the fused product on the CPU backend).
+    fn base(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        #[cfg(feature = "ndarray")]
+        if let Some(bias) = &self.linear.bias {
+            return match crate::fused::linear(x, self.linear.weight.val(), bias.val()) {
+                Ok(y) => y,
+                Err((x, _, _)) => self.linear.forward(x),
+            };
+        }
+        self.linear.forward(x)
     }
 
     fn with_lora(mut self, rank: usize, alpha: f64, device: &B::Device) -> Self {
@@ -821,6 +841,39 @@ mod tests {
                 plain.attention_composite(q, rows).to_data(),
             );
             assert!(diff < 1e-5, "{rows:?}: plain outputs differ by {diff}");
+        }
+    }
+
+    /// The fused linear layer against burn's: output and the gradients of the input, the
+    /// weight and the bias; and with a frozen layer (no weight or bias gradient), the input's.
+    #[test]
+    fn fused_linear_matches_burn_linear() {
+        let device = Default::default();
+        <Ad as Backend>::seed(&device, 5);
+        let dense = Dense::<Ad>::new(12, 7, &device);
+        let x = Tensor::<Ad, 2>::random([9, 12], Distribution::Normal(0.0, 1.5), &device);
+        let upstream = Tensor::<Ad, 2>::random([9, 7], Distribution::Default, &device);
+        for frozen in [false, true] {
+            let dense = if frozen { dense.clone().no_grad() } else { dense.clone() };
+            let (xf, xc) = (x.clone().detach().require_grad(), x.clone().detach().require_grad());
+            let fused = dense.base(xf.clone());
+            let reference = dense.linear.forward(xc.clone());
+            assert!(max_diff(fused.to_data(), reference.to_data()) < 1e-5);
+            let gf = (fused * upstream.clone()).sum().backward();
+            let gc = (reference * upstream.clone()).sum().backward();
+            let grad = |t: &Tensor<Ad, 2>, g| t.grad(g).expect("input gradient").to_data();
+            assert!(max_diff(grad(&xf, &gf), grad(&xc, &gc)) < 1e-5);
+            let w = dense.linear.weight.val();
+            let b = dense.linear.bias.as_ref().expect("bias").val();
+            if frozen {
+                assert!(w.grad(&gf).is_none() && b.grad(&gf).is_none());
+            } else {
+                let (wf, wc) = (w.grad(&gf).expect("dW"), w.grad(&gc).expect("dW"));
+                assert!(max_diff(wf.to_data(), wc.to_data()) < 1e-5);
+                let (bf, bc) = (b.grad(&gf).expect("db"), b.grad(&gc).expect("db"));
+                assert!(max_diff(bf.to_data(), bc.to_data()) < 1e-5);
+                assert!(bc.abs().sum().into_scalar() > 0.1);
+            }
         }
     }
 
