@@ -356,6 +356,7 @@ fn print_pipeline_result(
 }
 
 fn main() -> ExitCode {
+    apo_train::memory::keep_freed_memory();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("APO_LOG").unwrap_or_else(|_| EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()

@@ -10,15 +10,11 @@ use apo_train::StudentConfig;
 use apo_train::config::OptimConfig;
 use apo_train::data::{self, Group, Images, Sequence};
 use apo_train::train::{clip, optimizer, preference_step};
-use burn::backend::Autodiff;
-#[cfg(feature = "flex")]
-use burn::backend::Flex as Cpu;
-#[cfg(not(feature = "flex"))]
-use burn::backend::NdArray as Cpu;
+use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 
-type B = Autodiff<Cpu>;
+type B = Autodiff<NdArray>;
 
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -33,6 +29,8 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 fn main() {
+    // As the `apo` binary does.
+    apo_train::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args
         .iter()

@@ -23,6 +23,7 @@ mod error;
 pub mod eval;
 #[cfg(feature = "ndarray")]
 mod fused;
+pub mod memory;
 mod model;
 pub mod tokenizer;
 pub mod train;
