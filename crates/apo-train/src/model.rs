@@ -78,6 +78,7 @@ pub enum Activation {
     Gelu,
     /// `max(0, x)`: the default, by far the cheapest on the CPU backend (on the stage-2
     /// reference step, burn's erf-based `gelu` cost 0.27 s more per step, `quick-gelu` 0.2 s).
+    #[default]
     Relu,
 }
 
