@@ -263,7 +263,7 @@ enum Command {
         #[arg(long)]
         teachers: Option<PathBuf>,
         /// Studies simulated.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 3000)]
         studies: usize,
         /// Run folder.
         #[arg(long, default_value = "runs/demo")]
@@ -272,10 +272,10 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Stage-1 steps.
-        #[arg(long = "sft-steps", default_value_t = 800)]
+        #[arg(long = "sft-steps", default_value_t = 1600)]
         sft_steps: usize,
         /// Stage-2 steps per objective.
-        #[arg(long = "apo-steps", default_value_t = 100)]
+        #[arg(long = "apo-steps", default_value_t = 200)]
         apo_steps: usize,
         /// Print one JSON object at the end instead of the table.
         #[arg(long)]
@@ -367,11 +367,11 @@ fn main() -> ExitCode {
     let default = Command::Demo {
         seed: 0,
         teachers: None,
-        studies: 1000,
+        studies: 3000,
         out: PathBuf::from("runs/demo"),
         device: "cpu".into(),
-        sft_steps: 800,
-        apo_steps: 100,
+        sft_steps: 1600,
+        apo_steps: 200,
         json: false,
         objectives: false,
     };

@@ -1,18 +1,19 @@
-//! Prefix-LM attention for the NdArray CPU backend, with a hand-written backward.
+//! CPU kernels for the NdArray backend, with hand-written backwards: prefix-LM attention
+//! ([`attention`]) and the linear layer ([`linear`]).
 //!
 //! The composite graph of [`crate::model`]'s attention on NdArray copies the queries, keys
 //! and values several times (head split, prefix repeated for every sequence of a group,
 //! concatenation, transposes before each matrix product), runs the softmax as five passes,
-//! and replays all of it in the backward. This kernel reads the fused `[rows, 3 d]`
+//! and replays all of it in the backward. The attention kernel reads the fused `[rows, 3 d]`
 //! query-key-value matrix in place and, for each group and head, forms the scores with
-//! strided matrix products (ndarray's `general_mat_mul` on views, no copies), the softmax in one pass per row,
-//! and the output straight into the `[rows, d]` result; the group's prefix keys and values
-//! are read once for all its sequences, and their gradients are accumulated across them.
-//! Groups × heads run in parallel on all cores, each into its own buffers, so the result
-//! does not depend on the number of threads.
+//! strided matrix products (ndarray's `general_mat_mul` on views, no copies), the softmax in
+//! one pass per row, and the output into the `[rows, d]` result; the group's prefix keys and
+//! values are read once for all its sequences, and their gradients are accumulated across
+//! them. Groups × heads run in parallel on all cores, each into its own buffers, so the
+//! result does not depend on the number of threads.
 //!
-//! Selected at run time by type for `NdArray<f32>` and `Autodiff<NdArray<f32>>`; every other
-//! backend runs the composite graph on its own device.
+//! Both are selected at run time by type for `NdArray<f32>` and `Autodiff<NdArray<f32>>`;
+//! every other backend runs the composite graph on its own device.
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
