@@ -47,10 +47,22 @@ fn tiny_demo_writes_every_artefact() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let mean = &results["mean_accuracy"];
     assert_eq!(mean["teachers"].as_object().unwrap().len(), 7);
-    for row in ["majority_vote", "consensus", "sft", "pairwise", "apo"] {
+    for row in [
+        "majority_vote",
+        "consensus",
+        "all_absent",
+        "sft",
+        "pairwise",
+        "apo",
+    ] {
         let v = mean[row].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{row} = {v}");
     }
+    // The all-absent row is the share of test images without each finding, averaged.
+    let absent = results["per_finding"]["all absent"].as_object().unwrap();
+    let values: Vec<f64> = absent.values().filter_map(|v| v.as_f64()).collect();
+    let avg = values.iter().sum::<f64>() / values.len() as f64;
+    assert!((avg - mean["all_absent"].as_f64().unwrap()).abs() < 1e-12);
     assert_eq!(r.stages.len(), 3);
     // Stage 2 starts from the reference: every implicit reward is 0, so the Plackett-Luce
     // probability of the consensus is 1 / (N + 1) with N = 7 negatives, and the loss is

@@ -854,8 +854,15 @@ mod tests {
         let x = Tensor::<Ad, 2>::random([9, 12], Distribution::Normal(0.0, 1.5), &device);
         let upstream = Tensor::<Ad, 2>::random([9, 7], Distribution::Default, &device);
         for frozen in [false, true] {
-            let dense = if frozen { dense.clone().no_grad() } else { dense.clone() };
-            let (xf, xc) = (x.clone().detach().require_grad(), x.clone().detach().require_grad());
+            let dense = if frozen {
+                dense.clone().no_grad()
+            } else {
+                dense.clone()
+            };
+            let (xf, xc) = (
+                x.clone().detach().require_grad(),
+                x.clone().detach().require_grad(),
+            );
             let fused = dense.base(xf.clone());
             let reference = dense.linear.forward(xc.clone());
             assert!(max_diff(fused.to_data(), reference.to_data()) < 1e-5);

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use apo_consensus::Polarity;
 use apo_loss::{LossConfig, Objective};
 use apo_train::RunConfig;
 use apo_train::device::DeviceKind;
@@ -273,6 +274,8 @@ pub struct MeanAccuracy {
     pub majority_vote: f64,
     /// The Dawid-Skene consensus labels.
     pub consensus: f64,
+    /// Every finding stated absent on every image (the image-blind baseline).
+    pub all_absent: f64,
     /// The stage-1 student.
     pub sft: f64,
     /// The pairwise-sigmoid (DPO over each negative) student.
@@ -329,8 +332,11 @@ impl Observer for Progress {
     }
 }
 
+/// The row of the image-blind baseline.
+pub const ALL_ABSENT: &str = "all absent";
+
 /// Teachers, majority vote and consensus labels, fitted on every image and scored on the
-/// test split.
+/// test split, and the all-absent baseline.
 fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accuracy)>, String> {
     let all: Vec<&Item> = items.iter().collect();
     let teachers = cb::teachers_of(&all);
@@ -368,6 +374,11 @@ fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accu
         if let Some(a) = cb::accuracy(&test_items, evaluated, |k, f| c.labels[test[k]][f.index()]) {
             rows.push((name.to_owned(), a));
         }
+    }
+    // The image-blind baseline: every finding stated absent on every image. A student that
+    // does not read the image scores about this.
+    if let Some(a) = cb::accuracy(&test_items, evaluated, |_, _| Some(Polarity::Absent)) {
+        rows.push((ALL_ABSENT.to_owned(), a));
     }
     Ok(rows)
 }
@@ -590,13 +601,16 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     let teacher_names: Vec<String> = rows
         .iter()
         .map(|(n, _)| n.clone())
-        .filter(|n| n != "majority vote" && n != "consensus" && !n.ends_with(" student"))
+        .filter(|n| {
+            n != "majority vote" && n != "consensus" && n != ALL_ABSENT && !n.ends_with(" student")
+        })
         .collect();
     let result = PipelineResult {
         mean_accuracy: MeanAccuracy {
             teachers: teacher_names.iter().map(|n| (n.clone(), mean(n))).collect(),
             majority_vote: mean("majority vote"),
             consensus: mean("consensus"),
+            all_absent: mean(ALL_ABSENT),
             sft: mean("sft student"),
             pairwise: mean("pairwise student"),
             apo: mean("apo student"),
