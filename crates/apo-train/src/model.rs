@@ -326,7 +326,7 @@ impl<B: Backend> Block<B> {
     /// kernel (when attention dropout is off); every other case the composite graph.
     fn attention(&self, qkv: Tensor<B, 2>, rows: Rows) -> Tensor<B, 2> {
         #[cfg(feature = "ndarray")]
-        let qkv = if self.dropout.prob == 0.0 && std::env::var("APO_NOFUSE").is_err() {
+        let qkv = if self.dropout.prob == 0.0 {
             match crate::fused::attention(qkv, rows, self.n_heads) {
                 Ok(out) => return out,
                 Err(qkv) => qkv,
@@ -486,7 +486,7 @@ impl<B: Backend> Student<B> {
     /// When `T` exceeds `max_text_len` or the rows are not a multiple of the groups; the
     /// training loops check both first and report a [`TrainError`].
     pub fn decode(&self, prefix: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let (mut x, rows) = self.decoder_input(prefix, tokens);
+        let (mut x, rows, _) = self.decoder_input(prefix, tokens);
         for block in &self.decoder {
             x = block.forward_rows(x, rows).0;
         }
@@ -494,12 +494,14 @@ impl<B: Backend> Student<B> {
             .forward(self.norm.forward(self.text_rows(x, rows)))
     }
 
-    /// The decoder's `[R, d]` input rows (`[prefix ; text]`, see [`Rows`]) and their layout.
+    /// The decoder's `[R, d]` input rows (`[prefix ; text]`, see [`Rows`]), their layout, and
+    /// the image summary added to every text row (`[G · S, 1, d]`).
+    #[allow(clippy::type_complexity)]
     fn decoder_input(
         &self,
         prefix: Tensor<B, 3>,
         tokens: Tensor<B, 2, Int>,
-    ) -> (Tensor<B, 2>, Rows) {
+    ) -> (Tensor<B, 2>, Rows, Option<Tensor<B, 3>>) {
         let [g, p, d] = prefix.dims();
         let [n, t] = tokens.dims();
         assert!(t <= self.max_text_len, "text of {t} tokens");
@@ -512,11 +514,11 @@ impl<B: Backend> Student<B> {
         };
         let summary = self.summary(&prefix, rows.seqs);
         let mut xt = self.embed(tokens, 0);
-        if let Some(s) = summary {
-            xt = xt + s;
+        if let Some(s) = &summary {
+            xt = xt + s.clone();
         }
         let x = Tensor::cat(vec![prefix.reshape([g * p, d]), xt.reshape([n * t, d])], 0);
-        (x, rows)
+        (x, rows, summary)
     }
 
     /// The text rows of a decoder layer's output as `[G · S, T, d]`.
@@ -568,9 +570,7 @@ impl<B: Backend> Student<B> {
         prefix: Tensor<B, 3>,
         tokens: Tensor<B, 2, Int>,
     ) -> (Tensor<B, 2>, DecodeCache<B>) {
-        let [g, _, _] = prefix.dims();
-        let summary = self.summary(&prefix, tokens.dims()[0] / g);
-        let (mut x, rows) = self.decoder_input(prefix, tokens);
+        let (mut x, rows, summary) = self.decoder_input(prefix, tokens);
         let mut kv = Vec::with_capacity(self.decoder.len());
         for block in &self.decoder {
             let (y, qkv) = block.forward_rows(x, rows);
@@ -835,7 +835,7 @@ mod tests {
             );
             // Without autodiff, the same forward.
             let plain = Block::<NdArray>::new(&config, &device);
-            let q = Tensor::<NdArray, 2>::from_data(qkv_data(&fused_in), &device);
+            let q = Tensor::<NdArray, 2>::from_data(fused_in.to_data(), &device);
             let diff = max_diff(
                 plain.attention(q.clone(), rows).to_data(),
                 plain.attention_composite(q, rows).to_data(),
@@ -882,9 +882,5 @@ mod tests {
                 assert!(bc.abs().sum().into_scalar() > 0.1);
             }
         }
-    }
-
-    fn qkv_data(t: &Tensor<Ad, 2>) -> TensorData {
-        t.to_data()
     }
 }
