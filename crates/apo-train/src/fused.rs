@@ -43,6 +43,11 @@ fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
     }
 }
 
+/// `value` as `U`, for a `T` already checked to be `U`.
+fn cast<T: 'static, U: 'static>(value: T) -> U {
+    same_type(value).unwrap_or_else(|_| unreachable!("the backend type was checked"))
+}
+
 /// Attention over `rows` of `qkv: [R, 3 d]` (see [`Rows`]) with `heads` heads: `[R, d]`.
 /// Runs the fused kernel when `B` is `NdArray<f32>` or `Autodiff<NdArray<f32>>`; otherwise
 /// hands `qkv` back.
@@ -124,15 +129,15 @@ pub(crate) fn linear<B: Backend>(
     let o = w.dims()[1];
     let dims = [r, i, o];
     if ad {
-        let cast2 = |t: Tensor<B, 2>| {
-            same_type::<_, Tensor<CpuAutodiff, 2>>(t).unwrap_or_else(|_| unreachable!("B checked"))
-        };
-        let b = same_type::<_, Tensor<CpuAutodiff, 1>>(b).unwrap_or_else(|_| unreachable!());
-        let (x, w) = (
-            cast2(x).into_primitive().tensor(),
-            cast2(w).into_primitive().tensor(),
-        );
-        let b = b.into_primitive().tensor();
+        let x = cast::<_, Tensor<CpuAutodiff, 2>>(x)
+            .into_primitive()
+            .tensor();
+        let w = cast::<_, Tensor<CpuAutodiff, 2>>(w)
+            .into_primitive()
+            .tensor();
+        let b = cast::<_, Tensor<CpuAutodiff, 1>>(b)
+            .into_primitive()
+            .tensor();
         let (xh, wh) = (
             Host::new(x.primitive.clone()),
             Host::new(w.primitive.clone()),
@@ -147,21 +152,18 @@ pub(crate) fn linear<B: Backend>(
             OpsKind::Tracked(prep) => prep.finish(Arc::new(LinearState { x: xh, w: wh, dims }), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
-        let out = Tensor::<CpuAutodiff, 2>::from_primitive(TensorPrimitive::Float(out));
-        return Ok(same_type(out).unwrap_or_else(|_| unreachable!("B checked")));
+        return Ok(cast(Tensor::<CpuAutodiff, 2>::from_primitive(
+            TensorPrimitive::Float(out),
+        )));
     }
-    let cast2 = |t: Tensor<B, 2>| {
-        same_type::<_, Tensor<Cpu, 2>>(t).unwrap_or_else(|_| unreachable!("B checked"))
-    };
-    let b = same_type::<_, Tensor<Cpu, 1>>(b).unwrap_or_else(|_| unreachable!("B checked"));
     let y = linear_forward(
-        &Host::new(cast2(x).into_primitive().tensor()),
-        &Host::new(cast2(w).into_primitive().tensor()),
-        &Host::new(b.into_primitive().tensor()),
+        &Host::new(cast::<_, Tensor<Cpu, 2>>(x).into_primitive().tensor()),
+        &Host::new(cast::<_, Tensor<Cpu, 2>>(w).into_primitive().tensor()),
+        &Host::new(cast::<_, Tensor<Cpu, 1>>(b).into_primitive().tensor()),
         dims,
     );
     let out = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(to_ndarray(y, &[r, o])));
-    Ok(same_type(out).unwrap_or_else(|_| unreachable!("B checked")))
+    Ok(cast(out))
 }
 
 fn linear_forward(x: &Host, w: &Host, b: &Host, [r, i, o]: [usize; 3]) -> Vec<f32> {
