@@ -209,31 +209,15 @@ impl Backward<Cpu, 3> for LinearOp {
         dy.with_slice(|dy| {
             let dyv = view(dy, 0, (r, o), (o, 1));
             if let Some(px) = px {
-                let mut dx = vec![0.0f32; r * i];
-                state.w.with_slice(|w| {
-                    let wt = view(w, 0, (o, i), (1, o));
-                    general_mat_mul(
-                        1.0,
-                        &dyv,
-                        &wt,
-                        0.0,
-                        &mut view_mut(&mut dx, 0, (r, i), (i, 1)),
-                    );
-                });
+                let dx = state
+                    .w
+                    .with_slice(|w| product(&dyv, &view(w, 0, (o, i), (1, o))));
                 grads.register::<Cpu>(px.id, to_ndarray(dx, &[r, i]));
             }
             if let Some(pw) = pw {
-                let mut dw = vec![0.0f32; i * o];
-                state.x.with_slice(|x| {
-                    let xt = view(x, 0, (i, r), (1, i));
-                    general_mat_mul(
-                        1.0,
-                        &xt,
-                        &dyv,
-                        0.0,
-                        &mut view_mut(&mut dw, 0, (i, o), (o, 1)),
-                    );
-                });
+                let dw = state
+                    .x
+                    .with_slice(|x| product(&view(x, 0, (i, r), (1, i)), &dyv));
                 grads.register::<Cpu>(pw.id, to_ndarray(dw, &[i, o]));
             }
             if let Some(pb) = pb {
@@ -428,6 +412,14 @@ fn view(
     strides: (usize, usize),
 ) -> ArrayView2<'_, f32> {
     ArrayView2::from_shape(dim.strides(strides), &data[offset..]).expect("view inside its buffer")
+}
+
+/// `a b` as a new row-major matrix.
+fn product(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Vec<f32> {
+    let (m, n) = (a.nrows(), b.ncols());
+    let mut c = vec![0.0f32; m * n];
+    general_mat_mul(1.0, a, b, 0.0, &mut view_mut(&mut c, 0, (m, n), (n, 1)));
+    c
 }
 
 /// A mutable `rows × cols` view of `data` from `offset` with strides `(rs, cs)`.
