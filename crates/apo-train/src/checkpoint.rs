@@ -215,6 +215,23 @@ pub fn save_model<B: burn::tensor::backend::Backend>(
     Ok(dir.join("model.bin"))
 }
 
+/// Reads a `model.json`; fields added since it was written take their defaults (a model
+/// saved before `concept_input` existed has none).
+fn student_config(text: &str) -> std::result::Result<StudentConfig, serde_json::Error> {
+    let mut value: serde_json::Value = serde_json::from_str(text)?;
+    let vocab = value.get("vocab_size").and_then(serde_json::Value::as_u64);
+    if let (Some(saved), Some(vocab)) = (value.as_object_mut(), vocab) {
+        if let serde_json::Value::Object(defaults) =
+            serde_json::to_value(StudentConfig::new(vocab as usize))?
+        {
+            for (key, default) in defaults {
+                saved.entry(key).or_insert(default);
+            }
+        }
+    }
+    serde_json::from_value(value)
+}
+
 /// Loads a final model written by [`save_model`].
 ///
 /// # Errors
@@ -225,10 +242,29 @@ pub fn load_model<B: burn::tensor::backend::Backend>(
 ) -> Result<(Student<B>, StudentConfig)> {
     let file = dir.join("model.json");
     let text = std::fs::read_to_string(&file).map_err(|e| corrupt(&file, e))?;
-    let config: StudentConfig = serde_json::from_str(&text).map_err(|e| corrupt(&file, e))?;
+    let config = student_config(&text).map_err(|e| corrupt(&file, e))?;
     let model = config.init::<B>(device)?;
     let model = model
         .load_file(dir.join("model"), &Rec::new(), device)
         .map_err(|e| corrupt(&dir.join("model.bin"), e))?;
     Ok((model, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `model.json` written before a field existed loads with that field's default; a
+    /// present field keeps its value; a file without `vocab_size` is still an error.
+    #[test]
+    fn older_model_json_takes_new_fields_defaults() {
+        let mut saved = serde_json::to_value(StudentConfig::new(300).with_d_model(64)).unwrap();
+        let object = saved.as_object_mut().unwrap();
+        object.remove("concept_input");
+        object.remove("concept_head");
+        let config = student_config(&saved.to_string()).unwrap();
+        assert_eq!(config, StudentConfig::new(300).with_d_model(64));
+        assert!(student_config(r#"{"d_model": 64}"#).is_err());
+        assert!(student_config("not json").is_err());
+    }
 }

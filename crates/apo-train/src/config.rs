@@ -103,11 +103,19 @@ pub struct ModelConfig {
     pub activation: crate::Activation,
     /// Add a projection of the mean image vector to every text embedding.
     pub image_summary: bool,
-    /// Weight of stage 1's auxiliary concept loss (0 = no concept head): a linear head on
-    /// the mean image vector predicts, for each of the 14 findings, the fraction of the
-    /// image's teachers whose trajectory ends positive on it (binary cross-entropy). It
-    /// teaches the image encoder the concepts the texts talk about, from the teachers alone.
+    /// Weight of the auxiliary concept loss (0 = no concept head): a linear head on the mean
+    /// image vector predicts, for each of the 14 findings, the `concept_targets` (binary
+    /// cross-entropy), in stage 1 and in stage 2. It teaches the image encoder the concepts
+    /// the texts talk about, from the teachers alone (no ground truth).
     pub concept_weight: f64,
+    /// What the concept head learns: `consensus` (default; the findings of the image's
+    /// consensus trajectory in `data.preferences`, images without one carry no concept loss)
+    /// or `teachers` (the fraction of the image's teachers whose trajectory ends positive).
+    pub concept_targets: ConceptTargets,
+    /// Feed the concept head's 14 probabilities back into every text embedding (needs
+    /// `concept_weight > 0`): the text reads what the image shows through a path the concept
+    /// loss supervises, instead of discovering it in the mean image vector on its own.
+    pub concept_input: bool,
 }
 
 impl Default for ModelConfig {
@@ -125,8 +133,23 @@ impl Default for ModelConfig {
             activation: crate::Activation::Relu,
             image_summary: true,
             concept_weight: 0.0,
+            concept_targets: ConceptTargets::Consensus,
+            concept_input: false,
         }
     }
+}
+
+/// The targets of the concept head (`model.concept_targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConceptTargets {
+    /// The findings stated by the image's consensus trajectory (the `chosen` text of its row
+    /// in `data.preferences`): Dawid-Skene weighs each teacher by how reliable it is, so a
+    /// teacher that states a finding more often when it is absent counts against it.
+    #[default]
+    Consensus,
+    /// The fraction of the image's teachers whose trajectory ends positive on each finding.
+    Teachers,
 }
 
 impl ModelConfig {
@@ -145,6 +168,7 @@ impl ModelConfig {
             .with_activation(self.activation)
             .with_image_summary(self.image_summary)
             .with_concept_head(self.concept_weight > 0.0)
+            .with_concept_input(self.concept_input)
     }
 }
 

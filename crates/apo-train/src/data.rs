@@ -120,9 +120,25 @@ impl Images {
     }
 }
 
-/// Stage 1's concept targets, one per item: for each finding (in `Finding::ALL` order), the
-/// fraction of the item's teachers whose trajectory ends positive on it (uncertain counts
-/// one half), read with the `cxr-max` labeler.
+/// The findings a text states, one value per finding in `Finding::ALL` order: 1 positive,
+/// ½ uncertain, 0 otherwise (read with the `cxr-max` labeler; a later statement overrides an
+/// earlier one).
+pub fn text_concepts(text: &str) -> [f32; 14] {
+    let found = cxr_max::findings::extract(text).findings;
+    let mut t = [0f32; 14];
+    for (k, f) in cxr_max::Finding::ALL.iter().enumerate() {
+        t[k] = match found.get(*f) {
+            cxr_max::LabelStatus::Positive => 1.0,
+            cxr_max::LabelStatus::Uncertain => 0.5,
+            _ => 0.0,
+        };
+    }
+    t
+}
+
+/// Concept targets from the teachers, one per item: for each finding (in `Finding::ALL`
+/// order), the fraction of the item's teachers whose trajectory ends positive on it
+/// (uncertain counts one half), read with the `cxr-max` labeler.
 pub fn concept_targets(items: &[Item]) -> Vec<[f32; 14]> {
     items
         .iter()
@@ -130,18 +146,44 @@ pub fn concept_targets(items: &[Item]) -> Vec<[f32; 14]> {
             let mut t = [0f32; 14];
             let n = item.sample.trajectories.len().max(1) as f32;
             for traj in &item.sample.trajectories {
-                let found = cxr_max::findings::extract(&traj.text).findings;
-                for (k, f) in cxr_max::Finding::ALL.iter().enumerate() {
-                    t[k] += match found.get(*f) {
-                        cxr_max::LabelStatus::Positive => 1.0 / n,
-                        cxr_max::LabelStatus::Uncertain => 0.5 / n,
-                        _ => 0.0,
-                    };
+                for (acc, x) in t.iter_mut().zip(text_concepts(&traj.text)) {
+                    *acc += x / n;
                 }
             }
             t
         })
         .collect()
+}
+
+/// Concept targets from the consensus, one per item: the findings stated by the `chosen`
+/// trajectory of the item's row in a preference file in our layout; `None` for an item
+/// without a row (it carries no concept loss).
+///
+/// # Errors
+/// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
+pub fn consensus_targets(path: &Path, items: &[Item]) -> Result<Vec<Option<[f32; 14]>>> {
+    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+    let index: HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
+        .collect();
+    let mut out = vec![None; items.len()];
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: apo_consensus::export::OursRow =
+            serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
+                source_file: path.to_owned(),
+                line: n + 1,
+                message: format!("not a preference row in our layout: {e}"),
+            })?;
+        if let Some(&i) = index.get(row.id.as_str()) {
+            out[i] = Some(text_concepts(&row.chosen));
+        }
+    }
+    Ok(out)
 }
 
 /// Opens the data set and keeps the items of `split` (all when `None`).

@@ -63,9 +63,14 @@ pub struct StudentConfig {
     #[config(default = true)]
     pub image_summary: bool,
     /// A linear head from the mean image vector to one logit per finding (stage 1's
-    /// auxiliary concept loss; unused when generating).
+    /// auxiliary concept loss; read when generating only with `concept_input`).
     #[config(default = false)]
     pub concept_head: bool,
+    /// Feed the concept head's probabilities (`σ` of its 14 logits) through a `14 → d`
+    /// projection into every text embedding, next to the image summary: a low-dimensional,
+    /// explicitly supervised path from what the image shows to the text. Needs `concept_head`.
+    #[config(default = false)]
+    pub concept_input: bool,
 }
 
 /// The MLP activation.
@@ -131,6 +136,13 @@ impl StudentConfig {
         if self.mlp_ratio == 0 {
             return bad("mlp_ratio", "0".into(), "at least 1");
         }
+        if self.concept_input && !self.concept_head {
+            return bad(
+                "concept_input",
+                "true".into(),
+                "false unless the model has a concept head (model.concept_weight > 0)",
+            );
+        }
         if self.max_text_len < 4 {
             return bad("max_text_len", self.max_text_len.to_string(), "at least 4");
         }
@@ -183,6 +195,9 @@ impl StudentConfig {
             concepts: self
                 .concept_head
                 .then(|| Dense::new(d, cxr_max::Finding::ALL.len(), device)),
+            concept_input: self
+                .concept_input
+                .then(|| Dense::new(cxr_max::Finding::ALL.len(), d, device)),
             patches: self.patches(),
             max_text_len: self.max_text_len,
         })
@@ -455,6 +470,7 @@ pub struct Student<B: Backend> {
     head: Dense<B>,
     summary: Option<Dense<B>>,
     concepts: Option<Dense<B>>,
+    concept_input: Option<Dense<B>>,
     patches: usize,
     max_text_len: usize,
 }
@@ -537,12 +553,25 @@ impl<B: Backend> Student<B> {
         Some(dense.forward(prefix.clone().mean_dim(1).reshape([g, d])))
     }
 
-    /// The image summary of each of the `G` prefixes, repeated for the `s` sequences of its
-    /// group: `[G · s, 1, d]`.
+    /// The image summary of each of the `G` prefixes (its projection of the mean image
+    /// vector, plus the projected concept probabilities when the model feeds them back),
+    /// repeated for the `s` sequences of its group: `[G · s, 1, d]`.
     fn summary(&self, prefix: &Tensor<B, 3>, s: usize) -> Option<Tensor<B, 3>> {
-        let dense = self.summary.as_ref()?;
         let [g, _, d] = prefix.dims();
-        let x = dense.forward(prefix.clone().mean_dim(1)); // [G, 1, d]
+        let mean = prefix.clone().mean_dim(1); // [G, 1, d]
+        let projected = self
+            .summary
+            .as_ref()
+            .map(|dense| dense.forward(mean.clone()));
+        let concepts = match (&self.concepts, &self.concept_input) {
+            (Some(head), Some(input)) => Some(input.forward(sigmoid(head.forward(mean)))),
+            _ => None,
+        };
+        let x = match (projected, concepts) {
+            (Some(a), Some(b)) => a + b,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
         Some(if s == 1 {
             x
         } else {

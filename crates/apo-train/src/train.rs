@@ -453,7 +453,7 @@ pub fn sft<B: AutodiffBackend>(
     let images = Images::load(&image_paths(&items), model_config.image_size)?;
     let concept_weight = config.model.concept_weight;
     let concepts = if concept_weight > 0.0 {
-        data::concept_targets(&items)
+        concept_table(config, &items)?
     } else {
         Vec::new()
     };
@@ -500,17 +500,10 @@ pub fn sft<B: AutodiffBackend>(
             let tokens: usize = batch.tokens.iter().flatten().sum();
             let mut loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
             if let Some(x) = concept_logits {
-                let k = cxr_max::Finding::ALL.len();
-                let t: Vec<f32> = which
-                    .iter()
-                    .flat_map(|&g| concepts[groups[g].image])
-                    .collect();
-                let t = Tensor::<B, 2>::from_data(TensorData::new(t, [which.len(), k]), device);
-                let bce = (t.clone() * log_sigmoid(x.clone())
-                    + t.neg().add_scalar(1.0) * log_sigmoid(x.neg()))
-                .mean()
-                .neg();
-                loss = loss + bce.mul_scalar(concept_weight);
+                let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
+                if let Some(bce) = concept_bce(x, &rows, device) {
+                    loss = loss + bce.mul_scalar(concept_weight);
+                }
             }
             Ok(MicroOut {
                 loss,
@@ -685,6 +678,12 @@ pub fn apo<B: AutodiffBackend>(
         policy
     };
     let loss_fn = config.apo.loss.init()?;
+    let concept_weight = config.model.concept_weight;
+    let concepts = if concept_weight > 0.0 && model_config.concept_head {
+        concept_table(config, &items)?
+    } else {
+        Vec::new()
+    };
     let pad = tok.pad();
     let (model, report) = run_stage(
         name,
@@ -702,7 +701,19 @@ pub fn apo<B: AutodiffBackend>(
         |model, which| {
             let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
             let reference: Vec<&[f32]> = which.iter().map(|&g| ref_lp[g].as_slice()).collect();
-            let (loss, metrics) = preference_step(model, &batch, &reference, &loss_fn, device)?;
+            let prefix = model.encode(batch.images.clone());
+            let concept_loss = match model.concepts(&prefix) {
+                Some(x) if !concepts.is_empty() => {
+                    let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
+                    concept_bce(x, &rows, device)
+                }
+                _ => None,
+            };
+            let (mut loss, metrics) =
+                preference_step_on(model, prefix, &batch, &reference, &loss_fn, device)?;
+            if let Some(bce) = concept_loss {
+                loss = loss + bce.mul_scalar(concept_weight);
+            }
             Ok(MicroOut {
                 loss,
                 tokens: batch.tokens.iter().flatten().sum(),
@@ -738,8 +749,23 @@ pub fn preference_step<B: Backend>(
     loss_fn: &apo_loss::PreferenceLoss,
     device: &B::Device,
 ) -> Result<(Tensor<B, 1>, Vec<apo_loss::Metrics>)> {
-    let (g, s) = (batch.groups, batch.per_group);
     let prefix = model.encode(batch.images.clone());
+    preference_step_on(model, prefix, batch, reference, loss_fn, device)
+}
+
+/// [`preference_step`] on the batch's image prefixes `[G, P, d]`, already encoded.
+///
+/// # Errors
+/// As [`preference_step`].
+pub fn preference_step_on<B: Backend>(
+    model: &Student<B>,
+    prefix: Tensor<B, 3>,
+    batch: &Batch<B>,
+    reference: &[&[f32]],
+    loss_fn: &apo_loss::PreferenceLoss,
+    device: &B::Device,
+) -> Result<(Tensor<B, 1>, Vec<apo_loss::Metrics>)> {
+    let (g, s) = (batch.groups, batch.per_group);
     let logits = model.decode(prefix, batch.inputs.clone());
     let policy =
         sequence_logprobs(logits, batch.targets.clone(), batch.mask.clone())?.reshape([g, s]);
@@ -763,6 +789,61 @@ pub fn preference_step<B: Backend>(
     }
     let out = loss_fn.forward_with_metrics(&pb)?;
     Ok((out.loss, out.metrics))
+}
+
+/// The concept targets of a run, one per item (`None`: no concept loss for that image).
+///
+/// # Errors
+/// [`TrainError::Config`] when the targets are the consensus and `data.preferences` is not
+/// set; the preference file's errors.
+fn concept_table(
+    config: &RunConfig,
+    items: &[cxr_max::dataset::Item],
+) -> Result<Vec<Option<[f32; 14]>>> {
+    match config.model.concept_targets {
+        crate::config::ConceptTargets::Teachers => {
+            Ok(data::concept_targets(items).into_iter().map(Some).collect())
+        }
+        crate::config::ConceptTargets::Consensus => {
+            let path = config
+                .data
+                .preferences
+                .as_ref()
+                .ok_or_else(|| TrainError::Config {
+                    field: "data.preferences".into(),
+                    value: "(none)".into(),
+                    expected: "the preference file whose consensus trajectories the concept head \
+                           learns (or model.concept_targets = \"teachers\")"
+                        .into(),
+                })?;
+            data::consensus_targets(path, items)
+        }
+    }
+}
+
+/// The mean binary cross-entropy of concept logits `[G, 14]` against `targets` (one row per
+/// group; `None` rows are left out); `None` when no row has targets.
+fn concept_bce<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: &[Option<[f32; 14]>],
+    device: &B::Device,
+) -> Option<Tensor<B, 1>> {
+    let k = cxr_max::Finding::ALL.len();
+    let present = targets.iter().flatten().count();
+    if present == 0 {
+        return None;
+    }
+    let mut t = Vec::with_capacity(targets.len() * k);
+    let mut m = Vec::with_capacity(targets.len() * k);
+    for row in targets {
+        t.extend(row.unwrap_or([0.0; 14]));
+        m.extend([if row.is_some() { 1f32 } else { 0.0 }; 14]);
+    }
+    let t = Tensor::<B, 2>::from_data(TensorData::new(t, [targets.len(), k]), device);
+    let m = Tensor::<B, 2>::from_data(TensorData::new(m, [targets.len(), k]), device);
+    let ll = t.clone() * log_sigmoid(logits.clone())
+        + t.neg().add_scalar(1.0) * log_sigmoid(logits.neg());
+    Some((ll * m).sum().neg().div_scalar((present * k) as f64))
 }
 
 fn average(m: &[apo_loss::Metrics]) -> Option<apo_loss::Metrics> {

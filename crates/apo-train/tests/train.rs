@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use apo_train::config::RunConfig;
+use apo_train::config::{ConceptTargets, RunConfig};
 use apo_train::train::{self, Observer, Quiet, StepMetrics};
 use burn::backend::{Autodiff, NdArray};
 
@@ -101,12 +101,12 @@ fn preferences(config: &RunConfig, path: &Path) {
 
 #[test]
 fn incremental_decoding_matches_full_decoding() {
-    for summary in [true, false] {
-        incremental_decoding_case(summary);
+    for (summary, concepts) in [(true, false), (false, false), (true, true), (false, true)] {
+        incremental_decoding_case(summary, concepts);
     }
 }
 
-fn incremental_decoding_case(summary: bool) {
+fn incremental_decoding_case(summary: bool, concepts: bool) {
     let _serial = serial();
     use burn::tensor::{Int, Tensor};
     let device = Default::default();
@@ -115,7 +115,9 @@ fn incremental_decoding_case(summary: bool) {
         .with_d_model(16)
         .with_n_heads(2)
         .with_max_text_len(12)
-        .with_image_summary(summary);
+        .with_image_summary(summary)
+        .with_concept_head(concepts)
+        .with_concept_input(concepts);
     <NdArray as burn::tensor::backend::Backend>::seed(&device, 5);
     let model = c.init::<NdArray>(&device).unwrap();
     let images =
@@ -424,8 +426,9 @@ fn bad_inputs_are_typed_errors() {
 }
 
 /// Concept targets are the fraction of an image's teachers ending positive on each finding
-/// (uncertain = one half), and the concept head adds its binary cross-entropy to stage 1:
-/// ln 2 per image at the start (logits near 0), the text loss unchanged.
+/// (uncertain = one half) or the findings of the image's consensus trajectory, and the
+/// concept head adds its binary cross-entropy to stage 1: ln 2 per image at the start
+/// (logits near 0), the text loss unchanged; stage 2 adds it too.
 #[test]
 fn concept_head_targets_and_stage_one_loss() {
     use cxr_max::{Finding, Location, Sample, Trajectory};
@@ -473,37 +476,111 @@ fn concept_head_targets_and_stage_one_loss() {
     assert_eq!(t[0][k(Finding::PleuralEffusion)], 0.0);
     assert_eq!(t[0][k(Finding::Pneumothorax)], 0.0);
 
+    assert_eq!(
+        apo_train::data::text_concepts("Possible cardiomegaly. Small left pleural effusion.")
+            [k(Finding::Cardiomegaly)..=k(Finding::Cardiomegaly)],
+        [0.5]
+    );
+
     let _serial = serial();
     let root = temp("concepts");
     let mut config = tiny(&root);
     config.sft.steps = 3;
-    // The baseline carries the head too, with a negligible weight: burn draws a parameter's
-    // initial values when it is first used, so a model without the head would start from
-    // other weights and the difference would not be the concept loss alone.
-    config.model.concept_weight = 1e-9;
-    let device = Default::default();
-    let plain = metrics(
-        &train::sft::<B>(&config, &device, false, &mut Quiet)
-            .unwrap()
-            .metrics,
+    // Consensus targets: each image's row in the preference file (here the chosen text is
+    // the first teacher's trajectory); an image without a row has none.
+    let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
+    let prefs = root.join("prefs.jsonl");
+    preferences(&config, &prefs);
+    let text = std::fs::read_to_string(&prefs).unwrap();
+    let without_first: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&prefs, without_first.join("\n")).unwrap();
+    let targets = apo_train::data::consensus_targets(&prefs, &items).unwrap();
+    assert_eq!(targets.len(), items.len());
+    assert_eq!(targets[0], None);
+    for (item, t) in items.iter().zip(&targets).skip(1) {
+        let want = apo_train::data::text_concepts(&item.sample.trajectories[0].text);
+        assert_eq!(t.as_ref(), Some(&want), "{}", item.sample.dicom_id);
+    }
+    assert!(targets.iter().skip(1).any(|t| t.unwrap().contains(&1.0)));
+    let bad = root.join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{oops\n", without_first[0])).unwrap();
+    let err = apo_train::data::consensus_targets(&bad, &items).unwrap_err();
+    assert!(
+        matches!(err, apo_train::TrainError::BadPreference { line: 2, .. }),
+        "{err}"
     );
+    preferences(&config, &prefs);
+    // The consensus targets need the preference file.
     config.model.concept_weight = 1.0;
-    config.run.out = root.join("run-concepts");
-    let with = metrics(
-        &train::sft::<B>(&config, &device, false, &mut Quiet)
-            .unwrap()
-            .metrics,
-    );
-    let extra = with[0].loss - plain[0].loss;
+    let device = Default::default();
+    let err = train::sft::<B>(&config, &device, false, &mut Quiet).unwrap_err();
+    assert!(err.to_string().contains("data.preferences"), "{err}");
+    // Feeding the concepts back needs the head.
+    let mut no_head = config.clone();
+    no_head.model.concept_weight = 0.0;
+    no_head.model.concept_input = true;
     assert!(
-        (extra - 2f64.ln()).abs() < 0.05,
-        "concept loss at step 0: {extra}"
+        no_head
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("concept_input")
     );
+
+    for targets in [ConceptTargets::Teachers, ConceptTargets::Consensus] {
+        config.model.concept_targets = targets;
+        config.data.preferences = Some(prefs.clone());
+        // The baseline carries the head too, with a negligible weight: burn draws a
+        // parameter's initial values when it is first used, so a model without the head
+        // would start from other weights and the difference would not be the concept loss.
+        config.model.concept_weight = 1e-9;
+        config.run.out = root.join(format!("run-plain-{targets:?}"));
+        let plain = metrics(
+            &train::sft::<B>(&config, &device, false, &mut Quiet)
+                .unwrap()
+                .metrics,
+        );
+        config.model.concept_weight = 1.0;
+        config.run.out = root.join(format!("run-concepts-{targets:?}"));
+        let with = metrics(
+            &train::sft::<B>(&config, &device, false, &mut Quiet)
+                .unwrap()
+                .metrics,
+        );
+        let extra = with[0].loss - plain[0].loss;
+        assert!(
+            (extra - 2f64.ln()).abs() < 0.05,
+            "{targets:?}: concept loss at step 0: {extra}"
+        );
+        assert!(
+            with[2].loss < with[0].loss,
+            "{} -> {}",
+            with[0].loss,
+            with[2].loss
+        );
+    }
+    // Stage 2 from the same stage-1 model, with and without the concept loss: the first
+    // step's loss differs by the head's cross-entropy on the consensus targets (> 0).
+    config.model.concept_input = true;
+    config.run.out = root.join("run-input");
+    train::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    config.apo.init = Some(config.run.out.join("sft"));
+    let stage2 = |weight: f64, out: &str| {
+        let mut c = config.clone();
+        c.model.concept_weight = weight;
+        c.run.out = root.join(out);
+        metrics(
+            &train::apo::<B>(&c, "apo", &device, false, &mut Quiet)
+                .unwrap()
+                .metrics,
+        )
+    };
+    let a = stage2(1e-9, "run-apo-plain");
+    let b = stage2(1.0, "run-apo-concepts");
+    let extra = b[0].loss - a[0].loss;
     assert!(
-        with[2].loss < with[0].loss,
-        "{} -> {}",
-        with[0].loss,
-        with[2].loss
+        extra > 0.01 && extra < 2f64.ln() + 0.05,
+        "stage-2 concept loss {extra}"
     );
     std::fs::remove_dir_all(&root).ok();
 }
