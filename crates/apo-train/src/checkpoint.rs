@@ -220,13 +220,12 @@ pub fn save_model<B: burn::tensor::backend::Backend>(
 fn student_config(text: &str) -> std::result::Result<StudentConfig, serde_json::Error> {
     let mut value: serde_json::Value = serde_json::from_str(text)?;
     let vocab = value.get("vocab_size").and_then(serde_json::Value::as_u64);
-    if let (Some(saved), Some(vocab)) = (value.as_object_mut(), vocab) {
-        if let serde_json::Value::Object(defaults) =
+    if let (Some(saved), Some(vocab)) = (value.as_object_mut(), vocab)
+        && let serde_json::Value::Object(defaults) =
             serde_json::to_value(StudentConfig::new(vocab as usize))?
-        {
-            for (key, default) in defaults {
-                saved.entry(key).or_insert(default);
-            }
+    {
+        for (key, default) in defaults {
+            saved.entry(key).or_insert(default);
         }
     }
     serde_json::from_value(value)
