@@ -162,13 +162,31 @@ pub fn concept_targets(items: &[Item]) -> Vec<[f32; 14]> {
 /// # Errors
 /// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
 pub fn consensus_targets(path: &Path, items: &[Item]) -> Result<Vec<Option<[f32; 14]>>> {
+    let mut out = vec![None; items.len()];
+    for (_, row, image) in preference_rows(path, items)? {
+        if let Some(i) = image {
+            out[i] = Some(text_concepts(&row.chosen));
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of a preference file in our layout, each with its 1-based line and the index of
+/// its image among `items` (`None` when the image is not among them); blank lines skipped.
+///
+/// # Errors
+/// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
+fn preference_rows(
+    path: &Path,
+    items: &[Item],
+) -> Result<Vec<(usize, apo_consensus::export::OursRow, Option<usize>)>> {
     let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
     let index: HashMap<&str, usize> = items
         .iter()
         .enumerate()
         .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
         .collect();
-    let mut out = vec![None; items.len()];
+    let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -179,11 +197,10 @@ pub fn consensus_targets(path: &Path, items: &[Item]) -> Result<Vec<Option<[f32;
                 line: n + 1,
                 message: format!("not a preference row in our layout: {e}"),
             })?;
-        if let Some(&i) = index.get(row.id.as_str()) {
-            out[i] = Some(text_concepts(&row.chosen));
-        }
+        let image = index.get(row.id.as_str()).copied();
+        rows.push((n + 1, row, image));
     }
-    Ok(out)
+    Ok(rows)
 }
 
 /// Opens the data set and keeps the items of `split` (all when `None`).
@@ -309,25 +326,9 @@ pub fn preference_groups(
     max_len: usize,
     truncate: bool,
 ) -> Result<(Vec<Group>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
-    let index: HashMap<&str, usize> = items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
-        .collect();
     let mut groups = Vec::new();
     let mut unmatched = 0;
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: apo_consensus::export::OursRow =
-            serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
-                source_file: path.to_owned(),
-                line: line_no,
-                message: format!("not a preference row in our layout: {e}"),
-            })?;
+    for (line_no, row, image) in preference_rows(path, items)? {
         if row.rejected.is_empty() {
             return Err(TrainError::NoNegatives {
                 source_file: path.to_owned(),
@@ -335,7 +336,7 @@ pub fn preference_groups(
                 id: row.id,
             });
         }
-        let Some(&image) = index.get(row.id.as_str()) else {
+        let Some(image) = image else {
             unmatched += 1;
             continue;
         };
