@@ -382,6 +382,21 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// `data.preferences`, or [`TrainError::Config`] saying what the file is `for_what`.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] when `data.preferences` is not set.
+    pub fn preferences(&self, for_what: &str) -> Result<&Path> {
+        self.data
+            .preferences
+            .as_deref()
+            .ok_or_else(|| TrainError::Config {
+                field: "data.preferences".into(),
+                value: "(none)".into(),
+                expected: for_what.into(),
+            })
+    }
+
     /// Checks every range.
     ///
     /// # Errors

@@ -598,14 +598,8 @@ pub fn apo<B: AutodiffBackend>(
     config.validate()?;
     let _span = tracing::info_span!("apo", name).entered();
     let prefs = config
-        .data
-        .preferences
-        .clone()
-        .ok_or_else(|| TrainError::Config {
-            field: "data.preferences".into(),
-            value: "(none)".into(),
-            expected: "the preference file of `apo consensus build --export ours`".into(),
-        })?;
+        .preferences("the preference file of `apo consensus build --export ours`")?
+        .to_owned();
     let init_dir = config
         .apo
         .init
@@ -805,17 +799,10 @@ fn concept_table(
             Ok(data::concept_targets(items).into_iter().map(Some).collect())
         }
         crate::config::ConceptTargets::Consensus => {
-            let path = config
-                .data
-                .preferences
-                .as_ref()
-                .ok_or_else(|| TrainError::Config {
-                    field: "data.preferences".into(),
-                    value: "(none)".into(),
-                    expected: "the preference file whose consensus trajectories the concept head \
-                           learns (or model.concept_targets = \"teachers\")"
-                        .into(),
-                })?;
+            let path = config.preferences(
+                "the preference file whose consensus trajectories the concept head learns \
+                 (or model.concept_targets = \"teachers\")",
+            )?;
             data::consensus_targets(path, items)
         }
     }
