@@ -64,6 +64,37 @@ fn tiny_demo_writes_every_artefact() {
     let avg = values.iter().sum::<f64>() / values.len() as f64;
     assert!((avg - mean["all_absent"].as_f64().unwrap()).abs() < 1e-12);
     assert_eq!(r.stages.len(), 3);
+    // The APO student against the other rows: the point difference is the difference of the
+    // table's means, and sits inside its bootstrap interval.
+    let versus: Vec<&str> = r.comparisons.iter().map(|c| c.versus.as_str()).collect();
+    assert_eq!(versus.len(), 4, "{versus:?}");
+    assert_eq!(
+        (versus[0], versus[1], versus[3]),
+        ("pairwise student", "sft student", "all absent")
+    );
+    let best = mean["teachers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(versus[2], best.0);
+    for (c, row) in
+        r.comparisons
+            .iter()
+            .zip([&mean["pairwise"], &mean["sft"], best.1, &mean["all_absent"]])
+    {
+        let d = &c.difference;
+        let expected = mean["apo"].as_f64().unwrap() - row.as_f64().unwrap();
+        assert!((d.difference - expected).abs() < 1e-12, "{}", c.versus);
+        assert!(d.ci95[0] <= d.difference + 1e-12 && d.difference <= d.ci95[1] + 1e-12);
+        assert_eq!(d.resamples, 2000);
+    }
+    assert_eq!(
+        results["comparisons"].as_array().unwrap().len(),
+        4,
+        "comparisons in results.json"
+    );
     // Stage 2 starts from the reference: every implicit reward is 0, so the Plackett-Luce
     // probability of the consensus is 1 / (N + 1) with N = 7 negatives, and the loss is
     // ln(N + 1) plus the consensus NLL term (weight 1 in the demo).
@@ -85,5 +116,6 @@ fn tiny_demo_writes_every_artefact() {
     assert!(r.test_images > 0);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| apo student |") && report.contains("GPT-5"));
+    assert!(report.contains("| APO student vs |") && report.contains("| pairwise student |"));
     std::fs::remove_dir_all(&out).ok();
 }

@@ -346,6 +346,13 @@ fn print_pipeline_result(
             "\nAccuracy on the test split ({} images):\n{table}",
             result.test_images
         );
+        for c in &result.comparisons {
+            let d = &c.difference;
+            println!(
+                "APO student vs {:<16} {:+.4}  95% CI [{:+.4}, {:+.4}]  (paired bootstrap over test images)",
+                c.versus, d.difference, d.ci95[0], d.ci95[1]
+            );
+        }
         println!(
             "{:.0} s; report in {}",
             result.seconds,

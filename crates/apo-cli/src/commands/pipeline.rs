@@ -301,6 +301,10 @@ pub struct PipelineResult {
     pub preference_sets: usize,
     /// Stage reports.
     pub stages: Vec<StageReport>,
+    /// The APO student against the pairwise and SFT students, the best teacher and the
+    /// all-absent baseline: differences of mean accuracy with paired-bootstrap intervals
+    /// over the test images.
+    pub comparisons: Vec<Comparison>,
     /// Seconds per phase.
     pub phases: BTreeMap<String, f64>,
     /// Total seconds.
@@ -335,9 +339,59 @@ impl Observer for Progress {
 /// The row of the image-blind baseline.
 pub const ALL_ABSENT: &str = "all absent";
 
+/// Per test image (in [`TestSet`] order) and finding (by [`Finding::index`]): the row's
+/// prediction, present or absent (`None`: no statement).
+type Predictions = Vec<Vec<Option<bool>>>;
+
+/// The test split's images: their DICOM ids and ground-truth labels.
+struct TestSet {
+    ids: Vec<String>,
+    labels: Vec<Option<cxr_max::Findings>>,
+}
+
+impl TestSet {
+    /// A row's accuracy from its predictions.
+    fn accuracy(&self, evaluated: &[Finding], p: &Predictions) -> Option<Accuracy> {
+        cxr_max::eval::accuracy(&self.labels, evaluated, |k, f| p[k][f.index()])
+    }
+
+    /// A student's predictions: the labeler's reading of the text generated for each test
+    /// image (an image without a sample has no statement).
+    fn read(&self, report: &EvalReport) -> Predictions {
+        let texts: BTreeMap<&str, &str> = report
+            .samples
+            .iter()
+            .map(|s| (s.id.as_str(), s.text.as_str()))
+            .collect();
+        self.ids
+            .iter()
+            .map(|id| {
+                let read = texts
+                    .get(id.as_str())
+                    .map(|t| cxr_max::findings::extract(t).findings);
+                Finding::ALL
+                    .iter()
+                    .map(|&f| read.as_ref().and_then(|r| cxr_max::eval::prediction(r, f)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// Teachers, majority vote and consensus labels, fitted on every image and scored on the
-/// test split, and the all-absent baseline.
-fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accuracy)>, String> {
+/// test split, and the all-absent baseline: each row's accuracy and predictions.
+#[allow(clippy::type_complexity)]
+fn label_rows(
+    items: &[Item],
+    evaluated: &[Finding],
+) -> Result<
+    (
+        Vec<(String, Accuracy)>,
+        BTreeMap<String, Predictions>,
+        TestSet,
+    ),
+    String,
+> {
     let all: Vec<&Item> = items.iter().collect();
     let teachers = cb::teachers_of(&all);
     let finals = cb::read_finals(&all);
@@ -360,27 +414,132 @@ fn label_rows(items: &[Item], evaluated: &[Finding]) -> Result<Vec<(String, Accu
     let test: Vec<usize> = (0..all.len())
         .filter(|&i| all[i].split == Some(cxr_max::tables::Split::Test))
         .collect();
-    let test_items: Vec<&Item> = test.iter().map(|&i| all[i]).collect();
-    let mut rows = Vec::new();
+    let set = TestSet {
+        ids: test
+            .iter()
+            .map(|&i| all[i].sample.dicom_id.clone())
+            .collect(),
+        labels: test.iter().map(|&i| all[i].labels).collect(),
+    };
+    let present = |p: Option<Polarity>| match p {
+        Some(Polarity::Present) => Some(true),
+        Some(Polarity::Absent) => Some(false),
+        _ => None,
+    };
+    let predictions = |predict: &dyn Fn(usize, Finding) -> Option<Polarity>| -> Predictions {
+        (0..test.len())
+            .map(|k| {
+                Finding::ALL
+                    .iter()
+                    .map(|&f| present(predict(k, f)))
+                    .collect()
+            })
+            .collect()
+    };
+    let mut named: Vec<(String, Predictions)> = Vec::new();
     for name in &teachers {
-        let acc = cb::accuracy(&test_items, evaluated, |k, f| {
-            cb::teacher_vote(all[test[k]], &finals[test[k]], name, f)
-        });
-        if let Some(a) = acc {
-            rows.push((name.clone(), a));
-        }
+        named.push((
+            name.clone(),
+            predictions(&|k, f| cb::teacher_vote(all[test[k]], &finals[test[k]], name, f)),
+        ));
     }
     for (name, c) in [("majority vote", &mv), ("consensus", &ds)] {
-        if let Some(a) = cb::accuracy(&test_items, evaluated, |k, f| c.labels[test[k]][f.index()]) {
-            rows.push((name.to_owned(), a));
-        }
+        named.push((
+            name.to_owned(),
+            predictions(&|k, f| c.labels[test[k]][f.index()]),
+        ));
     }
     // The image-blind baseline: every finding stated absent on every image. A student that
     // does not read the image scores about this.
-    if let Some(a) = cb::accuracy(&test_items, evaluated, |_, _| Some(Polarity::Absent)) {
-        rows.push((ALL_ABSENT.to_owned(), a));
+    named.push((
+        ALL_ABSENT.to_owned(),
+        predictions(&|_, _| Some(Polarity::Absent)),
+    ));
+    let mut rows = Vec::new();
+    let mut preds = BTreeMap::new();
+    for (name, p) in named {
+        if let Some(a) = set.accuracy(evaluated, &p) {
+            rows.push((name.clone(), a));
+            preds.insert(name, p);
+        }
     }
-    Ok(rows)
+    Ok((rows, preds, set))
+}
+
+/// Resamples of the paired bootstrap behind [`Comparison`].
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// The APO student against another row of the table, on the same test images.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The row compared with (`pairwise student`, `sft student`, the best teacher's name,
+    /// `all absent`).
+    pub versus: String,
+    /// Mean accuracy of the APO student minus the row's, with a paired bootstrap over test
+    /// images.
+    #[serde(flatten)]
+    pub difference: cxr_max::eval::PairedDifference,
+}
+
+/// The APO student against the pairwise and SFT students, the best teacher (by mean accuracy)
+/// and the all-absent baseline.
+fn comparisons(
+    rows: &[(String, Accuracy)],
+    preds: &BTreeMap<String, Predictions>,
+    set: &TestSet,
+    evaluated: &[Finding],
+    seed: u64,
+) -> Vec<Comparison> {
+    let Some(apo) = preds.get("apo student") else {
+        return Vec::new();
+    };
+    let not_teacher = |n: &str| {
+        n == "majority vote" || n == "consensus" || n == ALL_ABSENT || n.ends_with(" student")
+    };
+    let best_teacher = rows
+        .iter()
+        .filter(|(n, _)| !not_teacher(n))
+        .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean))
+        .map(|(n, _)| n.clone());
+    ["pairwise student", "sft student"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(best_teacher)
+        .chain([ALL_ABSENT.to_owned()])
+        .filter_map(|versus| {
+            let other = preds.get(&versus)?;
+            let difference = cxr_max::eval::paired_difference(
+                &set.labels,
+                evaluated,
+                |k, f| apo[k][f.index()],
+                |k, f| other[k][f.index()],
+                BOOTSTRAP_RESAMPLES,
+                seed,
+            )?;
+            Some(Comparison { versus, difference })
+        })
+        .collect()
+}
+
+/// The comparisons as a Markdown table.
+pub fn render_comparisons(comparisons: &[Comparison]) -> String {
+    let mut md = String::from(
+        "| APO student vs | difference | 95 % CI | P(APO higher) | only APO right | only other right |\n|---|---|---|---|---|---|\n",
+    );
+    for c in comparisons {
+        let d = &c.difference;
+        md.push_str(&format!(
+            "| {} | {:+.4} | [{:+.4}, {:+.4}] | {:.3} | {} | {} |\n",
+            c.versus,
+            d.difference,
+            d.ci95[0],
+            d.ci95[1],
+            d.share_a_higher,
+            d.only_a_right,
+            d.only_b_right
+        ));
+    }
+    md
 }
 
 /// Runs every stage and writes the report.
@@ -499,7 +658,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     ));
     files.push(prefs.clone());
     let evaluated = Finding::TABLE1.to_vec();
-    let mut rows = label_rows(&dataset.items, &evaluated)?;
+    let (mut rows, mut preds, test_set) = label_rows(&dataset.items, &evaluated)?;
     phase("consensus", t);
 
     // Training.
@@ -588,6 +747,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
         files.push(samples);
         if let Some(a) = &report.accuracy {
             rows.push((format!("{stage} student"), a.clone()));
+            preds.insert(format!("{stage} student"), test_set.read(&report));
         }
         students.insert(stage.to_owned(), report);
     }
@@ -633,6 +793,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
         train_images: stages_done.first().map_or(0, |s| s.groups),
         preference_sets: stages_done.get(1).map_or(0, |s| s.groups),
         stages: stages_done,
+        comparisons: comparisons(&rows, &preds, &test_set, &evaluated, config.run.seed),
         phases,
         seconds: 0.0,
         files,
@@ -849,6 +1010,12 @@ fn write_outputs(
             md.push_str(&v.map_or(" - |".to_owned(), |v| format!(" {v:.3} |")));
         }
         md.push_str(&format!(" {mean:.3} |\n"));
+    }
+    if !result.comparisons.is_empty() {
+        md.push_str(&format!(
+            "\nThe APO student against the other rows, on the same test images (paired bootstrap over images, {BOOTSTRAP_RESAMPLES} resamples; an interval that contains 0 means this test split cannot tell the two apart):\n\n"
+        ));
+        md.push_str(&render_comparisons(&result.comparisons));
     }
     md.push_str("\nStages:\n\n");
     for s in &result.stages {
