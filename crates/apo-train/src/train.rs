@@ -58,6 +58,10 @@ pub struct StepMetrics {
     /// Stage 2: mean Plackett-Luce probability of the chosen ranking first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_chosen: Option<f64>,
+    /// The concept head's binary cross-entropy (unweighted; `ln 2` at a head that knows
+    /// nothing), when the model has one: whether the image encoder is learning the findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_loss: Option<f64>,
 }
 
 /// The outcome of a stage.
@@ -282,6 +286,8 @@ struct MicroOut<B: AutodiffBackend> {
     loss: Tensor<B, 1>,
     tokens: usize,
     extra: Option<apo_loss::Metrics>,
+    /// The concept head's binary cross-entropy (unweighted), when the batch had targets.
+    concept: Option<f64>,
 }
 
 /// The shared loop: resume, micro-batches, accumulation, clipping, AdamW, schedule,
@@ -334,6 +340,7 @@ where
         let mut accumulator = GradientsAccumulator::<Student<B>>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         let mut extras: Vec<apo_loss::Metrics> = Vec::new();
+        let mut concept: Vec<f64> = Vec::new();
         for a in 0..opt.grad_accum {
             let m = step * opt.grad_accum + a;
             let which = data::micro_batch(config.run.seed, units, opt.batch_size, m);
@@ -349,6 +356,7 @@ where
             loss_sum += value;
             tokens += out.tokens;
             extras.extend(out.extra);
+            concept.extend(out.concept);
             let loss = out.loss.div_scalar(opt.grad_accum as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);
@@ -374,6 +382,8 @@ where
             top1_accuracy: mean(&|x| x.top1_accuracy),
             pairwise_accuracy: mean(&|x| x.pairwise_accuracy),
             p_chosen: mean(&|x| x.p_chosen),
+            concept_loss: (!concept.is_empty())
+                .then(|| concept.iter().sum::<f64>() / concept.len() as f64),
         };
         metrics.write(&m)?;
         observer.step(opt.steps, &m);
@@ -499,9 +509,11 @@ pub fn sft<B: AutodiffBackend>(
             let lp = token_logprobs(logits, batch.targets, batch.mask)?;
             let tokens: usize = batch.tokens.iter().flatten().sum();
             let mut loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+            let mut concept = None;
             if let Some(x) = concept_logits {
                 let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
                 if let Some(bce) = concept_bce(x, &rows, device) {
+                    concept = Some(bce.clone().into_scalar().elem());
                     loss = loss + bce.mul_scalar(concept_weight);
                 }
             }
@@ -509,6 +521,7 @@ pub fn sft<B: AutodiffBackend>(
                 loss,
                 tokens,
                 extra: None,
+                concept,
             })
         },
     )?;
@@ -705,13 +718,16 @@ pub fn apo<B: AutodiffBackend>(
             };
             let (mut loss, metrics) =
                 preference_step_on(model, prefix, &batch, &reference, &loss_fn, device)?;
+            let mut concept = None;
             if let Some(bce) = concept_loss {
+                concept = Some(bce.clone().into_scalar().elem());
                 loss = loss + bce.mul_scalar(concept_weight);
             }
             Ok(MicroOut {
                 loss,
                 tokens: batch.tokens.iter().flatten().sum(),
                 extra: average(&metrics),
+                concept,
             })
         },
     )?;

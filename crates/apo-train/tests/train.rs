@@ -552,6 +552,10 @@ fn concept_head_targets_and_stage_one_loss() {
             (extra - 2f64.ln()).abs() < 0.05,
             "{targets:?}: concept loss at step 0: {extra}"
         );
+        // The step metrics carry the unweighted cross-entropy itself.
+        let logged = with[0].concept_loss.unwrap();
+        assert!((logged - extra).abs() < 1e-3, "{logged} vs {extra}");
+        assert!(plain[0].concept_loss.unwrap() > 0.5);
         assert!(
             with[2].loss < with[0].loss,
             "{} -> {}",
@@ -582,5 +586,6 @@ fn concept_head_targets_and_stage_one_loss() {
         extra > 0.01 && extra < 2f64.ln() + 0.05,
         "stage-2 concept loss {extra}"
     );
+    assert!((b[0].concept_loss.unwrap() - extra).abs() < 1e-3);
     std::fs::remove_dir_all(&root).ok();
 }
