@@ -222,6 +222,15 @@ pub struct DawidSkeneConfig {
     /// label swap roles if they differ (an exact symmetry of the model: same likelihood).
     /// Default: `None` (crowd-kit's behaviour).
     pub majority_label: Option<usize>,
+    /// Besides the majority-vote start, run EM from one start per worker (that worker's
+    /// labels taken as the truth on the tasks it labelled, majority-vote shares elsewhere)
+    /// and keep the fit with the highest final evidence lower bound (at convergence, the
+    /// log-likelihood of the votes; ties keep the earlier start, the majority vote first).
+    /// EM finds a local optimum only: when most workers share a bias, the majority-vote
+    /// start can settle on a solution in which the latent class tracks that bias instead of
+    /// the truth, and a start from a reliable worker finds the better-fitting one.
+    /// Default: `false` (crowd-kit's behaviour).
+    pub worker_starts: bool,
 }
 
 impl Default for DawidSkeneConfig {
@@ -230,6 +239,7 @@ impl Default for DawidSkeneConfig {
             max_iter: 100,
             tol: 1e-5,
             majority_label: None,
+            worker_starts: false,
         }
     }
 }
@@ -358,11 +368,11 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             .collect()
     };
     // Majority-vote shares to start (uniform for a task without votes).
-    let mut post = vec![0.0; n_pat * k];
+    let mut mv = vec![0.0; n_pat * k];
     for &(p, _, l) in &pat.entries {
-        post[p * k + l] += 1.0;
+        mv[p * k + l] += 1.0;
     }
-    for row in post.chunks_mut(k) {
+    for row in mv.chunks_mut(k) {
         let total: f64 = row.iter().sum();
         if total > 0.0 {
             row.iter_mut().for_each(|x| *x /= total);
@@ -370,71 +380,94 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             row.iter_mut().for_each(|x| *x = 1.0 / k as f64);
         }
     }
-    let mut priors = mean(&post);
-    let mut errors = m_step(&post);
-    let mut loss = f64::NEG_INFINITY;
-    let mut elbo = Vec::new();
-    for _ in 0..config.max_iter {
-        // E-step in base-2 logs, as crowd-kit (the base cancels in the normalisation); the logs
-        // of the few confusion entries are taken once per iteration, not once per vote.
-        let log2_errors: Vec<f64> = errors.iter().map(|x| x.log2()).collect();
-        let log2_priors: Vec<f64> = priors.iter().map(|p| p.max(EPS).log2()).collect();
-        let mut ll: Vec<f64> = log2_priors
-            .iter()
-            .copied()
-            .cycle()
-            .take(n_pat * k)
-            .collect();
-        for &(p, w, l) in &pat.entries {
-            let row = ek(w, l);
-            for c in 0..k {
-                ll[p * k + c] += log2_errors[row + c];
+    let fit = |mut post: Vec<f64>| -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut priors = mean(&post);
+        let mut errors = m_step(&post);
+        let mut loss = f64::NEG_INFINITY;
+        let mut elbo = Vec::new();
+        for _ in 0..config.max_iter {
+            // E-step in base-2 logs, as crowd-kit (the base cancels in the normalisation);
+            // the logs of the few confusion entries are taken once per iteration, not once
+            // per vote.
+            let log2_errors: Vec<f64> = errors.iter().map(|x| x.log2()).collect();
+            let log2_priors: Vec<f64> = priors.iter().map(|p| p.max(EPS).log2()).collect();
+            let mut ll: Vec<f64> = log2_priors
+                .iter()
+                .copied()
+                .cycle()
+                .take(n_pat * k)
+                .collect();
+            for &(p, w, l) in &pat.entries {
+                let row = ek(w, l);
+                for c in 0..k {
+                    ll[p * k + c] += log2_errors[row + c];
+                }
+            }
+            for row in ll.chunks_mut(k) {
+                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                row.iter_mut().for_each(|x| *x = (*x - m).exp2());
+                let s: f64 = row.iter().sum();
+                row.iter_mut().for_each(|x| *x /= s);
+            }
+            post = ll;
+            priors = mean(&post);
+            errors = m_step(&post);
+            // Evidence lower bound per vote.
+            let ln_terms: Vec<f64> = errors
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.ln() + priors[i % k].max(EPS).ln())
+                .collect();
+            let mut joint = 0.0;
+            for &(p, w, l) in &pat.entries {
+                let row = ek(w, l);
+                let mut s = 0.0;
+                for c in 0..k {
+                    s += post[p * k + c] * ln_terms[row + c];
+                }
+                joint += pat.count[p] * s;
+            }
+            let entropy: f64 = -post
+                .chunks(k)
+                .zip(&pat.count)
+                .map(|(row, n)| {
+                    n * row
+                        .iter()
+                        .map(|&p| {
+                            let p = p.max(EPS);
+                            p.ln() * p
+                        })
+                        .sum::<f64>()
+                })
+                .sum::<f64>();
+            let new_loss = (joint + entropy) / votes.entries().len() as f64;
+            elbo.push(new_loss);
+            if new_loss - loss < config.tol {
+                break;
+            }
+            loss = new_loss;
+        }
+        (post, priors, errors, elbo)
+    };
+    let mut best = fit(mv.clone());
+    if config.worker_starts {
+        for w in 0..n_workers {
+            let mut start = mv.clone();
+            for &(p, ww, l) in &pat.entries {
+                if ww == w {
+                    let row = &mut start[p * k..(p + 1) * k];
+                    row.iter_mut().for_each(|x| *x = 0.0);
+                    row[l] = 1.0;
+                }
+            }
+            let candidate = fit(start);
+            let last = |e: &[f64]| e.last().copied().unwrap_or(f64::NEG_INFINITY);
+            if last(&candidate.3) > last(&best.3) {
+                best = candidate;
             }
         }
-        for row in ll.chunks_mut(k) {
-            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            row.iter_mut().for_each(|x| *x = (*x - m).exp2());
-            let s: f64 = row.iter().sum();
-            row.iter_mut().for_each(|x| *x /= s);
-        }
-        post = ll;
-        priors = mean(&post);
-        errors = m_step(&post);
-        // Evidence lower bound per vote.
-        let ln_terms: Vec<f64> = errors
-            .iter()
-            .enumerate()
-            .map(|(i, x)| x.ln() + priors[i % k].max(EPS).ln())
-            .collect();
-        let mut joint = 0.0;
-        for &(p, w, l) in &pat.entries {
-            let row = ek(w, l);
-            let mut s = 0.0;
-            for c in 0..k {
-                s += post[p * k + c] * ln_terms[row + c];
-            }
-            joint += pat.count[p] * s;
-        }
-        let entropy: f64 = -post
-            .chunks(k)
-            .zip(&pat.count)
-            .map(|(row, n)| {
-                n * row
-                    .iter()
-                    .map(|&p| {
-                        let p = p.max(EPS);
-                        p.ln() * p
-                    })
-                    .sum::<f64>()
-            })
-            .sum::<f64>();
-        let new_loss = (joint + entropy) / votes.entries().len() as f64;
-        elbo.push(new_loss);
-        if new_loss - loss < config.tol {
-            break;
-        }
-        loss = new_loss;
     }
+    let (mut post, mut priors, mut errors, elbo) = best;
     if let Some(e) = config.majority_label {
         let top = argmax(&priors);
         if top != e {

@@ -5,7 +5,10 @@
 //! present or absent (hedges, omissions and refusals abstain). Each finding is aggregated
 //! over the images (majority, reliability-weighted or Dawid-Skene, the 14 findings on all
 //! cores). Dawid-Skene's label orientation is fixed by the fact that every finding is absent
-//! in most images (see [`apo_consensus::DawidSkeneConfig::majority_label`]). A finding has a consensus on an image when at least `min_votes` teachers voted and
+//! in most images (see [`apo_consensus::DawidSkeneConfig::majority_label`]), and EM starts
+//! from each teacher's votes as well as the majority vote, keeping the best fit
+//! ([`apo_consensus::DawidSkeneConfig::worker_starts`]). A finding has a consensus on an image
+//! when at least `min_votes` teachers voted and
 //! the consensus confidence exceeds `min_confidence`; No Finding is kept only as a positive
 //! when no pathology is present. The claim synthesizer then writes the consensus trajectory
 //! (teacher sentences that several teachers support, templates from the labeler otherwise),
@@ -291,9 +294,13 @@ pub fn label_consensus(
             Method::DawidSkene => {
                 // Every finding is absent in most images (true of all 14 in MIMIC-CXR): this
                 // fixes Dawid-Skene's label orientation when most teachers are worse than
-                // chance on a finding.
+                // chance on a finding. When most teachers share a bias (stating a finding on
+                // most images), EM from the majority vote can settle on a fit whose latent
+                // class follows the bias; EM from each teacher's labels too, keeping the
+                // best-fitting, finds the truth's.
                 let config = DawidSkeneConfig {
                     majority_label: Some(0),
+                    worker_starts: true,
                     ..DawidSkeneConfig::default()
                 };
                 dawid_skene(&votes, &config)

@@ -270,3 +270,106 @@ fn reliability_weights_follow_agreement() {
     assert_eq!(w[0], ("a".to_owned(), r(1.0, 1.0)));
     assert_eq!(w[2], ("c".to_owned(), r(1.0, 3.0)));
 }
+
+#[test]
+fn worker_starts_escape_a_fit_that_follows_a_shared_bias() {
+    // Seven workers. Two are reliable; five drift together: over the first half of the
+    // stream they state "present" on 10 % of the tasks where it is absent, over the second
+    // half on 80-90 %. Truth: "present" on 15 % of tasks. The majority vote then follows the
+    // drift, and so does EM started from it: its latent class is "second half", not the
+    // finding (the votes break Dawid-Skene's independence given the truth, as drifting
+    // teachers do).
+    let mut state = 11u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // (P(says present | present), P(says present | absent)) per worker.
+    let rates = [
+        (0.9, 0.05),
+        (0.85, 0.1),
+        (0.95, 0.9),
+        (0.9, 0.85),
+        (0.95, 0.9),
+        (0.9, 0.8),
+        (0.95, 0.9),
+    ];
+    let mut rows = Vec::new();
+    let mut truth = Vec::new();
+    for i in 0..3000 {
+        let present = uniform() < 0.15;
+        truth.push(present);
+        let late = i >= 1500;
+        for (w, &(tpr, fpr)) in rates.iter().enumerate() {
+            let fpr = if w >= 2 && !late { 0.1 } else { fpr };
+            let says = uniform() < if present { tpr } else { fpr };
+            rows.push((
+                format!("i{i}"),
+                format!("w{w}"),
+                if says { "present" } else { "absent" }.to_owned(),
+            ));
+        }
+    }
+    let votes = Votes::from_triples(
+        rows.iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+    )
+    .unwrap();
+    let acc = |ds: &apo_consensus::DawidSkene| {
+        ds.consensus
+            .iter()
+            .filter(|c| (votes.label_name(c.label) == "present") == truth[c.task])
+            .count() as f64
+            / truth.len() as f64
+    };
+    let absent = votes.labels().iter().position(|l| l == "absent").unwrap();
+    let one = dawid_skene(
+        &votes,
+        &DawidSkeneConfig {
+            majority_label: Some(absent),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let many = dawid_skene(
+        &votes,
+        &DawidSkeneConfig {
+            majority_label: Some(absent),
+            worker_starts: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let last = |ds: &apo_consensus::DawidSkene| *ds.elbo.last().unwrap();
+    assert!(acc(&one) < 0.5, "majority-vote start {}", acc(&one));
+    assert!(acc(&many) > 0.9, "worker starts {}", acc(&many));
+    // The better fit is chosen by the likelihood, not by the truth.
+    assert!(
+        last(&many) > last(&one) + 0.01,
+        "{} vs {}",
+        last(&many),
+        last(&one)
+    );
+    // Where the majority-vote start already finds the best fit, the starts change nothing.
+    let clean = Votes::from_triples(
+        rows.iter()
+            .filter(|(i, _, _)| i[1..].parse::<usize>().unwrap() < 1500)
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+    )
+    .unwrap();
+    let clean_absent = clean.labels().iter().position(|l| l == "absent").unwrap();
+    let fit = |worker_starts| {
+        dawid_skene(
+            &clean,
+            &DawidSkeneConfig {
+                majority_label: Some(clean_absent),
+                worker_starts,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(fit(false).consensus, fit(true).consensus);
+}
