@@ -231,6 +231,10 @@ pub struct DawidSkeneConfig {
     /// the truth, and a start from a reliable worker finds the better-fitting one.
     /// Default: `false` (crowd-kit's behaviour).
     pub worker_starts: bool,
+    /// Further EM starts from random posteriors (a fixed xorshift sequence, so the fit is
+    /// deterministic), with the same selection by the final evidence lower bound as
+    /// `worker_starts`. Default: 0.
+    pub random_starts: usize,
 }
 
 impl Default for DawidSkeneConfig {
@@ -240,6 +244,7 @@ impl Default for DawidSkeneConfig {
             tol: 1e-5,
             majority_label: None,
             worker_starts: false,
+            random_starts: 0,
         }
     }
 }
@@ -465,6 +470,25 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             if last(&candidate.3) > last(&best.3) {
                 best = candidate;
             }
+        }
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..config.random_starts {
+        let mut start = vec![0.0; n_pat * k];
+        for row in start.chunks_mut(k) {
+            for x in row.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *x = 0.01 + (state >> 11) as f64 / (1u64 << 53) as f64;
+            }
+            let total: f64 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= total);
+        }
+        let candidate = fit(start);
+        let last = |e: &[f64]| e.last().copied().unwrap_or(f64::NEG_INFINITY);
+        if last(&candidate.3) > last(&best.3) {
+            best = candidate;
         }
     }
     let (mut post, mut priors, mut errors, elbo) = best;
