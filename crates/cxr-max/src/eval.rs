@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn paired_difference_of_a_predictor_with_itself_is_zero() {
         let l = labels(&[true, false, false, true, false]);
-        let p = |i: usize, _: Finding| Some(i % 2 == 0);
+        let p = |i: usize, _: Finding| Some(i.is_multiple_of(2));
         let d = paired_difference(&l, &[Finding::Edema], p, p, 100, 1).unwrap();
         assert_eq!(
             (d.difference, d.ci95, d.share_a_higher),
