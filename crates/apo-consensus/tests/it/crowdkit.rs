@@ -186,40 +186,12 @@ fn from_indices_checks_ranges_and_duplicates() {
 fn majority_label_fixes_the_orientation_of_a_mirrored_fit() {
     // Five workers; three of them are wrong 90% of the time, so the majority vote (and EM
     // started from it) lands on the mirrored labels. Truth: "present" on 1 task in 5.
-    let mut state = 7u64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
     let accuracy = [0.9, 0.85, 0.1, 0.1, 0.1];
-    let mut rows = Vec::new();
-    let mut truth = Vec::new();
-    for i in 0..2000 {
-        let present = uniform() < 0.2;
-        truth.push(present);
-        for (w, &a) in accuracy.iter().enumerate() {
-            let says = if uniform() < a { present } else { !present };
-            rows.push((
-                format!("i{i}"),
-                format!("w{w}"),
-                if says { "present" } else { "absent" }.to_owned(),
-            ));
-        }
-    }
-    let votes = Votes::from_triples(
-        rows.iter()
-            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
-    )
-    .unwrap();
-    let acc = |ds: &apo_consensus::DawidSkene| {
-        ds.consensus
-            .iter()
-            .filter(|c| (votes.label_name(c.label) == "present") == truth[c.task])
-            .count() as f64
-            / truth.len() as f64
-    };
+    let (rows, truth) = binary_votes(7, 2000, accuracy.len(), 0.2, |_, w, present, u| {
+        if u < accuracy[w] { present } else { !present }
+    });
+    let votes = votes_of(&rows);
+    let acc = |ds: &apo_consensus::DawidSkene| share_right(ds, &votes, &truth);
     let plain = dawid_skene(&votes, &DawidSkeneConfig::default()).unwrap();
     let oriented = dawid_skene(
         &votes,
@@ -279,13 +251,6 @@ fn worker_starts_escape_a_fit_that_follows_a_shared_bias() {
     // drift, and so does EM started from it: its latent class is "second half", not the
     // finding (the votes break Dawid-Skene's independence given the truth, as drifting
     // teachers do).
-    let mut state = 11u64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
     // (P(says present | present), P(says present | absent)) per worker.
     let rates = [
         (0.9, 0.05),
@@ -296,34 +261,13 @@ fn worker_starts_escape_a_fit_that_follows_a_shared_bias() {
         (0.9, 0.8),
         (0.95, 0.9),
     ];
-    let mut rows = Vec::new();
-    let mut truth = Vec::new();
-    for i in 0..3000 {
-        let present = uniform() < 0.15;
-        truth.push(present);
-        let late = i >= 1500;
-        for (w, &(tpr, fpr)) in rates.iter().enumerate() {
-            let fpr = if w >= 2 && !late { 0.1 } else { fpr };
-            let says = uniform() < if present { tpr } else { fpr };
-            rows.push((
-                format!("i{i}"),
-                format!("w{w}"),
-                if says { "present" } else { "absent" }.to_owned(),
-            ));
-        }
-    }
-    let votes = Votes::from_triples(
-        rows.iter()
-            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
-    )
-    .unwrap();
-    let acc = |ds: &apo_consensus::DawidSkene| {
-        ds.consensus
-            .iter()
-            .filter(|c| (votes.label_name(c.label) == "present") == truth[c.task])
-            .count() as f64
-            / truth.len() as f64
-    };
+    let (rows, truth) = binary_votes(11, 3000, rates.len(), 0.15, |i, w, present, u| {
+        let (tpr, fpr) = rates[w];
+        let fpr = if w >= 2 && i < 1500 { 0.1 } else { fpr };
+        u < if present { tpr } else { fpr }
+    });
+    let votes = votes_of(&rows);
+    let acc = |ds: &apo_consensus::DawidSkene| share_right(ds, &votes, &truth);
     let absent = votes.labels().iter().position(|l| l == "absent").unwrap();
     let one = dawid_skene(
         &votes,
@@ -353,12 +297,12 @@ fn worker_starts_escape_a_fit_that_follows_a_shared_bias() {
         last(&one)
     );
     // Where the majority-vote start already finds the best fit, the starts change nothing.
-    let clean = Votes::from_triples(
-        rows.iter()
-            .filter(|(i, _, _)| i[1..].parse::<usize>().unwrap() < 1500)
-            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
-    )
-    .unwrap();
+    let early: Vec<_> = rows
+        .iter()
+        .filter(|(i, _, _)| i[1..].parse::<usize>().unwrap() < 1500)
+        .cloned()
+        .collect();
+    let clean = votes_of(&early);
     let clean_absent = clean.labels().iter().position(|l| l == "absent").unwrap();
     let fit = |worker_starts| {
         dawid_skene(
@@ -372,4 +316,57 @@ fn worker_starts_escape_a_fit_that_follows_a_shared_bias() {
         .unwrap()
     };
     assert_eq!(fit(false).consensus, fit(true).consensus);
+}
+
+/// Votes "present" / "absent" of `workers` workers on `tasks` tasks, from a seeded xorshift:
+/// each task is "present" with probability `prior`; then, per worker, one uniform draw `u`
+/// and `says(task, worker, present, u)` decides whether the worker says "present". Returns
+/// the (task, worker, label) rows and the truth.
+#[allow(clippy::type_complexity)]
+fn binary_votes(
+    seed: u64,
+    tasks: usize,
+    workers: usize,
+    prior: f64,
+    says: impl Fn(usize, usize, bool, f64) -> bool,
+) -> (Vec<(String, String, String)>, Vec<bool>) {
+    let mut state = seed;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut rows = Vec::new();
+    let mut truth = Vec::new();
+    for i in 0..tasks {
+        let present = uniform() < prior;
+        truth.push(present);
+        for w in 0..workers {
+            let label = if says(i, w, present, uniform()) {
+                "present"
+            } else {
+                "absent"
+            };
+            rows.push((format!("i{i}"), format!("w{w}"), label.to_owned()));
+        }
+    }
+    (rows, truth)
+}
+
+fn votes_of(rows: &[(String, String, String)]) -> Votes {
+    Votes::from_triples(
+        rows.iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+    )
+    .unwrap()
+}
+
+/// Share of tasks whose consensus label is the truth.
+fn share_right(ds: &apo_consensus::DawidSkene, votes: &Votes, truth: &[bool]) -> f64 {
+    ds.consensus
+        .iter()
+        .filter(|c| (votes.label_name(c.label) == "present") == truth[c.task])
+        .count() as f64
+        / truth.len() as f64
 }
