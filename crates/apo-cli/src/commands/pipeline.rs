@@ -466,6 +466,15 @@ fn label_rows(
     Ok((rows, preds, set))
 }
 
+/// Whether a row of the table is a teacher's (not the majority vote, the consensus, the
+/// all-absent baseline or a student).
+fn is_teacher_row(name: &str) -> bool {
+    !(name == "majority vote"
+        || name == "consensus"
+        || name == ALL_ABSENT
+        || name.ends_with(" student"))
+}
+
 /// Resamples of the paired bootstrap behind [`Comparison`].
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
@@ -493,12 +502,9 @@ fn comparisons(
     let Some(apo) = preds.get("apo student") else {
         return Vec::new();
     };
-    let not_teacher = |n: &str| {
-        n == "majority vote" || n == "consensus" || n == ALL_ABSENT || n.ends_with(" student")
-    };
     let best_teacher = rows
         .iter()
-        .filter(|(n, _)| !not_teacher(n))
+        .filter(|(n, _)| is_teacher_row(n))
         .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean))
         .map(|(n, _)| n.clone());
     ["pairwise student", "sft student"]
@@ -761,9 +767,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     let teacher_names: Vec<String> = rows
         .iter()
         .map(|(n, _)| n.clone())
-        .filter(|n| {
-            n != "majority vote" && n != "consensus" && n != ALL_ABSENT && !n.ends_with(" student")
-        })
+        .filter(|n| is_teacher_row(n))
         .collect();
     let result = PipelineResult {
         mean_accuracy: MeanAccuracy {
