@@ -385,7 +385,9 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             row.iter_mut().for_each(|x| *x = 1.0 / k as f64);
         }
     }
-    let fit = |mut post: Vec<f64>| -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    // One EM run: (posteriors, priors, confusion, evidence lower bound per iteration).
+    type Fit = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+    let fit = |mut post: Vec<f64>| -> Fit {
         let mut priors = mean(&post);
         let mut errors = m_step(&post);
         let mut loss = f64::NEG_INFINITY;
@@ -454,29 +456,26 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         }
         (post, priors, errors, elbo)
     };
-    let mut best = fit(mv.clone());
-    if config.worker_starts {
-        for w in 0..n_workers {
-            let mut start = mv.clone();
-            for &(p, ww, l) in &pat.entries {
-                if ww == w {
-                    let row = &mut start[p * k..(p + 1) * k];
-                    row.iter_mut().for_each(|x| *x = 0.0);
-                    row[l] = 1.0;
-                }
-            }
-            let candidate = fit(start);
-            let last = |e: &[f64]| e.last().copied().unwrap_or(f64::NEG_INFINITY);
-            if last(&candidate.3) > last(&best.3) {
-                best = candidate;
+    // The majority-vote start, then one per worker (its labels taken as the truth where it
+    // voted), then seeded random posteriors; the fit with the highest final evidence lower
+    // bound wins, the earlier start on ties.
+    let worker_start = |w: usize| {
+        let mut start = mv.clone();
+        for &(p, ww, l) in &pat.entries {
+            if ww == w {
+                let row = &mut start[p * k..(p + 1) * k];
+                row.iter_mut().for_each(|x| *x = 0.0);
+                row[l] = 1.0;
             }
         }
-    }
+        start
+    };
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for _ in 0..config.random_starts {
+    let mut random_start = || {
         let mut start = vec![0.0; n_pat * k];
         for row in start.chunks_mut(k) {
             for x in row.iter_mut() {
+                // xorshift64
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
@@ -485,13 +484,24 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
             let total: f64 = row.iter().sum();
             row.iter_mut().for_each(|x| *x /= total);
         }
+        start
+    };
+    let workers = if config.worker_starts { n_workers } else { 0 };
+    let starts = std::iter::once(mv.clone())
+        .chain((0..workers).map(worker_start))
+        .chain((0..config.random_starts).map(|_| random_start()));
+    let final_elbo = |fit: &Fit| fit.3.last().copied().unwrap_or(f64::NEG_INFINITY);
+    let mut best: Option<Fit> = None;
+    for start in starts {
         let candidate = fit(start);
-        let last = |e: &[f64]| e.last().copied().unwrap_or(f64::NEG_INFINITY);
-        if last(&candidate.3) > last(&best.3) {
-            best = candidate;
+        if best
+            .as_ref()
+            .is_none_or(|b| final_elbo(&candidate) > final_elbo(b))
+        {
+            best = Some(candidate);
         }
     }
-    let (mut post, mut priors, mut errors, elbo) = best;
+    let (mut post, mut priors, mut errors, elbo) = best.expect("the majority-vote start");
     if let Some(e) = config.majority_label {
         let top = argmax(&priors);
         if top != e {
