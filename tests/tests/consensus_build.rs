@@ -4,8 +4,8 @@
 
 use apo_cli::commands::consensus::Method;
 use apo_cli::commands::consensus_build::{BuildOptions, build};
-use apo_consensus::NegativePolicy;
 use apo_consensus::export::Export;
+use apo_consensus::{NegativePolicy, PositiveStyle};
 use cxr_max::sim::{SynthConfig, synthesize};
 use cxr_max::{Finding, LabelStatus, findings};
 
@@ -87,8 +87,56 @@ fn consensus_beats_every_teacher_and_exports_agree() {
         };
         assert_eq!(chosen, &rows[0]["chosen"]);
     }
-    // Dissenting negatives: fewer, each contradicting or hedging the consensus.
+    // Closest-teacher positives: the same labels and sets; each chosen text is an edit of one
+    // teacher's trajectory (its framing kept), reads back as its consensus, and the counts
+    // per base teacher add up.
     options.export = Export::Ours;
+    options.out = root.join("closest.jsonl");
+    options.claims.style = PositiveStyle::ClosestTeacher;
+    let c = build(&options).unwrap();
+    assert_eq!(c.consensus_found, s.consensus_found);
+    assert_eq!(c.consensus, s.consensus);
+    assert_eq!(c.positive, "closest-teacher");
+    assert_eq!(s.positive, "merged");
+    assert!(s.positive_bases.is_empty());
+    let edited: usize = c.positive_bases.values().sum();
+    assert!(
+        edited > c.consensus_found * 9 / 10,
+        "{:?}",
+        c.positive_bases
+    );
+    assert!(edited <= c.consensus_found);
+    let closest = read_jsonl(&options.out);
+    let mut own_opening = 0;
+    for (row, merged) in closest.iter().zip(&rows) {
+        assert_eq!(row["consensus"], merged["consensus"]);
+        let chosen = row["chosen"].as_str().unwrap();
+        let back = findings::extract(chosen);
+        let merged_back = findings::extract(merged["chosen"].as_str().unwrap());
+        for f in Finding::ALL {
+            assert_eq!(
+                back.findings.get(f),
+                merged_back.findings.get(f),
+                "{f} in {chosen}"
+            );
+        }
+        let opening = |t: &str| t.split(['.', '\n', ':']).next().unwrap_or("").to_owned();
+        if row["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| opening(n["text"].as_str().unwrap()) == opening(chosen))
+        {
+            own_opening += 1;
+        }
+    }
+    assert_eq!(
+        own_opening,
+        closest.len(),
+        "every positive opens as a teacher does"
+    );
+    options.claims.style = PositiveStyle::Merged;
+    // Dissenting negatives: fewer, each contradicting or hedging the consensus.
     options.out = root.join("dissenting.jsonl");
     options.preference.negatives = NegativePolicy::Dissenting;
     options.method = Method::Majority;

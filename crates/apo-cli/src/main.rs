@@ -119,6 +119,11 @@ enum ConsensusCommand {
         /// Teachers whose final statement must support a kept sentence.
         #[arg(long = "min-support", default_value_t = 2)]
         min_support: usize,
+        /// How the consensus trajectory is written: `merged` (the best-supported teacher
+        /// sentence per finding, in one layout, with an impression) or `closest-teacher` (the
+        /// trajectory of the teacher needing the fewest edits, edited in place).
+        #[arg(long, default_value = "merged")]
+        positive: String,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -427,6 +432,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             min_votes,
             min_confidence,
             min_support,
+            positive,
             json,
         }) => {
             use apo_cli::commands::consensus_build as cb;
@@ -453,6 +459,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 .transpose()?;
             options.min_votes = min_votes;
             options.claims.min_support = min_support;
+            options.claims.style = positive
+                .parse()
+                .map_err(|e: apo_consensus::ConsensusError| e.to_string())?;
             let summary = cb::build(&options)?;
             if json {
                 println!(

@@ -35,7 +35,7 @@ pub use prefs::{
     SkipReason, build_preference,
 };
 pub use synth::{
-    Claim, ClaimConfig, ClaimExtractor, ClaimSynthesizer, Polarity, Provenance, Reading, Source,
-    Synthesis, Synthesizer, similarity,
+    Claim, ClaimConfig, ClaimExtractor, ClaimSynthesizer, Polarity, PositiveStyle, Provenance,
+    Reading, Source, Synthesis, Synthesizer, similarity,
 };
 pub use votes::Votes;

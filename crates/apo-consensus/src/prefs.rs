@@ -134,6 +134,8 @@ pub struct PreferenceSet {
     pub agreement: f64,
     /// Topics whose sentence was rendered rather than kept from a teacher.
     pub rendered: Vec<usize>,
+    /// The teacher whose trajectory the chosen one is an edit of (`None` for a merged text).
+    pub base: Option<String>,
 }
 
 /// Why an item has no preference set.
@@ -255,5 +257,6 @@ pub fn build_preference(
         consensus,
         agreement,
         rendered: synthesis.rendered,
+        base: synthesis.base,
     }))
 }

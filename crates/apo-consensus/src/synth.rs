@@ -98,6 +98,9 @@ pub struct Synthesis {
     pub dropped: usize,
     /// Whether reading the text back gives exactly the consensus.
     pub verified: bool,
+    /// The teacher whose trajectory was edited into the consensus
+    /// ([`PositiveStyle::ClosestTeacher`]); `None` for a merged text.
+    pub base: Option<String>,
 }
 
 /// Writes the positive of a preference group from the teachers' trajectories and the label
@@ -128,8 +131,10 @@ pub struct ClaimConfig {
     /// Sentences whose word-set Jaccard similarity reaches this are near-duplicates and are
     /// merged. Default: 0.6.
     pub similarity: f64,
-    /// Add the extractor's impression at the end. Default: true.
+    /// Add the extractor's impression at the end (merged texts only). Default: true.
     pub impression: bool,
+    /// How the consensus text is written. Default: [`PositiveStyle::Merged`].
+    pub style: PositiveStyle,
 }
 
 impl Default for ClaimConfig {
@@ -138,6 +143,58 @@ impl Default for ClaimConfig {
             min_support: 2,
             similarity: 0.6,
             impression: true,
+            style: PositiveStyle::Merged,
+        }
+    }
+}
+
+/// How [`ClaimSynthesizer`] writes the consensus trajectory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum PositiveStyle {
+    /// One text in the synthesizer's own layout (`Findings: ...`, then the impression): the
+    /// best-supported teacher sentence per consensus topic, rendered sentences for the rest.
+    /// Its layout is that of no teacher, so every teacher trajectory differs from it in form
+    /// as well as in content.
+    #[default]
+    Merged,
+    /// The trajectory of the teacher that needs the fewest edits to state exactly the
+    /// consensus, with those edits made in place: its sentences that contradict the consensus,
+    /// state a topic without consensus, hedge, or are revised later are replaced by a
+    /// consensus sentence for the same topics (the merged text's sentence, keeping the
+    /// teacher's list marker or header) or removed; consensus topics it does not state are
+    /// added after its last finding sentence, in its list layout. Its opening, closing and
+    /// layout are the teacher's, so the positive differs from that teacher's negative only
+    /// where the content is wrong, and from the other negatives in form as much as they
+    /// differ from each other — as a consensus written by the bootstrapped student (the
+    /// paper's), in the teachers' own styles, does. Falls back to [`PositiveStyle::Merged`]
+    /// when the edited text does not read back as the consensus.
+    ClosestTeacher,
+}
+
+impl PositiveStyle {
+    /// The kebab-case name (`merged`, `closest-teacher`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PositiveStyle::Merged => "merged",
+            PositiveStyle::ClosestTeacher => "closest-teacher",
+        }
+    }
+}
+
+impl std::str::FromStr for PositiveStyle {
+    type Err = ConsensusError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "merged" => Ok(PositiveStyle::Merged),
+            "closest-teacher" => Ok(PositiveStyle::ClosestTeacher),
+            other => Err(ConsensusError::UnknownOption {
+                name: "positive style",
+                value: other.to_owned(),
+                expected: "merged or closest-teacher",
+            }),
         }
     }
 }
@@ -249,6 +306,24 @@ impl<E: ClaimExtractor> Synthesizer for ClaimSynthesizer<E> {
             .iter()
             .map(|s| self.extractor.read(s.text))
             .collect();
+        let merged = self.merged(sources, &readings, consensus);
+        Ok(match self.config.style {
+            PositiveStyle::Merged => merged,
+            PositiveStyle::ClosestTeacher => self
+                .edited(sources, &readings, consensus, &merged)
+                .unwrap_or(merged),
+        })
+    }
+}
+
+impl<E: ClaimExtractor> ClaimSynthesizer<E> {
+    fn merged(
+        &self,
+        sources: &[Source<'_>],
+        readings: &[Reading],
+        consensus: &[Option<Polarity>],
+    ) -> Synthesis {
+        let n_topics = self.extractor.topics();
         // Support of (topic, polarity): teachers whose final statement says it.
         let support = |topic: usize, polarity: Polarity| {
             readings
@@ -258,7 +333,7 @@ impl<E: ClaimExtractor> Synthesizer for ClaimSynthesizer<E> {
         };
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut dropped = 0;
-        for (u, (source, reading)) in sources.iter().zip(&readings).enumerate() {
+        for (u, (source, reading)) in sources.iter().zip(readings).enumerate() {
             for (j, &(start, end)) in reading.sentences.iter().enumerate() {
                 let claims: Vec<&Claim> =
                     reading.claims.iter().filter(|c| c.sentence == j).collect();
@@ -360,13 +435,14 @@ impl<E: ClaimExtractor> Synthesizer for ClaimSynthesizer<E> {
                         support: 0,
                     });
                 }
-                return Ok(Synthesis {
+                return Synthesis {
                     text,
                     sentences,
                     rendered,
                     dropped,
                     verified: true,
-                });
+                    base: None,
+                };
             }
             if impression.take().is_some() {
                 continue;
@@ -394,17 +470,173 @@ impl<E: ClaimExtractor> Synthesizer for ClaimSynthesizer<E> {
         }
         rendered.sort_unstable();
         rendered.dedup();
-        Ok(Synthesis {
+        Synthesis {
             text: compose(&chosen, None),
             sentences: chosen,
             rendered,
             dropped,
             verified: false,
+            base: None,
+        }
+    }
+
+    /// [`PositiveStyle::ClosestTeacher`]: the teachers' trajectories edited into the
+    /// consensus, fewest edits first; the first that reads back as the consensus, or `None`.
+    fn edited(
+        &self,
+        sources: &[Source<'_>],
+        readings: &[Reading],
+        consensus: &[Option<Polarity>],
+        merged: &Synthesis,
+    ) -> Option<Synthesis> {
+        let plans: Vec<Plan> = readings.iter().map(|r| Plan::new(r, consensus)).collect();
+        let mut order: Vec<usize> = (0..sources.len()).collect();
+        order.sort_by_key(|&u| (plans[u].edits, u));
+        order.into_iter().find_map(|u| {
+            let s = self.edit(sources, readings, consensus, merged, u, &plans[u]);
+            let back = self.extractor.read(&s.text);
+            let exact =
+                (0..consensus.len()).all(|t| back.finals.get(t).copied().flatten() == consensus[t]);
+            exact.then_some(s)
         })
     }
-}
 
-impl<E: ClaimExtractor> ClaimSynthesizer<E> {
+    /// Teacher `u`'s trajectory with the edits of `plan` made.
+    fn edit(
+        &self,
+        sources: &[Source<'_>],
+        readings: &[Reading],
+        consensus: &[Option<Polarity>],
+        merged: &Synthesis,
+        u: usize,
+        plan: &Plan,
+    ) -> Synthesis {
+        let support = |topic: usize| {
+            consensus[topic].map_or(0, |p| {
+                readings
+                    .iter()
+                    .filter(|r| r.finals.get(topic).copied().flatten() == Some(p))
+                    .count()
+            })
+        };
+        let text = sources[u].text;
+        let mut covered = plan.covered.clone();
+        let mut rendered = Vec::new();
+        // A consensus sentence for `topic`: the merged text's (when all its topics are still
+        // open), else a rendered one.
+        let mut replacement = |topic: usize, covered: &mut Vec<bool>| -> Provenance {
+            let p = merged
+                .sentences
+                .iter()
+                .find(|p| p.topics.contains(&topic) && p.topics.iter().all(|&t| !covered[t]))
+                .cloned()
+                .unwrap_or_else(|| {
+                    self.rendered(topic, consensus[topic].expect("open topics have consensus"))
+                });
+            if p.teachers.is_empty() {
+                rendered.extend(p.topics.iter().copied());
+            }
+            p.topics.iter().for_each(|&t| covered[t] = true);
+            p
+        };
+        let mut out = String::new();
+        let mut sentences = Vec::new();
+        let mut cursor = 0;
+        let mut header = String::new();
+        // Where missing topics go (after the last finding sentence) and that sentence's
+        // list marker.
+        let mut insert: Option<(usize, &str)> = None;
+        let mut dropped = 0;
+        for (j, &(start, end)) in readings[u].sentences.iter().enumerate() {
+            let raw = &text[start..end];
+            let prefix = &raw[..raw.len() - clean(raw).len()];
+            let topics = &plan.topics[j];
+            let written = if plan.keep[j] {
+                if !topics.is_empty() {
+                    sentences.push(Provenance {
+                        text: clean(raw).to_owned(),
+                        topics: topics.clone(),
+                        teachers: vec![sources[u].teacher.to_owned()],
+                        support: topics.iter().map(|&t| support(t)).min().unwrap_or(0),
+                    });
+                }
+                Some(raw.to_owned())
+            } else {
+                dropped += 1;
+                let mut parts = Vec::new();
+                for &t in topics {
+                    if consensus[t].is_some() && !covered[t] {
+                        let p = replacement(t, &mut covered);
+                        parts.push(with_stop(&p.text));
+                        sentences.push(p);
+                    }
+                }
+                if parts.is_empty() {
+                    if prefix.contains(':') {
+                        header = prefix.to_owned();
+                    }
+                    None
+                } else {
+                    Some(format!("{prefix}{}", parts.join(" ")))
+                }
+            };
+            if let Some(w) = written {
+                out.push_str(&text[cursor..start]);
+                if !header.is_empty() && !prefix.contains(':') {
+                    out.push_str(&header);
+                }
+                header.clear();
+                out.push_str(&w);
+                if !topics.is_empty() {
+                    insert = Some((out.len(), list_marker(prefix)));
+                }
+            }
+            cursor = end;
+        }
+        out.push_str(&text[cursor..]);
+        let missing: Vec<usize> = (0..consensus.len())
+            .filter(|&t| consensus[t].is_some() && !covered[t])
+            .collect();
+        let (at, marker) = insert.unwrap_or((out.trim_end().len(), ""));
+        let mut added = String::new();
+        for t in missing {
+            if covered[t] {
+                continue;
+            }
+            let p = replacement(t, &mut covered);
+            match marker {
+                "" => added.push(' '),
+                "#" => added.push_str("\n0. "),
+                m => {
+                    added.push('\n');
+                    added.push_str(m);
+                }
+            }
+            added.push_str(&with_stop(&p.text));
+            sentences.push(p);
+        }
+        out.insert_str(at, &added);
+        let numbered = marker == "#"
+            || readings[u]
+                .sentences
+                .iter()
+                .any(|&(s, e)| list_marker(&text[s..e]) == "#");
+        let mut text = out.trim().to_owned();
+        if numbered {
+            text = renumber(&text);
+        }
+        rendered.sort_unstable();
+        rendered.dedup();
+        Synthesis {
+            text,
+            sentences,
+            rendered,
+            dropped,
+            verified: true,
+            base: Some(sources[u].teacher.to_owned()),
+        }
+    }
+
     fn rendered(&self, topic: usize, polarity: Polarity) -> Provenance {
         Provenance {
             text: self.extractor.render(topic, polarity),
@@ -412,6 +644,93 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
             teachers: Vec::new(),
             support: 0,
         }
+    }
+}
+
+/// Per sentence of one teacher's trajectory: whether it stays, its claims' topics; the
+/// consensus topics the kept sentences state, and the edits (sentences removed or replaced,
+/// topics added) that make the trajectory state exactly the consensus.
+struct Plan {
+    keep: Vec<bool>,
+    topics: Vec<Vec<usize>>,
+    covered: Vec<bool>,
+    edits: usize,
+}
+
+impl Plan {
+    fn new(reading: &Reading, consensus: &[Option<Polarity>]) -> Plan {
+        let mut covered = vec![false; consensus.len()];
+        let mut keep = Vec::with_capacity(reading.sentences.len());
+        let mut topics = Vec::with_capacity(reading.sentences.len());
+        let mut edits = 0;
+        for j in 0..reading.sentences.len() {
+            let claims: Vec<&Claim> = reading.claims.iter().filter(|c| c.sentence == j).collect();
+            let ok = claims.iter().all(|c| {
+                consensus.get(c.topic).copied().flatten() == Some(c.polarity)
+                    && reading.finals.get(c.topic).copied().flatten() == Some(c.polarity)
+            });
+            let mut t: Vec<usize> = claims.iter().map(|c| c.topic).collect();
+            t.sort_unstable();
+            t.dedup();
+            if ok {
+                t.iter().for_each(|&x| covered[x] = true);
+            } else {
+                edits += 1;
+            }
+            keep.push(ok);
+            topics.push(t);
+        }
+        edits += (0..consensus.len())
+            .filter(|&t| consensus[t].is_some() && !covered[t])
+            .count();
+        Plan {
+            keep,
+            topics,
+            covered,
+            edits,
+        }
+    }
+}
+
+/// The list marker a sentence starts with: `#` for a numbered item (`1.`, `2)`), the bullet
+/// with its space (`- `, `* `, `• `), or `""`.
+fn list_marker(sentence: &str) -> &'static str {
+    let s = sentence.trim_start();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 && matches!(s.as_bytes().get(digits), Some(b'.' | b')')) {
+        return "#";
+    }
+    ["- ", "* ", "• "]
+        .into_iter()
+        .find(|m| s.starts_with(m))
+        .unwrap_or("")
+}
+
+/// Numbers the numbered lines of `text` 1, 2, 3, ... in order.
+fn renumber(text: &str) -> String {
+    let mut n = 0;
+    text.split('\n')
+        .map(|line| {
+            let body = line.trim_start();
+            let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 && matches!(body.as_bytes().get(digits), Some(b'.' | b')')) {
+                n += 1;
+                let indent = &line[..line.len() - body.len()];
+                format!("{indent}{n}{}", &body[digits..])
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `sentence` ending in a full stop (or its own `!`/`?`).
+fn with_stop(sentence: &str) -> String {
+    if sentence.ends_with(['.', '!', '?']) {
+        sentence.to_owned()
+    } else {
+        format!("{sentence}.")
     }
 }
 
@@ -429,4 +748,23 @@ fn compose(sentences: &[Provenance], impression: Option<&str>) -> String {
         out.push_str(i);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{list_marker, renumber};
+
+    #[test]
+    fn list_markers_and_renumbering() {
+        assert_eq!(list_marker("3. No pneumothorax."), "#");
+        assert_eq!(list_marker("12) Edema."), "#");
+        assert_eq!(list_marker("- Edema."), "- ");
+        assert_eq!(list_marker("• Edema."), "• ");
+        assert_eq!(list_marker("Findings: edema."), "");
+        assert_eq!(list_marker("2 ribs are fractured."), "");
+        assert_eq!(
+            renumber("Findings:\n1. A.\n3. B.\n0. C.\nDone. 7. not a line start"),
+            "Findings:\n1. A.\n2. B.\n3. C.\nDone. 7. not a line start"
+        );
+    }
 }

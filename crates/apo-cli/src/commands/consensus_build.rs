@@ -182,6 +182,11 @@ pub struct BuildSummary {
     pub rows: usize,
     /// Share of consensus sentences rendered from templates rather than kept from a teacher.
     pub rendered_share: f64,
+    /// How the consensus trajectories were written (`merged`, `closest-teacher`).
+    pub positive: String,
+    /// With `closest-teacher`: per teacher, the consensus trajectories edited from its
+    /// trajectory (the rest fell back to a merged text).
+    pub positive_bases: BTreeMap<String, usize>,
     /// Aggregation method.
     pub method: String,
     /// Findings averaged in the means.
@@ -583,9 +588,13 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, String> {
     let mut skipped = BTreeMap::new();
     let (mut written, mut neg_total, mut neg_min, mut neg_max) = (0, 0, usize::MAX, 0);
     let (mut sentences, mut rendered) = (0usize, 0usize);
+    let mut positive_bases: BTreeMap<String, usize> = BTreeMap::new();
     for s in &sets {
         match s {
             Ok(set) => {
+                if let Some(b) = &set.base {
+                    *positive_bases.entry(b.clone()).or_insert(0) += 1;
+                }
                 written += 1;
                 neg_total += set.rejected.len();
                 neg_min = neg_min.min(set.rejected.len());
@@ -615,6 +624,8 @@ pub fn build(options: &BuildOptions) -> Result<BuildSummary, String> {
         negatives_max: neg_max,
         rows,
         rendered_share: rendered as f64 / sentences.max(1) as f64,
+        positive: options.claims.style.name().to_owned(),
+        positive_bases,
         method: options.method.name().to_owned(),
         evaluated: evaluated
             .iter()
@@ -680,6 +691,19 @@ pub fn render_summary(s: &BuildSummary) -> String {
         s.negatives_max,
         100.0 * s.rendered_share
     );
+    if !s.positive_bases.is_empty() {
+        let edited: usize = s.positive_bases.values().sum();
+        let _ = writeln!(
+            out,
+            "positives edited from a teacher's trajectory: {edited} ({}), {} merged",
+            s.positive_bases
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.consensus_found.saturating_sub(edited)
+        );
+    }
     let Some(consensus) = &s.consensus else {
         return out;
     };

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use apo_consensus::Polarity;
+use apo_consensus::{Polarity, PositiveStyle};
 use apo_loss::{LossConfig, Objective};
 use apo_train::RunConfig;
 use apo_train::device::DeviceKind;
@@ -48,6 +48,8 @@ pub struct PipelineOptions {
     pub method: Method,
     /// Negative selection (`all`, `dissenting`, `top-K`) and weighting (`uniform`, `drift`).
     pub negatives: (String, String),
+    /// How the consensus trajectories (the positives) are written.
+    pub positive: PositiveStyle,
     /// Skip the stages whose markers match and continue unfinished training stages.
     pub resume: bool,
 }
@@ -63,6 +65,7 @@ impl PipelineOptions {
             verbose: false,
             method: Method::DawidSkene,
             negatives: ("all".into(), "uniform".into()),
+            positive: PositiveStyle::Merged,
             resume: false,
         }
     }
@@ -101,6 +104,8 @@ pub struct ConsensusSettings {
     pub negatives: String,
     /// `uniform` or `drift`.
     pub negative_weights: String,
+    /// `merged` or `closest-teacher` (how the positives are written).
+    pub positive: String,
 }
 
 impl Default for ConsensusSettings {
@@ -109,6 +114,7 @@ impl Default for ConsensusSettings {
             method: "dawid-skene".into(),
             negatives: "all".into(),
             negative_weights: "uniform".into(),
+            positive: "merged".into(),
         }
     }
 }
@@ -134,6 +140,11 @@ impl PipelineConfig {
         )
         .map_err(|e| format!("{}: consensus: {e}", path.display()))?;
         config
+            .consensus
+            .positive
+            .parse::<PositiveStyle>()
+            .map_err(|e| format!("{}: consensus.positive: {e}", path.display()))?;
+        config
             .train
             .validate()
             .map_err(|e| format!("{}: train: {e}", path.display()))?;
@@ -156,6 +167,11 @@ impl PipelineConfig {
             self.consensus.negatives.clone(),
             self.consensus.negative_weights.clone(),
         );
+        o.positive = self
+            .consensus
+            .positive
+            .parse()
+            .map_err(|e: apo_consensus::ConsensusError| e.to_string())?;
         o.resume = resume;
         o.verbose = true;
         Ok(o)
@@ -627,13 +643,19 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     // Consensus and preference sets (train split).
     let t = Instant::now();
     let prefs = out.join("prefs.jsonl");
-    let consensus_key = key(&[
+    // The labels (and so stage 1, whose concept targets they are) do not depend on how the
+    // positives are written; stage 2 does.
+    let labels_key = key(&[
         "consensus",
         &data_key,
         options.method.name(),
         &options.negatives.0,
         &options.negatives.1,
     ]);
+    let consensus_key = match options.positive {
+        PositiveStyle::Merged => labels_key.clone(),
+        p => key(&[&labels_key, "positive", p.name()]),
+    };
     let summary = match stages
         .done::<ConsensusDone>("consensus", &consensus_key)
         .filter(|_| prefs.is_file())
@@ -648,6 +670,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
                 cb::parse_negatives(&options.negatives.0, &options.negatives.1)?;
             build.preference.negatives = policy;
             build.preference.weighting = weighting;
+            build.claims.style = options.positive;
             let s = cb::build(&build)?;
             let d = ConsensusDone {
                 sets: s.consensus_found,
@@ -682,7 +705,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
     say("stage 1: supervised bootstrapping");
     let mut sft_only = config.clone();
     sft_only.apo = Default::default();
-    let sft_key = key(&["sft", &consensus_key, &json(&sft_only)]);
+    let sft_key = key(&["sft", &labels_key, &json(&sft_only)]);
     let mut train_keys = BTreeMap::new();
     train_keys.insert("sft".to_owned(), sft_key.clone());
     reports.push(train_stage(
@@ -707,7 +730,13 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
             objective,
             ..config.apo.loss.clone()
         };
-        let k = key(&[name, &sft_key, &json(&c.apo)]);
+        // Merged positives: the stage 1 key already holds the consensus key.
+        let c_apo = json(&c.apo);
+        let k = if consensus_key == labels_key {
+            key(&[name, &sft_key, &c_apo])
+        } else {
+            key(&[name, &sft_key, &consensus_key, &c_apo])
+        };
         train_keys.insert(name.to_owned(), k.clone());
         reports.push(train_stage(
             &stages,

@@ -2,8 +2,8 @@
 
 use apo_consensus::{
     Claim, ClaimConfig, ClaimExtractor, ClaimSynthesizer, NegativePolicy, NegativeWeighting,
-    Polarity, PreferenceConfig, PreferenceInput, Reading, SkipReason, Source, Synthesizer,
-    build_preference,
+    Polarity, PositiveStyle, PreferenceConfig, PreferenceInput, Reading, SkipReason, Source,
+    Synthesizer, build_preference,
 };
 
 /// Topics are the words `alpha`, `beta`, `gamma`; `no X` is absent, `maybe X` uncertain,
@@ -289,4 +289,99 @@ fn exports_have_each_trainers_layout() {
     assert_eq!(row["messages"][1]["content"], set.chosen.as_str());
     assert_eq!(row["rejected_response"], srcs[0].text);
     assert_eq!(row["images"], serde_json::json!(["files/a.jpg"]));
+}
+
+fn closest_teacher() -> ClaimSynthesizer<Toy> {
+    ClaimSynthesizer::new(
+        Toy,
+        ClaimConfig {
+            style: PositiveStyle::ClosestTeacher,
+            ..ClaimConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn closest_teacher_edits_the_trajectory_needing_fewest_edits() {
+    // t1, t2 and t4 each need one edit (a sentence about gamma, which has no consensus, or
+    // t4's hedge revised later); the earliest wins and keeps its own header and wording.
+    let out = closest_teacher()
+        .synthesize(&sources(), &CONSENSUS)
+        .unwrap();
+    assert_eq!(out.base.as_deref(), Some("t1"));
+    assert_eq!(out.text, "Findings: a small alpha on the left. No beta.");
+    assert!(out.verified);
+    assert_eq!(out.dropped, 1);
+    assert!(out.rendered.is_empty());
+    assert_eq!(Toy.read(&out.text).finals, CONSENSUS.to_vec());
+    // The merged style is unchanged and has no base.
+    let merged = ClaimSynthesizer::new(Toy, ClaimConfig::default())
+        .unwrap()
+        .synthesize(&sources(), &CONSENSUS)
+        .unwrap();
+    assert_eq!(merged.base, None);
+}
+
+#[test]
+fn closest_teacher_replaces_in_place_adds_missing_topics_and_keeps_framing() {
+    let consensus = [
+        Some(Polarity::Present),
+        Some(Polarity::Absent),
+        Some(Polarity::Absent),
+    ];
+    let sources = [
+        // One contradiction (alpha) and one missing topic (gamma): 2 edits.
+        Source {
+            teacher: "u0",
+            text: "Findings: no alpha. No beta. Thanks for reading.",
+        },
+        // Beta contradicts, gamma missing: 2 edits, later than u0.
+        Source {
+            teacher: "u1",
+            text: "Alpha is big. Beta is big.",
+        },
+        // A hedge revised later, beta and gamma missing: 3 edits.
+        Source {
+            teacher: "u2",
+            text: "Maybe alpha. Alpha seen.",
+        },
+    ];
+    let out = closest_teacher().synthesize(&sources, &consensus).unwrap();
+    assert_eq!(out.base.as_deref(), Some("u0"));
+    // The wrong alpha sentence is replaced where it stood, under its header, by the merged
+    // text's alpha sentence (u2's, the shorter of two with equal support); gamma, which u0
+    // never states, follows the last finding sentence and precedes the closing words.
+    assert_eq!(
+        out.text,
+        "Findings: Alpha seen. No beta. No gamma. Thanks for reading."
+    );
+    assert_eq!(out.dropped, 1);
+    // Only u0 says "no beta", under min_support 2: the merged text renders beta; here u0's
+    // own sentence stays. Gamma's sentence is rendered.
+    assert_eq!(out.rendered, [2]);
+    let teachers: Vec<&[String]> = out.sentences.iter().map(|p| &p.teachers[..]).collect();
+    assert_eq!(teachers, [&["u2".to_owned()][..], &["u0".to_owned()], &[]]);
+    assert_eq!(Toy.read(&out.text).finals, consensus.to_vec());
+}
+
+#[test]
+fn closest_teacher_keeps_the_header_of_a_removed_sentence() {
+    let consensus = [Some(Polarity::Present), Some(Polarity::Absent), None];
+    let sources = [Source {
+        teacher: "u0",
+        text: "Findings: maybe gamma. No beta. Alpha here.",
+    }];
+    let out = closest_teacher().synthesize(&sources, &consensus).unwrap();
+    assert_eq!(out.text, "Findings: No beta. Alpha here.");
+    assert_eq!(out.base.as_deref(), Some("u0"));
+}
+
+#[test]
+fn positive_style_names_round_trip() {
+    for style in [PositiveStyle::Merged, PositiveStyle::ClosestTeacher] {
+        assert_eq!(style.name().parse::<PositiveStyle>().unwrap(), style);
+    }
+    let err = "closest".parse::<PositiveStyle>().unwrap_err().to_string();
+    assert!(err.contains("merged or closest-teacher"), "{err}");
 }
