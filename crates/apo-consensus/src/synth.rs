@@ -256,8 +256,7 @@ pub fn similarity(a: &str, b: &str) -> f64 {
 /// (`Findings:`; up to four words before a colon).
 fn clean(sentence: &str) -> &str {
     let mut s = sentence.trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits > 0 && matches!(s.as_bytes().get(digits), Some(b'.' | b')')) {
+    if let Some(digits) = item_number(s) {
         s = s[digits + 1..].trim_start();
     }
     for marker in ["- ", "* ", "• "] {
@@ -692,12 +691,17 @@ impl Plan {
     }
 }
 
+/// The number of digits of the item number `s` starts with (`12.` or `12)`), if it does.
+fn item_number(s: &str) -> Option<usize> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0 && matches!(s.as_bytes().get(digits), Some(b'.' | b')'))).then_some(digits)
+}
+
 /// The list marker a sentence starts with: `#` for a numbered item (`1.`, `2)`), the bullet
 /// with its space (`- `, `* `, `• `), or `""`.
 fn list_marker(sentence: &str) -> &'static str {
     let s = sentence.trim_start();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits > 0 && matches!(s.as_bytes().get(digits), Some(b'.' | b')')) {
+    if item_number(s).is_some() {
         return "#";
     }
     ["- ", "* ", "• "]
@@ -712,8 +716,7 @@ fn renumber(text: &str) -> String {
     text.split('\n')
         .map(|line| {
             let body = line.trim_start();
-            let digits = body.bytes().take_while(u8::is_ascii_digit).count();
-            if digits > 0 && matches!(body.as_bytes().get(digits), Some(b'.' | b')')) {
+            if let Some(digits) = item_number(body) {
                 n += 1;
                 let indent = &line[..line.len() - body.len()];
                 format!("{indent}{n}{}", &body[digits..])
