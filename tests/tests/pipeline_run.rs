@@ -106,6 +106,23 @@ max_new_tokens = 24
     assert_eq!(changed.stages[0], continued.stages[0]);
     assert_eq!(changed.stages[1].steps, 3);
     assert_ne!(stage_report(&out, "apo"), apo);
+    let stage_report_changed = stage_report(&out, "apo");
+
+    // Positives in the closest teacher's form: the labels, and so stage 1, are kept; the
+    // preference sets and stage 2 are rebuilt.
+    let positive = toml(3).replace(
+        "negatives = \"all\"\n",
+        "negatives = \"all\"\npositive = \"closest-teacher\"\n",
+    );
+    assert_ne!(positive, toml(3));
+    std::fs::write(&path, positive).unwrap();
+    let closest = PipelineConfig::from_file(&path).unwrap();
+    let edited = run(&closest.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    assert_eq!(edited.stages[0], changed.stages[0]);
+    let prefs = std::fs::read_to_string(out.join("prefs.jsonl")).unwrap();
+    assert!(!prefs.contains("Impression:"), "merged positives remain");
+    assert_ne!(stage_report(&out, "apo"), stage_report_changed);
+    std::fs::write(&path, toml(3)).unwrap();
 
     // --fresh reruns everything; the training is deterministic, so the weights match.
     let fresh = run(&config.options(DeviceKind::Cpu, false).unwrap()).unwrap();
@@ -122,6 +139,9 @@ max_new_tokens = 24
         err.contains("pipeline.toml") && err.contains("consensus.method"),
         "{err}"
     );
+    std::fs::write(&path, "data = \"x\"\n[consensus]\npositive = \"edited\"\n").unwrap();
+    let err = PipelineConfig::from_file(&path).unwrap_err();
+    assert!(err.contains("consensus.positive"), "{err}");
     std::fs::write(&path, "data = \"x\"\nunknown = 1\n").unwrap();
     let err = PipelineConfig::from_file(&path).unwrap_err();
     assert!(err.contains("unknown"), "{err}");
