@@ -323,13 +323,7 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
         consensus: &[Option<Polarity>],
     ) -> Synthesis {
         let n_topics = self.extractor.topics();
-        // Support of (topic, polarity): teachers whose final statement says it.
-        let support = |topic: usize, polarity: Polarity| {
-            readings
-                .iter()
-                .filter(|r| r.finals.get(topic).copied().flatten() == Some(polarity))
-                .count()
-        };
+        let support = |topic: usize, polarity: Polarity| support(readings, topic, polarity);
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut dropped = 0;
         for (u, (source, reading)) in sources.iter().zip(readings).enumerate() {
@@ -340,8 +334,7 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
                     continue;
                 }
                 let keep = claims.iter().all(|c| {
-                    consensus.get(c.topic).copied().flatten() == Some(c.polarity)
-                        && reading.finals.get(c.topic).copied().flatten() == Some(c.polarity)
+                    agrees(reading, c, consensus)
                         && support(c.topic, c.polarity) >= self.config.min_support
                 });
                 if !keep {
@@ -420,10 +413,7 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
         };
         for _ in 0..=n_topics {
             let text = compose(&chosen, impression.as_deref());
-            let back = self.extractor.read(&text);
-            let wrong: Vec<usize> = (0..n_topics)
-                .filter(|&t| back.finals.get(t).copied().flatten() != consensus[t])
-                .collect();
+            let wrong = misread(&self.extractor.read(&text), consensus);
             if wrong.is_empty() {
                 let mut sentences = chosen;
                 if let Some(i) = impression {
@@ -493,10 +483,9 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
         order.sort_by_key(|&u| (plans[u].edits, u));
         order.into_iter().find_map(|u| {
             let s = self.edit(sources, readings, consensus, merged, u, &plans[u]);
-            let back = self.extractor.read(&s.text);
-            let exact =
-                (0..consensus.len()).all(|t| back.finals.get(t).copied().flatten() == consensus[t]);
-            exact.then_some(s)
+            misread(&self.extractor.read(&s.text), consensus)
+                .is_empty()
+                .then_some(s)
         })
     }
 
@@ -510,14 +499,7 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
         u: usize,
         plan: &Plan,
     ) -> Synthesis {
-        let support = |topic: usize| {
-            consensus[topic].map_or(0, |p| {
-                readings
-                    .iter()
-                    .filter(|r| r.finals.get(topic).copied().flatten() == Some(p))
-                    .count()
-            })
-        };
+        let support = |topic: usize| consensus[topic].map_or(0, |p| support(readings, topic, p));
         let text = sources[u].text;
         let mut covered = plan.covered.clone();
         let mut rendered = Vec::new();
@@ -615,11 +597,10 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
             sentences.push(p);
         }
         out.insert_str(at, &added);
-        let numbered = marker == "#"
-            || readings[u]
-                .sentences
-                .iter()
-                .any(|&(s, e)| list_marker(&text[s..e]) == "#");
+        let numbered = readings[u]
+            .sentences
+            .iter()
+            .any(|&(s, e)| list_marker(&text[s..e]) == "#");
         let mut text = out.trim().to_owned();
         if numbered {
             text = renumber(&text);
@@ -646,6 +627,27 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
     }
 }
 
+/// Teachers whose final statement on `topic` is `polarity`.
+fn support(readings: &[Reading], topic: usize, polarity: Polarity) -> usize {
+    readings
+        .iter()
+        .filter(|r| r.finals.get(topic).copied().flatten() == Some(polarity))
+        .count()
+}
+
+/// Whether `claim` of `reading` states the consensus and is its teacher's final word.
+fn agrees(reading: &Reading, claim: &Claim, consensus: &[Option<Polarity>]) -> bool {
+    consensus.get(claim.topic).copied().flatten() == Some(claim.polarity)
+        && reading.finals.get(claim.topic).copied().flatten() == Some(claim.polarity)
+}
+
+/// The topics whose final statement in `back` is not the consensus.
+fn misread(back: &Reading, consensus: &[Option<Polarity>]) -> Vec<usize> {
+    (0..consensus.len())
+        .filter(|&t| back.finals.get(t).copied().flatten() != consensus[t])
+        .collect()
+}
+
 /// Per sentence of one teacher's trajectory: whether it stays, its claims' topics; the
 /// consensus topics the kept sentences state, and the edits (sentences removed or replaced,
 /// topics added) that make the trajectory state exactly the consensus.
@@ -664,10 +666,7 @@ impl Plan {
         let mut edits = 0;
         for j in 0..reading.sentences.len() {
             let claims: Vec<&Claim> = reading.claims.iter().filter(|c| c.sentence == j).collect();
-            let ok = claims.iter().all(|c| {
-                consensus.get(c.topic).copied().flatten() == Some(c.polarity)
-                    && reading.finals.get(c.topic).copied().flatten() == Some(c.polarity)
-            });
+            let ok = claims.iter().all(|c| agrees(reading, c, consensus));
             let mut t: Vec<usize> = claims.iter().map(|c| c.topic).collect();
             t.sort_unstable();
             t.dedup();

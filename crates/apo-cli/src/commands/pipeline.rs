@@ -652,10 +652,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
         &options.negatives.0,
         &options.negatives.1,
     ]);
-    let consensus_key = match options.positive {
-        PositiveStyle::Merged => labels_key.clone(),
-        p => key(&[&labels_key, "positive", p.name()]),
-    };
+    let consensus_key = key(&[&labels_key, "positive", options.positive.name()]);
     let summary = match stages
         .done::<ConsensusDone>("consensus", &consensus_key)
         .filter(|_| prefs.is_file())
@@ -730,13 +727,7 @@ pub fn run(options: &PipelineOptions) -> Result<PipelineResult, String> {
             objective,
             ..config.apo.loss.clone()
         };
-        // Merged positives: the stage 1 key already holds the consensus key.
-        let c_apo = json(&c.apo);
-        let k = if consensus_key == labels_key {
-            key(&[name, &sft_key, &c_apo])
-        } else {
-            key(&[name, &sft_key, &consensus_key, &c_apo])
-        };
+        let k = key(&[name, &sft_key, &consensus_key, &json(&c.apo)]);
         train_keys.insert(name.to_owned(), k.clone());
         reports.push(train_stage(
             &stages,
