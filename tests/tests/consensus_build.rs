@@ -2,10 +2,10 @@
 //! every chosen trajectory reads back as its consensus, counts reconcile, and the three export
 //! layouts hold the same preference sets.
 
-use apo_cli::commands::consensus::Method;
-use apo_cli::commands::consensus_build::{BuildOptions, build};
+use apo_consensus::Method;
 use apo_consensus::export::Export;
 use apo_consensus::{NegativePolicy, PositiveStyle};
+use apo_pipeline::consensus::{BuildOptions, build};
 use cxr_max::sim::{SynthConfig, synthesize};
 use cxr_max::{Finding, LabelStatus, findings};
 

@@ -1,7 +1,7 @@
-//! `apo loss` end to end: cases written as JSON lines, answered through the CLI library,
+//! `apo loss` end to end: cases written as JSON lines, answered through `apo_loss::cases`,
 //! checked against the `apo-loss` scalar reference and against closed forms.
 
-use apo_cli::commands::loss::{LossOptions, run};
+use apo_loss::cases::{LossOptions, run};
 use apo_loss::{Example, LossConfig, Objective, Sequence, softplus};
 
 #[test]

@@ -3,7 +3,7 @@
 //! aggregations) whose losses and gradients were computed with mpmath at 80 digits, the
 //! gradients by numerical differentiation (`fixtures/make_mp_reference.py`).
 
-use apo_cli::commands::loss::{LossOptions, run};
+use apo_loss::cases::{LossOptions, run};
 
 const CASES: &str = include_str!("../fixtures/loss_cases.jsonl");
 const EXPECTED: &str = include_str!("../fixtures/loss_expected.jsonl");

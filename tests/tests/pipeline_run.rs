@@ -1,8 +1,12 @@
 //! `apo run --config pipeline.toml` on a tiny simulated data set: a rerun resumes at the first
 //! unfinished stage, and a changed stage-2 setting reruns stage 2 and the evaluation only.
 
-use apo_cli::commands::pipeline::{PipelineConfig, run};
-use apo_train::device::DeviceKind;
+use apo_pipeline::{PipelineConfig, PipelineOptions, PipelineResult, Quiet};
+use burn::backend::{Autodiff, NdArray};
+
+fn run(options: &PipelineOptions) -> apo_pipeline::Result<PipelineResult> {
+    apo_pipeline::run::<Autodiff<NdArray>>(options, &Default::default(), &mut Quiet)
+}
 
 fn stage_report(out: &std::path::Path, name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(out.join(format!("stages/{name}.json"))).unwrap();
@@ -64,7 +68,7 @@ max_new_tokens = 24
     let path = root.join("pipeline.toml");
     std::fs::write(&path, toml(2)).unwrap();
     let config = PipelineConfig::from_file(&path).unwrap();
-    let first = run(&config.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    let first = run(&config.options(true).unwrap()).unwrap();
     for name in [
         "drift",
         "consensus",
@@ -82,7 +86,7 @@ max_new_tokens = 24
 
     // Everything is done: the rerun trains nothing and reports the same numbers (the stage
     // reports, wall-clock seconds included, are the recorded ones).
-    let again = run(&config.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    let again = run(&config.options(true).unwrap()).unwrap();
     assert_eq!(again.stages, first.stages);
     assert_eq!(again.mean_accuracy, first.mean_accuracy);
     assert_eq!(stage_report(&out, "sft"), sft);
@@ -91,7 +95,7 @@ max_new_tokens = 24
     // its last checkpoint): it continues from that checkpoint instead of starting over, and
     // the stages after it, whose inputs did not change, stay done.
     std::fs::remove_file(out.join("stages/sft.json")).unwrap();
-    let continued = run(&config.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    let continued = run(&config.options(true).unwrap()).unwrap();
     assert_eq!(continued.stages[0].resumed_from, Some(3));
     assert_eq!(
         continued.stages[0].weights_digest,
@@ -102,7 +106,7 @@ max_new_tokens = 24
     // A changed stage-2 setting: stage 1 is kept, stage 2 runs again.
     std::fs::write(&path, toml(3)).unwrap();
     let config = PipelineConfig::from_file(&path).unwrap();
-    let changed = run(&config.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    let changed = run(&config.options(true).unwrap()).unwrap();
     assert_eq!(changed.stages[0], continued.stages[0]);
     assert_eq!(changed.stages[1].steps, 3);
     assert_ne!(stage_report(&out, "apo"), apo);
@@ -117,7 +121,7 @@ max_new_tokens = 24
     assert_ne!(positive, toml(3));
     std::fs::write(&path, positive).unwrap();
     let closest = PipelineConfig::from_file(&path).unwrap();
-    let edited = run(&closest.options(DeviceKind::Cpu, true).unwrap()).unwrap();
+    let edited = run(&closest.options(true).unwrap()).unwrap();
     assert_eq!(edited.stages[0], changed.stages[0]);
     let prefs = std::fs::read_to_string(out.join("prefs.jsonl")).unwrap();
     assert!(!prefs.contains("Impression:"), "merged positives remain");
@@ -125,7 +129,7 @@ max_new_tokens = 24
     std::fs::write(&path, toml(3)).unwrap();
 
     // --fresh reruns everything; the training is deterministic, so the weights match.
-    let fresh = run(&config.options(DeviceKind::Cpu, false).unwrap()).unwrap();
+    let fresh = run(&config.options(false).unwrap()).unwrap();
     assert_eq!(
         fresh.stages[0].weights_digest,
         first.stages[0].weights_digest
@@ -134,16 +138,16 @@ max_new_tokens = 24
 
     // A bad field names the file and the field.
     std::fs::write(&path, "data = \"x\"\n[consensus]\nmethod = \"vote\"\n").unwrap();
-    let err = PipelineConfig::from_file(&path).unwrap_err();
+    let err = PipelineConfig::from_file(&path).unwrap_err().to_string();
     assert!(
         err.contains("pipeline.toml") && err.contains("consensus.method"),
         "{err}"
     );
     std::fs::write(&path, "data = \"x\"\n[consensus]\npositive = \"edited\"\n").unwrap();
-    let err = PipelineConfig::from_file(&path).unwrap_err();
+    let err = PipelineConfig::from_file(&path).unwrap_err().to_string();
     assert!(err.contains("consensus.positive"), "{err}");
     std::fs::write(&path, "data = \"x\"\nunknown = 1\n").unwrap();
-    let err = PipelineConfig::from_file(&path).unwrap_err();
+    let err = PipelineConfig::from_file(&path).unwrap_err().to_string();
     assert!(err.contains("unknown"), "{err}");
     std::fs::remove_dir_all(&root).ok();
 }

@@ -5,7 +5,10 @@ use std::io::{self, BufReader, BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use apo_cli::commands::{data, demo, drift, loss};
+use apo_cli::commands::pipeline as p;
+use apo_cli::commands::train::dispatch;
+use apo_cli::commands::{data, demo, drift};
+use apo_loss::cases as loss;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -331,42 +334,6 @@ enum Command {
     },
 }
 
-/// The end of `apo demo` and `apo run`: one JSON object, or the Table 1 analogue
-/// (`OUT/table.txt`) with the time and the report's path.
-fn print_pipeline_result(
-    result: &apo_cli::commands::pipeline::PipelineResult,
-    out: &std::path::Path,
-    json: bool,
-) -> Result<(), String> {
-    if json {
-        let v = serde_json::json!({
-            "mean_accuracy": result.mean_accuracy,
-            "per_finding": result.per_finding,
-            "seconds": result.seconds,
-        });
-        println!("{v}");
-    } else {
-        let table = std::fs::read_to_string(out.join("table.txt")).map_err(|e| e.to_string())?;
-        println!(
-            "\nAccuracy on the test split ({} images):\n{table}",
-            result.test_images
-        );
-        for c in &result.comparisons {
-            let d = &c.difference;
-            println!(
-                "APO student vs {:<16} {:+.4}  95% CI [{:+.4}, {:+.4}]  (paired bootstrap over test images)",
-                c.versus, d.difference, d.ci95[0], d.ci95[1]
-            );
-        }
-        println!(
-            "{:.0} s; report in {}",
-            result.seconds,
-            out.join("report.md").display()
-        );
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     apo_train::memory::keep_freed_memory();
     let cli = Cli::parse();
@@ -411,7 +378,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             input,
             weights,
         }) => {
-            let method: apo_cli::commands::consensus::Method = method.parse()?;
+            let method: apo_consensus::Method = method.parse().map_err(|e| format!("{e}"))?;
             let reader = open_input(&input)?;
             let weights = weights.as_ref().map(open_input).transpose()?;
             let out = io::stdout().lock();
@@ -435,22 +402,20 @@ fn run(command: Command) -> Result<ExitCode, String> {
             positive,
             json,
         }) => {
-            use apo_cli::commands::consensus_build as cb;
+            use apo_pipeline::consensus as cb;
+            let consensus_err = |e: apo_consensus::ConsensusError| e.to_string();
             let mut options = cb::BuildOptions::new(dir, out);
-            options.method = method.parse()?;
+            options.method = method.parse().map_err(consensus_err)?;
             if let Some(w) = &weights {
-                options.weights = cb::Weights::Static(
+                options.weights = apo_pipeline::labels::Weights::Static(
                     apo_cli::commands::consensus::read_weights(open_input(w)?)
                         .map_err(|e| format!("{}: {e}", w.display()))?,
                 );
             }
-            let (policy, weighting) = cb::parse_negatives(&negatives, &negative_weights)?;
-            options.preference.negatives = policy;
-            options.preference.weighting = weighting;
+            options.preference.negatives = negatives.parse().map_err(consensus_err)?;
+            options.preference.weighting = negative_weights.parse().map_err(consensus_err)?;
             options.preference.min_confidence = min_confidence;
-            options.export = export
-                .parse()
-                .map_err(|e: apo_consensus::ConsensusError| e.to_string())?;
+            options.export = export.parse().map_err(consensus_err)?;
             options.split = split
                 .map(|s| {
                     s.parse::<cxr_max::tables::Split>()
@@ -459,17 +424,15 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 .transpose()?;
             options.min_votes = min_votes;
             options.claims.min_support = min_support;
-            options.claims.style = positive
-                .parse()
-                .map_err(|e: apo_consensus::ConsensusError| e.to_string())?;
-            let summary = cb::build(&options)?;
+            options.claims.style = positive.parse().map_err(consensus_err)?;
+            let summary = cb::build(&options).map_err(|e| e.to_string())?;
             if json {
                 println!(
                     "{}",
                     serde_json::to_string(&summary).map_err(|e| e.to_string())?
                 );
             } else {
-                print!("{}", cb::render_summary(&summary));
+                print!("{}", summary.render());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -534,12 +497,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let job = t::eval_job(&config, model.as_deref(), &stage, &split);
             let report = t::dispatch(kind, job).map_err(|e| e.to_string())?;
             if let Some(path) = &samples {
-                apo_cli::commands::consensus_build::write_atomic(path, |w| {
-                    for s in &report.samples {
-                        writeln!(w, "{}", serde_json::to_string(s)?)?;
-                    }
-                    Ok(())
-                })?;
+                apo_pipeline::write_samples(path, &report).map_err(|e| e.to_string())?;
             }
             if json {
                 let mut v = serde_json::to_value(&report).map_err(|e| e.to_string())?;
@@ -640,13 +598,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 .collect();
             let detector = apo_drift::DetectorConfig::from_params(&detector, &pairs)
                 .map_err(|e| e.to_string())?;
-            let options = apo_cli::commands::drift_report::ReportOptions {
-                dir,
-                out,
+            let options = apo_pipeline::DriftOptions {
                 detector,
                 max_steps,
+                expected: Default::default(),
             };
-            let report = apo_cli::commands::drift_report::report(&options)?;
+            let mut report =
+                apo_pipeline::drift::report_dir(&dir, &options).map_err(|e| e.to_string())?;
+            report.files = apo_cli::commands::pipeline::drift_plots(&report, &out)?;
+            let json_path = out.join("drift.json");
+            report.files.push(json_path.clone());
+            report.write_json(&json_path).map_err(|e| e.to_string())?;
             if json {
                 println!(
                     "{}",
@@ -717,20 +679,24 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 demo::run(io::stdout().lock(), json).map_err(|e| e.to_string())?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let options = demo::DemoOptions {
+            let options = apo_pipeline::demo::DemoOptions {
                 seed,
                 studies,
                 teachers,
                 out,
-                device: device
-                    .parse()
-                    .map_err(|e: apo_train::TrainError| e.to_string())?,
                 sft_steps,
                 apo_steps,
-                verbose: !json,
             };
-            let result = demo::full(&options)?;
-            print_pipeline_result(&result, &options.out, json)?;
+            let kind: apo_train::device::DeviceKind = device
+                .parse()
+                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let mut observer = p::CliObserver::new(!json);
+            let job = p::DemoJob {
+                options: &options,
+                observer: &mut observer,
+            };
+            let result = dispatch(kind, job).map_err(|e| e.to_string())?;
+            p::print_result(&result, &options.out, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -739,15 +705,18 @@ fn run(command: Command) -> Result<ExitCode, String> {
             fresh,
             json,
         } => {
-            use apo_cli::commands::pipeline;
-            let c = pipeline::PipelineConfig::from_file(&config)?;
+            let c = apo_pipeline::PipelineConfig::from_file(&config).map_err(|e| e.to_string())?;
             let kind: apo_train::device::DeviceKind = device
                 .parse()
                 .map_err(|e: apo_train::TrainError| e.to_string())?;
-            let mut options = c.options(kind, !fresh)?;
-            options.verbose = !json;
-            let result = pipeline::run(&options)?;
-            print_pipeline_result(&result, &options.out, json)?;
+            let options = c.options(!fresh).map_err(|e| e.to_string())?;
+            let mut observer = p::CliObserver::new(!json);
+            let job = p::RunJob {
+                options: &options,
+                observer: &mut observer,
+            };
+            let result = dispatch(kind, job).map_err(|e| e.to_string())?;
+            p::print_result(&result, &options.out, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Loss {

@@ -52,6 +52,44 @@ pub enum NegativeWeighting {
     Drift,
 }
 
+impl std::fmt::Display for NegativePolicy {
+    /// The name [`std::str::FromStr`] reads: `all`, `dissenting`, `top-K`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NegativePolicy::All => f.write_str("all"),
+            NegativePolicy::Dissenting => f.write_str("dissenting"),
+            NegativePolicy::TopK(k) => write!(f, "top-{k}"),
+        }
+    }
+}
+
+impl std::fmt::Display for NegativeWeighting {
+    /// The name [`std::str::FromStr`] reads: `uniform`, `drift`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NegativeWeighting::Uniform => "uniform",
+            NegativeWeighting::Drift => "drift",
+        })
+    }
+}
+
+impl std::str::FromStr for NegativeWeighting {
+    type Err = ConsensusError;
+
+    /// `uniform` (or `none`) or `drift`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "uniform" | "none" => Ok(NegativeWeighting::Uniform),
+            "drift" => Ok(NegativeWeighting::Drift),
+            other => Err(ConsensusError::UnknownOption {
+                name: "negative weights",
+                value: other.to_owned(),
+                expected: "uniform or drift",
+            }),
+        }
+    }
+}
+
 /// Parameters of [`build_preference`].
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

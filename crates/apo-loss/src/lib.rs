@@ -43,6 +43,8 @@
 //!   `B: AutodiffBackend`). Enables `serde`.
 #![warn(missing_docs)]
 
+#[cfg(feature = "json")]
+pub mod cases;
 mod config;
 mod error;
 mod math;

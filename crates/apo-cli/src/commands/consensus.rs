@@ -3,45 +3,8 @@
 use std::io::{BufRead, Write};
 
 use apo_consensus::{
-    Consensus, DawidSkeneConfig, Votes, dawid_skene, majority_vote, weighted_vote,
+    Consensus, DawidSkeneConfig, Method, Votes, dawid_skene, majority_vote, weighted_vote,
 };
-
-/// Aggregation method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// Majority vote.
-    Majority,
-    /// Weighted vote.
-    Weighted,
-    /// Dawid-Skene EM.
-    DawidSkene,
-}
-
-impl Method {
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Majority => "majority",
-            Method::Weighted => "weighted",
-            Method::DawidSkene => "dawid-skene",
-        }
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "majority" => Ok(Method::Majority),
-            "weighted" => Ok(Method::Weighted),
-            "dawid-skene" | "ds" => Ok(Method::DawidSkene),
-            other => Err(format!(
-                "unknown method `{other}`; expected majority, weighted or dawid-skene"
-            )),
-        }
-    }
-}
 
 fn records(input: impl BufRead, what: &str, columns: &[&str]) -> Result<Vec<Vec<String>>, String> {
     let mut reader = csv::ReaderBuilder::new().from_reader(input);

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use apo_train::device::DeviceKind;
 use apo_train::eval::{EvalReport, Generation};
+
 use apo_train::train::{Observer, StageReport};
 use apo_train::{RunConfig, TrainError};
 use burn::backend::Autodiff;
@@ -14,11 +15,13 @@ use cxr_max::Finding;
 pub trait WithBackend {
     /// The result.
     type Out;
+    /// The error (a device that cannot be opened is a [`TrainError::Device`]).
+    type Error: From<TrainError>;
     /// Runs on backend `B` with `device`.
     ///
     /// # Errors
     /// Whatever the work reports.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<Self::Out>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Out, Self::Error>;
 }
 
 /// Runs `work` on the backend of `kind`: `Autodiff<NdArray>`, `Autodiff<Wgpu>` or
@@ -27,7 +30,7 @@ pub trait WithBackend {
 ///
 /// # Errors
 /// [`TrainError::Device`] and the work's errors.
-pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> apo_train::Result<W::Out> {
+pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::Error> {
     match kind {
         DeviceKind::Cpu => work.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
         DeviceKind::Wgpu => {
@@ -44,7 +47,7 @@ pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> apo_train::Result<
             #[cfg(not(feature = "wgpu"))]
             {
                 let _ = work;
-                Err(kind.not_built())
+                Err(kind.not_built().into())
             }
         }
         DeviceKind::Cuda => {
@@ -61,7 +64,7 @@ pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> apo_train::Result<
             #[cfg(not(feature = "cuda"))]
             {
                 let _ = work;
-                Err(kind.not_built())
+                Err(kind.not_built().into())
             }
         }
     }
@@ -99,6 +102,7 @@ impl std::fmt::Debug for TrainJob<'_> {
 
 impl WithBackend for TrainJob<'_> {
     type Out = StageReport;
+    type Error = TrainError;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
         match &self.stage {
@@ -131,6 +135,7 @@ pub struct EvalJob {
 
 impl WithBackend for EvalJob {
     type Out = EvalReport;
+    type Error = TrainError;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
         apo_train::eval::evaluate_dir::<B::InnerBackend>(
@@ -153,12 +158,7 @@ pub fn eval_job(config: &RunConfig, model: Option<&Path>, stage: &str, split: &s
         tokenizer: config.run.out.join("tokenizer.json"),
         data: config.data.dir.clone(),
         split: (split != "all").then(|| split.to_owned()),
-        generation: Generation {
-            max_new_tokens: config.run.max_new_tokens,
-            temperature: config.run.temperature,
-            seed: config.run.seed,
-            batch: 32,
-        },
+        generation: apo_pipeline::generation(config),
         evaluated: Finding::TABLE1.to_vec(),
     }
 }

@@ -1,4 +1,5 @@
-//! `apo loss`: evaluate preference objectives on cases given as JSON lines.
+//! Preference objectives evaluated on cases given as JSON lines (what `apo loss` runs): a
+//! parity tool against TRL, ms-swift or any other implementation.
 //!
 //! Each input line is one case:
 //!
@@ -16,7 +17,7 @@
 
 use std::io::{BufRead, Write};
 
-use apo_loss::{Aggregation, Example, LossConfig, LossOutput, Metrics, Objective, Sequence};
+use crate::{Aggregation, Example, LossConfig, LossOutput, Metrics, Objective, Sequence};
 use serde::{Deserialize, Serialize};
 
 /// One input case.
@@ -86,8 +87,8 @@ impl Case {
     /// Evaluates the case.
     ///
     /// # Errors
-    /// Any [`apo_loss::LossError`] of the configuration or the example.
-    pub fn evaluate(&self) -> apo_loss::Result<LossOutput> {
+    /// Any [`crate::LossError`] of the configuration or the example.
+    pub fn evaluate(&self) -> crate::Result<LossOutput> {
         self.config().init()?.compute(&self.example())
     }
 }
@@ -262,7 +263,7 @@ not json
                 .contains("no rejected sequences")
         );
         assert_eq!(lines[4]["id"], "x");
-        let want = apo_loss::softplus(-0.1);
+        let want = crate::softplus(-0.1);
         assert!((lines[4]["loss"].as_f64().unwrap() - want).abs() < 1e-15);
     }
 

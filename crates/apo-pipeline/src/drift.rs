@@ -1,9 +1,12 @@
-//! `apo drift report`: multi-stream drift of a data set's teachers, as JSON and PNG plots.
+//! The drift report: multi-stream drift of a data set's teachers ([`DriftReport::compute`],
+//! pure: data in, a typed report out; `apo drift report` draws its plots from it).
 //!
-//! Every trajectory is read sentence by sentence with the `cxr-max` labeler. Per image and
-//! finding, a teacher votes present (positive statement), absent (negative) or abstains
-//! (uncertain, not mentioned, refusal); the consensus is the majority of the votes cast (no
-//! consensus on a tie). From these:
+//! Every trajectory is read sentence by sentence with the `cxr-max` labeler
+//! ([`Labelled`]). Per image and finding, a teacher votes present (positive statement),
+//! absent (negative) or abstains (uncertain, not mentioned, refusal); the consensus is the
+//! majority vote of [`crate::labels`] (a tie goes to absent; fewer than two votes, none),
+//! and accuracy is [`cxr_max::eval::accuracy`]'s, the same definitions as the pipeline's
+//! table. From these:
 //! - disagreement of each teacher with the consensus per finding (and accuracy against the
 //!   ground-truth labels when the data set has them), Fleiss' kappa and vote entropy per
 //!   finding, pairwise agreement between teachers;
@@ -16,33 +19,64 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use apo_consensus::Method;
 use apo_drift::{
     BinaryScores, DetectorConfig, Divergence, MultiStreamMonitor, StreamCounts, binary_scores,
     collective_shift, cumulative_deviation, fleiss_kappa, instantaneous_drift, step_shift,
     vote_entropy,
 };
-use cxr_max::dataset::{Dataset, DatasetOptions};
-use cxr_max::{Finding, LabelStatus, findings};
+use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::{Finding, LabelStatus};
 use ndarray::Array2;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::plot;
+use crate::error::{PipelineError, Result};
+use crate::labels::{LabelConsensus, Labelled, Weights, label_consensus, present, teacher_vote};
 
-/// Options of `apo drift report`.
+/// Injected drift positions (fractions of the stream) by (teacher, finding column name).
+pub type ExpectedDrift = BTreeMap<(String, String), Vec<f64>>;
+
+/// Options of the drift report.
 #[derive(Debug, Clone)]
-pub struct ReportOptions {
-    /// The data set folder.
-    pub dir: PathBuf,
-    /// Output folder for `drift.json` and the plots.
-    pub out: PathBuf,
+pub struct DriftOptions {
     /// The change-point detector.
     pub detector: DetectorConfig,
     /// Sentence steps kept (later sentences are pooled into the last step).
     pub max_steps: usize,
+    /// Injected drifts to mark on the change-point streams ([`expected_drift`]).
+    pub expected: ExpectedDrift,
+}
+
+impl DriftOptions {
+    /// ADWIN with river's defaults, 12 sentence steps, no expected drift.
+    ///
+    /// # Errors
+    /// None in practice (the default detector is known).
+    pub fn new() -> Result<Self> {
+        Ok(DriftOptions {
+            detector: DetectorConfig::default_for("adwin")?,
+            max_steps: 12,
+            expected: ExpectedDrift::new(),
+        })
+    }
+}
+
+/// The change points of one teacher and finding, with the injected drifts, in image indices:
+/// what the change-point plot draws.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChangePointStream {
+    /// Teacher.
+    pub teacher: String,
+    /// Finding (column name).
+    pub finding: String,
+    /// Images (dataset order) at which the detector signalled a change.
+    pub changes: Vec<usize>,
+    /// Images at which the data set's profiles inject a drift (simulated data).
+    pub expected: Vec<usize>,
 }
 
 /// One change point.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChangePoint {
     /// Teacher.
     pub teacher: String,
@@ -55,7 +89,7 @@ pub struct ChangePoint {
 }
 
 /// Step statistics (rows = teachers).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepStats {
     /// Steps (sentence indices; the last pools the rest).
     pub steps: usize,
@@ -72,7 +106,7 @@ pub struct StepStats {
 }
 
 /// The report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DriftReport {
     /// Images analysed.
     pub items: usize,
@@ -84,7 +118,8 @@ pub struct DriftReport {
     pub disagreement: Vec<Vec<f64>>,
     /// Teacher × finding share of images on which the teacher voted.
     pub coverage: Vec<Vec<f64>>,
-    /// Teacher × finding accuracy of the votes against the labels, when present.
+    /// Teacher × finding accuracy against the labels, when present ([`cxr_max::eval::accuracy`]:
+    /// an image the teacher did not vote on counts as wrong; NaN: no definite label).
     pub accuracy_vs_truth: Option<Vec<Vec<f64>>>,
     /// Per-finding accuracy of the consensus against the labels, when present.
     pub consensus_accuracy: Option<Vec<f64>>,
@@ -107,6 +142,8 @@ pub struct DriftReport {
     pub detector: String,
     /// Change points per (teacher, finding), for the five findings of the paper's Table 1.
     pub change_points: Vec<ChangePoint>,
+    /// The same per (teacher, finding) stream, with the injected drifts.
+    pub streams: Vec<ChangePointStream>,
     /// Data set problems (quarantined records), counted.
     pub problems: usize,
     /// Files written.
@@ -119,14 +156,6 @@ const STATUSES: [LabelStatus; 3] = [
     LabelStatus::Uncertain,
 ];
 
-fn vote(s: LabelStatus) -> Option<bool> {
-    match s {
-        LabelStatus::Positive => Some(true),
-        LabelStatus::Negative => Some(false),
-        _ => None,
-    }
-}
-
 fn rate(num: usize, den: usize) -> f64 {
     if den == 0 {
         f64::NAN
@@ -135,86 +164,118 @@ fn rate(num: usize, den: usize) -> f64 {
     }
 }
 
-/// Builds the report and writes `drift.json` and the plots to `options.out`.
+/// Opens the data set of `dir`, reads every trajectory and computes the report
+/// ([`DriftReport::compute`]) with the injected drifts of its `teachers.toml`, if any.
 ///
 /// # Errors
-/// Data set errors, drift statistic errors and file errors, as text.
-pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
-    let (data, check) =
-        Dataset::open(&options.dir, &DatasetOptions::default()).map_err(|e| e.to_string())?;
+/// Data set and drift statistic errors; [`PipelineError::Empty`] without a usable sample.
+pub fn report_dir(dir: &Path, options: &DriftOptions) -> Result<DriftReport> {
+    let (data, check) = Dataset::open(dir, &DatasetOptions::default())?;
     if data.items.is_empty() {
-        return Err(format!("{}: no usable sample", options.dir.display()));
+        return Err(PipelineError::Empty {
+            dir: dir.to_path_buf(),
+            split: None,
+        });
     }
-    let mut teachers: Vec<String> = Vec::new();
-    for item in &data.items {
-        for t in &item.sample.trajectories {
-            if !teachers.contains(&t.teacher) {
-                teachers.push(t.teacher.clone());
-            }
+    let labelled = Labelled::read(&data.items);
+    let majority = majority(&data.items, &labelled)?;
+    let mut options = options.clone();
+    if options.expected.is_empty() {
+        options.expected = expected_drift(dir);
+    }
+    let mut report = DriftReport::compute(&data.items, &labelled, &majority, &options)?;
+    report.problems = check.problems.len();
+    Ok(report)
+}
+
+/// The majority vote of every item ([`crate::labels`]'s definition: ties to absent, at least
+/// two votes).
+///
+/// # Errors
+/// Consensus errors.
+pub fn majority(items: &[Item], labelled: &Labelled) -> Result<LabelConsensus> {
+    let refs: Vec<&Item> = items.iter().collect();
+    label_consensus(
+        &refs,
+        &labelled.finals,
+        &labelled.teachers,
+        Method::Majority,
+        &Weights::Reliability,
+        2,
+    )
+}
+
+impl DriftReport {
+    /// Computes the report from the items, their labelled trajectories and their majority
+    /// vote ([`majority`]). Writes nothing; `problems` is left 0 and `files` empty.
+    ///
+    /// # Errors
+    /// [`PipelineError::Empty`] without items; drift statistic errors.
+    pub fn compute(
+        items: &[Item],
+        labelled: &Labelled,
+        majority: &LabelConsensus,
+        options: &DriftOptions,
+    ) -> Result<DriftReport> {
+        if items.is_empty() {
+            return Err(PipelineError::Empty {
+                dir: PathBuf::new(),
+                split: None,
+            });
         }
+        compute(items, labelled, majority, options)
     }
+
+    /// Writes the report as pretty JSON to `path`.
+    ///
+    /// # Errors
+    /// [`PipelineError::Io`].
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        crate::io::write_json(path, self)
+    }
+}
+
+fn compute(
+    items: &[Item],
+    labelled: &Labelled,
+    majority: &LabelConsensus,
+    options: &DriftOptions,
+) -> Result<DriftReport> {
+    let teachers = labelled.teachers.clone();
     let (n, f) = (teachers.len(), Finding::ALL.len());
     let j_max = options.max_steps.max(2);
-    let mut counts = StreamCounts::new(n, j_max, STATUSES.len()).map_err(|e| e.to_string())?;
-    // votes[item][teacher][finding], and every statement as (teacher, step, status index);
-    // trajectories are labelled on all cores.
-    type Labelled = (Vec<[Option<bool>; 14]>, Vec<(usize, usize, usize)>);
-    let label_item = |item: &cxr_max::dataset::Item| -> Labelled {
-        let mut per = vec![[None; 14]; n];
-        let mut statements = Vec::new();
-        for t in &item.sample.trajectories {
-            let u = teachers
-                .iter()
-                .position(|x| x == &t.teacher)
-                .expect("teacher listed");
-            let e = findings::extract(&t.text);
-            for m in &e.mentions {
-                if let Some(k) = STATUSES.iter().position(|s| *s == m.status) {
-                    statements.push((u, m.sentence.min(j_max - 1), k));
-                }
-            }
-            for fi in Finding::ALL {
-                per[u][fi.index()] = vote(e.findings.get(fi));
+    let mut counts = StreamCounts::new(n, j_max, STATUSES.len())?;
+    for statements in &labelled.statements {
+        for st in statements {
+            if let Some(k) = STATUSES.iter().position(|s| *s == st.status) {
+                counts.observe(st.teacher, st.sentence.min(j_max - 1), k)?;
             }
         }
-        (per, statements)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    let chunk = data.items.len().div_ceil(threads).max(1);
-    let t0 = std::time::Instant::now();
-    let labelled: Vec<Labelled> = std::thread::scope(|scope| {
-        let handles: Vec<_> = data
-            .items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(label_item).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("labelling worker"))
-            .collect()
-    });
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "labelled");
-    let mut votes: Vec<Vec<[Option<bool>; 14]>> = Vec::with_capacity(labelled.len());
-    for (per, statements) in labelled {
-        for (u, j, k) in statements {
-            counts.observe(u, j, k).map_err(|e| e.to_string())?;
-        }
-        votes.push(per);
     }
-    let consensus: Vec<[Option<bool>; 14]> = votes
+    // votes[item][teacher][finding]
+    let votes: Vec<Vec<[Option<bool>; 14]>> = items
         .iter()
-        .map(|per| {
+        .zip(&labelled.finals)
+        .map(|(item, finals)| {
+            teachers
+                .iter()
+                .map(|t| {
+                    let mut v = [None; 14];
+                    for fi in Finding::ALL {
+                        v[fi.index()] = present(teacher_vote(item, finals, t, fi));
+                    }
+                    v
+                })
+                .collect()
+        })
+        .collect();
+    let consensus: Vec<[Option<bool>; 14]> = majority
+        .labels
+        .iter()
+        .map(|l| {
             let mut c = [None; 14];
             for k in 0..f {
-                let yes = per.iter().filter(|v| v[k] == Some(true)).count();
-                let no = per.iter().filter(|v| v[k] == Some(false)).count();
-                c[k] = if yes > no {
-                    Some(true)
-                } else if no > yes {
-                    Some(false)
-                } else {
-                    None
-                };
+                c[k] = present(l[k]);
             }
             c
         })
@@ -238,41 +299,37 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
             coverage[u][k] = voted as f64 / votes.len() as f64;
         }
     }
-    let truth: Vec<Option<[Option<bool>; 14]>> = data
-        .items
+    let truth: Vec<Option<[Option<bool>; 14]>> = items
         .iter()
         .map(|it| {
             it.labels.map(|l| {
                 let mut t = [None; 14];
                 for fi in Finding::ALL {
-                    t[fi.index()] = match l.get(fi) {
-                        LabelStatus::Positive => Some(true),
-                        LabelStatus::Uncertain => None,
-                        _ => Some(false),
-                    };
+                    t[fi.index()] = cxr_max::eval::truth(&l, fi);
                 }
                 t
             })
         })
         .collect();
     let has_truth = truth.iter().any(Option::is_some);
-    let accuracy = |pick: &dyn Fn(usize) -> Option<bool>, k: usize| {
-        let (mut ok, mut den) = (0, 0);
-        for (i, t) in truth.iter().enumerate() {
-            if let (Some(t), Some(v)) = (t.as_ref().and_then(|t| t[k]), pick(i)) {
-                den += 1;
-                ok += usize::from(t == v);
-            }
-        }
-        rate(ok, den)
+    let labels: Vec<_> = items.iter().map(|i| i.labels).collect();
+    let accuracy = |pick: &dyn Fn(usize, Finding) -> Option<bool>| -> Vec<f64> {
+        cxr_max::eval::accuracy(&labels, &Finding::ALL, pick).map_or_else(
+            || vec![f64::NAN; f],
+            |a| {
+                Finding::ALL
+                    .iter()
+                    .map(|fi| a.per_finding[fi.column_name()].unwrap_or(f64::NAN))
+                    .collect()
+            },
+        )
     };
     let accuracy_vs_truth = has_truth.then(|| {
         (0..n)
-            .map(|u| (0..f).map(|k| accuracy(&|i| votes[i][u][k], k)).collect())
+            .map(|u| accuracy(&|i, fi| votes[i][u][fi.index()]))
             .collect()
     });
-    let consensus_accuracy =
-        has_truth.then(|| (0..f).map(|k| accuracy(&|i| consensus[i][k], k)).collect());
+    let consensus_accuracy = has_truth.then(|| accuracy(&|i, fi| consensus[i][fi.index()]));
 
     let mut scores_vs_consensus = BTreeMap::new();
     let mut scores_vs_truth = BTreeMap::new();
@@ -283,23 +340,16 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
             .collect();
         let reference: Vec<Option<bool>> =
             consensus.iter().flat_map(|c| c.iter().copied()).collect();
-        scores_vs_consensus.insert(
-            teachers[u].clone(),
-            binary_scores(&predicted, &reference).map_err(|e| e.to_string())?,
-        );
+        scores_vs_consensus.insert(teachers[u].clone(), binary_scores(&predicted, &reference)?);
         if has_truth {
             let reference: Vec<Option<bool>> = truth
                 .iter()
                 .flat_map(|t| t.map_or([None; 14], |t| t).into_iter())
                 .collect();
-            scores_vs_truth.insert(
-                teachers[u].clone(),
-                binary_scores(&predicted, &reference).map_err(|e| e.to_string())?,
-            );
+            scores_vs_truth.insert(teachers[u].clone(), binary_scores(&predicted, &reference)?);
         }
     }
 
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "scores");
     let mut kappa = Vec::with_capacity(f);
     let mut entropy = Vec::with_capacity(f);
     for k in 0..f {
@@ -369,13 +419,11 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
         })
         .collect();
 
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "agreement");
-    let dists = counts.distributions(1.0).map_err(|e| e.to_string())?;
-    let inst =
-        instantaneous_drift(&dists, None, Divergence::JensenShannon).map_err(|e| e.to_string())?;
-    let cum = cumulative_deviation(&inst, 1.0).map_err(|e| e.to_string())?;
-    let shift = step_shift(&dists, 1, Divergence::JensenShannon).map_err(|e| e.to_string())?;
-    let coll = collective_shift(&dists, 1).map_err(|e| e.to_string())?;
+    let dists = counts.distributions(1.0)?;
+    let inst = instantaneous_drift(&dists, None, Divergence::JensenShannon)?;
+    let cum = cumulative_deviation(&inst, 1.0)?;
+    let shift = step_shift(&dists, 1, Divergence::JensenShannon)?;
+    let coll = collective_shift(&dists, 1)?;
     let rows = |a: &Array2<f64>| a.rows().into_iter().map(|r| r.to_vec()).collect::<Vec<_>>();
     let steps = StepStats {
         steps: j_max,
@@ -388,22 +436,16 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
 
     // Change points per (teacher, finding) on the agreement-with-consensus signal.
     let mut change_points = Vec::new();
-    let mut strip_names = Vec::new();
-    let mut strip_events = Vec::new();
-    let mut strip_expected = Vec::new();
-    let expected = expected_drift(&options.dir);
+    let mut streams = Vec::new();
     for fi in Finding::TABLE1 {
         let k = fi.index();
-        let mut monitor =
-            MultiStreamMonitor::new(&options.detector, n).map_err(|e| e.to_string())?;
+        let mut monitor = MultiStreamMonitor::new(&options.detector, n)?;
         let mut item_of: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, per) in votes.iter().enumerate() {
             let Some(c) = consensus[i][k] else { continue };
             for u in 0..n {
                 if let Some(v) = per[u][k] {
-                    monitor
-                        .update(u, f64::from(u8::from(v == c)))
-                        .map_err(|e| e.to_string())?;
+                    monitor.update(u, f64::from(u8::from(v == c)))?;
                     item_of[u].push(i);
                 }
             }
@@ -421,55 +463,25 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
                     fraction: i as f64 / votes.len() as f64,
                 });
             }
-            strip_names.push(format!("{} {}", short(&teachers[u]), short_finding(fi)));
-            strip_events.push(items);
-            strip_expected.push(
-                expected
-                    .get(&(teachers[u].clone(), fi.column_name().to_owned()))
-                    .map(|ats| {
-                        ats.iter()
-                            .map(|a| (a * votes.len() as f64) as usize)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            );
+            let expected = options
+                .expected
+                .get(&(teachers[u].clone(), fi.column_name().to_owned()))
+                .map(|ats| {
+                    ats.iter()
+                        .map(|a| (a * votes.len() as f64) as usize)
+                        .collect()
+                })
+                .unwrap_or_default();
+            streams.push(ChangePointStream {
+                teacher: teachers[u].clone(),
+                finding: fi.column_name().to_owned(),
+                changes: items,
+                expected,
+            });
         }
     }
 
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "change points");
-    std::fs::create_dir_all(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?;
-    let mut files = Vec::new();
-    let finding_names: Vec<String> = Finding::ALL.iter().map(|f| short_finding(*f)).collect();
-    let heat_path = options.out.join("disagreement_heatmap.png");
-    plot::heatmap(
-        "DISAGREEMENT WITH CONSENSUS (TEACHER X FINDING)",
-        &teachers,
-        &finding_names,
-        &disagreement,
-        &heat_path,
-    )?;
-    files.push(heat_path);
-    let steps_path = options.out.join("step_drift.png");
-    plot::lines(
-        "INSTANTANEOUS DRIFT JS(P_UJ || MEAN) BY SENTENCE STEP",
-        "SENTENCE STEP J",
-        &teachers,
-        &steps.instantaneous_js,
-        &steps_path,
-    )?;
-    files.push(steps_path);
-    let cp_path = options.out.join("change_points.png");
-    plot::events(
-        "CHANGE POINTS OF AGREEMENT WITH CONSENSUS",
-        &strip_names,
-        &strip_events,
-        &strip_expected,
-        votes.len(),
-        &cp_path,
-    )?;
-    files.push(cp_path);
-
-    let report = DriftReport {
+    Ok(DriftReport {
         items: votes.len(),
         teachers,
         findings: Finding::ALL
@@ -489,20 +501,15 @@ pub fn report(options: &ReportOptions) -> Result<DriftReport, String> {
         steps,
         detector: options.detector.name().to_owned(),
         change_points,
-        problems: check.problems.len(),
-        files: files.clone(),
-    };
-    let json_path = options.out.join("drift.json");
-    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&json_path, text).map_err(|e| format!("{}: {e}", json_path.display()))?;
-    let mut report = report;
-    report.files.push(json_path);
-    Ok(report)
+        streams,
+        problems: 0,
+        files: Vec::new(),
+    })
 }
 
 /// Injected drift positions from the data set's `teachers.toml` (simulated data sets), by
-/// (teacher, finding).
-fn expected_drift(dir: &Path) -> BTreeMap<(String, String), Vec<f64>> {
+/// (teacher, finding); empty for a data set without one.
+pub fn expected_drift(dir: &Path) -> ExpectedDrift {
     let mut out = BTreeMap::new();
     let Ok(profiles) = cxr_max::sim::Profiles::from_file(&dir.join(cxr_max::sim::files::PROFILES))
     else {
@@ -518,28 +525,4 @@ fn expected_drift(dir: &Path) -> BTreeMap<(String, String), Vec<f64>> {
         }
     }
     out
-}
-
-fn short(name: &str) -> String {
-    name.chars().take(11).collect()
-}
-
-fn short_finding(f: Finding) -> String {
-    match f {
-        Finding::Atelectasis => "ATEL",
-        Finding::Cardiomegaly => "CARD",
-        Finding::Consolidation => "CONS",
-        Finding::Edema => "EDEMA",
-        Finding::EnlargedCardiomediastinum => "ECM",
-        Finding::Fracture => "FRACT",
-        Finding::LungLesion => "LESION",
-        Finding::LungOpacity => "OPAC",
-        Finding::NoFinding => "NOFIND",
-        Finding::PleuralEffusion => "EFFUS",
-        Finding::PleuralOther => "PLOTH",
-        Finding::Pneumonia => "PNEUM",
-        Finding::Pneumothorax => "PTX",
-        Finding::SupportDevices => "DEVICE",
-    }
-    .to_owned()
 }

@@ -1,0 +1,84 @@
+//! The label-aggregation methods by name, as commands and configuration files spell them.
+
+use crate::error::{ConsensusError, Result};
+
+/// A label-aggregation method: [`crate::majority_vote`], [`crate::weighted_vote`] or
+/// [`crate::dawid_skene`].
+///
+/// ```
+/// use apo_consensus::Method;
+/// let m: Method = "dawid-skene".parse()?;
+/// assert_eq!(m, Method::DawidSkene);
+/// assert_eq!(m.to_string(), "dawid-skene");
+/// assert!("mace".parse::<Method>().is_err());
+/// # Ok::<(), apo_consensus::ConsensusError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Method {
+    /// Majority vote (ties to the label that sorts first).
+    Majority,
+    /// Weighted vote (static weights or each worker's reliability).
+    Weighted,
+    /// Dawid-Skene EM.
+    #[default]
+    DawidSkene,
+}
+
+impl Method {
+    /// Every method, in the order the names are listed.
+    pub const ALL: [Method; 3] = [Method::Majority, Method::Weighted, Method::DawidSkene];
+
+    /// The name commands and configuration files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Majority => "majority",
+            Method::Weighted => "weighted",
+            Method::DawidSkene => "dawid-skene",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = ConsensusError;
+
+    /// `majority`, `weighted`, `dawid-skene` (or `ds`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "majority" => Ok(Method::Majority),
+            "weighted" => Ok(Method::Weighted),
+            "dawid-skene" | "ds" => Ok(Method::DawidSkene),
+            other => Err(ConsensusError::UnknownOption {
+                name: "method",
+                value: other.to_owned(),
+                expected: "majority, weighted or dawid-skene",
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_valid_ones() {
+        for m in Method::ALL {
+            assert_eq!(m.name().parse::<Method>().unwrap(), m);
+            assert_eq!(m.to_string(), m.name());
+        }
+        assert_eq!("ds".parse::<Method>().unwrap(), Method::DawidSkene);
+        let e = "glad".parse::<Method>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "method `glad` is not known; expected majority, weighted or dawid-skene"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! What the pipeline runs on ([`PipelineOptions`]) and `pipeline.toml` ([`PipelineConfig`]).
+
+use std::path::{Path, PathBuf};
+
+use apo_consensus::{Method, NegativePolicy, NegativeWeighting, PositiveStyle};
+use apo_train::RunConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PipelineError, Result};
+
+/// What the pipeline runs on and how long it trains.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The data set.
+    pub data: PathBuf,
+    /// The run folder.
+    pub out: PathBuf,
+    /// Training configuration (data and output paths are set by the pipeline).
+    pub train: RunConfig,
+    /// Label aggregation of the consensus.
+    pub method: Method,
+    /// Which teacher trajectories become negatives.
+    pub negatives: NegativePolicy,
+    /// How the negatives are weighted.
+    pub negative_weights: NegativeWeighting,
+    /// How the consensus trajectories (the positives) are written.
+    pub positive: PositiveStyle,
+    /// Skip the stages whose markers match and continue unfinished training stages.
+    pub resume: bool,
+}
+
+impl PipelineOptions {
+    /// Defaults: Dawid-Skene consensus, every negative unweighted, merged positives, no
+    /// resuming.
+    pub fn new(data: PathBuf, out: PathBuf, train: RunConfig) -> Self {
+        PipelineOptions {
+            data,
+            out,
+            train,
+            method: Method::DawidSkene,
+            negatives: NegativePolicy::All,
+            negative_weights: NegativeWeighting::Uniform,
+            positive: PositiveStyle::Merged,
+            resume: false,
+        }
+    }
+}
+
+/// `pipeline.toml` of `apo run`: the data set, the run folder, the consensus settings and a
+/// training configuration (the `apo train` file's fields under `[train]`; the pipeline sets
+/// `data.dir`, `data.preferences`, `data.split` and `run.out` itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The data set folder.
+    pub data: PathBuf,
+    /// The run folder.
+    #[serde(default = "default_out")]
+    pub out: PathBuf,
+    /// Consensus settings.
+    #[serde(default)]
+    pub consensus: ConsensusSettings,
+    /// Training configuration.
+    #[serde(default)]
+    pub train: RunConfig,
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs/pipeline")
+}
+
+/// `[consensus]` of `pipeline.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusSettings {
+    /// `dawid-skene`, `majority` or `weighted`.
+    pub method: String,
+    /// `all`, `dissenting` or `top-K`.
+    pub negatives: String,
+    /// `uniform` or `drift`.
+    pub negative_weights: String,
+    /// `merged` or `closest-teacher` (how the positives are written).
+    pub positive: String,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        ConsensusSettings {
+            method: "dawid-skene".into(),
+            negatives: "all".into(),
+            negative_weights: "uniform".into(),
+            positive: "merged".into(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Reads and checks a `pipeline.toml`.
+    ///
+    /// # Errors
+    /// [`PipelineError::Io`], or [`PipelineError::Config`] naming the file and the field (the
+    /// TOML parser's, a consensus setting, or the training configuration's ranges).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(PipelineError::io(path))?;
+        let bad = |field: &str, message: String| PipelineError::Config {
+            path: path.to_path_buf(),
+            field: field.to_owned(),
+            message,
+        };
+        let config: PipelineConfig =
+            toml::from_str(&text).map_err(|e| bad("toml", e.to_string().trim_end().to_owned()))?;
+        config.options_in(path, false)?;
+        config
+            .train
+            .validate()
+            .map_err(|e| bad("train", e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The pipeline's options.
+    ///
+    /// # Errors
+    /// [`PipelineError::Config`] for an unknown consensus setting, naming the field.
+    pub fn options(&self, resume: bool) -> Result<PipelineOptions> {
+        self.options_in(Path::new("pipeline.toml"), resume)
+    }
+
+    fn options_in(&self, path: &Path, resume: bool) -> Result<PipelineOptions> {
+        let bad = |field: &str, e: apo_consensus::ConsensusError| PipelineError::Config {
+            path: path.to_path_buf(),
+            field: format!("consensus.{field}"),
+            message: e.to_string(),
+        };
+        let c = &self.consensus;
+        let mut o = PipelineOptions::new(self.data.clone(), self.out.clone(), self.train.clone());
+        o.method = c.method.parse().map_err(|e| bad("method", e))?;
+        o.negatives = c.negatives.parse().map_err(|e| bad("negatives", e))?;
+        o.negative_weights = c
+            .negative_weights
+            .parse()
+            .map_err(|e| bad("negative_weights", e))?;
+        o.positive = c.positive.parse().map_err(|e| bad("positive", e))?;
+        o.resume = resume;
+        Ok(o)
+    }
+}

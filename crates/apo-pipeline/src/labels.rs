@@ -1,0 +1,362 @@
+//! The teachers' statements, read once, and the label consensus built on them.
+//!
+//! Every trajectory is read with the `cxr-max` labeler exactly once per run
+//! ([`Labelled::read`]): its final statement per finding (what a teacher votes) and every
+//! statement with its sentence index (what the drift statistics count). Per image and finding
+//! a teacher votes present or absent; hedges, omissions and refusals abstain.
+//!
+//! The definitions every report shares:
+//! - a teacher's vote: [`teacher_vote`] (its final statement, present or absent);
+//! - the majority vote: [`label_consensus`] with [`Method::Majority`] — the label most
+//!   teachers voted for, a tie going to *absent* (the label that sorts first, as crowd-kit's
+//!   `MajorityVote`), no label on an image with fewer than `min_votes` votes;
+//! - accuracy: [`cxr_max::eval::accuracy`] — per finding, the share of images with a definite
+//!   label whose prediction matches it, an image without a prediction counting as wrong.
+
+use cxr_max::dataset::Item;
+use cxr_max::{Finding, LabelStatus, findings};
+use rayon::prelude::*;
+
+use apo_consensus::{
+    ClaimExtractor, DawidSkeneConfig, Method, Polarity, Reading, Votes, dawid_skene, majority_vote,
+    reliability_weights, weighted_vote,
+};
+
+use crate::error::{PipelineError, Result};
+
+/// The chest X-ray claim extractor: `cxr-max`'s labeler and sentence templates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CxrClaims;
+
+/// The polarity of a labeler status (`None`: not mentioned).
+pub fn polarity(s: LabelStatus) -> Option<Polarity> {
+    match s {
+        LabelStatus::Positive => Some(Polarity::Present),
+        LabelStatus::Negative => Some(Polarity::Absent),
+        LabelStatus::Uncertain => Some(Polarity::Uncertain),
+        LabelStatus::NotMentioned => None,
+    }
+}
+
+fn status(p: Polarity) -> LabelStatus {
+    match p {
+        Polarity::Present => LabelStatus::Positive,
+        Polarity::Absent => LabelStatus::Negative,
+        Polarity::Uncertain => LabelStatus::Uncertain,
+    }
+}
+
+fn finals_of(e: &findings::Extraction) -> Vec<Option<Polarity>> {
+    Finding::ALL
+        .iter()
+        .map(|&f| polarity(e.findings.get(f)))
+        .collect()
+}
+
+impl ClaimExtractor for CxrClaims {
+    fn topics(&self) -> usize {
+        Finding::ALL.len()
+    }
+
+    fn read(&self, text: &str) -> Reading {
+        let e = findings::extract(text);
+        let sentences = findings::split_sentences(text);
+        Reading {
+            claims: e
+                .mentions
+                .iter()
+                .filter_map(|m| {
+                    polarity(m.status).map(|p| apo_consensus::Claim {
+                        sentence: m.sentence,
+                        topic: m.finding.index(),
+                        polarity: p,
+                    })
+                })
+                .collect(),
+            finals: finals_of(&e),
+            sentences,
+        }
+    }
+
+    fn render(&self, topic: usize, polarity: Polarity) -> String {
+        findings::statement(Finding::ALL[topic], status(polarity))
+    }
+
+    fn impression(&self, consensus: &[Option<Polarity>]) -> Option<String> {
+        let positives: Vec<&str> = Finding::ALL
+            .iter()
+            .filter(|f| f.is_pathology() && consensus[f.index()] == Some(Polarity::Present))
+            .map(|f| f.noun())
+            .collect();
+        if !positives.is_empty() {
+            return Some(format!("Impression: {}.", join_and(&positives)));
+        }
+        (consensus[Finding::NoFinding.index()] == Some(Polarity::Present))
+            .then(|| "Impression: no acute cardiopulmonary process.".to_owned())
+    }
+}
+
+fn join_and(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Per image: trajectory × finding final statements.
+pub type Finals = Vec<Vec<Option<Polarity>>>;
+
+/// One statement of a trajectory, as the drift statistics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statement {
+    /// The teacher (index into [`Labelled::teachers`]).
+    pub teacher: usize,
+    /// The 0-based sentence index.
+    pub sentence: usize,
+    /// What the sentence says of its finding.
+    pub status: LabelStatus,
+}
+
+/// Every trajectory of a data set read once with the labeler.
+#[derive(Debug, Clone, Default)]
+pub struct Labelled {
+    /// Teachers in order of first appearance.
+    pub teachers: Vec<String>,
+    /// `finals[image][trajectory][finding]`.
+    pub finals: Vec<Finals>,
+    /// `statements[image]`: every statement of every trajectory, in reading order.
+    pub statements: Vec<Vec<Statement>>,
+}
+
+impl Labelled {
+    /// Reads every trajectory of every item (on all cores; the result does not depend on the
+    /// number of threads).
+    pub fn read(items: &[Item]) -> Labelled {
+        let refs: Vec<&Item> = items.iter().collect();
+        let teachers = teachers_of(&refs);
+        let per_item: Vec<(Finals, Vec<Statement>)> = items
+            .par_iter()
+            .map(|item| {
+                let mut finals = Vec::with_capacity(item.sample.trajectories.len());
+                let mut statements = Vec::new();
+                for t in &item.sample.trajectories {
+                    let u = teachers
+                        .iter()
+                        .position(|x| x == &t.teacher)
+                        .unwrap_or_default();
+                    let e = findings::extract(&t.text);
+                    statements.extend(e.mentions.iter().map(|m| Statement {
+                        teacher: u,
+                        sentence: m.sentence,
+                        status: m.status,
+                    }));
+                    finals.push(finals_of(&e));
+                }
+                (finals, statements)
+            })
+            .collect();
+        let (finals, statements) = per_item.into_iter().unzip();
+        Labelled {
+            teachers,
+            finals,
+            statements,
+        }
+    }
+
+    /// The finals of the items at `indices`, in that order.
+    pub fn finals_of(&self, indices: &[usize]) -> Vec<Finals> {
+        indices.iter().map(|&i| self.finals[i].clone()).collect()
+    }
+}
+
+/// Teachers in order of first appearance.
+pub fn teachers_of(items: &[&Item]) -> Vec<String> {
+    let mut teachers: Vec<String> = Vec::new();
+    for item in items {
+        for t in &item.sample.trajectories {
+            if !teachers.contains(&t.teacher) {
+                teachers.push(t.teacher.clone());
+            }
+        }
+    }
+    teachers
+}
+
+/// A teacher's vote on a finding of an item: its final statement, present or absent (hedges,
+/// omissions and missing trajectories give none).
+pub fn teacher_vote(item: &Item, finals: &Finals, teacher: &str, f: Finding) -> Option<Polarity> {
+    item.sample
+        .trajectories
+        .iter()
+        .position(|t| t.teacher == teacher)
+        .and_then(|s| finals[s][f.index()])
+        .filter(|p| *p != Polarity::Uncertain)
+}
+
+/// `Some(true)` for present, `Some(false)` for absent, `None` otherwise: a prediction as
+/// [`cxr_max::eval`] scores it.
+pub fn present(p: Option<Polarity>) -> Option<bool> {
+    match p {
+        Some(Polarity::Present) => Some(true),
+        Some(Polarity::Absent) => Some(false),
+        _ => None,
+    }
+}
+
+/// How teacher weights are obtained for [`Method::Weighted`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Weights {
+    /// Per finding, each teacher's leave-one-out agreement log-odds
+    /// ([`apo_consensus::reliability_weights`]).
+    Reliability,
+    /// Static weights per teacher name (missing teachers weigh 1).
+    Static(Vec<(String, f64)>),
+}
+
+/// Per image and finding: the consensus and its confidence.
+#[derive(Debug, Clone)]
+pub struct LabelConsensus {
+    /// `labels[item][finding]`.
+    pub labels: Vec<Vec<Option<Polarity>>>,
+    /// `confidence[item][finding]`.
+    pub confidence: Vec<Vec<f64>>,
+}
+
+/// Dawid-Skene EM starts from seeded random posteriors, besides the majority vote and one
+/// per teacher: on the default simulation's train splits (seeds 0-4), 16 and 32 starts find
+/// the same fits.
+pub const DS_RANDOM_STARTS: usize = 16;
+
+/// Per image of one finding: the consensus and its confidence.
+type FindingConsensus = Vec<(Option<Polarity>, f64)>;
+
+/// Aggregates the teachers' votes per finding (the 14 findings on all cores).
+///
+/// Dawid-Skene's label orientation is fixed by the fact that every finding is absent in most
+/// images (see [`DawidSkeneConfig::majority_label`]), and EM starts from each teacher's votes
+/// and from [`DS_RANDOM_STARTS`] seeded random posteriors as well as the majority vote,
+/// keeping the best fit. A finding has a consensus on an image when at least `min_votes`
+/// teachers voted; No Finding is kept only as a positive when no pathology is present.
+///
+/// # Errors
+/// Consensus errors (bad weights), naming the finding.
+pub fn label_consensus(
+    items: &[&Item],
+    finals: &[Finals],
+    teachers: &[String],
+    method: Method,
+    weights: &Weights,
+    min_votes: usize,
+) -> Result<LabelConsensus> {
+    const LABELS: [&str; 2] = ["absent", "present"];
+    let n = items.len();
+    let one = |f: usize| -> Result<FindingConsensus> {
+        let context = |source| PipelineError::Consensus {
+            context: Finding::ALL[f].column_name().to_owned(),
+            source,
+        };
+        let mut entries = Vec::new();
+        let mut voters = vec![0usize; n];
+        for (i, item) in items.iter().enumerate() {
+            for (s, t) in item.sample.trajectories.iter().enumerate() {
+                let l = match finals[i][s][f] {
+                    Some(Polarity::Absent) => 0,
+                    Some(Polarity::Present) => 1,
+                    _ => continue,
+                };
+                let Some(w) = teachers.iter().position(|x| *x == t.teacher) else {
+                    continue;
+                };
+                entries.push((i, w, l));
+                voters[i] += 1;
+            }
+        }
+        if entries.is_empty() {
+            return Ok(vec![(None, 0.0); n]);
+        }
+        let votes = Votes::from_indices(
+            items.iter().map(|it| it.sample.dicom_id.clone()).collect(),
+            teachers.to_vec(),
+            LABELS.iter().map(|s| (*s).to_owned()).collect(),
+            entries,
+        )
+        .map_err(context)?;
+        let result = match method {
+            Method::Majority => majority_vote(&votes),
+            Method::Weighted => {
+                let w = match weights {
+                    Weights::Reliability => reliability_weights(&votes),
+                    Weights::Static(w) => w.clone(),
+                };
+                let w: Vec<(&str, f64)> = w
+                    .iter()
+                    .filter(|(name, _)| votes.workers().contains(name))
+                    .map(|(name, x)| (name.as_str(), *x))
+                    .collect();
+                weighted_vote(&votes, &w).map_err(context)?
+            }
+            Method::DawidSkene => {
+                // Every finding is absent in most images (true of all 14 in MIMIC-CXR): this
+                // fixes Dawid-Skene's label orientation when most teachers are worse than
+                // chance on a finding. When most teachers share a bias (stating a finding on
+                // most images), EM from the majority vote can settle on a fit whose latent
+                // class follows the bias; EM from each teacher's labels and from seeded
+                // random posteriors too, keeping the best-fitting, finds the truth's.
+                let config = DawidSkeneConfig {
+                    majority_label: Some(0),
+                    worker_starts: true,
+                    random_starts: DS_RANDOM_STARTS,
+                    ..DawidSkeneConfig::default()
+                };
+                dawid_skene(&votes, &config).map_err(context)?.consensus
+            }
+        };
+        Ok(result
+            .iter()
+            .map(|c| {
+                if voters[c.task] < min_votes.max(1) {
+                    (None, 0.0)
+                } else {
+                    let p = [Polarity::Absent, Polarity::Present][c.label];
+                    (Some(p), c.confidence)
+                }
+            })
+            .collect())
+    };
+    // Collected in finding order, so the error reported is the first finding's.
+    let per_finding: Vec<Result<FindingConsensus>> =
+        (0..Finding::ALL.len()).into_par_iter().map(one).collect();
+    let per_finding: Vec<FindingConsensus> = per_finding.into_iter().collect::<Result<_>>()?;
+    let mut labels = vec![vec![None; Finding::ALL.len()]; n];
+    let mut confidence = vec![vec![0.0; Finding::ALL.len()]; n];
+    for (f, r) in per_finding.into_iter().enumerate() {
+        for (i, (l, c)) in r.into_iter().enumerate() {
+            labels[i][f] = l;
+            confidence[i][f] = c;
+        }
+    }
+    // No Finding only as a positive, and only without a present pathology.
+    let nf = Finding::NoFinding.index();
+    for (l, c) in labels.iter_mut().zip(&mut confidence) {
+        let pathology = Finding::ALL
+            .iter()
+            .any(|f| f.is_pathology() && l[f.index()] == Some(Polarity::Present));
+        if pathology || l[nf] != Some(Polarity::Present) {
+            l[nf] = None;
+            c[nf] = 0.0;
+        }
+    }
+    Ok(LabelConsensus { labels, confidence })
+}
+
+/// Accuracy of `predict(item, finding)` against the ground truth ([`cxr_max::eval::accuracy`]);
+/// `None` without any.
+pub fn accuracy(
+    items: &[&Item],
+    evaluated: &[Finding],
+    predict: impl Fn(usize, Finding) -> Option<Polarity>,
+) -> Option<cxr_max::eval::Accuracy> {
+    let labels: Vec<_> = items.iter().map(|i| i.labels).collect();
+    cxr_max::eval::accuracy(&labels, evaluated, |i, f| present(predict(i, f)))
+}

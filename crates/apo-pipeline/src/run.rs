@@ -1,0 +1,540 @@
+//! The whole pipeline on one data set: validate → drift report → consensus and preference
+//! sets → stage 1 → stage 2 (Plackett-Luce, and pairwise-sigmoid as the baseline) →
+//! evaluation on the test split, with `report.md`, `results.json` and `table.txt`.
+//!
+//! The data set is opened and every trajectory labelled once; later stages take what the
+//! earlier ones produced. Every stage is recorded in `OUT/stages/` ([`crate::stages`]), so a
+//! rerun with [`PipelineOptions::resume`] continues at the first unfinished stage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use apo_consensus::Method;
+use apo_loss::{LossConfig, Objective};
+use apo_train::RunConfig;
+use apo_train::eval::{EvalReport, Generation};
+use apo_train::train::{StageReport, StepMetrics};
+use burn::tensor::backend::AutodiffBackend;
+use cxr_max::Finding;
+use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use serde::{Deserialize, Serialize};
+
+use crate::config::PipelineOptions;
+use crate::consensus::{self, BuildOptions};
+use crate::drift::{DriftOptions, DriftReport, expected_drift};
+use crate::error::{PipelineError, Result};
+use crate::io::{write_atomic, write_json};
+use crate::labels::{Labelled, Weights, label_consensus};
+use crate::stages::{StageCache, data_key, json, key};
+use crate::table::{
+    ALL_ABSENT, BOOTSTRAP_RESAMPLES, CONSENSUS, Comparison, MAJORITY_VOTE, RowKind, RowSummary,
+    Table, render_comparisons, student_row,
+};
+
+/// What a caller of [`run`] sees of it: progress, and the chance to draw plots from the typed
+/// results. Every method has a default that does nothing.
+pub trait Observer {
+    /// A line of progress ("stage 1: supervised bootstrapping").
+    fn message(&mut self, _line: &str) {}
+
+    /// After every optimiser step of a training stage.
+    fn step(&mut self, _total: usize, _metrics: &StepMetrics) {}
+
+    /// The drift report has been computed and written to `dir/drift.json`; returns the files
+    /// drawn from it (plots), which are listed in the results.
+    ///
+    /// # Errors
+    /// Whatever drawing fails with, as [`PipelineError::Observer`].
+    fn drift_report(&mut self, _report: &DriftReport, _dir: &Path) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+
+    /// The evaluation is done; returns the files drawn from the results (plots) in `dir`,
+    /// before `report.md` and `results.json` are written.
+    ///
+    /// # Errors
+    /// Whatever drawing fails with, as [`PipelineError::Observer`].
+    fn results(
+        &mut self,
+        _result: &PipelineResult,
+        _table: &Table,
+        _dir: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+}
+
+/// An observer that shows nothing and draws nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// Forwards a training stage's steps to the pipeline's observer.
+struct Steps<'a>(&'a mut dyn Observer);
+
+impl apo_train::train::Observer for Steps<'_> {
+    fn step(&mut self, total: usize, metrics: &StepMetrics) {
+        self.0.step(total, metrics);
+    }
+}
+
+/// What later stages keep of the drift report.
+#[derive(Serialize, Deserialize)]
+struct DriftDone {
+    change_points: usize,
+    files: Vec<PathBuf>,
+}
+
+/// What later stages keep of the consensus build.
+#[derive(Serialize, Deserialize)]
+struct ConsensusDone {
+    sets: usize,
+    skipped: usize,
+    negatives_mean: f64,
+}
+
+/// Mean accuracies (over the Table 1 findings) of every row of the table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MeanAccuracy {
+    /// Per teacher.
+    pub teachers: BTreeMap<String, f64>,
+    /// Majority vote of the teachers.
+    pub majority_vote: f64,
+    /// The Dawid-Skene consensus labels.
+    pub consensus: f64,
+    /// Every finding stated absent on every image (the image-blind baseline).
+    pub all_absent: f64,
+    /// The stage-1 student.
+    pub sft: f64,
+    /// The pairwise-sigmoid (DPO over each negative) student.
+    pub pairwise: f64,
+    /// The Plackett-Luce (APO) student.
+    pub apo: f64,
+}
+
+/// The pipeline's result (`results.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineResult {
+    /// Mean accuracy per row.
+    pub mean_accuracy: MeanAccuracy,
+    /// Per row, per finding accuracy (column names), on the test split.
+    pub per_finding: BTreeMap<String, BTreeMap<String, Option<f64>>>,
+    /// Every row of the table with its kind and scores.
+    pub rows: Vec<RowSummary>,
+    /// The findings averaged.
+    pub evaluated: Vec<String>,
+    /// Test images.
+    pub test_images: usize,
+    /// Training images.
+    pub train_images: usize,
+    /// Preference sets used in stage 2.
+    pub preference_sets: usize,
+    /// Stage reports.
+    pub stages: Vec<StageReport>,
+    /// The APO student against the pairwise and SFT students, the best teacher and the
+    /// all-absent baseline: differences of mean accuracy with paired-bootstrap intervals
+    /// over the test images.
+    pub comparisons: Vec<Comparison>,
+    /// Seconds per phase.
+    pub phases: BTreeMap<String, f64>,
+    /// Total seconds.
+    pub seconds: f64,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+/// The stage-2 runs of the pipeline: the APO student and the pairwise baseline.
+pub const STAGE2: [(&str, Objective); 2] = [
+    ("apo", Objective::PlackettLuce),
+    ("pairwise", Objective::PairwiseSigmoid),
+];
+
+/// Runs every stage on backend `B` and writes the report.
+///
+/// # Errors
+/// Any stage's error.
+pub fn run<B: AutodiffBackend>(
+    options: &PipelineOptions,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<PipelineResult> {
+    let start = Instant::now();
+    let mut phases = BTreeMap::new();
+    let mut files = Vec::new();
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(PipelineError::io(out))?;
+    let mut phase = |name: &str, t: Instant| {
+        phases.insert(name.to_owned(), t.elapsed().as_secs_f64());
+    };
+
+    // Validate, and read every trajectory once.
+    let t = Instant::now();
+    let (dataset, check) = Dataset::open(&options.data, &DatasetOptions::default())?;
+    observer.message(&format!(
+        "validate: {} records read, {} kept, {} problems",
+        check.records.read,
+        check.records.kept,
+        check.problems.len()
+    ));
+    let check_path = out.join("data-check.json");
+    write_json(&check_path, &check)?;
+    files.push(check_path);
+    let items = &dataset.items;
+    if items.is_empty() {
+        return Err(PipelineError::Empty {
+            dir: options.data.clone(),
+            split: None,
+        });
+    }
+    let labelled = Labelled::read(items);
+    let majority = crate::drift::majority(items, &labelled)?;
+    phase("validate", t);
+
+    let stages = StageCache::new(out.join("stages"), options.resume);
+    let data_key = data_key(&options.data)?;
+
+    // Drift report.
+    let t = Instant::now();
+    let drift_key = key(&["drift", &data_key]);
+    let drift = match stages.done::<DriftDone>("drift", &drift_key) {
+        Some(d) => {
+            observer.message("drift report: done before");
+            d
+        }
+        None => {
+            stages.start("drift", &drift_key)?;
+            let drift_options = DriftOptions {
+                expected: expected_drift(&options.data),
+                ..DriftOptions::new()?
+            };
+            let mut report = DriftReport::compute(items, &labelled, &majority, &drift_options)?;
+            report.problems = check.problems.len();
+            let dir = out.join("drift");
+            report.files = observer.drift_report(&report, &dir)?;
+            let json_path = dir.join("drift.json");
+            report.files.push(json_path.clone());
+            report.write_json(&json_path)?;
+            let d = DriftDone {
+                change_points: report.change_points.len(),
+                files: report.files,
+            };
+            stages.finish("drift", &drift_key, &d)?;
+            d
+        }
+    };
+    observer.message(&format!(
+        "drift report: {} change points",
+        drift.change_points
+    ));
+    files.extend(drift.files.iter().cloned());
+    phase("drift", t);
+
+    // Consensus and preference sets (train split).
+    let t = Instant::now();
+    let prefs = out.join("prefs.jsonl");
+    // The labels (and so stage 1, whose concept targets they are) do not depend on how the
+    // positives are written; stage 2 does.
+    let labels_key = key(&[
+        "consensus",
+        &data_key,
+        options.method.name(),
+        &options.negatives.to_string(),
+        &options.negative_weights.to_string(),
+    ]);
+    let consensus_key = key(&[&labels_key, "positive", options.positive.name()]);
+    let summary = match stages
+        .done::<ConsensusDone>("consensus", &consensus_key)
+        .filter(|_| prefs.is_file())
+    {
+        Some(d) => d,
+        None => {
+            stages.start("consensus", &consensus_key)?;
+            let mut build = BuildOptions::new(options.data.clone(), prefs.clone());
+            build.split = Some(cxr_max::tables::Split::Train);
+            build.method = options.method;
+            build.preference.negatives = options.negatives;
+            build.preference.weighting = options.negative_weights;
+            build.claims.style = options.positive;
+            let s = consensus::build_on(items, &labelled, &build)?;
+            let d = ConsensusDone {
+                sets: s.consensus_found,
+                skipped: s.skipped.values().sum(),
+                negatives_mean: s.negatives_mean,
+            };
+            stages.finish("consensus", &consensus_key, &d)?;
+            d
+        }
+    };
+    observer.message(&format!(
+        "consensus: {} preference sets ({} skipped), {:.2} negatives each",
+        summary.sets, summary.skipped, summary.negatives_mean
+    ));
+    files.push(prefs.clone());
+    let evaluated = Finding::TABLE1.to_vec();
+    let mut table = teacher_table(items, &labelled, &majority, &evaluated)?;
+    phase("consensus", t);
+
+    // Training.
+    let mut config = options.train.clone();
+    config.data.dir = options.data.clone();
+    config.data.preferences = Some(prefs);
+    config.data.split = Some("train".into());
+    config.run.out = out.join("train");
+    let mut reports: Vec<StageReport> = Vec::new();
+    let t = Instant::now();
+    observer.message("stage 1: supervised bootstrapping");
+    let mut sft_only = config.clone();
+    sft_only.apo = Default::default();
+    let sft_key = key(&["sft", &labels_key, &json(&sft_only)]);
+    let mut train_keys = BTreeMap::new();
+    train_keys.insert("sft".to_owned(), sft_key.clone());
+    reports.push(train_stage::<B>(
+        &stages, "sft", &sft_key, &config, None, device, observer,
+    )?);
+    phase("sft", t);
+    for (name, objective) in STAGE2 {
+        let t = Instant::now();
+        observer.message(&format!("stage 2: {name} ({objective})"));
+        let mut c = config.clone();
+        c.apo.loss = LossConfig {
+            objective,
+            ..config.apo.loss.clone()
+        };
+        let k = key(&[name, &sft_key, &consensus_key, &json(&c.apo)]);
+        train_keys.insert(name.to_owned(), k.clone());
+        reports.push(train_stage::<B>(
+            &stages,
+            name,
+            &k,
+            &c,
+            Some(name),
+            device,
+            observer,
+        )?);
+        phase(name, t);
+    }
+
+    // Evaluation on the test split.
+    let t = Instant::now();
+    let mut test_images = 0;
+    for stage in ["sft", "pairwise", "apo"] {
+        let name = format!("eval-{stage}");
+        let k = key(&[
+            &name,
+            &train_keys[stage],
+            &json(&(config.run.max_new_tokens, config.run.temperature)),
+        ]);
+        let report = match stages.done::<EvalReport>(&name, &k) {
+            Some(r) => r,
+            None => {
+                stages.start(&name, &k)?;
+                let r = evaluate::<B>(&config, stage, &evaluated, device)?;
+                stages.finish(&name, &k, &r)?;
+                r
+            }
+        };
+        let samples = out.join(format!("samples-{stage}.jsonl"));
+        write_samples(&samples, &report)?;
+        files.push(samples);
+        if report.accuracy.is_some() {
+            let predictions = table.test.read(&report);
+            table.push(student_row(stage), RowKind::Student, predictions);
+        }
+        test_images = report.images;
+    }
+    phase("eval", t);
+
+    let teachers: BTreeMap<String, f64> = table
+        .of_kind(RowKind::Teacher)
+        .map(|r| (r.name.clone(), r.accuracy.mean))
+        .collect();
+    let mut result = PipelineResult {
+        mean_accuracy: MeanAccuracy {
+            teachers,
+            majority_vote: table.mean(MAJORITY_VOTE),
+            consensus: table.mean(CONSENSUS),
+            all_absent: table.mean(ALL_ABSENT),
+            sft: table.mean(&student_row("sft")),
+            pairwise: table.mean(&student_row("pairwise")),
+            apo: table.mean(&student_row("apo")),
+        },
+        per_finding: table
+            .rows
+            .iter()
+            .map(|r| {
+                let per = table.columns().into_iter().zip(table.per_finding(r));
+                (r.name.clone(), per.collect())
+            })
+            .collect(),
+        rows: table.summaries(),
+        evaluated: table.columns(),
+        test_images,
+        train_images: reports.first().map_or(0, |s| s.groups),
+        preference_sets: reports.get(1).map_or(0, |s| s.groups),
+        stages: reports,
+        comparisons: table.comparisons(config.run.seed),
+        phases,
+        seconds: 0.0,
+        files,
+    };
+    let drawn = observer.results(&result, &table, out)?;
+    result.files.extend(drawn);
+    let report = out.join("report.md");
+    std::fs::write(&report, render_report(&result, &table, out))
+        .map_err(PipelineError::io(&report))?;
+    result.files.push(report);
+    let text = out.join("table.txt");
+    std::fs::write(&text, table.render_text()).map_err(PipelineError::io(&text))?;
+    result.files.push(text);
+    result.seconds = start.elapsed().as_secs_f64();
+    let json_path = out.join("results.json");
+    result.files.push(json_path.clone());
+    write_json(&json_path, &result)?;
+    Ok(result)
+}
+
+/// The teachers' rows: the teachers, the majority vote, the Dawid-Skene consensus (fitted on
+/// every image) and the all-absent baseline, scored on the test split.
+fn teacher_table(
+    items: &[Item],
+    labelled: &Labelled,
+    majority: &crate::labels::LabelConsensus,
+    evaluated: &[Finding],
+) -> Result<Table> {
+    let all: Vec<&Item> = items.iter().collect();
+    let ds = label_consensus(
+        &all,
+        &labelled.finals,
+        &labelled.teachers,
+        Method::DawidSkene,
+        &Weights::Reliability,
+        2,
+    )?;
+    Ok(Table::teachers(items, labelled, majority, &ds, evaluated))
+}
+
+/// Runs a training stage unless its marker matches; continues it from its newest checkpoint
+/// when it was started with the same key. A fresh stage 1 retrains the tokenizer (unless the
+/// configuration names a file). `apo` is the stage-2 folder name, `None` for stage 1.
+fn train_stage<B: AutodiffBackend>(
+    stages: &StageCache,
+    name: &str,
+    key: &str,
+    config: &RunConfig,
+    apo: Option<&str>,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    if let Some(r) = stages
+        .done::<StageReport>(name, key)
+        .filter(|r| r.model_dir.join("model.bin").is_file())
+    {
+        observer.message(&format!("  {name}: done before ({} steps)", r.steps));
+        return Ok(r);
+    }
+    let resume = stages.start(name, key)?;
+    if resume {
+        observer.message(&format!("  {name}: continuing from its newest checkpoint"));
+    }
+    if apo.is_none() && !resume {
+        let tok = config.run.out.join("tokenizer.json");
+        if tok.exists() {
+            std::fs::remove_file(&tok).map_err(PipelineError::io(&tok))?;
+        }
+    }
+    let mut steps = Steps(observer);
+    let report = match apo {
+        None => apo_train::train::sft::<B>(config, device, resume, &mut steps)?,
+        Some(folder) => apo_train::train::apo::<B>(config, folder, device, resume, &mut steps)?,
+    };
+    stages.finish(name, key, &report)?;
+    Ok(report)
+}
+
+/// Generates a text for every test image with the student of `stage` and scores it.
+fn evaluate<B: AutodiffBackend>(
+    config: &RunConfig,
+    stage: &str,
+    evaluated: &[Finding],
+    device: &B::Device,
+) -> Result<EvalReport> {
+    Ok(apo_train::eval::evaluate_dir::<B::InnerBackend>(
+        &config.run.out.join(stage),
+        &config.run.out.join("tokenizer.json"),
+        &config.data.dir,
+        Some("test"),
+        &generation(config),
+        evaluated,
+        device,
+    )?)
+}
+
+/// Decoding as a run configuration sets it (batches of 32 images).
+pub fn generation(config: &RunConfig) -> Generation {
+    Generation {
+        max_new_tokens: config.run.max_new_tokens,
+        temperature: config.run.temperature,
+        seed: config.run.seed,
+        batch: 32,
+    }
+}
+
+/// Writes an evaluation's samples as JSON Lines (`{"id", "text"}` per image), atomically.
+///
+/// # Errors
+/// [`PipelineError::Io`].
+pub fn write_samples(path: &Path, report: &EvalReport) -> Result<()> {
+    write_atomic(path, |w| {
+        for s in &report.samples {
+            writeln!(w, "{}", serde_json::to_string(s)?)?;
+        }
+        Ok(())
+    })
+}
+
+/// The metrics a training stage logged (`metrics.jsonl`); lines that do not parse, or a
+/// missing file, give nothing.
+pub fn read_metrics(path: &Path) -> Vec<StepMetrics> {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
+    let mut md = String::from("# APO pipeline report\n\n");
+    md.push_str(&format!(
+        "Test images: {}. Training images: {}. Preference sets: {}.\n\n",
+        result.test_images, result.train_images, result.preference_sets
+    ));
+    md.push_str("Accuracy on the test split (Table 1 findings; mean over them):\n\n");
+    md.push_str(&table.render_markdown());
+    if !result.comparisons.is_empty() {
+        md.push_str(&format!(
+            "\nThe APO student against the other rows, on the same test images (paired bootstrap over images, {BOOTSTRAP_RESAMPLES} resamples; an interval that contains 0 means this test split cannot tell the two apart):\n\n"
+        ));
+        md.push_str(&render_comparisons(&result.comparisons));
+    }
+    md.push_str("\nStages:\n\n");
+    for s in &result.stages {
+        md.push_str(&format!(
+            "- {}: {} steps, loss {:.4} → {:.4}, {:.1} s\n",
+            s.stage, s.steps, s.first_loss, s.last_loss, s.seconds
+        ));
+    }
+    let plots: Vec<String> = result
+        .files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+        .map(|p| format!("`{}`", p.strip_prefix(out).unwrap_or(p).display()))
+        .collect();
+    if !plots.is_empty() {
+        md.push_str(&format!("\nPlots: {}.\n", plots.join(", ")));
+    }
+    md
+}
