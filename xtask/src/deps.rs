@@ -79,9 +79,17 @@ const RULES: &[Rule] = &[
             "cubecl-cuda",
             "cubecl-wgpu",
             "apo-cli",
+            "apo-pipeline",
         ],
         only: None,
         why: "apo-train's default build is the CPU backend only (GPU backends are features)",
+    },
+    Rule {
+        krate: "apo-pipeline",
+        features: &[],
+        forbidden: &["apo-cli", "clap", "burn-ndarray", "burn-wgpu", "burn-cuda"],
+        only: None,
+        why: "apo-pipeline is a library: no command-line parser, and it picks no backend",
     },
 ];
 

@@ -65,3 +65,50 @@ fn demo_objectives_prints_the_objective_table() {
     assert_eq!(code, 0);
     assert!(stdout.contains("plackett-luce") && stdout.contains("ln(8)"));
 }
+
+#[test]
+fn drift_report_writes_its_json_and_three_plots() {
+    let root = std::env::temp_dir().join(format!("apo-cli-drift-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let data = root.join("data");
+    let data_arg = data.to_str().unwrap();
+    let (code, _, stderr) = apo(
+        &[
+            "synth",
+            "--out",
+            data_arg,
+            "--studies",
+            "60",
+            "--image-size",
+            "16",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let out = root.join("report");
+    let (code, stdout, stderr) = apo(
+        &["drift", "report", data_arg, "--out", out.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("drift report over 60 images, 7 teachers"),
+        "{stdout}"
+    );
+    for f in [
+        "drift.json",
+        "disagreement_heatmap.png",
+        "step_drift.png",
+        "change_points.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} written");
+        assert!(stdout.contains(f), "{f} listed: {stdout}");
+    }
+    let png = image::open(out.join("disagreement_heatmap.png")).unwrap();
+    assert!(png.width() > 300 && png.height() > 200);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("drift.json")).unwrap()).unwrap();
+    assert_eq!(json["items"], 60);
+    assert_eq!(json["files"].as_array().unwrap().len(), 4);
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -89,7 +89,7 @@ pub struct ChangePoint {
 }
 
 /// Step statistics (rows = teachers).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StepStats {
     /// Steps (sentence indices; the last pools the rest).
     pub steps: usize,
@@ -105,8 +105,8 @@ pub struct StepStats {
     pub collective_kl: Vec<f64>,
 }
 
-/// The report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The report (NaN, where a rate has no pair to count, is written as JSON `null`).
+#[derive(Debug, Clone, Serialize)]
 pub struct DriftReport {
     /// Images analysed.
     pub items: usize,
