@@ -19,7 +19,7 @@ impl apo_pipeline::Observer for Print {
     }
 
     fn step(&mut self, total: usize, m: &StepMetrics) {
-        if m.step % 100 == 0 || m.step == total {
+        if m.step.is_multiple_of(100) || m.step == total {
             println!("  [{}] {}/{total} loss {:.4}", m.stage, m.step, m.loss);
         }
     }
