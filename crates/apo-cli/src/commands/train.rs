@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use apo_train::device::DeviceKind;
 use apo_train::eval::{EvalReport, Generation};
 use apo_train::train::{Observer, StageReport};
-use apo_train::{RunConfig, TrainError};
+use apo_train::{RunConfig, TrainBackend, TrainError};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
 use cxr_max::Finding;
 
 /// Something to run on a backend chosen at run time.
@@ -18,7 +18,7 @@ pub trait WithBackend {
     ///
     /// # Errors
     /// Whatever the work reports.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<Self::Out>;
+    fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<Self::Out>;
 }
 
 /// Runs `work` on the backend of `kind`: `Autodiff<NdArray>`, `Autodiff<Wgpu>` or
@@ -29,7 +29,7 @@ pub trait WithBackend {
 /// [`TrainError::Device`] and the work's errors.
 pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> apo_train::Result<W::Out> {
     match kind {
-        DeviceKind::Cpu => work.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
+        DeviceKind::Cpu => work.run::<apo_train::device::Cpu>(Default::default()),
         DeviceKind::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
@@ -100,7 +100,7 @@ impl std::fmt::Debug for TrainJob<'_> {
 impl WithBackend for TrainJob<'_> {
     type Out = StageReport;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
         match &self.stage {
             Stage::Sft => {
                 apo_train::train::sft::<B>(self.config, &device, self.resume, self.observer)
@@ -132,7 +132,7 @@ pub struct EvalJob {
 impl WithBackend for EvalJob {
     type Out = EvalReport;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
         apo_train::eval::evaluate_dir::<B::InnerBackend>(
             &self.model,
             &self.tokenizer,
