@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use apo_pipeline::demo::{DemoOptions, run};
 use apo_pipeline::table::{RowKind, Table};
 use apo_pipeline::{DriftReport, PipelineResult};
-use burn::backend::{Autodiff, NdArray};
+use apo_train::device::Cpu;
 
 /// Records what the pipeline shows an observer.
 #[derive(Default)]
@@ -57,7 +57,7 @@ fn tiny_demo_writes_every_artefact() {
         apo_steps: 2,
     };
     let mut seen = Recorder::default();
-    let r = run::<Autodiff<NdArray>>(&options, &Default::default(), &mut seen).unwrap();
+    let r = run::<Cpu>(&options, &Default::default(), &mut seen).unwrap();
     assert_eq!((seen.drift, seen.results), (1, 1));
     assert_eq!(seen.steps, 3 + 2 + 2, "every optimiser step is observed");
     assert!(seen.messages.iter().any(|m| m.starts_with("stage 1")));

@@ -2,10 +2,10 @@
 //! unfinished stage, and a changed stage-2 setting reruns stage 2 and the evaluation only.
 
 use apo_pipeline::{PipelineConfig, PipelineOptions, PipelineResult, Quiet};
-use burn::backend::{Autodiff, NdArray};
+use apo_train::device::Cpu;
 
 fn run(options: &PipelineOptions) -> apo_pipeline::Result<PipelineResult> {
-    apo_pipeline::run::<Autodiff<NdArray>>(options, &Default::default(), &mut Quiet)
+    apo_pipeline::run::<Cpu>(options, &Default::default(), &mut Quiet)
 }
 
 fn stage_report(out: &std::path::Path, name: &str) -> serde_json::Value {

@@ -40,13 +40,21 @@
 //! # Feature flags
 //! - `serde`: `Serialize`/`Deserialize` for configs, examples and outputs.
 //! - `burn`: the [`tensor`] module, generic over `B: Backend` (gradients through
-//!   `B: AutodiffBackend`). Enables `serde`.
+//!   `B: AutodiffBackend`; the log-probs of completion tokens over
+//!   `B: tensor::LossKernels`). Enables `serde`; picks no backend.
+//! - `ndarray`: burn's NdArray CPU backend with a fused log-softmax + gather kernel
+//!   (`tensor::LossKernels` for `NdArray<f32>` and `Autodiff<NdArray<f32>>`), and the `host`
+//!   bridge between NdArray tensors and host slices that the CPU kernels share.
+//! - `wgpu`, `cuda`: `tensor::LossKernels` (the composite graph) for burn's `Wgpu` and `Cuda`
+//!   backends and `Autodiff` over them.
 #![warn(missing_docs)]
 
 #[cfg(feature = "json")]
 pub mod cases;
 mod config;
 mod error;
+#[cfg(feature = "ndarray")]
+pub mod host;
 mod math;
 mod scalar;
 #[cfg(feature = "burn")]

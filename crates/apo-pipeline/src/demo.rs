@@ -6,7 +6,7 @@
 //! a policy that has moved away from its reference).
 
 use apo_loss::{Example, LossConfig, Objective, Sequence};
-use burn::tensor::backend::AutodiffBackend;
+use apo_train::TrainBackend;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
@@ -186,7 +186,7 @@ pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
 ///
 /// # Errors
 /// Simulation and pipeline errors.
-pub fn run<B: AutodiffBackend>(
+pub fn run<B: TrainBackend>(
     options: &DemoOptions,
     device: &B::Device,
     observer: &mut dyn Observer,

@@ -14,10 +14,10 @@
 //!
 //! ```no_run
 //! use apo_pipeline::{PipelineOptions, Quiet, run};
-//! use burn::backend::{Autodiff, NdArray};
+//! use apo_train::device::Cpu; // Autodiff<NdArray>, with apo-train's `ndarray` feature
 //!
 //! let options = PipelineOptions::new("data/sim".into(), "runs/x".into(), Default::default());
-//! let result = run::<Autodiff<NdArray>>(&options, &Default::default(), &mut Quiet)?;
+//! let result = run::<Cpu>(&options, &Default::default(), &mut Quiet)?;
 //! println!("APO student: {:.3}", result.mean_accuracy.apo);
 //! # Ok::<(), apo_pipeline::PipelineError>(())
 //! ```

@@ -13,9 +13,9 @@ use std::time::Instant;
 use apo_consensus::Method;
 use apo_loss::{LossConfig, Objective};
 use apo_train::RunConfig;
+use apo_train::TrainBackend;
 use apo_train::eval::{EvalReport, Generation};
 use apo_train::train::{StageReport, StepMetrics};
-use burn::tensor::backend::AutodiffBackend;
 use cxr_max::Finding;
 use cxr_max::dataset::{Dataset, DatasetOptions, Item};
 use serde::{Deserialize, Serialize};
@@ -155,7 +155,7 @@ pub const STAGE2: [(&str, Objective); 2] = [
 ///
 /// # Errors
 /// Any stage's error.
-pub fn run<B: AutodiffBackend>(
+pub fn run<B: TrainBackend>(
     options: &PipelineOptions,
     device: &B::Device,
     observer: &mut dyn Observer,
@@ -418,7 +418,7 @@ fn teacher_table(
 /// Runs a training stage unless its marker matches; continues it from its newest checkpoint
 /// when it was started with the same key. A fresh stage 1 retrains the tokenizer (unless the
 /// configuration names a file). `apo` is the stage-2 folder name, `None` for stage 1.
-fn train_stage<B: AutodiffBackend>(
+fn train_stage<B: TrainBackend>(
     stages: &StageCache,
     name: &str,
     key: &str,
@@ -454,7 +454,7 @@ fn train_stage<B: AutodiffBackend>(
 }
 
 /// Generates a text for every test image with the student of `stage` and scores it.
-fn evaluate<B: AutodiffBackend>(
+fn evaluate<B: TrainBackend>(
     config: &RunConfig,
     stage: &str,
     evaluated: &[Finding],

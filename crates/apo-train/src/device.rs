@@ -2,6 +2,11 @@
 
 use crate::{Result, TrainError};
 
+/// The CPU backend the training stages run on (`--device cpu`): burn's NdArray (f32) under
+/// autodiff, with the fused kernels of [`crate::ApoKernels`].
+#[cfg(feature = "ndarray")]
+pub type Cpu = burn::backend::Autodiff<burn::backend::NdArray>;
+
 /// The devices the command line offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use cxr_max::dataset::Item;
 use cxr_max::eval::Accuracy;
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Images, prompt_ids};
 use crate::tokenizer::TextTokenizer;
-use crate::{Result, Student, TrainError};
+use crate::{ApoKernels, Result, Student, TrainError};
 
 /// Decoding settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,7 +32,7 @@ pub struct Generation {
 ///
 /// # Errors
 /// [`TrainError::TooLong`] when the prompt leaves no room; tokenizer errors.
-pub fn generate<B: Backend>(
+pub fn generate<B: ApoKernels>(
     model: &Student<B>,
     tok: &TextTokenizer,
     images: &Images,
@@ -158,7 +157,7 @@ pub struct EvalReport {
 ///
 /// # Errors
 /// Image, tokenizer and generation errors.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: ApoKernels>(
     model: &Student<B>,
     tok: &TextTokenizer,
     items: &[Item],
@@ -212,7 +211,7 @@ pub fn evaluate<B: Backend>(
 ///
 /// # Errors
 /// As [`evaluate`], checkpoint errors.
-pub fn evaluate_dir<B: Backend>(
+pub fn evaluate_dir<B: ApoKernels>(
     model_dir: &Path,
     tokenizer: &Path,
     data_dir: &Path,

@@ -12,161 +12,146 @@
 //! them. Groups × heads run in parallel on all cores, each into its own buffers, so the
 //! result does not depend on the number of threads.
 //!
-//! Both are selected at run time by type for `NdArray<f32>` and `Autodiff<NdArray<f32>>`;
-//! every other backend runs the composite graph on its own device.
+//! Both are [`ApoKernels`]'s implementation for `NdArray<f32>` and `Autodiff<NdArray<f32>, C>`;
+//! every other backend runs the composite graphs on its own device.
 
-use std::any::{Any, TypeId};
 use std::sync::Arc;
 
+use apo_loss::host::{Cpu, HostTensor, to_ndarray, to_tensor};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 
+use crate::kernels::{ApoKernels, attention_composite};
 use crate::model::Rows;
 
-type Cpu = NdArray<f32>;
-type CpuAutodiff = Autodiff<NdArray<f32>, NoCheckpointing>;
+impl ApoKernels for NdArray<f32> {
+    const FUSED_LAYERS: bool = true;
 
-/// Moves `value` into `U` when `T` and `U` are the same type.
-fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(u) => Ok(u.take().expect("slot is filled")),
-        None => Err(slot.expect("slot is filled")),
+    fn prefix_attention(qkv: Tensor<Self, 2>, rows: Rows, heads: usize) -> Tensor<Self, 2> {
+        let [r, d3] = qkv.dims();
+        let shape = Shape::new(rows, d3 / 3, heads);
+        debug_assert_eq!(r, rows.total());
+        let host = match qkv.dtype() {
+            DType::F32 => HostTensor::from_tensor(qkv.clone()),
+            _ => None,
+        };
+        let Some(host) = host else {
+            return attention_composite(qkv, rows, heads, None);
+        };
+        let out = host.with_slice(|qkv| forward(qkv, &shape)).out;
+        to_tensor(out, [r, shape.d])
+    }
+
+    fn linear_layer(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Tensor<Self, 1>) -> Tensor<Self, 2> {
+        let [r, i] = x.dims();
+        let o = w.dims()[1];
+        let hosts = match [x.dtype(), w.dtype(), b.dtype()] == [DType::F32; 3] {
+            true => (
+                HostTensor::from_tensor(x.clone()),
+                HostTensor::from_tensor(w.clone()),
+                HostTensor::from_tensor(b.clone()),
+            ),
+            false => (None, None, None),
+        };
+        let (Some(xh), Some(wh), Some(bh)) = hosts else {
+            return burn::tensor::module::linear(x, w, Some(b));
+        };
+        to_tensor(linear_forward(&xh, &wh, &bh, [r, i, o]), [r, o])
     }
 }
 
-/// `value` as `U`, for a `T` already checked to be `U`.
-fn cast<T: 'static, U: 'static>(value: T) -> U {
-    same_type(value).unwrap_or_else(|_| unreachable!("the backend type was checked"))
-}
+/// The composite graphs on f64 (the fused kernels are f32).
+impl ApoKernels for NdArray<f64> {}
 
-/// Attention over `rows` of `qkv: [R, 3 d]` (see [`Rows`]) with `heads` heads: `[R, d]`.
-/// Runs the fused kernel when `B` is `NdArray<f32>` or `Autodiff<NdArray<f32>>`; otherwise
-/// hands `qkv` back.
-pub(crate) fn attention<B: Backend>(
-    qkv: Tensor<B, 2>,
-    rows: Rows,
-    heads: usize,
-) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
-    if qkv.dtype() != DType::F32 {
-        return Err(qkv);
-    }
-    let [r, d3] = qkv.dims();
-    let shape = Shape::new(rows, d3 / 3, heads);
-    debug_assert_eq!(r, rows.total());
-    let qkv = match same_type::<Tensor<B, 2>, Tensor<CpuAutodiff, 2>>(qkv) {
-        Ok(x) => {
-            let out = autodiff_forward(x, shape);
-            return Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is CpuAutodiff")));
-        }
-        Err(x) => x,
-    };
-    match same_type::<Tensor<B, 2>, Tensor<Cpu, 2>>(qkv) {
-        Ok(x) => {
-            let host = Host::new(x.into_primitive().tensor());
-            let out = host.with_slice(|qkv| forward(qkv, &shape)).out;
-            let out = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(to_ndarray(
+/// The composite graphs on f64 (the fused kernels are f32).
+impl<C: CheckpointStrategy> ApoKernels for Autodiff<NdArray<f64>, C> {}
+
+impl<C: CheckpointStrategy> ApoKernels for Autodiff<NdArray<f32>, C> {
+    const FUSED_LAYERS: bool = true;
+
+    fn prefix_attention(qkv: Tensor<Self, 2>, rows: Rows, heads: usize) -> Tensor<Self, 2> {
+        let [r, d3] = qkv.dims();
+        let shape = Shape::new(rows, d3 / 3, heads);
+        debug_assert_eq!(r, rows.total());
+        let primitive = qkv.clone().into_primitive().tensor();
+        let host = match qkv.dtype() {
+            DType::F32 => HostTensor::new(primitive.primitive.clone()),
+            _ => None,
+        };
+        let Some(host) = host else {
+            return attention_composite(qkv, rows, heads, None);
+        };
+        let fwd = host.with_slice(|qkv| forward(qkv, &shape));
+        let out = to_ndarray(fwd.out, &[r, shape.d]);
+        let output = match PrefixAttention
+            .prepare::<C>([primitive.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                Arc::new(State {
+                    qkv: host,
+                    probs_prefix: fwd.probs_prefix,
+                    probs_text: fwd.probs_text,
+                    shape,
+                }),
                 out,
-                &[r, shape.d],
-            )));
-            Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is Cpu")))
-        }
-        Err(x) => Err(x),
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(output))
     }
-}
 
-fn autodiff_forward(qkv: Tensor<CpuAutodiff, 2>, shape: Shape) -> Tensor<CpuAutodiff, 2> {
-    let primitive = qkv.into_primitive().tensor();
-    let host = Host::new(primitive.primitive.clone());
-    let fwd = host.with_slice(|qkv| forward(qkv, &shape));
-    let out = to_ndarray(fwd.out, &[shape.rows.total(), shape.d]);
-    let output = match PrefixAttention
-        .prepare::<NoCheckpointing>([primitive.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            Arc::new(State {
-                qkv: host,
-                probs_prefix: fwd.probs_prefix,
-                probs_text: fwd.probs_text,
-                shape,
-            }),
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(output))
-}
-
-/// `x W + b` for `x: [R, d_in]`, `W: [d_in, d_out]`, `b: [d_out]`: one matrix product on
-/// the tensors in place (burn's default linear reshapes, and so copies, both operands of
-/// every product on NdArray), and in the backward `dx = dy Wᵀ`, `dW = xᵀ dy` on transposed
-/// views and `db` as column sums, each only for the operands that need a gradient. Runs
-/// when `B` is `NdArray<f32>` or `Autodiff<NdArray<f32>>`; otherwise hands the operands back.
-#[allow(clippy::type_complexity)]
-pub(crate) fn linear<B: Backend>(
-    x: Tensor<B, 2>,
-    w: Tensor<B, 2>,
-    b: Tensor<B, 1>,
-) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1>)> {
-    if [x.dtype(), w.dtype(), b.dtype()] != [DType::F32; 3] {
-        return Err((x, w, b));
-    }
-    let ad = TypeId::of::<B>() == TypeId::of::<CpuAutodiff>();
-    if !ad && TypeId::of::<B>() != TypeId::of::<Cpu>() {
-        return Err((x, w, b));
-    }
-    let [r, i] = x.dims();
-    let o = w.dims()[1];
-    let dims = [r, i, o];
-    if ad {
-        let x = cast::<_, Tensor<CpuAutodiff, 2>>(x)
-            .into_primitive()
-            .tensor();
-        let w = cast::<_, Tensor<CpuAutodiff, 2>>(w)
-            .into_primitive()
-            .tensor();
-        let b = cast::<_, Tensor<CpuAutodiff, 1>>(b)
-            .into_primitive()
-            .tensor();
-        let (xh, wh) = (
-            Host::new(x.primitive.clone()),
-            Host::new(w.primitive.clone()),
+    /// `x W + b`: one matrix product on the tensors in place (burn's default linear
+    /// reshapes, and so copies, both operands of every product on NdArray), and in the
+    /// backward `dx = dy Wᵀ`, `dW = xᵀ dy` on transposed views and `db` as column sums, each
+    /// only for the operands that need a gradient.
+    fn linear_layer(x: Tensor<Self, 2>, w: Tensor<Self, 2>, b: Tensor<Self, 1>) -> Tensor<Self, 2> {
+        let [r, i] = x.dims();
+        let o = w.dims()[1];
+        let dims = [r, i, o];
+        let f32s = [x.dtype(), w.dtype(), b.dtype()] == [DType::F32; 3];
+        let (xp, wp, bp) = (
+            x.clone().into_primitive().tensor(),
+            w.clone().into_primitive().tensor(),
+            b.clone().into_primitive().tensor(),
         );
-        let y = linear_forward(&xh, &wh, &Host::new(b.primitive.clone()), dims);
-        let y = to_ndarray(y, &[r, o]);
+        let hosts = match f32s {
+            true => (
+                HostTensor::new(xp.primitive.clone()),
+                HostTensor::new(wp.primitive.clone()),
+                HostTensor::new(bp.primitive.clone()),
+            ),
+            false => (None, None, None),
+        };
+        let (Some(xh), Some(wh), Some(bh)) = hosts else {
+            return burn::tensor::module::linear(x, w, Some(b));
+        };
+        let y = to_ndarray(linear_forward(&xh, &wh, &bh, dims), &[r, o]);
         let out = match LinearOp
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+            .prepare::<C>([xp.node.clone(), wp.node.clone(), bp.node.clone()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(Arc::new(LinearState { x: xh, w: wh, dims }), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
-        return Ok(cast(Tensor::<CpuAutodiff, 2>::from_primitive(
-            TensorPrimitive::Float(out),
-        )));
+        Tensor::from_primitive(TensorPrimitive::Float(out))
     }
-    let y = linear_forward(
-        &Host::new(cast::<_, Tensor<Cpu, 2>>(x).into_primitive().tensor()),
-        &Host::new(cast::<_, Tensor<Cpu, 2>>(w).into_primitive().tensor()),
-        &Host::new(cast::<_, Tensor<Cpu, 1>>(b).into_primitive().tensor()),
-        dims,
-    );
-    let out = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(to_ndarray(y, &[r, o])));
-    Ok(cast(out))
 }
 
-fn linear_forward(x: &Host, w: &Host, b: &Host, [r, i, o]: [usize; 3]) -> Vec<f32> {
+fn linear_forward(
+    x: &HostTensor,
+    w: &HostTensor,
+    b: &HostTensor,
+    [r, i, o]: [usize; 3],
+) -> Vec<f32> {
     let mut y = Vec::with_capacity(r * o);
     b.with_slice(|b| {
         for _ in 0..r {
@@ -190,8 +175,8 @@ fn linear_forward(x: &Host, w: &Host, b: &Host, [r, i, o]: [usize; 3]) -> Vec<f3
 
 #[derive(Debug)]
 struct LinearState {
-    x: Host,
-    w: Host,
+    x: HostTensor,
+    w: HostTensor,
     dims: [usize; 3],
 }
 
@@ -203,7 +188,9 @@ impl Backward<Cpu, 3> for LinearOp {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [px, pw, pb] = ops.parents;
-        let dy = Host::new(grads.consume::<Cpu>(&ops.node));
+        let Some(dy) = HostTensor::new(grads.consume::<Cpu>(&ops.node)) else {
+            return;
+        };
         let state = ops.state;
         let [r, i, o] = state.dims;
         dy.with_slice(|dy| {
@@ -233,47 +220,9 @@ impl Backward<Cpu, 3> for LinearOp {
     }
 }
 
-/// A tensor of the forward pass kept for the backward, without a copy when contiguous.
-#[derive(Debug)]
-struct Host {
-    tensor: NdArrayTensor,
-    /// A contiguous copy, only when the tensor's layout is not standard.
-    copy: Option<Vec<f32>>,
-}
-
-impl Host {
-    fn new(tensor: NdArrayTensor) -> Self {
-        let copy = match &tensor {
-            NdArrayTensor::F32(storage) => {
-                let view = storage.view();
-                if view.as_slice().is_some() {
-                    None
-                } else {
-                    Some(view.iter().copied().collect())
-                }
-            }
-            _ => unreachable!("f32 checked by the caller"),
-        };
-        Host { tensor, copy }
-    }
-
-    fn with_slice<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
-        if let Some(copy) = &self.copy {
-            return f(copy);
-        }
-        match &self.tensor {
-            NdArrayTensor::F32(storage) => {
-                let view = storage.view();
-                f(view.as_slice().expect("standard layout checked in new"))
-            }
-            _ => unreachable!("f32 checked by the caller"),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct State {
-    qkv: Host,
+    qkv: HostTensor,
     probs_prefix: Vec<f32>,
     probs_text: Vec<f32>,
     shape: Shape,
@@ -290,7 +239,9 @@ impl Backward<Cpu, 1> for PrefixAttention {
         let grad_out = grads.consume::<Cpu>(&ops.node);
         let Some(parent) = parent else { return };
         let state = ops.state;
-        let dout = Host::new(grad_out);
+        let Some(dout) = HostTensor::new(grad_out) else {
+            return;
+        };
         let dqkv = state.qkv.with_slice(|qkv| {
             dout.with_slice(|dout| {
                 backward(
@@ -305,13 +256,6 @@ impl Backward<Cpu, 1> for PrefixAttention {
         let [r, d] = [state.shape.rows.total(), state.shape.d];
         grads.register::<Cpu>(parent.id, to_ndarray(dqkv, &[r, 3 * d]));
     }
-}
-
-fn to_ndarray(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
-    let array = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), values)
-        .expect("length matches the shape")
-        .into_shared();
-    NdArrayTensor::from(array)
 }
 
 /// Sizes of one attention call.

@@ -12,7 +12,10 @@
 //! - [`eval`]: generation and per-finding accuracy through the `cxr-max` labeler.
 //!
 //! The crate forwards burn's `ndarray` (default), `wgpu` and `cuda` features and never picks
-//! a backend: every function takes `B: Backend` or `B: AutodiffBackend` and a device.
+//! a backend: every function takes a backend type and a device. The model runs on
+//! `B: ApoKernels` ([`kernels`]: fused CPU kernels on NdArray, burn's composite graphs on
+//! every other backend), the training stages on `B: TrainBackend` (an autodiff backend whose
+//! inner backend has the kernels too).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -23,6 +26,7 @@ mod error;
 pub mod eval;
 #[cfg(feature = "ndarray")]
 mod fused;
+pub mod kernels;
 pub mod memory;
 mod model;
 pub mod tokenizer;
@@ -30,4 +34,5 @@ pub mod train;
 
 pub use config::RunConfig;
 pub use error::{Result, TrainError};
+pub use kernels::{ApoKernels, TrainBackend};
 pub use model::{Activation, Block, DecodeCache, Dense, Lora, Rows, Student, StudentConfig};

@@ -15,10 +15,11 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
+use burn::tensor::activation::{gelu, relu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use crate::kernels::{ApoKernels, attend, attention_composite, shared_kv, split_heads};
 use crate::{Result, TrainError};
 
 /// The student's architecture.
@@ -231,7 +232,9 @@ impl<B: Backend> Dense<B> {
             lora: None,
         }
     }
+}
 
+impl<B: ApoKernels> Dense<B> {
     /// `x W + b (+ scale x A B)`, over the last dimension of `x`. The leading dimensions
     /// are flattened first, so the layer is one matrix product `[rows, d_in] × [d_in, d_out]`
     /// (and its gradients two), not one small product per leading index with the weight
@@ -258,18 +261,17 @@ impl<B: Backend> Dense<B> {
         y.reshape(out)
     }
 
-    /// `x W + b` of the base layer (the fused product on the CPU backend).
+    /// `x W + b` of the base layer ([`ApoKernels::linear_layer`]: the fused product on the CPU
+    /// backend).
     fn base(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        #[cfg(feature = "ndarray")]
-        if let Some(bias) = &self.linear.bias {
-            return match crate::fused::linear(x, self.linear.weight.val(), bias.val()) {
-                Ok(y) => y,
-                Err((x, _, _)) => self.linear.forward(x),
-            };
+        match &self.linear.bias {
+            Some(bias) => B::linear_layer(x, self.linear.weight.val(), bias.val()),
+            None => self.linear.forward(x),
         }
-        self.linear.forward(x)
     }
+}
 
+impl<B: Backend> Dense<B> {
     fn with_lora(mut self, rank: usize, alpha: f64, device: &B::Device) -> Self {
         let [d_in, d_out] = self.linear.weight.dims();
         let bound = (1.0 / d_in as f64).sqrt();
@@ -326,6 +328,18 @@ impl<B: Backend> Block<B> {
         }
     }
 
+    fn map_dense(self, f: &impl Fn(Dense<B>) -> Dense<B>) -> Self {
+        Block {
+            qkv: f(self.qkv),
+            proj: f(self.proj),
+            fc1: f(self.fc1),
+            fc2: f(self.fc2),
+            ..self
+        }
+    }
+}
+
+impl<B: ApoKernels> Block<B> {
     /// One layer over the rows of a batch laid out as `rows` (`x: [R, d]`): prefix rows
     /// attend to their group's prefix, text rows to their group's prefix and to the earlier
     /// text of their sequence. Returns the output and the layer's queries, keys and values
@@ -337,45 +351,20 @@ impl<B: Backend> Block<B> {
         (self.mlp(x), qkv)
     }
 
-    /// Attention over `rows` of `qkv: [R, 3 d]`: `[R, d]`. The CPU backend runs a fused
-    /// kernel (when attention dropout is off); every other case the composite graph.
+    /// Attention over `rows` of `qkv: [R, 3 d]`: `[R, d]`. Without attention dropout,
+    /// [`ApoKernels::prefix_attention`] (a fused kernel on the CPU backend); with it, the composite
+    /// graph.
     fn attention(&self, qkv: Tensor<B, 2>, rows: Rows) -> Tensor<B, 2> {
-        #[cfg(feature = "ndarray")]
-        let qkv = if self.dropout.prob == 0.0 {
-            match crate::fused::attention(qkv, rows, self.n_heads) {
-                Ok(out) => return out,
-                Err(qkv) => qkv,
-            }
+        if self.dropout.prob == 0.0 {
+            B::prefix_attention(qkv, rows, self.n_heads)
         } else {
-            qkv
-        };
-        self.attention_composite(qkv, rows)
+            self.attention_composite(qkv, rows)
+        }
     }
 
     /// [`Block::attention`] from burn's tensor operations, on any backend.
     pub(crate) fn attention_composite(&self, qkv: Tensor<B, 2>, rows: Rows) -> Tensor<B, 2> {
-        let d = qkv.dims()[1] / 3;
-        let Rows {
-            groups: g,
-            prefix: p,
-            text: t,
-            ..
-        } = rows;
-        let n = rows.sequences();
-        let device = qkv.device();
-        let [qp, kp, vp] = self.split_heads(qkv.clone().narrow(0, 0, g * p).reshape([g, p, 3 * d]));
-        let op = self
-            .attend(qp, kp.clone(), vp.clone(), None)
-            .reshape([g * p, d]);
-        if n * t == 0 {
-            return op;
-        }
-        let [qt, kt, vt] = self.split_heads(qkv.narrow(0, g * p, n * t).reshape([n, t, 3 * d]));
-        let (k, v) = shared_kv(rows, (kp, vp), (kt, vt));
-        let ot = self
-            .attend(qt, k, v, Some(text_bias::<B>(p, t, &device)))
-            .reshape([n * t, d]);
-        Tensor::cat(vec![op, ot], 0)
+        attention_composite(qkv, rows, self.n_heads, Some(&self.dropout))
     }
 
     /// The keys and values `[G·S, H, P + T, d_h]` each text sequence attends to (its group's
@@ -383,8 +372,9 @@ impl<B: Backend> Block<B> {
     fn text_kv(&self, qkv: Tensor<B, 2>, rows: Rows) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let d = qkv.dims()[1] / 3;
         let (g, p, n, t) = (rows.groups, rows.prefix, rows.sequences(), rows.text);
-        let [_, kp, vp] = self.split_heads(qkv.clone().narrow(0, 0, g * p).reshape([g, p, 3 * d]));
-        let [_, kt, vt] = self.split_heads(qkv.narrow(0, g * p, n * t).reshape([n, t, 3 * d]));
+        let h = self.n_heads;
+        let [_, kp, vp] = split_heads(qkv.clone().narrow(0, 0, g * p).reshape([g, p, 3 * d]), h);
+        let [_, kt, vt] = split_heads(qkv.narrow(0, g * p, n * t).reshape([n, t, 3 * d]), h);
         shared_kv(rows, (kp, vp), (kt, vt))
     }
 
@@ -396,10 +386,13 @@ impl<B: Backend> Block<B> {
         x: Tensor<B, 3>,
         past: (Tensor<B, 4>, Tensor<B, 4>),
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let [q, k, v] = self.split_heads(self.qkv.forward(self.norm1.forward(x.clone())));
+        let [q, k, v] = split_heads(
+            self.qkv.forward(self.norm1.forward(x.clone())),
+            self.n_heads,
+        );
         let k = Tensor::cat(vec![past.0, k], 2);
         let v = Tensor::cat(vec![past.1, v], 2);
-        let out = self.attend(q, k.clone(), v.clone(), None);
+        let out = attend(q, k.clone(), v.clone(), None, Some(&self.dropout));
         let x = x + self.dropout.forward(self.proj.forward(out));
         (self.mlp(x), (k, v))
     }
@@ -410,49 +403,6 @@ impl<B: Backend> Block<B> {
                 .apply(self.fc1.forward(self.norm2.forward(x.clone()))),
         );
         x + self.dropout.forward(m)
-    }
-
-    /// Queries, keys and values `[N, H, L, d_h]` of a fused `qkv: [N, L, 3 d]`.
-    fn split_heads(&self, qkv: Tensor<B, 3>) -> [Tensor<B, 4>; 3] {
-        let [n, l, d3] = qkv.dims();
-        let d = d3 / 3;
-        let (h, dh) = (self.n_heads, d / self.n_heads);
-        let part = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * d, d)
-                .reshape([n, l, h, dh])
-                .swap_dims(1, 2)
-        };
-        [part(0), part(1), part(2)]
-    }
-
-    /// `softmax(q kᵀ / √d_h + bias) v`, heads merged back: `[N, L, d]`.
-    fn attend(
-        &self,
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        bias: Option<Tensor<B, 2>>,
-    ) -> Tensor<B, 3> {
-        let [n, h, l, dh] = q.dims();
-        let mut scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (dh as f64).sqrt());
-        if let Some(bias) = bias {
-            scores = scores + bias.unsqueeze::<4>();
-        }
-        let attn = self.dropout.forward(softmax(scores, 3));
-        attn.matmul(v).swap_dims(1, 2).reshape([n, l, h * dh])
-    }
-
-    fn map_dense(self, f: &impl Fn(Dense<B>) -> Dense<B>) -> Self {
-        Block {
-            qkv: f(self.qkv),
-            proj: f(self.proj),
-            fc1: f(self.fc1),
-            fc2: f(self.fc2),
-            ..self
-        }
     }
 }
 
@@ -475,7 +425,7 @@ pub struct Student<B: Backend> {
     max_text_len: usize,
 }
 
-impl<B: Backend> Student<B> {
+impl<B: ApoKernels> Student<B> {
     /// Prefix vectors `[G, P, d]` of images `[G, 1, H, W]`.
     pub fn encode(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = self.patch.forward(images); // [G, d, H/p, W/p]
@@ -647,7 +597,9 @@ impl<B: Backend> Student<B> {
         cache.text_len += 1;
         self.head.forward(self.norm.forward(x)).squeeze_dim::<2>(1)
     }
+}
 
+impl<B: Backend> Student<B> {
     /// The longest text the model reads.
     pub fn max_text_len(&self) -> usize {
         self.max_text_len
@@ -759,39 +711,6 @@ impl Rows {
     }
 }
 
-/// Each text sequence's keys and values `[G·S, H, P + T, d_h]`: its group's prefix
-/// (`[G, H, P, d_h]`) repeated for the group's sequences, then its own text (`[G·S, H, T, d_h]`).
-fn shared_kv<B: Backend>(
-    rows: Rows,
-    (kp, vp): (Tensor<B, 4>, Tensor<B, 4>),
-    (kt, vt): (Tensor<B, 4>, Tensor<B, 4>),
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [g, h, p, dh] = kp.dims();
-    let (s, n) = (rows.seqs, rows.sequences());
-    let per_sequence = |x: Tensor<B, 4>| {
-        x.unsqueeze_dim::<5>(1)
-            .expand([g, s, h, p, dh])
-            .reshape([n, h, p, dh])
-    };
-    (
-        Tensor::cat(vec![per_sequence(kp), kt], 2),
-        Tensor::cat(vec![per_sequence(vp), vt], 2),
-    )
-}
-
-/// Additive attention bias of text rows `[T, P + T]`: 0 where text position `i` may attend
-/// (every prefix column, text columns `j <= i`), a large negative number elsewhere.
-fn text_bias<B: Backend>(p: usize, t: usize, device: &B::Device) -> Tensor<B, 2> {
-    let n = p + t;
-    let mut v = vec![0f32; t * n];
-    for i in 0..t {
-        for j in i + 1..t {
-            v[i * n + p + j] = -1.0e9;
-        }
-    }
-    Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([t, n])
-}
-
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
     use super::*;
@@ -805,6 +724,21 @@ mod tests {
             .zip(b.iter::<f32>())
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max)
+    }
+
+    /// The CPU backends the trainer runs on (the `cpu` device's autodiff backend and its
+    /// inner backend, which the frozen reference and evaluation use) take the fused kernels,
+    /// so the comparisons below compare two different implementations.
+    #[test]
+    fn the_cpu_backends_take_the_fused_kernels() {
+        type Inner = <crate::device::Cpu as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+        const {
+            assert!(<crate::device::Cpu as ApoKernels>::FUSED_LAYERS);
+            assert!(<Inner as ApoKernels>::FUSED_LAYERS);
+            assert!(<crate::device::Cpu as apo_loss::tensor::LossKernels>::FUSED_LOGPROBS);
+            assert!(<Inner as apo_loss::tensor::LossKernels>::FUSED_LOGPROBS);
+            assert!(!<Autodiff<NdArray<f64>> as ApoKernels>::FUSED_LAYERS);
+        }
     }
 
     /// The fused CPU attention against the composite graph: outputs and `∂L/∂qkv` for a

@@ -20,7 +20,7 @@ use crate::config::{OptimConfig, RunConfig};
 use crate::data::{self, Batch, Group, Images};
 use crate::error::io_err;
 use crate::tokenizer::TextTokenizer;
-use crate::{Result, Student, StudentConfig, TrainError};
+use crate::{ApoKernels, Result, Student, StudentConfig, TrainBackend, TrainError};
 
 /// Metrics of one optimiser step (one line of `metrics.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -437,7 +437,7 @@ fn image_paths(items: &[cxr_max::dataset::Item]) -> Vec<PathBuf> {
 ///
 /// # Errors
 /// Configuration, data, tokenizer, checkpoint and file errors.
-pub fn sft<B: AutodiffBackend>(
+pub fn sft<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
     resume: bool,
@@ -539,7 +539,7 @@ pub fn sft<B: AutodiffBackend>(
 /// the reference weights: `dir/KEY.json`, shared by every stage-2 run of the run folder that
 /// uses the same preferences, tokenizer, reference and data settings.
 #[allow(clippy::too_many_arguments)]
-fn reference_logprobs<B: Backend>(
+fn reference_logprobs<B: ApoKernels>(
     dir: &Path,
     key: &str,
     reference: &Student<B>,
@@ -601,7 +601,7 @@ fn reference_logprobs<B: Backend>(
 ///
 /// # Errors
 /// Configuration, data, checkpoint, loss and file errors.
-pub fn apo<B: AutodiffBackend>(
+pub fn apo<B: TrainBackend>(
     config: &RunConfig,
     name: &str,
     device: &B::Device,
@@ -752,7 +752,7 @@ pub fn apo<B: AutodiffBackend>(
 ///
 /// # Errors
 /// [`TrainError::Loss`] (non-finite log-probs, bad weights).
-pub fn preference_step<B: Backend>(
+pub fn preference_step<B: ApoKernels>(
     model: &Student<B>,
     batch: &Batch<B>,
     reference: &[&[f32]],
@@ -767,7 +767,7 @@ pub fn preference_step<B: Backend>(
 ///
 /// # Errors
 /// As [`preference_step`].
-pub fn preference_step_on<B: Backend>(
+pub fn preference_step_on<B: ApoKernels>(
     model: &Student<B>,
     prefix: Tensor<B, 3>,
     batch: &Batch<B>,

@@ -7,8 +7,8 @@
 
 use apo_pipeline::demo::{DemoOptions, run};
 use apo_pipeline::table::RowKind;
+use apo_train::device::Cpu;
 use apo_train::train::StepMetrics;
-use burn::backend::{Autodiff, NdArray};
 
 /// Prints the pipeline's progress lines and every 100th training step.
 struct Print;
@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_or("runs/pipeline-example".into(), Into::into),
         ..DemoOptions::default()
     };
-    let result = run::<Autodiff<NdArray>>(&options, &Default::default(), &mut Print)?;
+    let result = run::<Cpu>(&options, &Default::default(), &mut Print)?;
     println!("\nmean accuracy over the Table 1 findings, test split:");
     for row in &result.rows {
         let kind = match row.kind {

@@ -7,8 +7,8 @@ use std::time::Instant;
 use apo_pipeline::demo::DemoOptions;
 use apo_pipeline::table::Table;
 use apo_pipeline::{DriftReport, PipelineError, PipelineOptions, PipelineResult, read_metrics};
+use apo_train::TrainBackend;
 use apo_train::train::StepMetrics;
-use burn::tensor::backend::AutodiffBackend;
 use cxr_max::Finding;
 
 use super::train::WithBackend;
@@ -207,7 +207,7 @@ impl WithBackend for RunJob<'_> {
     type Out = PipelineResult;
     type Error = PipelineError;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<PipelineResult, PipelineError> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<PipelineResult, PipelineError> {
         apo_pipeline::run::<B>(self.options, &device, self.observer)
     }
 }
@@ -225,7 +225,7 @@ impl WithBackend for DemoJob<'_> {
     type Out = PipelineResult;
     type Error = PipelineError;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<PipelineResult, PipelineError> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<PipelineResult, PipelineError> {
         apo_pipeline::demo::run::<B>(self.options, &device, self.observer)
     }
 }

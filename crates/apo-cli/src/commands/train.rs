@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 
 use apo_train::device::DeviceKind;
 use apo_train::eval::{EvalReport, Generation};
-
 use apo_train::train::{Observer, StageReport};
-use apo_train::{RunConfig, TrainError};
+use apo_train::{RunConfig, TrainBackend, TrainError};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
 use cxr_max::Finding;
 
 /// Something to run on a backend chosen at run time.
@@ -21,7 +20,7 @@ pub trait WithBackend {
     ///
     /// # Errors
     /// Whatever the work reports.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Out, Self::Error>;
+    fn run<B: TrainBackend>(self, device: B::Device) -> Result<Self::Out, Self::Error>;
 }
 
 /// Runs `work` on the backend of `kind`: `Autodiff<NdArray>`, `Autodiff<Wgpu>` or
@@ -32,7 +31,7 @@ pub trait WithBackend {
 /// [`TrainError::Device`] and the work's errors.
 pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::Error> {
     match kind {
-        DeviceKind::Cpu => work.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
+        DeviceKind::Cpu => work.run::<apo_train::device::Cpu>(Default::default()),
         DeviceKind::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
@@ -104,7 +103,7 @@ impl WithBackend for TrainJob<'_> {
     type Out = StageReport;
     type Error = TrainError;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
         match &self.stage {
             Stage::Sft => {
                 apo_train::train::sft::<B>(self.config, &device, self.resume, self.observer)
@@ -137,7 +136,7 @@ impl WithBackend for EvalJob {
     type Out = EvalReport;
     type Error = TrainError;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
+    fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
         apo_train::eval::evaluate_dir::<B::InnerBackend>(
             &self.model,
             &self.tokenizer,

@@ -6,141 +6,95 @@
 //! (max, then Σ exp) and one in the backward (`g · (onehot − softmax)`), skips masked rows
 //! entirely, and splits rows across the available cores.
 //!
-//! It is used for `NdArray` (f32) and `Autodiff<NdArray>` tensors, selected at run time by
-//! type; every other backend runs the composite graph on its own device.
+//! It is [`LossKernels`]'s implementation for `NdArray<f32>` and `Autodiff<NdArray<f32>>`;
+//! every other backend runs the composite graph ([`token_logprobs_composite`]) on its own
+//! device.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
-use burn::prelude::{Backend, Tensor};
+use burn::prelude::{Bool, Int, Tensor};
 use burn::tensor::{DType, TensorPrimitive};
 
-type Cpu = NdArray<f32>;
-type CpuAutodiff = Autodiff<NdArray<f32>, NoCheckpointing>;
+use super::{LossKernels, token_logprobs_composite};
+use crate::host::{Cpu, HostTensor, to_ndarray, to_tensor};
 
-/// Moves `value` into `U` when `T` and `U` are the same type.
-fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(u) => Ok(u.take().expect("slot is filled")),
-        None => Err(slot.expect("slot is filled")),
-    }
-}
+impl LossKernels for NdArray<f32> {
+    const FUSED_LOGPROBS: bool = true;
 
-/// Runs the fused kernel when `B` is `NdArray<f32>` or `Autodiff<NdArray<f32>>` and the logits
-/// are f32; otherwise hands the logits back.
-///
-/// `targets` and `mask` are the host copies of the `[B, T]` inputs; masked targets are 0.
-pub(crate) fn token_logprobs<B: Backend>(
-    logits: Tensor<B, 3>,
-    targets: &[i64],
-    mask: &[bool],
-) -> Result<Tensor<B, 2>, Tensor<B, 3>> {
-    if logits.dtype() != DType::F32 {
-        return Err(logits);
-    }
-    let logits = match same_type::<Tensor<B, 3>, Tensor<CpuAutodiff, 3>>(logits) {
-        Ok(l) => {
-            let out = autodiff_forward(l, targets, mask);
-            return Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is CpuAutodiff")));
+    fn token_logprobs_kernel(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 2, Int>,
+        mask: Tensor<Self, 2, Bool>,
+        host_targets: &[i64],
+        host_mask: &[bool],
+    ) -> Tensor<Self, 2> {
+        if logits.dtype() != DType::F32 {
+            return token_logprobs_composite(logits, targets, mask);
         }
-        Err(l) => l,
-    };
-    match same_type::<Tensor<B, 3>, Tensor<Cpu, 3>>(logits) {
-        Ok(l) => {
-            let [b, t, v] = l.dims();
-            let host = HostLogits::new(l.into_primitive().tensor(), v);
-            let (out, _) = forward(&host, targets, mask);
-            let out =
-                Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(to_ndarray(out, &[b, t])));
-            Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is Cpu")))
-        }
-        Err(l) => Err(l),
-    }
-}
-
-fn autodiff_forward(
-    logits: Tensor<CpuAutodiff, 3>,
-    targets: &[i64],
-    mask: &[bool],
-) -> Tensor<CpuAutodiff, 2> {
-    let [b, t, v] = logits.dims();
-    let primitive = logits.into_primitive().tensor();
-    let host = HostLogits::new(primitive.primitive.clone(), v);
-    let (out, lse) = forward(&host, targets, mask);
-    let out = to_ndarray(out, &[b, t]);
-    let output = match FusedLogSoftmaxGather
-        .prepare::<NoCheckpointing>([primitive.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = Arc::new(FusedState {
-                logits: host,
-                lse,
-                targets: targets.to_vec(),
-                mask: mask.to_vec(),
-                shape: [b, t, v],
-            });
-            prep.finish(state, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(output))
-}
-
-/// The logits of the forward pass, kept for the backward without a copy when contiguous.
-#[derive(Debug)]
-struct HostLogits {
-    tensor: NdArrayTensor,
-    /// A contiguous copy, only when the tensor's layout is not standard.
-    copy: Option<Vec<f32>>,
-    vocab: usize,
-}
-
-impl HostLogits {
-    fn new(tensor: NdArrayTensor, vocab: usize) -> Self {
-        let copy = match &tensor {
-            NdArrayTensor::F32(storage) => {
-                let view = storage.view();
-                if view.as_slice().is_some() {
-                    None
-                } else {
-                    Some(view.iter().copied().collect())
-                }
-            }
-            _ => unreachable!("f32 logits checked by the caller"),
+        let [b, t, v] = logits.dims();
+        let Some(host) = HostTensor::from_tensor(logits.clone()) else {
+            return token_logprobs_composite(logits, targets, mask);
         };
-        HostLogits {
-            tensor,
-            copy,
-            vocab,
-        }
+        let (out, _) = forward(&host, v, host_targets, host_mask);
+        to_tensor(out, [b, t])
     }
+}
 
-    fn with_slice<R>(&self, f: impl FnOnce(&[f32]) -> R) -> R {
-        if let Some(copy) = &self.copy {
-            return f(copy);
+/// The composite graph on f64 (the fused kernel is f32).
+impl LossKernels for NdArray<f64> {}
+
+/// The composite graph on f64 (the fused kernel is f32).
+impl<C: CheckpointStrategy> LossKernels for Autodiff<NdArray<f64>, C> {}
+
+impl<C: CheckpointStrategy> LossKernels for Autodiff<NdArray<f32>, C> {
+    const FUSED_LOGPROBS: bool = true;
+
+    fn token_logprobs_kernel(
+        logits: Tensor<Self, 3>,
+        targets: Tensor<Self, 2, Int>,
+        mask: Tensor<Self, 2, Bool>,
+        host_targets: &[i64],
+        host_mask: &[bool],
+    ) -> Tensor<Self, 2> {
+        if logits.dtype() != DType::F32 {
+            return token_logprobs_composite(logits, targets, mask);
         }
-        match &self.tensor {
-            NdArrayTensor::F32(storage) => {
-                let view = storage.view();
-                f(view.as_slice().expect("standard layout checked in new"))
+        let [b, t, v] = logits.dims();
+        let primitive = logits.clone().into_primitive().tensor();
+        let Some(host) = HostTensor::new(primitive.primitive.clone()) else {
+            return token_logprobs_composite(logits, targets, mask);
+        };
+        let (out, lse) = forward(&host, v, host_targets, host_mask);
+        let out = to_ndarray(out, &[b, t]);
+        let output = match FusedLogSoftmaxGather
+            .prepare::<C>([primitive.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = Arc::new(FusedState {
+                    logits: host,
+                    lse,
+                    targets: host_targets.to_vec(),
+                    mask: host_mask.to_vec(),
+                    shape: [b, t, v],
+                });
+                prep.finish(state, out)
             }
-            _ => unreachable!("f32 logits checked by the caller"),
-        }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(output))
     }
 }
 
 #[derive(Debug)]
 struct FusedState {
-    logits: HostLogits,
+    logits: HostTensor,
     lse: Vec<f32>,
     targets: Vec<i64>,
     mask: Vec<bool>,
@@ -158,21 +112,13 @@ impl Backward<Cpu, 1> for FusedLogSoftmaxGather {
         let grad_out = grads.consume::<Cpu>(&ops.node);
         let Some(parent) = parent else { return };
         let state = ops.state;
-        let g: Vec<f32> = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(grad_out))
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("converted to f32");
+        let g = match HostTensor::new(grad_out) {
+            Some(g) => g.to_vec(),
+            None => return,
+        };
         let grad = backward(&state, &g);
         grads.register::<Cpu>(parent.id, to_ndarray(grad, &state.shape));
     }
-}
-
-fn to_ndarray(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
-    let array = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), values)
-        .expect("length matches the shape")
-        .into_shared();
-    NdArrayTensor::from(array)
 }
 
 fn threads(rows: usize) -> usize {
@@ -182,9 +128,8 @@ fn threads(rows: usize) -> usize {
 }
 
 /// Per-row `logits[y] − logsumexp(logits)` for scored rows (0 elsewhere), and the row lse.
-fn forward(host: &HostLogits, targets: &[i64], mask: &[bool]) -> (Vec<f32>, Vec<f32>) {
+fn forward(host: &HostTensor, v: usize, targets: &[i64], mask: &[bool]) -> (Vec<f32>, Vec<f32>) {
     let rows = targets.len();
-    let v = host.vocab;
     let mut out = vec![0.0f32; rows];
     let mut lse = vec![0.0f32; rows];
     host.with_slice(|logits| {

@@ -1,9 +1,15 @@
 //! The Burn tensor implementation against the scalar reference (NdArray, f32).
 
-use apo_loss::tensor::{PreferenceBatch, sequence_logprobs, token_logprobs};
-use apo_loss::{Example, LossConfig, LossError, Objective, Sequence};
+#[cfg(feature = "ndarray")]
+use apo_loss::LossError;
+use apo_loss::tensor::PreferenceBatch;
+#[cfg(feature = "ndarray")]
+use apo_loss::tensor::{LossKernels, sequence_logprobs, token_logprobs, token_logprobs_composite};
+use apo_loss::{Example, LossConfig, Objective, Sequence};
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+#[cfg(feature = "ndarray")]
+use burn::tensor::Int;
+use burn::tensor::{Bool, Tensor, TensorData};
 use proptest::prelude::*;
 
 use crate::{all_configs, eval};
@@ -195,6 +201,7 @@ fn tensor_bad_inputs_are_typed_errors() {
 }
 
 /// Log-softmax + gather against a direct f64 computation, on a small random case.
+#[cfg(feature = "ndarray")]
 #[test]
 fn token_logprobs_match_f64() {
     let device = Default::default();
@@ -233,6 +240,7 @@ fn token_logprobs_match_f64() {
 
 /// Masking invariance: prompt and padding positions never change the sequence log-prob or
 /// its gradient, whatever their logits and target ids.
+#[cfg(feature = "ndarray")]
 #[test]
 fn masked_positions_do_not_matter() {
     let device = Default::default();
@@ -315,6 +323,7 @@ fn masked_positions_do_not_matter() {
     }
 }
 
+#[cfg(feature = "ndarray")]
 #[test]
 fn out_of_range_targets_are_errors() {
     let device = Default::default();
@@ -332,9 +341,10 @@ fn out_of_range_targets_are_errors() {
     ));
 }
 
-/// The fused CPU kernel (f32 NdArray, selected automatically) against the composite graph
-/// (which `NdArray<f64>` runs): values and gradients, with a ragged mask and a non-trivial
-/// upstream gradient.
+/// The fused CPU kernel (`LossKernels` of f32 NdArray) against the composite graph, both the
+/// one `NdArray<f64>` runs and [`token_logprobs_composite`] called on the f32 backend: values
+/// and gradients, with a ragged mask and a non-trivial upstream gradient.
+#[cfg(feature = "ndarray")]
 #[test]
 fn fused_cpu_kernel_matches_composite_graph() {
     type Fused = Autodiff<NdArray<f32>>;
@@ -396,10 +406,45 @@ fn fused_cpu_kernel_matches_composite_graph() {
             g.into_data().convert::<f64>().to_vec::<f64>().unwrap(),
         )
     };
+    // The composite graph on the fused kernel's own backend (f32), called explicitly.
+    let composite_f32 = {
+        let lt = Tensor::<Fused, 3>::from_data(
+            TensorData::new(logits.iter().map(|&x| x as f32).collect(), [b, t, v]),
+            &device,
+        )
+        .require_grad();
+        let tt =
+            Tensor::<Fused, 2, Int>::from_data(TensorData::new(targets.clone(), [b, t]), &device);
+        let mt =
+            Tensor::<Fused, 2, Bool>::from_data(TensorData::new(mask.clone(), [b, t]), &device);
+        let lp = token_logprobs_composite(lt.clone(), tt, mt)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1);
+        let w = Tensor::<Fused, 1>::from_data(
+            TensorData::new(weights.iter().map(|&x| x as f32).collect(), [b]),
+            &device,
+        );
+        let values: Vec<f64> = lp.clone().into_data().convert::<f64>().to_vec().unwrap();
+        let g = lt.grad(&(lp * w).sum().backward()).unwrap();
+        (
+            values,
+            g.into_data().convert::<f64>().to_vec::<f64>().unwrap(),
+        )
+    };
     for i in 0..b {
         assert!(
             (fused.0[i] - composite.0[i]).abs() < 1e-4 * (1.0 + composite.0[i].abs()),
             "row {i}"
+        );
+        assert!(
+            (fused.0[i] - composite_f32.0[i]).abs() < 1e-4 * (1.0 + composite_f32.0[i].abs()),
+            "row {i} (f32 composite)"
+        );
+    }
+    for (k, (x, y)) in fused.1.iter().zip(&composite_f32.1).enumerate() {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "gradient {k}: fused {x} vs f32 composite {y}"
         );
     }
     let mut nonzero = 0;
@@ -414,4 +459,17 @@ fn fused_cpu_kernel_matches_composite_graph() {
         nonzero > b * v,
         "the comparison covers real gradients ({nonzero} non-zero)"
     );
+}
+
+/// The CPU backends take the fused kernel (so the comparison above compares two different
+/// implementations), and `NdArray<f64>` the composite graph.
+#[cfg(feature = "ndarray")]
+#[test]
+fn cpu_backends_take_the_fused_kernel() {
+    const {
+        assert!(<NdArray as LossKernels>::FUSED_LOGPROBS);
+        assert!(<Autodiff<NdArray> as LossKernels>::FUSED_LOGPROBS);
+        assert!(!<NdArray<f64> as LossKernels>::FUSED_LOGPROBS);
+        assert!(!<Autodiff<NdArray<f64>> as LossKernels>::FUSED_LOGPROBS);
+    }
 }
