@@ -2,7 +2,6 @@
 //! names, with progress lines on standard error and the plots drawn from its results.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use apo_pipeline::demo::DemoOptions;
 use apo_pipeline::table::Table;
@@ -12,13 +11,15 @@ use apo_train::train::StepMetrics;
 use cxr_max::Finding;
 
 use super::train::WithBackend;
-use crate::plot;
+use crate::plot::{self, Titles};
+use crate::progress::TrainProgress;
 
-/// Progress lines on standard error (when `verbose`) and the PNG plots.
+/// Progress on standard error (when `verbose`: stage lines, and the training steps as a bar
+/// on a terminal or plain lines otherwise) and the plots.
 #[derive(Debug)]
 pub struct CliObserver {
     verbose: bool,
-    last: Instant,
+    steps: TrainProgress,
 }
 
 impl CliObserver {
@@ -26,13 +27,13 @@ impl CliObserver {
     pub fn new(verbose: bool) -> Self {
         CliObserver {
             verbose,
-            last: Instant::now(),
+            steps: TrainProgress::stderr(),
         }
     }
 }
 
-fn drawn(r: Result<(), String>) -> apo_pipeline::Result<()> {
-    r.map_err(PipelineError::Observer)
+fn drawn(r: Result<(), plot::PlotError>) -> apo_pipeline::Result<()> {
+    r.map_err(|e| PipelineError::Observer(e.to_string()))
 }
 
 impl apo_pipeline::Observer for CliObserver {
@@ -43,18 +44,8 @@ impl apo_pipeline::Observer for CliObserver {
     }
 
     fn step(&mut self, total: usize, m: &StepMetrics) {
-        if self.verbose && (self.last.elapsed().as_secs_f64() > 5.0 || m.step == total) {
-            self.last = Instant::now();
-            eprintln!(
-                "  [{}] step {}/{} loss {:.4}{}",
-                m.stage,
-                m.step,
-                total,
-                m.loss,
-                m.top1_accuracy
-                    .map(|a| format!(" top-1 {a:.2} margin {:.3}", m.margin.unwrap_or(0.0)))
-                    .unwrap_or_default()
-            );
+        if self.verbose {
+            apo_train::train::Observer::step(&mut self.steps, total, m);
         }
     }
 
@@ -85,7 +76,7 @@ impl apo_pipeline::Observer for CliObserver {
         let plots = [
             (
                 "curves_loss.png",
-                "Training loss",
+                Titles::new("Training loss").x("step").y("loss"),
                 names(&["SFT", "APO (Plackett-Luce)", "pairwise"]),
                 vec![
                     series(&sft, &|x| Some(x.loss)),
@@ -95,7 +86,9 @@ impl apo_pipeline::Observer for CliObserver {
             ),
             (
                 "curves_margin.png",
-                "Stage 2 margin (chosen - mean rejected reward)",
+                Titles::new("Stage 2 margin (chosen - mean rejected reward)")
+                    .x("step")
+                    .y("margin"),
                 names(&["APO (Plackett-Luce)", "pairwise"]),
                 vec![
                     series(&apo, &|x| x.margin.map(|v| v.max(0.0))),
@@ -104,7 +97,9 @@ impl apo_pipeline::Observer for CliObserver {
             ),
             (
                 "curves_accuracy.png",
-                "Stage 2 top-1 and pairwise accuracy",
+                Titles::new("Stage 2 top-1 and pairwise accuracy")
+                    .x("step")
+                    .y("accuracy"),
                 names(&[
                     "APO top-1",
                     "APO pairwise",
@@ -137,7 +132,8 @@ impl apo_pipeline::Observer for CliObserver {
             .collect();
         let rows: Vec<String> = table.rows.iter().map(|r| r.name.clone()).collect();
         drawn(plot::bars(
-            "Accuracy on the test split (Table 1 findings and their mean)",
+            Titles::new("Accuracy on the test split (Table 1 findings and their mean)")
+                .x("accuracy"),
             &categories,
             &rows,
             &values,
@@ -161,7 +157,9 @@ pub fn drift_plots(report: &DriftReport, dir: &Path) -> Result<Vec<PathBuf>, Str
         .collect();
     let heat = dir.join("disagreement_heatmap.png");
     plot::heatmap(
-        "Disagreement with the consensus (teacher x finding)",
+        Titles::new("Disagreement with the consensus (teacher x finding)")
+            .x("finding")
+            .y("teacher"),
         &report.teachers,
         &findings,
         &report.disagreement,
@@ -169,7 +167,7 @@ pub fn drift_plots(report: &DriftReport, dir: &Path) -> Result<Vec<PathBuf>, Str
     )?;
     let steps = dir.join("step_drift.png");
     plot::lines(
-        "Instantaneous drift JS(P_uj || mean) by sentence step",
+        Titles::new("Instantaneous drift JS(P_uj || mean) by sentence step").y("JS divergence"),
         "sentence step j",
         &report.teachers,
         &report.steps.instantaneous_js,
