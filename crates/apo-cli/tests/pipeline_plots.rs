@@ -1,0 +1,99 @@
+//! The plots `apo demo` and `apo run` draw from the pipeline's results.
+
+use std::collections::BTreeMap;
+
+use apo_pipeline::Observer as _;
+use apo_pipeline::table::{Row, RowKind, Table, TestSet};
+use cxr_max::eval::Accuracy;
+
+use std::path::Path;
+
+use apo_cli::commands::pipeline::CliObserver;
+use apo_pipeline::{PipelineResult, read_metrics};
+use cxr_max::Finding;
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (img.width(), img.height())
+}
+
+#[test]
+fn results_plots_are_drawn_from_the_table_and_the_metrics() {
+    let dir = std::env::temp_dir().join(format!("apo-cli-plots-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let metrics = dir.join("train/apo");
+    std::fs::create_dir_all(&metrics).unwrap();
+    let line = |step: usize, loss: f64| {
+        format!(
+            "{{\"stage\":\"apo\",\"step\":{step},\"loss\":{loss},\"lr\":0.001,\"grad_norm\":1.0,\"tokens_per_s\":10.0,\"margin\":0.5,\"top1_accuracy\":0.5,\"pairwise_accuracy\":0.7}}\n"
+        )
+    };
+    std::fs::write(metrics.join("metrics.jsonl"), line(1, 2.0) + &line(2, 1.5)).unwrap();
+    assert_eq!(read_metrics(&metrics.join("metrics.jsonl")).len(), 2);
+    let evaluated = Finding::TABLE1.to_vec();
+    let accuracy = Accuracy {
+        per_finding: evaluated
+            .iter()
+            .map(|f| (f.column_name().to_owned(), Some(0.75)))
+            .collect(),
+        mean: 0.75,
+        coverage: BTreeMap::new(),
+    };
+    let table = Table {
+        evaluated,
+        rows: vec![Row {
+            name: "apo student".into(),
+            kind: RowKind::Student,
+            accuracy,
+            predictions: Vec::new(),
+        }],
+        test: TestSet::default(),
+    };
+    let result = empty_result();
+    let files = CliObserver::new(false)
+        .results(&result, &table, &dir)
+        .unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "curves_loss.png",
+            "curves_margin.png",
+            "curves_accuracy.png",
+            "accuracy.png"
+        ]
+    );
+    for f in &files {
+        let (w, h) = png_size(f);
+        assert!(w > 500 && h > 300, "{}: {w} x {h}", f.display());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn empty_result() -> PipelineResult {
+    PipelineResult {
+        mean_accuracy: apo_pipeline::MeanAccuracy {
+            teachers: BTreeMap::new(),
+            majority_vote: 0.0,
+            consensus: 0.0,
+            all_absent: 0.0,
+            sft: 0.0,
+            pairwise: 0.0,
+            apo: 0.0,
+        },
+        per_finding: BTreeMap::new(),
+        rows: Vec::new(),
+        evaluated: Vec::new(),
+        test_images: 0,
+        train_images: 0,
+        preference_sets: 0,
+        stages: Vec::new(),
+        comparisons: Vec::new(),
+        phases: BTreeMap::new(),
+        seconds: 0.0,
+        files: Vec::new(),
+    }
+}
