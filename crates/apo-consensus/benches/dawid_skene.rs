@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use apo_consensus::{DawidSkeneConfig, Votes, dawid_skene};
+use rayon::prelude::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -71,19 +72,10 @@ fn main() {
     }
     let serial = start.elapsed().as_secs_f64();
     // Parallel: the 14 findings are independent problems, shared out over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = rayon::current_num_threads();
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(rows) = tables.get(i) else { break };
-                    run(rows);
-                }
-            });
-        }
+    tables.par_iter().for_each(|rows| {
+        run(rows);
     });
     let parallel = start.elapsed().as_secs_f64();
     println!(

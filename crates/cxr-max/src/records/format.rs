@@ -53,7 +53,7 @@ impl Format {
 }
 
 /// Opens a file for reading, decompressing `.gz`.
-pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = std::fs::File::open(path).map_err(|source| CxrError::Io {
         path: path.to_owned(),
         source,
@@ -77,7 +77,7 @@ pub(super) fn raw_text(v: &str) -> String {
 
 /// Reads the raw records of `path` and hands them to `sink` in file order: JSON Lines block
 /// by block, the other formats at once.
-pub(super) fn read_rows(path: &Path, sink: &mut dyn FnMut(Vec<RawRow>)) -> Result<()> {
+pub(super) fn read_rows(path: &Path, sink: &mut (dyn FnMut(Vec<RawRow>) + Send)) -> Result<()> {
     let loc = |line: usize| Location {
         path: path.to_owned(),
         line,

@@ -2,9 +2,10 @@
 //! in file order, each line through a typed fast path for the common CXR-MAX shape, or else
 //! as a general JSON object for [`super::schema`] to interpret.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde_json::Value;
 
 use super::format::{open_text, raw_text};
@@ -93,16 +94,13 @@ pub(super) fn parse_line(source: Location, line: &str) -> RawRow {
 /// Bytes per block handed to a parsing thread (a block ends at a line end).
 pub(super) const BLOCK: usize = 1 << 20;
 
-/// Splits one block of whole JSON Lines into rows, numbering lines from 1 within the block;
-/// also returns the number of line ends in the block.
-fn parse_block(path: &Path, block: &[u8]) -> (Vec<RawRow>, usize) {
+/// Splits one block of whole JSON Lines into rows, numbering its lines from `first_line + 1`.
+fn parse_block(path: &Path, block: &[u8], first_line: usize) -> Vec<RawRow> {
     let mut rows = Vec::new();
     let mut start = 0;
-    let mut line = 0;
     let unterminated = block.last().is_some_and(|&b| b != b'\n');
     let ends = memchr::memchr_iter(b'\n', block).chain(unterminated.then_some(block.len()));
-    for end in ends {
-        line += 1;
+    for (line, end) in (first_line + 1..).zip(ends) {
         let bytes = &block[start..end];
         start = end + 1;
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
@@ -126,7 +124,7 @@ fn parse_block(path: &Path, block: &[u8]) -> (Vec<RawRow>, usize) {
             },
         });
     }
-    (rows, line - usize::from(unterminated))
+    rows
 }
 
 /// Reads `input` into `buf` until it holds at least `block` bytes and a line end past that
@@ -147,133 +145,85 @@ fn fill_block(input: &mut dyn Read, buf: &mut Vec<u8>, block: usize) -> std::io:
     }
 }
 
-/// Reads JSON Lines in blocks of about `block_size` bytes, parsed on all cores, and hands the
-/// rows of each block to `sink` in file order (on this thread, while later blocks are parsed).
+/// Cuts a JSON Lines stream into blocks of whole lines.
+struct Blocks<'a> {
+    path: &'a Path,
+    input: Box<dyn BufRead + Send>,
+    block_size: usize,
+    /// The start of a line that the last block cut off.
+    carry: Vec<u8>,
+    /// Line ends in the blocks handed out so far.
+    lines: usize,
+    ended: bool,
+}
+
+impl Blocks<'_> {
+    /// Up to `n` further blocks, each with the number of lines before it.
+    fn next(&mut self, n: usize) -> Result<Vec<(usize, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n && !self.ended {
+            let mut block = std::mem::take(&mut self.carry);
+            let ended = fill_block(&mut *self.input, &mut block, self.block_size).map_err(|e| {
+                CxrError::Record {
+                    path: self.path.to_owned(),
+                    line: self.lines + memchr::memchr_iter(b'\n', &block).count() + 1,
+                    reason: format!("cannot read further (truncated or corrupt file?): {e}"),
+                }
+            })?;
+            if !ended && let Some(end) = memchr::memrchr(b'\n', &block) {
+                self.carry.extend_from_slice(&block[end + 1..]);
+                block.truncate(end + 1);
+            }
+            self.ended = ended;
+            if !block.is_empty() {
+                let before = self.lines;
+                self.lines += memchr::memchr_iter(b'\n', &block).count();
+                out.push((before, block));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads JSON Lines in blocks of about `block_size` bytes and hands the rows of each block to
+/// `sink` in file order. A batch of blocks (one per thread of the rayon pool) is parsed in
+/// parallel while, beside it, the previous batch goes to `sink` and the next one is read.
 pub(super) fn read_json_lines_in_blocks(
     path: &Path,
     block_size: usize,
-    sink: &mut dyn FnMut(Vec<RawRow>),
+    sink: &mut (dyn FnMut(Vec<RawRow>) + Send),
 ) -> Result<()> {
-    use std::sync::{Arc, Mutex, mpsc};
-    type Done = (usize, (Vec<RawRow>, usize), Vec<u8>);
-
-    /// Parsed blocks waiting for the ones before them, and the next block to hand on.
-    struct InOrder {
-        waiting: std::collections::BTreeMap<usize, (Vec<RawRow>, usize)>,
-        next: usize,
-        lines: usize,
-        spare: Vec<Vec<u8>>,
+    let batch = rayon::current_num_threads().max(1);
+    let mut blocks = Blocks {
+        path,
+        input: open_text(path)?,
+        block_size,
+        carry: Vec::new(),
+        lines: 0,
+        ended: false,
+    };
+    let mut next = blocks.next(batch)?;
+    let mut parsed: Vec<Vec<RawRow>> = Vec::new();
+    while !next.is_empty() {
+        let current = std::mem::take(&mut next);
+        let to_sink = std::mem::take(&mut parsed);
+        let (rows, read) = rayon::join(
+            || {
+                current
+                    .par_iter()
+                    .map(|(before, block)| parse_block(path, block, *before))
+                    .collect::<Vec<_>>()
+            },
+            || {
+                to_sink.into_iter().for_each(&mut *sink);
+                blocks.next(batch)
+            },
+        );
+        next = read?;
+        parsed = rows;
     }
-    impl InOrder {
-        fn take(&mut self, (index, part, block): Done, sink: &mut dyn FnMut(Vec<RawRow>)) {
-            self.waiting.insert(index, part);
-            self.spare.push(block);
-            while let Some((mut rows, lines)) = self.waiting.remove(&self.next) {
-                for row in &mut rows {
-                    row.source.line += self.lines;
-                }
-                self.lines += lines;
-                self.next += 1;
-                sink(rows);
-            }
-        }
-    }
-
-    let mut input = open_text(path)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(threads);
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        let (done_tx, done_rx) = mpsc::channel::<Done>();
-        for _ in 0..threads {
-            let work_rx = Arc::clone(&work_rx);
-            let done_tx = done_tx.clone();
-            scope.spawn(move || {
-                loop {
-                    let job = match work_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((index, block)) = job else {
-                        return;
-                    };
-                    let rows = parse_block(path, &block);
-                    if done_tx.send((index, rows, block)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let mut order = InOrder {
-            waiting: std::collections::BTreeMap::new(),
-            next: 0,
-            lines: 0,
-            spare: Vec::new(),
-        };
-        let mut carry: Vec<u8> = Vec::new();
-        let mut index = 0;
-        loop {
-            for done in done_rx.try_iter() {
-                order.take(done, sink);
-            }
-            let mut block = order.spare.pop().unwrap_or_default();
-            block.clear();
-            block.append(&mut carry);
-            let ended = match fill_block(&mut input, &mut block, block_size) {
-                Ok(ended) => ended,
-                Err(e) => {
-                    drop(work_tx);
-                    for done in done_rx.iter() {
-                        order.take(done, sink);
-                    }
-                    return Err(CxrError::Record {
-                        path: path.to_owned(),
-                        line: order.lines + memchr::memchr_iter(b'\n', &block).count() + 1,
-                        reason: format!("cannot read further (truncated or corrupt file?): {e}"),
-                    });
-                }
-            };
-            if !ended && let Some(end) = memchr::memrchr(b'\n', &block) {
-                carry.extend_from_slice(&block[end + 1..]);
-                block.truncate(end + 1);
-            }
-            if !block.is_empty() {
-                // While every parser is busy, hand on the blocks parsed so far.
-                let mut job = (index, block);
-                loop {
-                    match work_tx.try_send(job) {
-                        Ok(()) => break,
-                        Err(mpsc::TrySendError::Full(back)) => {
-                            job = back;
-                            if let Ok(done) =
-                                done_rx.recv_timeout(std::time::Duration::from_millis(1))
-                            {
-                                order.take(done, sink);
-                            }
-                        }
-                        // Every parser is gone; the check below reports it.
-                        Err(mpsc::TrySendError::Disconnected(_)) => break,
-                    }
-                }
-                index += 1;
-            }
-            if ended {
-                break;
-            }
-        }
-        drop(work_tx);
-        for done in done_rx.iter() {
-            order.take(done, sink);
-        }
-        if order.next != index {
-            return Err(CxrError::Schema {
-                path: path.to_owned(),
-                reason: "a record parser stopped early".to_owned(),
-            });
-        }
-        Ok(())
-    })
+    parsed.into_iter().for_each(sink);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -359,12 +309,23 @@ mod tests {
             want.iter().filter(|(_, w)| w.starts_with("fast")).count(),
             19
         );
-        for block in (1..120).chain([500, 701, 4096, 1 << 20]) {
-            for file in [&path, &gz] {
-                let mut rows = Vec::new();
-                read_json_lines_in_blocks(file, block, &mut |part| rows.extend(part)).unwrap();
-                assert_eq!(summary(&rows), want, "block {block}, {}", file.display());
-            }
+        // One thread or several: the same rows.
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for block in (1..120).chain([500, 701, 4096, 1 << 20]) {
+                    for file in [&path, &gz] {
+                        let mut rows = Vec::new();
+                        read_json_lines_in_blocks(file, block, &mut |part| rows.extend(part))
+                            .unwrap();
+                        let what = format!("block {block}, {threads} threads, {}", file.display());
+                        assert_eq!(summary(&rows), want, "{what}");
+                    }
+                }
+            });
         }
         std::fs::remove_dir_all(&dir).ok();
     }
