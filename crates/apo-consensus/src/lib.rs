@@ -21,6 +21,7 @@ mod aggregate;
 mod error;
 #[cfg(feature = "serde")]
 pub mod export;
+mod method;
 mod prefs;
 mod synth;
 mod votes;
@@ -30,6 +31,7 @@ pub use aggregate::{
     weighted_vote,
 };
 pub use error::{ConsensusError, Result};
+pub use method::Method;
 pub use prefs::{
     Negative, NegativePolicy, NegativeWeighting, PreferenceConfig, PreferenceInput, PreferenceSet,
     SkipReason, build_preference,
