@@ -408,6 +408,56 @@ mod tests {
     use super::*;
     use crate::findings;
 
+    /// Every file of a simulated data set, by path relative to `dir`, with its bytes.
+    fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path.strip_prefix(dir).unwrap().to_owned();
+                    out.insert(rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// The data set is the same file for file, byte for byte, on one thread or several.
+    #[test]
+    fn the_data_set_does_not_depend_on_the_thread_count() {
+        let base = std::env::temp_dir().join(format!("cxr-max-threads-{}", std::process::id()));
+        let config = SynthConfig {
+            studies: 24,
+            image_size: 32,
+            ..Default::default()
+        };
+        let sets: Vec<_> = [1, 3]
+            .into_iter()
+            .map(|threads| {
+                let dir = base.join(threads.to_string());
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| synthesize(&dir, &config)).unwrap();
+                files(&dir)
+            })
+            .collect();
+        assert_eq!(
+            sets[0]
+                .keys()
+                .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+                .count(),
+            24
+        );
+        assert!(sets[0] == sets[1]);
+        std::fs::remove_dir_all(&base).ok();
+    }
+
     /// What the labeler reads from a simulated trajectory is exactly each finding's final
     /// statement, whatever the style and the within-trajectory drift.
     #[test]
