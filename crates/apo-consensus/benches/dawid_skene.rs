@@ -5,7 +5,10 @@
 
 use std::time::Instant;
 
+use rand::{Rng, SeedableRng};
+
 use apo_consensus::{DawidSkeneConfig, Votes, dawid_skene};
+use rayon::prelude::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,13 +19,8 @@ fn main() {
         .cloned();
     let (items, teachers, findings) = (24_426usize, 7usize, 14usize);
     let accuracy = [0.74, 0.55, 0.50, 0.64, 0.57, 0.68, 0.48];
-    let mut state = 0x853C_49E6_748F_EA9Bu64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(0x853C_49E6_748F_EA9B);
+    let mut uniform = move || rng.random::<f64>();
     let mut tables = Vec::new();
     for _ in 0..findings {
         let mut rows = Vec::with_capacity(items * teachers);
@@ -71,19 +69,10 @@ fn main() {
     }
     let serial = start.elapsed().as_secs_f64();
     // Parallel: the 14 findings are independent problems, shared out over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = rayon::current_num_threads();
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(rows) = tables.get(i) else { break };
-                    run(rows);
-                }
-            });
-        }
+    tables.par_iter().for_each(|rows| {
+        run(rows);
     });
     let parallel = start.elapsed().as_secs_f64();
     println!(

@@ -1,7 +1,13 @@
 //! Label aggregation: majority vote, weighted vote, Dawid-Skene.
 
+use rand::{Rng as _, SeedableRng};
+use rand_xoshiro::SplitMix64;
+
 use crate::votes::FastMap;
 use crate::{ConsensusError, Result, Votes};
+
+/// The seed of the random EM starts ([`DawidSkeneConfig::random_starts`]).
+const RANDOM_STARTS_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The consensus on one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,7 +237,7 @@ pub struct DawidSkeneConfig {
     /// the truth, and a start from a reliable worker finds the better-fitting one.
     /// Default: `false` (crowd-kit's behaviour).
     pub worker_starts: bool,
-    /// Further EM starts from random posteriors (a fixed xorshift sequence, so the fit is
+    /// Further EM starts from random posteriors (a fixed SplitMix64 sequence, so the fit is
     /// deterministic), with the same selection by the final evidence lower bound as
     /// `worker_starts`. Default: 0.
     pub random_starts: usize,
@@ -470,16 +476,12 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
         }
         start
     };
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = SplitMix64::seed_from_u64(RANDOM_STARTS_SEED);
     let mut random_start = || {
         let mut start = vec![0.0; n_pat * k];
         for row in start.chunks_mut(k) {
             for x in row.iter_mut() {
-                // xorshift64
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *x = 0.01 + (state >> 11) as f64 / (1u64 << 53) as f64;
+                *x = 0.01 + rng.random::<f64>();
             }
             let total: f64 = row.iter().sum();
             row.iter_mut().for_each(|x| *x /= total);

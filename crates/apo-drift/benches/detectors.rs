@@ -7,6 +7,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use rand::{Rng, SeedableRng};
+
 use apo_drift::DetectorConfig;
 
 fn main() {
@@ -15,13 +17,8 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let mut state = 0x2545F4914F6CDD1Du64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(0x2545F4914F6CDD1D);
+    let mut uniform = move || rng.random::<f64>();
     let values: Vec<f64> = (0..n)
         .map(|i| {
             let level = ((i / 100_000) % 3) as f64 * 0.5;

@@ -233,43 +233,37 @@ pub struct Sources {
     pub split: Option<tables::Table<String, Split>>,
 }
 
-/// Reads the records file and the MIMIC tables of `root`; the tables are read on their own
-/// threads while the records are read and parsed.
+/// Reads the records file and the MIMIC tables of `root`; the tables are read beside the
+/// records (rayon tasks) while the records are read and parsed.
 ///
 /// # Errors
 /// The first file that cannot be read at all, the records file first.
 pub fn read_sources(root: &Path, records_file: &Path, mapping: &FieldMapping) -> Result<Sources> {
-    let panicked = || CxrError::Schema {
-        path: root.to_owned(),
-        reason: "a table reader panicked".to_owned(),
+    let labels = || {
+        tables::find_table(root, "chexpert")
+            .or_else(|| tables::find_table(root, "negbio"))
+            .map(|p| tables::read_labels(&p))
+            .transpose()
     };
-    std::thread::scope(|scope| {
-        let labels = scope.spawn(|| {
-            tables::find_table(root, "chexpert")
-                .or_else(|| tables::find_table(root, "negbio"))
-                .map(|p| tables::read_labels(&p))
-                .transpose()
-        });
-        let others = scope.spawn(|| {
-            let split = tables::find_table(root, "split")
-                .map(|p| tables::read_split(&p))
-                .transpose();
-            let metadata = tables::find_table(root, "metadata")
-                .map(|p| tables::read_metadata(&p))
-                .transpose();
-            (metadata, split)
-        });
-        let records = read_records(records_file, mapping);
-        let labels = labels.join().unwrap_or_else(|_| Err(panicked()));
-        let (metadata, split) = others
-            .join()
-            .unwrap_or_else(|_| (Err(panicked()), Err(panicked())));
-        Ok(Sources {
-            records: records?,
-            labels: labels?,
-            metadata: metadata?,
-            split: split?,
-        })
+    let split = || {
+        tables::find_table(root, "split")
+            .map(|p| tables::read_split(&p))
+            .transpose()
+    };
+    let metadata = || {
+        tables::find_table(root, "metadata")
+            .map(|p| tables::read_metadata(&p))
+            .transpose()
+    };
+    let (records, (labels, (metadata, split))) = rayon::join(
+        || read_records(records_file, mapping),
+        || rayon::join(labels, || rayon::join(metadata, split)),
+    );
+    Ok(Sources {
+        records: records?,
+        labels: labels?,
+        metadata: metadata?,
+        split: split?,
     })
 }
 

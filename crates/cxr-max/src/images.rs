@@ -186,30 +186,9 @@ impl ImageLoader {
         GrayImage { size, pixels }
     }
 
-    /// Loads many images on all cores; results are in input order.
+    /// Loads many images on all cores (the rayon pool); results are in input order.
     pub fn load_many(&self, paths: &[PathBuf]) -> Vec<Result<GrayImage>> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(paths.len().max(1));
-        let chunk = paths.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = paths
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|p| self.load(p)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![Err(CxrError::Image {
-                            path: PathBuf::new(),
-                            reason: "a decoding worker panicked".to_owned(),
-                        })]
-                    })
-                })
-                .collect()
-        })
+        use rayon::prelude::*;
+        paths.par_iter().map(|p| self.load(p)).collect()
     }
 }

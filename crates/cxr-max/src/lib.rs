@@ -31,5 +31,7 @@ pub use records::{
 
 /// The findings labeler.
 pub mod findings {
-    pub use crate::labeler::{Extraction, Mention, extract, split_sentences, statement};
+    pub use crate::labeler::{
+        Extraction, Labeler, LabelerError, Lexicon, Mention, extract, split_sentences, statement,
+    };
 }

@@ -121,7 +121,7 @@ pub fn find_table(dir: &Path, name: &str) -> Option<PathBuf> {
 struct Rows {
     path: PathBuf,
     headers: Vec<String>,
-    reader: csv::Reader<Box<dyn std::io::BufRead>>,
+    reader: csv::Reader<Box<dyn std::io::BufRead + Send>>,
 }
 
 impl Rows {

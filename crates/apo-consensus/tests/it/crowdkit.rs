@@ -318,7 +318,7 @@ fn worker_starts_escape_a_fit_that_follows_a_shared_bias() {
     assert_eq!(fit(false).consensus, fit(true).consensus);
 }
 
-/// Votes "present" / "absent" of `workers` workers on `tasks` tasks, from a seeded xorshift:
+/// Votes "present" / "absent" of `workers` workers on `tasks` tasks, from a seeded SplitMix64:
 /// each task is "present" with probability `prior`; then, per worker, one uniform draw `u`
 /// and `says(task, worker, present, u)` decides whether the worker says "present". Returns
 /// the (task, worker, label) rows and the truth.
@@ -330,13 +330,9 @@ fn binary_votes(
     prior: f64,
     says: impl Fn(usize, usize, bool, f64) -> bool,
 ) -> (Vec<(String, String, String)>, Vec<bool>) {
-    let mut state = seed;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(seed);
+    let mut uniform = move || rng.random::<f64>();
     let mut rows = Vec::new();
     let mut truth = Vec::new();
     for i in 0..tasks {

@@ -2,6 +2,9 @@
 
 use std::collections::VecDeque;
 
+use rand::{RngCore, SeedableRng};
+use rand_xoshiro::SplitMix64;
+
 use super::{DriftDetector, check_value, out_of_range};
 use crate::Result;
 
@@ -42,8 +45,9 @@ impl Default for KswinConfig {
 ///
 /// The p-value is exact (the probability that a uniformly random lattice path leaves the band
 /// `|i/n − j/m| < D`) for `n + m ≤ 1000`, the asymptotic Kolmogorov distribution beyond.
-/// Sampling uses this crate's own seeded generator, so detections are deterministic for a
-/// seed but not index-identical to river's (which draws from Python's Mersenne Twister).
+/// Sampling uses SplitMix64 (`rand_xoshiro`) seeded with `seed`, so detections are
+/// deterministic for a seed but not index-identical to river's (which draws from Python's
+/// Mersenne Twister).
 ///
 /// # Examples
 /// ```
@@ -82,7 +86,7 @@ impl Kswin {
                 "0 < stat_size <= window_size / 2 (the reference sample is drawn from the older part)",
             ));
         }
-        let rng = SplitMix64(config.seed);
+        let rng = SplitMix64::seed_from_u64(config.seed);
         Ok(Kswin {
             window: VecDeque::with_capacity(config.window_size),
             rng,
@@ -119,7 +123,7 @@ impl DriftDetector for Kswin {
         self.scratch.clear();
         self.scratch.extend(0..older);
         for i in 0..s {
-            let j = i + (self.rng.next() % (older - i) as u64) as usize;
+            let j = i + (self.rng.next_u64() % (older - i) as u64) as usize;
             self.scratch.swap(i, j);
         }
         let mut reference: Vec<f64> = self.scratch[..s].iter().map(|&i| self.window[i]).collect();
@@ -136,23 +140,9 @@ impl DriftDetector for Kswin {
 
     fn reset(&mut self) {
         self.window.clear();
-        self.rng = SplitMix64(self.config.seed);
+        self.rng = SplitMix64::seed_from_u64(self.config.seed);
         self.p_value = 1.0;
         self.drift = false;
-    }
-}
-
-/// The SplitMix64 generator (Steele, Lea & Flood 2014).
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -245,6 +235,20 @@ fn asymptotic_two_sided(n: usize, m: usize, d: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// The generator's stream is that of the hand-written SplitMix64 KSWIN used before
+    /// (values computed by that code), so detections are unchanged.
+    #[test]
+    fn the_sampling_stream_is_the_old_splitmix64() {
+        use rand::{RngCore, SeedableRng};
+        let mut r = rand_xoshiro::SplitMix64::seed_from_u64(7);
+        assert_eq!(
+            [r.next_u64(), r.next_u64()],
+            [0x63cb_e1e4_5932_0dd7, 0x044c_3cd7_f43c_661c]
+        );
+        let mut r = rand_xoshiro::SplitMix64::seed_from_u64(0);
+        assert_eq!(r.next_u64(), 0xe220_a839_7b1d_cdaf);
+    }
+
     use super::*;
 
     #[test]

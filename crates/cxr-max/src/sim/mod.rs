@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub use profiles::{DEFAULT_PROFILES, DriftSegment, Profiles, Style, TeacherProfile};
 
+use rayon::prelude::*;
+
 use crate::rng::Rng;
 use crate::{CxrError, Finding, Findings, LabelStatus, Result};
 use text::Statement;
@@ -361,51 +363,34 @@ pub fn synthesize(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
 
     // Images, drawn and encoded in parallel.
     let studies_with_images: &[Study] = if config.images { &studies } else { &[] };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = studies_with_images.len().div_ceil(threads).max(1);
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = studies_with_images
-            .chunks(chunk)
-            .enumerate()
-            .map(|(k, part)| {
-                scope.spawn(move || -> Result<()> {
-                    for (j, st) in part.iter().enumerate() {
-                        let index = k * chunk + j;
-                        let mut rng = Rng::substream(config.seed ^ 0x1111_2222, index as u64);
-                        let pixels = draw::radiograph(config.image_size, &st.truth, &mut rng);
-                        let rel = image_path(st.subject_id, st.study_id, &st.dicom_id);
-                        let path = out.join(&rel);
-                        if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-                        }
-                        let file = std::fs::File::create(&path).map_err(io_err(&path))?;
-                        let mut writer = std::io::BufWriter::new(file);
-                        let encoder =
-                            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut writer, 92);
-                        image::ImageEncoder::write_image(
-                            encoder,
-                            &pixels,
-                            config.image_size,
-                            config.image_size,
-                            image::ExtendedColorType::L8,
-                        )
-                        .map_err(|e| CxrError::Image {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    }
-                    Ok(())
-                })
+    // Every outcome is kept, so the error reported is the first in study order.
+    let results: Vec<Result<()>> = studies_with_images
+        .par_iter()
+        .enumerate()
+        .map(|(index, st)| -> Result<()> {
+            let mut rng = Rng::substream(config.seed ^ 0x1111_2222, index as u64);
+            let pixels = draw::radiograph(config.image_size, &st.truth, &mut rng);
+            let rel = image_path(st.subject_id, st.study_id, &st.dicom_id);
+            let path = out.join(&rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let file = std::fs::File::create(&path).map_err(io_err(&path))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut writer, 92);
+            image::ImageEncoder::write_image(
+                encoder,
+                &pixels,
+                config.image_size,
+                config.image_size,
+                image::ExtendedColorType::L8,
+            )
+            .map_err(|e| CxrError::Image {
+                path: path.clone(),
+                reason: e.to_string(),
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(cfg_err("an image worker panicked")))
-            })
-            .collect()
-    });
+        })
+        .collect();
     results.into_iter().collect::<Result<Vec<()>>>()?;
 
     Ok(SynthSummary {
@@ -422,6 +407,56 @@ pub fn synthesize(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
 mod tests {
     use super::*;
     use crate::findings;
+
+    /// Every file of a simulated data set, by path relative to `dir`, with its bytes.
+    fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path.strip_prefix(dir).unwrap().to_owned();
+                    out.insert(rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// The data set is the same file for file, byte for byte, on one thread or several.
+    #[test]
+    fn the_data_set_does_not_depend_on_the_thread_count() {
+        let base = std::env::temp_dir().join(format!("cxr-max-threads-{}", std::process::id()));
+        let config = SynthConfig {
+            studies: 24,
+            image_size: 32,
+            ..Default::default()
+        };
+        let sets: Vec<_> = [1, 3]
+            .into_iter()
+            .map(|threads| {
+                let dir = base.join(threads.to_string());
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| synthesize(&dir, &config)).unwrap();
+                files(&dir)
+            })
+            .collect();
+        assert_eq!(
+            sets[0]
+                .keys()
+                .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+                .count(),
+            24
+        );
+        assert!(sets[0] == sets[1]);
+        std::fs::remove_dir_all(&base).ok();
+    }
 
     /// What the labeler reads from a simulated trajectory is exactly each finding's final
     /// statement, whatever the style and the within-trajectory drift.

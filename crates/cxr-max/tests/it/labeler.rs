@@ -161,3 +161,62 @@ fn every_statement_reads_back_as_itself_alone() {
     }
     assert_eq!(checked, 13 * 3 + 1);
 }
+
+/// A user lexicon extends the built-in one: a new synonym (with the built-in cues around it),
+/// a new cue, and a new exclusion; the built-in phrases still read as before.
+#[test]
+fn a_user_extended_lexicon_labels_new_phrases() {
+    use cxr_max::findings::{Labeler, Lexicon};
+    let text = "Air in the pleural space is not seen. Lungs look spotless of pneumonia. \
+                Pleural air bubble artefact.";
+    let before = findings::extract(text);
+    assert_eq!(
+        before.findings.get(Finding::Pneumothorax),
+        LabelStatus::NotMentioned
+    );
+    assert_eq!(
+        before.findings.get(Finding::Pneumonia),
+        LabelStatus::Positive
+    );
+
+    let mut lexicon = Lexicon::builtin();
+    let added = Lexicon::from_toml_str(
+        r#"
+[cues]
+negation = ["spotless of"]
+
+[[synonyms]]
+findings = ["Pneumothorax"]
+phrases = ["air in the pleural space", "pleural air"]
+
+# Not a pneumothorax: claimed without a finding, longer than "pleural air".
+[[synonyms]]
+findings = []
+phrases = ["pleural air bubble artefact"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(added.phrases(), 3);
+    lexicon.extend(added);
+    assert_eq!(lexicon.phrases(), Lexicon::builtin().phrases() + 3);
+    let labeler = Labeler::with_lexicon(lexicon);
+    let after = labeler.extract(text);
+    let pneumothorax: Vec<_> = after
+        .mentions
+        .iter()
+        .filter(|m| m.finding == Finding::Pneumothorax)
+        .map(|m| (m.sentence, m.status))
+        .collect();
+    assert_eq!(pneumothorax, [(0, LabelStatus::Negative)]);
+    assert_eq!(
+        after.findings.get(Finding::Pneumonia),
+        LabelStatus::Negative
+    );
+
+    // The default labeler is the built-in lexicon, and reads as `findings::extract`.
+    let default = Labeler::default();
+    assert_eq!(default.lexicon(), &Lexicon::builtin());
+    for sentence in [text, "No pleural effusion. Possible atelectasis."] {
+        assert_eq!(default.extract(sentence), findings::extract(sentence));
+    }
+}

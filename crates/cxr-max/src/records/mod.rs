@@ -1,0 +1,155 @@
+//! Schema-tolerant reading of CXR-MAX record files (JSON array, JSONL, CSV; Parquet with the
+//! `parquet` feature) into samples: one image, its prompt and every teacher trajectory.
+//!
+//! - [`format`]: the file formats (by extension), opening `.gz`, and the JSON array, CSV and
+//!   Parquet readers.
+//! - [`jsonl`]: JSON Lines, read in blocks parsed in parallel, with the typed fast path.
+//! - [`schema`]: schema tolerance: field names, the layouts (nested, wide, long) and
+//!   [`FieldMapping`] for the ones nobody foresaw.
+//! - [`group`]: grouping the records of one image into a [`Sample`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::Result;
+
+mod format;
+mod group;
+mod jsonl;
+mod schema;
+
+pub use format::Format;
+pub(crate) use format::open_text;
+pub use schema::{FieldMapping, KNOWN_TEACHERS};
+
+use group::Interpreter;
+use schema::Parsed;
+
+/// One teacher's trajectory for one image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Trajectory {
+    /// Teacher (source model) name.
+    pub teacher: String,
+    /// The trajectory text.
+    pub text: String,
+}
+
+/// One image with its prompt and all its teacher trajectories.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    /// MIMIC-CXR `dicom_id` (the image).
+    pub dicom_id: String,
+    /// MIMIC-CXR `subject_id` (patient), when the record has it.
+    pub subject_id: Option<u64>,
+    /// MIMIC-CXR `study_id`, when the record has it.
+    pub study_id: Option<u64>,
+    /// The prompt the teachers answered.
+    pub prompt: Option<String>,
+    /// The radiology report, when present.
+    pub report: Option<String>,
+    /// The diagnosis string of the record (authors' `diagnose` field), when present.
+    pub diagnose: Option<String>,
+    /// Trajectories, one per teacher, in file order.
+    pub trajectories: Vec<Trajectory>,
+    /// Where the record is: file and 1-based line (JSONL, CSV) or record index (JSON, Parquet).
+    pub source: Location,
+}
+
+/// A file position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line (JSONL, CSV counting the header) or 1-based record number (JSON array).
+    pub line: usize,
+}
+
+/// A record that was read but not kept, with the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rejected {
+    /// Where it is.
+    pub source: Location,
+    /// Its id, when one could be read.
+    pub record_id: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw text of the record (possibly truncated to 2000 characters).
+    pub raw: String,
+}
+
+/// The result of reading a record file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecordsRead {
+    /// Samples kept, grouped by image.
+    pub samples: Vec<Sample>,
+    /// Records rejected, with reasons.
+    pub rejected: Vec<Rejected>,
+    /// Records (lines, array items, rows) read: `read = kept_records + rejected.len()`.
+    pub read: usize,
+    /// Records that went into a sample (several in the long layout make one sample).
+    pub kept_records: usize,
+    /// Fields that were present but not understood, with how many records had each.
+    pub unknown_fields: BTreeMap<String, usize>,
+}
+
+/// Reads a record file. Bad records are rejected with a reason (lenient); nothing is
+/// silently dropped: `read = kept_records + rejected`.
+///
+/// # Errors
+/// [`CxrError::Io`](crate::CxrError::Io) and [`CxrError::Schema`](crate::CxrError::Schema)
+/// for files that cannot be read at all (including a truncated gzip stream, reported with
+/// the line reached).
+pub fn read_records(path: &Path, mapping: &FieldMapping) -> Result<RecordsRead> {
+    let mut interpreter = Interpreter::new(mapping);
+    format::read_rows(path, &mut |rows| interpreter.feed(rows))?;
+    Ok(interpreter.finish())
+}
+
+/// One raw record: its location, its object (or why it is not one) and its text.
+pub(crate) struct RawRow {
+    pub(crate) source: Location,
+    pub(crate) object: std::result::Result<Map<String, Value>, String>,
+    pub(crate) raw: String,
+    /// Already interpreted by the typed fast path (then `object` is unused).
+    pub(crate) parsed: Option<Parsed>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A teacher twice in one record is rejected with its line, on the typed fast path and on
+    /// the general one (an unknown field forces the latter); a teacher of an image seen on an
+    /// earlier line is a duplicate of that line.
+    #[test]
+    fn repeated_teachers_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("cxr-max-twice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let twice = r#"{"dicom_id":"a","trajectories":[{"model":"A","response":"x"},{"model":"A","response":"y"}]}"#;
+        let general = r#"{"dicom_id":"b","note":1,"trajectories":[{"model":"B","response":"x"},{"model":"B","response":"y"}]}"#;
+        let first = r#"{"dicom_id":"c","trajectories":[{"model":"C","response":"x"}]}"#;
+        let path = dir.join("r.jsonl");
+        std::fs::write(&path, format!("{twice}\n{general}\n{first}\n{first}\n")).unwrap();
+        let r = read_records(&path, &FieldMapping::default()).unwrap();
+        let reasons: Vec<(usize, &str)> = r
+            .rejected
+            .iter()
+            .map(|x| (x.source.line, x.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "teacher `A` appears twice in the record"),
+                (2, "teacher `B` appears twice in the record"),
+                (
+                    4,
+                    "duplicate trajectory of teacher `C` for image c (first at line 3)"
+                ),
+            ]
+        );
+        assert_eq!((r.read, r.kept_records, r.samples.len()), (4, 1, 1));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
