@@ -156,51 +156,112 @@ pub fn concept_targets(items: &[Item]) -> Vec<[f32; 14]> {
 }
 
 /// Concept targets from the consensus, one per item: the findings stated by the `chosen`
-/// trajectory of the item's row in a preference file in our layout; `None` for an item
-/// without a row (it carries no concept loss).
-///
-/// # Errors
-/// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
-pub fn consensus_targets(path: &Path, items: &[Item]) -> Result<Vec<Option<[f32; 14]>>> {
+/// trajectory of the item's row in the preferences; `None` for an item without a row (it
+/// carries no concept loss).
+pub fn consensus_targets(prefs: &Preferences, items: &[Item]) -> Vec<Option<[f32; 14]>> {
     let mut out = vec![None; items.len()];
-    for (_, row, image) in preference_rows(path, items)? {
+    for (_, row, image) in prefs.matched(items) {
         if let Some(i) = image {
             out[i] = Some(text_concepts(&row.chosen));
         }
     }
-    Ok(out)
+    out
 }
 
-/// The rows of a preference file in our layout, each with its 1-based line and the index of
-/// its image among `items` (`None` when the image is not among them); blank lines skipped.
-///
-/// # Errors
-/// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
-fn preference_rows(
-    path: &Path,
-    items: &[Item],
-) -> Result<Vec<(usize, apo_consensus::export::OursRow, Option<usize>)>> {
-    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
-    let index: HashMap<&str, usize> = items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
-        .collect();
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: apo_consensus::export::OursRow =
-            serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
+/// The preference sets of stage 2 in our layout (`apo consensus build --export ours`), read
+/// and parsed once: what stage 2 builds its groups from and the consensus concept targets
+/// are read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preferences {
+    /// The file the rows come from (or a name for rows from elsewhere): errors name it.
+    pub source: PathBuf,
+    /// The rows, each with its 1-based line.
+    pub rows: Vec<(usize, apo_consensus::export::OursRow)>,
+    /// The file's bytes (or the rows as JSON lines): part of stage 2's reference-cache key.
+    content: Vec<u8>,
+}
+
+impl Preferences {
+    /// Reads and parses a preference file; blank lines are skipped.
+    ///
+    /// # Errors
+    /// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
+    pub fn read(path: &Path) -> Result<Self> {
+        let content = std::fs::read(path).map_err(crate::error::io_err(path))?;
+        let text = std::str::from_utf8(&content).map_err(|e| TrainError::BadPreference {
+            source_file: path.to_owned(),
+            line: 1 + content[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            message: format!("not UTF-8: {e}"),
+        })?;
+        let mut rows = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row = serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
                 source_file: path.to_owned(),
                 line: n + 1,
                 message: format!("not a preference row in our layout: {e}"),
             })?;
-        let image = index.get(row.id.as_str()).copied();
-        rows.push((n + 1, row, image));
+            rows.push((n + 1, row));
+        }
+        Ok(Preferences {
+            source: path.to_owned(),
+            rows,
+            content,
+        })
     }
-    Ok(rows)
+
+    /// Rows already in memory (e.g. from `apo_consensus::export`), named `source` in errors;
+    /// row `i` counts as line `i + 1`. Their cache-key content is the rows as JSON lines, what
+    /// a file of them holds.
+    pub fn from_rows(
+        source: impl Into<PathBuf>,
+        rows: Vec<apo_consensus::export::OursRow>,
+    ) -> Self {
+        let mut content = Vec::new();
+        for row in &rows {
+            // A row of strings, numbers and lists always serialises.
+            if let Ok(line) = serde_json::to_string(row) {
+                content.extend_from_slice(line.as_bytes());
+            }
+            content.push(b'\n');
+        }
+        Preferences {
+            source: source.into(),
+            rows: rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (i + 1, r))
+                .collect(),
+            content,
+        }
+    }
+
+    /// The bytes stage 2's reference-cache key hashes.
+    pub fn content(&self) -> &[u8] {
+        &self.content
+    }
+
+    /// Each row with its line and the index of its image among `items` (`None` when the
+    /// image is not among them).
+    fn matched<'a>(
+        &'a self,
+        items: &[Item],
+    ) -> impl Iterator<Item = (usize, &'a apo_consensus::export::OursRow, Option<usize>)> {
+        let index: HashMap<&str, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
+            .collect();
+        self.rows.iter().map(move |(line, row)| {
+            let image = index.get(row.id.as_str()).copied();
+            (*line, row, image)
+        })
+    }
 }
 
 /// Opens the data set and keeps the items of `split` (all when `None`).
@@ -312,15 +373,14 @@ pub fn sft_groups(
     Ok(out)
 }
 
-/// Stage-2 groups from a preference file in our layout (`apo consensus build --export
-/// ours`); images are matched to `items` by id (rows whose image is not among them are
-/// counted in the second return value, not used).
+/// Stage-2 groups from the preference sets; images are matched to `items` by id (rows whose
+/// image is not among them are counted in the second return value, not used).
 ///
 /// # Errors
-/// [`TrainError::BadPreference`] naming the line for a malformed row,
-/// [`TrainError::NoNegatives`] for a row without negatives, [`TrainError::TooLong`].
+/// [`TrainError::NoNegatives`] for a row without negatives, [`TrainError::TooLong`],
+/// [`TrainError::Empty`] when no row matches an image.
 pub fn preference_groups(
-    path: &Path,
+    prefs: &Preferences,
     items: &[Item],
     tok: &TextTokenizer,
     max_len: usize,
@@ -328,12 +388,12 @@ pub fn preference_groups(
 ) -> Result<(Vec<Group>, usize)> {
     let mut groups = Vec::new();
     let mut unmatched = 0;
-    for (line_no, row, image) in preference_rows(path, items)? {
+    for (line_no, row, image) in prefs.matched(items) {
         if row.rejected.is_empty() {
             return Err(TrainError::NoNegatives {
-                source_file: path.to_owned(),
+                source_file: prefs.source.clone(),
                 line: line_no,
-                id: row.id,
+                id: row.id.clone(),
             });
         }
         let Some(image) = image else {
@@ -369,7 +429,7 @@ pub fn preference_groups(
             None
         };
         groups.push(Group {
-            id: row.id,
+            id: row.id.clone(),
             image,
             sequences,
             weights,
@@ -378,7 +438,7 @@ pub fn preference_groups(
     if groups.is_empty() {
         return Err(TrainError::Empty(format!(
             "{}: no preference group matches an image of the data set ({unmatched} rows unmatched)",
-            path.display()
+            prefs.source.display()
         )));
     }
     Ok((groups, unmatched))

@@ -207,10 +207,11 @@ pub fn evaluate<B: ApoKernels>(
     })
 }
 
-/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, and evaluates on `split`.
+/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, opens the data set in
+/// `data_dir` and evaluates on `split`: [`evaluate_dir_on`] on its items.
 ///
 /// # Errors
-/// As [`evaluate`], checkpoint errors.
+/// As [`evaluate_dir_on`], data set errors.
 pub fn evaluate_dir<B: ApoKernels>(
     model_dir: &Path,
     tokenizer: &Path,
@@ -220,13 +221,29 @@ pub fn evaluate_dir<B: ApoKernels>(
     evaluated: &[Finding],
     device: &B::Device,
 ) -> Result<EvalReport> {
+    let items = crate::data::open_items(data_dir, split)?;
+    evaluate_dir_on::<B>(model_dir, tokenizer, &items, settings, evaluated, device)
+}
+
+/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, and evaluates on `items`
+/// (already opened).
+///
+/// # Errors
+/// As [`evaluate`], checkpoint errors.
+pub fn evaluate_dir_on<B: ApoKernels>(
+    model_dir: &Path,
+    tokenizer: &Path,
+    items: &[Item],
+    settings: &Generation,
+    evaluated: &[Finding],
+    device: &B::Device,
+) -> Result<EvalReport> {
     let tok = TextTokenizer::from_file(tokenizer)?;
     let (model, config) = crate::checkpoint::load_model::<B>(model_dir, device)?;
-    let items = crate::data::open_items(data_dir, split)?;
     evaluate(
         &model,
         &tok,
-        &items,
+        items,
         config.image_size,
         settings,
         evaluated,

@@ -10,12 +10,13 @@ use burn::module::AutodiffModule;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
+use cxr_max::dataset::Item;
 
 use apo_loss::tensor::{PreferenceBatch, token_logprobs};
 
 use crate::checkpoint::{self, fnv};
-use crate::config::RunConfig;
-use crate::data::{self, Batch, Images};
+use crate::config::{ConceptTargets, RunConfig};
+use crate::data::{self, Batch, Images, Preferences};
 use crate::error::io_err;
 use crate::tokenizer::TextTokenizer;
 use crate::{ApoKernels, Result, Student, TrainBackend, TrainError};
@@ -68,11 +69,11 @@ fn image_paths(items: &[cxr_max::dataset::Item]) -> Vec<PathBuf> {
     items.iter().map(|i| i.image.clone()).collect()
 }
 
-/// Stage 1: supervised bootstrapping on the union of all teacher trajectories. Writes
-/// `OUT/tokenizer.json` and `OUT/sft/{model.bin, model.json, metrics.jsonl, checkpoints/}`.
+/// Stage 1 on the data set of `config.data` (its `split`), and, when the concept head learns
+/// the consensus, the preference file of `config.data.preferences`: [`sft_on`] on them.
 ///
 /// # Errors
-/// Configuration, data, tokenizer, checkpoint and file errors.
+/// As [`sft_on`]; data set and preference-file errors.
 pub fn sft<B: TrainBackend>(
     config: &RunConfig,
     device: &B::Device,
@@ -80,13 +81,42 @@ pub fn sft<B: TrainBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
-    let _span = tracing::info_span!("sft").entered();
     let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
-    let tok = tokenizer(config, &items)?;
+    let prefs = match (config.model.concept_weight > 0.0, &config.data.preferences) {
+        (true, Some(path)) if config.model.concept_targets == ConceptTargets::Consensus => {
+            Some(Preferences::read(path)?)
+        }
+        _ => None,
+    };
+    sft_on::<B>(config, &items, prefs.as_ref(), device, resume, observer)
+}
+
+/// Stage 1: supervised bootstrapping on the union of all teacher trajectories of `items`
+/// (already opened; `prefs` the preference sets whose consensus the concept head learns,
+/// needed only then). Writes `OUT/tokenizer.json` and
+/// `OUT/sft/{model.bin, model.json, metrics.jsonl, checkpoints/}`.
+///
+/// # Errors
+/// Configuration, data, tokenizer, checkpoint and file errors;
+/// [`TrainError::Config`] when the concept head learns the consensus and `prefs` is `None`.
+pub fn sft_on<B: TrainBackend>(
+    config: &RunConfig,
+    items: &[Item],
+    prefs: Option<&Preferences>,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    if items.is_empty() {
+        return Err(TrainError::Empty("no image to train on".into()));
+    }
+    let _span = tracing::info_span!("sft").entered();
+    let tok = tokenizer(config, items)?;
     let model_config = config.model.student(tok.vocab_size());
     model_config.validate()?;
     let groups = data::sft_groups(
-        &items,
+        items,
         &tok,
         model_config.max_text_len,
         config.data.truncate,
@@ -96,10 +126,10 @@ pub fn sft<B: TrainBackend>(
     if groups.is_empty() {
         return Err(TrainError::Empty("no trajectory to train on".into()));
     }
-    let images = Images::load(&image_paths(&items), model_config.image_size)?;
+    let images = Images::load(&image_paths(items), model_config.image_size)?;
     let concept_weight = config.model.concept_weight;
     let concepts = if concept_weight > 0.0 {
-        concept_table(config, &items)?
+        concept_table(config, items, prefs)?
     } else {
         Vec::new()
     };
@@ -167,15 +197,11 @@ pub fn sft<B: TrainBackend>(
     Ok(report)
 }
 
-/// Stage 2: constraint-aware optimisation. The policy starts from the stage-1 model (with
-/// LoRA adapters when `apo.lora_rank > 0`), the frozen stage-1 model is the reference, and
-/// every step applies the configured `apo-loss` objective to the consensus and all negatives
-/// of each group. Writes `OUT/NAME/{model.bin, model.json, metrics.jsonl, checkpoints/}`
-/// (adapters merged into the saved model) and caches the reference log-probs in
-/// `OUT/reference/KEY.json`.
+/// Stage 2 on the data set of `config.data` (its `split`) and the preference file of
+/// `config.data.preferences`, each read once: [`apo_on`] on them.
 ///
 /// # Errors
-/// Configuration, data, checkpoint, loss and file errors.
+/// As [`apo_on`]; data set and preference-file errors.
 pub fn apo<B: TrainBackend>(
     config: &RunConfig,
     name: &str,
@@ -184,10 +210,33 @@ pub fn apo<B: TrainBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
+    let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
+    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    let prefs = Preferences::read(path)?;
+    apo_on::<B>(config, name, &items, &prefs, device, resume, observer)
+}
+
+/// Stage 2: constraint-aware optimisation on `items` and the preference sets `prefs`, already
+/// opened. The policy starts from the stage-1 model (with
+/// LoRA adapters when `apo.lora_rank > 0`), the frozen stage-1 model is the reference, and
+/// every step applies the configured `apo-loss` objective to the consensus and all negatives
+/// of each group. Writes `OUT/NAME/{model.bin, model.json, metrics.jsonl, checkpoints/}`
+/// (adapters merged into the saved model) and caches the reference log-probs in
+/// `OUT/reference/KEY.json`.
+///
+/// # Errors
+/// Configuration, data, checkpoint, loss and file errors.
+pub fn apo_on<B: TrainBackend>(
+    config: &RunConfig,
+    name: &str,
+    items: &[Item],
+    prefs: &Preferences,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
     let _span = tracing::info_span!("apo", name).entered();
-    let prefs = config
-        .preferences("the preference file of `apo consensus build --export ours`")?
-        .to_owned();
     let init_dir = config
         .apo
         .init
@@ -214,20 +263,19 @@ pub fn apo<B: TrainBackend>(
             expected: tok.vocab_size().to_string(),
         });
     }
-    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
     let (groups, unmatched) = data::preference_groups(
-        &prefs,
-        &items,
+        prefs,
+        items,
         &tok,
         model_config.max_text_len,
         config.data.truncate,
     )?;
     tracing::info!(groups = groups.len(), unmatched, "stage 2 data");
-    let images = Images::load(&image_paths(&items), model_config.image_size)?;
+    let images = Images::load(&image_paths(items), model_config.image_size)?;
     let dir = config.run.out.join(name);
     let read = |p: &Path| std::fs::read(p).map_err(io_err(p));
     let key = fnv(&[
-        &read(&prefs)?,
+        prefs.content(),
         &read(&tok_path)?,
         &read(&init_dir.join("model.bin"))?,
         serde_json::to_string(&config.data)
@@ -262,7 +310,7 @@ pub fn apo<B: TrainBackend>(
     let loss_fn = config.apo.loss.init()?;
     let concept_weight = config.model.concept_weight;
     let concepts = if concept_weight > 0.0 && model_config.concept_head {
-        concept_table(config, &items)?
+        concept_table(config, items, Some(prefs))?
     } else {
         Vec::new()
     };
@@ -374,23 +422,26 @@ pub fn preference_step_on<B: ApoKernels>(
 /// The concept targets of a run, one per item (`None`: no concept loss for that image).
 ///
 /// # Errors
-/// [`TrainError::Config`] when the targets are the consensus and `data.preferences` is not
-/// set; the preference file's errors.
+/// [`TrainError::Config`] when the targets are the consensus and there are no preferences.
 fn concept_table(
     config: &RunConfig,
-    items: &[cxr_max::dataset::Item],
+    items: &[Item],
+    prefs: Option<&Preferences>,
 ) -> Result<Vec<Option<[f32; 14]>>> {
     match config.model.concept_targets {
-        crate::config::ConceptTargets::Teachers => {
+        ConceptTargets::Teachers => {
             Ok(data::concept_targets(items).into_iter().map(Some).collect())
         }
-        crate::config::ConceptTargets::Consensus => {
-            let path = config.preferences(
-                "the preference file whose consensus trajectories the concept head learns \
-                 (or model.concept_targets = \"teachers\")",
-            )?;
-            data::consensus_targets(path, items)
-        }
+        ConceptTargets::Consensus => match prefs {
+            Some(prefs) => Ok(data::consensus_targets(prefs, items)),
+            None => Err(TrainError::Config {
+                field: "data.preferences".into(),
+                value: "(none)".into(),
+                expected: "the preference file whose consensus trajectories the concept head \
+                           learns (or model.concept_targets = \"teachers\")"
+                    .into(),
+            }),
+        },
     }
 }
 
