@@ -7,7 +7,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use cxr_max::dataset::{Dataset, DatasetOptions, Item};
 use cxr_max::images::{ImageLoader, ImageLoaderConfig};
-use cxr_max::rng::Rng;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_xoshiro::SplitMix64;
 
 use crate::tokenizer::TextTokenizer;
 use crate::{Result, TrainError};
@@ -357,10 +359,8 @@ pub fn sft_groups(
     }
     let mut out = Vec::new();
     for (g, mut group) in whole.into_iter().enumerate() {
-        let mut rng = Rng::substream(seed ^ 0x5f17_7a3c_0000_0000, g as u64);
-        for i in (1..group.sequences.len()).rev() {
-            group.sequences.swap(i, rng.below(i + 1));
-        }
+        let mut rng = substream(seed ^ 0x5f17_7a3c_0000_0000, g as u64);
+        group.sequences.shuffle(&mut rng);
         for chunk in group.sequences.chunks(per_group) {
             out.push(Group {
                 id: group.id.clone(),
@@ -454,15 +454,21 @@ pub fn micro_batch(seed: u64, units: usize, batch: usize, m: usize) -> Vec<usize
         let (epoch, offset) = (pos / units, pos % units);
         if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut perm: Vec<usize> = (0..units).collect();
-            let mut rng = Rng::substream(seed, epoch as u64);
-            for i in (1..units).rev() {
-                perm.swap(i, rng.below(i + 1));
-            }
+            perm.shuffle(&mut substream(seed, epoch as u64));
             cached = Some((epoch, perm));
         }
         out.push(cached.as_ref().expect("permutation").1[offset]);
     }
     out
+}
+
+/// The generator of the `stream`-th independent sub-stream of `seed` (an epoch of the data
+/// order, an image's trajectories): SplitMix64 started from `seed` and the stream index
+/// mixed by an odd constant, one output skipped.
+pub(crate) fn substream(seed: u64, stream: u64) -> SplitMix64 {
+    let mut rng = SplitMix64::seed_from_u64(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    rand::RngCore::next_u64(&mut rng);
+    rng
 }
 
 /// A micro-batch on a device: `G` groups of `S` sequences (groups with fewer sequences are
@@ -561,5 +567,45 @@ pub fn make_batch<B: Backend>(
         }),
         groups: which.len(),
         per_group: s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    /// `seed_from_u64` of rand_xoshiro's SplitMix64 sets the state to the seed itself (no
+    /// seed expansion): its first output is the reference implementation's for that state.
+    #[test]
+    fn splitmix_seed_is_the_state() {
+        let mut rng = SplitMix64::seed_from_u64(1_477_776_061_723_855_037);
+        assert_eq!(rng.next_u64(), 1_985_237_415_132_408_290);
+    }
+
+    /// Every epoch of the data order visits each unit once, and any micro-batch is a function
+    /// of `(seed, m)` alone.
+    #[test]
+    fn micro_batches_cover_each_epoch_once() {
+        let (units, batch) = (10, 5);
+        let epoch: Vec<usize> = (0..2)
+            .flat_map(|m| micro_batch(3, units, batch, m))
+            .collect();
+        let mut sorted = epoch.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..units).collect::<Vec<_>>());
+        assert_ne!(epoch, (0..units).collect::<Vec<_>>(), "shuffled");
+        assert_eq!(
+            micro_batch(3, units, batch, 7),
+            micro_batch(3, units, batch, 7)
+        );
+        assert_ne!(
+            micro_batch(3, units, batch, 2),
+            micro_batch(3, units, batch, 0)
+        );
+        assert_ne!(
+            micro_batch(4, units, batch, 0),
+            micro_batch(3, units, batch, 0)
+        );
     }
 }

@@ -565,9 +565,11 @@ fn concept_head_targets_and_stage_one_loss() {
                 .unwrap()
                 .metrics,
         );
+        // About ln 2 (a head that knows nothing; its initial logits are small but not zero,
+        // so the first micro-batch's targets move it by up to about 0.1).
         let extra = with[0].loss - plain[0].loss;
         assert!(
-            (extra - 2f64.ln()).abs() < 0.05,
+            (extra - 2f64.ln()).abs() < 0.15,
             "{targets:?}: concept loss at step 0: {extra}"
         );
         // The step metrics carry the unweighted cross-entropy itself.

@@ -15,6 +15,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::SplitMix64;
 
 type B = Autodiff<NdArray>;
 
@@ -32,13 +34,8 @@ fn main() -> Result<(), apo_train::TrainError> {
         .with_max_text_len(24);
     let mut model = model_config.init::<B>(&device)?;
     // Eight images, each with a chosen sequence (a repeating pattern) and three noisy negatives.
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = SplitMix64::seed_from_u64(0x1234_5678_9abc_def0u64);
+    let mut next = move |n: u64| rng.random_range(0..n);
     let images = Images {
         size: 16,
         pixels: (0..8)
