@@ -43,6 +43,13 @@ const RULES: &[Rule] = &[
         why: "apo-loss with `serde` stays light",
     },
     Rule {
+        krate: "apo-loss",
+        features: &["burn"],
+        forbidden: &["burn-ndarray", "burn-wgpu", "burn-cuda"],
+        only: None,
+        why: "apo-loss with `burn` picks no backend (the CPU kernels are its `ndarray` feature)",
+    },
+    Rule {
         krate: "loss-downstream",
         features: &[],
         forbidden: &["burn", "polars", "image"],

@@ -21,13 +21,15 @@ commands:
   bench data    cxr-max read + join and image decode throughput (release build), JSON
   bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON
   bench train      stage-2 steps/s and memory of the reference student config (CPU), JSON
-  check-backends   cargo check of apo with --features wgpu and --features cuda
+  check-backends   cargo check of apo with --features wgpu and --features cuda, and of a
+                   GPU-only apo-train (--no-default-features --features wgpu)
   gpu-smoke --backend cuda|wgpu
                    build apo with the GPU backend, train a few steps on a simulated
                    set, check the loss falls (for a machine with a GPU)";
 
 /// Feature set every workspace-wide step uses, so one build serves clippy, tests and docs.
-const WORKSPACE_FEATURES: &str = "apo-loss/burn,cxr-max/burn";
+/// `apo-loss/ndarray` runs its tensor tests on the CPU backend (its `burn` feature picks none).
+const WORKSPACE_FEATURES: &str = "apo-loss/burn,apo-loss/ndarray,cxr-max/burn";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -156,7 +158,7 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
                 "-p",
                 "apo-loss",
                 "--features",
-                "burn",
+                "ndarray",
                 "--bench",
                 "loss",
                 "--",
@@ -272,7 +274,18 @@ fn check_backends() -> Result<(), String> {
     for backend in ["wgpu", "cuda"] {
         cargo(&["check", "-p", "apo-cli", "--features", backend], &[])?;
     }
-    Ok(())
+    // A GPU-only apo-train: no CPU backend, no NdArray kernels.
+    cargo(
+        &[
+            "check",
+            "-p",
+            "apo-train",
+            "--no-default-features",
+            "--features",
+            "wgpu",
+        ],
+        &[],
+    )
 }
 
 fn number_after(json: &str, key: &str) -> Option<f64> {

@@ -4,6 +4,8 @@
 //! resident memory after the warm-up and at the end (it must not grow with the steps).
 //! Prints one JSON line. `benches/train_torch.py` is the same model and step in PyTorch.
 
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use std::time::Instant;
 
 use apo_train::StudentConfig;
@@ -51,13 +53,8 @@ fn main() {
         .with_decoder_layers(2)
         .with_max_text_len(seq_len);
     let mut model = config.init::<B>(&device).expect("model");
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = SplitMix64::seed_from_u64(0x2545_F491_4F6C_DD1Du64);
+    let mut next = move |n: u64| rng.random_range(0..n);
     let n_groups = 32;
     let images = Images {
         size: 64,

@@ -34,6 +34,7 @@ pub struct State {
     /// Fingerprint of everything that must not change on resume.
     pub fingerprint: String,
     /// The architecture.
+    #[serde(deserialize_with = "deserialize_student")]
     pub model: StudentConfig,
 }
 
@@ -216,9 +217,15 @@ pub fn save_model<B: burn::tensor::backend::Backend>(
 }
 
 /// Reads a `model.json`; fields added since it was written take their defaults (a model
-/// saved before `concept_input` existed has none).
+/// saved before `concept_input` existed has none; one saved before `n_concepts` has 14).
 fn student_config(text: &str) -> std::result::Result<StudentConfig, serde_json::Error> {
-    let mut value: serde_json::Value = serde_json::from_str(text)?;
+    student_config_value(serde_json::from_str(text)?)
+}
+
+/// [`student_config`] on a parsed value.
+fn student_config_value(
+    mut value: serde_json::Value,
+) -> std::result::Result<StudentConfig, serde_json::Error> {
     let vocab = value.get("vocab_size").and_then(serde_json::Value::as_u64);
     if let (Some(saved), Some(vocab)) = (value.as_object_mut(), vocab)
         && let serde_json::Value::Object(defaults) =
@@ -229,6 +236,15 @@ fn student_config(text: &str) -> std::result::Result<StudentConfig, serde_json::
         }
     }
     serde_json::from_value(value)
+}
+
+/// The architecture of a `state.json`, with the defaults of fields added since it was
+/// written (as [`student_config`]), so older checkpoints still resume.
+fn deserialize_student<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<StudentConfig, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    student_config_value(value).map_err(serde::de::Error::custom)
 }
 
 /// Loads a final model written by [`save_model`].
@@ -261,8 +277,23 @@ mod tests {
         let object = saved.as_object_mut().unwrap();
         object.remove("concept_input");
         object.remove("concept_head");
+        object.remove("n_concepts");
         let config = student_config(&saved.to_string()).unwrap();
         assert_eq!(config, StudentConfig::new(300).with_d_model(64));
+        assert_eq!(config.n_concepts, 14);
+        // The same for the architecture in a checkpoint's state.
+        let state = State {
+            stage: "sft".into(),
+            step: 3,
+            micro_batches: 3,
+            seed: 0,
+            lr: 1e-3,
+            fingerprint: "f".into(),
+            model: StudentConfig::new(300).with_d_model(64),
+        };
+        let mut json = serde_json::to_value(&state).unwrap();
+        json["model"].as_object_mut().unwrap().remove("n_concepts");
+        assert_eq!(serde_json::from_value::<State>(json).unwrap(), state);
         assert!(student_config(r#"{"d_model": 64}"#).is_err());
         assert!(student_config("not json").is_err());
     }

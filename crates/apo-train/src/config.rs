@@ -119,22 +119,25 @@ pub struct ModelConfig {
 }
 
 impl Default for ModelConfig {
+    /// The architecture defaults of [`crate::StudentConfig`] (their one source), no concept
+    /// head.
     fn default() -> Self {
+        let student = crate::StudentConfig::new(0);
         ModelConfig {
-            image_size: 64,
-            patch_size: 8,
-            d_model: 128,
-            n_heads: 4,
-            encoder_layers: 2,
-            decoder_layers: 2,
-            mlp_ratio: 4,
-            max_text_len: 192,
-            dropout: 0.0,
-            activation: crate::Activation::Relu,
-            image_summary: true,
+            image_size: student.image_size,
+            patch_size: student.patch_size,
+            d_model: student.d_model,
+            n_heads: student.n_heads,
+            encoder_layers: student.encoder_layers,
+            decoder_layers: student.decoder_layers,
+            mlp_ratio: student.mlp_ratio,
+            max_text_len: student.max_text_len,
+            dropout: student.dropout,
+            activation: student.activation,
+            image_summary: student.image_summary,
             concept_weight: 0.0,
             concept_targets: ConceptTargets::Consensus,
-            concept_input: false,
+            concept_input: student.concept_input,
         }
     }
 }
@@ -169,6 +172,7 @@ impl ModelConfig {
             .with_image_summary(self.image_summary)
             .with_concept_head(self.concept_weight > 0.0)
             .with_concept_input(self.concept_input)
+            .with_n_concepts(cxr_max::Finding::ALL.len())
     }
 }
 
@@ -440,5 +444,28 @@ impl RunConfig {
             .init()
             .map_err(|e| bad("apo.loss", format!("{:?}", self.apo.loss), &e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run configuration's model section takes its architecture defaults from
+    /// `StudentConfig`, and its student has one concept output per finding.
+    #[test]
+    fn model_defaults_are_the_student_defaults() {
+        let student = ModelConfig::default().student(500);
+        assert_eq!(student, crate::StudentConfig::new(500));
+        assert_eq!(student.n_concepts, cxr_max::Finding::ALL.len());
+        let with_head = ModelConfig {
+            concept_weight: 0.5,
+            ..ModelConfig::default()
+        }
+        .student(500);
+        assert_eq!(
+            with_head,
+            crate::StudentConfig::new(500).with_concept_head(true)
+        );
     }
 }

@@ -7,7 +7,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use cxr_max::dataset::{Dataset, DatasetOptions, Item};
 use cxr_max::images::{ImageLoader, ImageLoaderConfig};
-use cxr_max::rng::Rng;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_xoshiro::SplitMix64;
 
 use crate::tokenizer::TextTokenizer;
 use crate::{Result, TrainError};
@@ -156,51 +158,112 @@ pub fn concept_targets(items: &[Item]) -> Vec<[f32; 14]> {
 }
 
 /// Concept targets from the consensus, one per item: the findings stated by the `chosen`
-/// trajectory of the item's row in a preference file in our layout; `None` for an item
-/// without a row (it carries no concept loss).
-///
-/// # Errors
-/// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
-pub fn consensus_targets(path: &Path, items: &[Item]) -> Result<Vec<Option<[f32; 14]>>> {
+/// trajectory of the item's row in the preferences; `None` for an item without a row (it
+/// carries no concept loss).
+pub fn consensus_targets(prefs: &Preferences, items: &[Item]) -> Vec<Option<[f32; 14]>> {
     let mut out = vec![None; items.len()];
-    for (_, row, image) in preference_rows(path, items)? {
+    for (_, row, image) in prefs.matched(items) {
         if let Some(i) = image {
             out[i] = Some(text_concepts(&row.chosen));
         }
     }
-    Ok(out)
+    out
 }
 
-/// The rows of a preference file in our layout, each with its 1-based line and the index of
-/// its image among `items` (`None` when the image is not among them); blank lines skipped.
-///
-/// # Errors
-/// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
-fn preference_rows(
-    path: &Path,
-    items: &[Item],
-) -> Result<Vec<(usize, apo_consensus::export::OursRow, Option<usize>)>> {
-    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
-    let index: HashMap<&str, usize> = items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
-        .collect();
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: apo_consensus::export::OursRow =
-            serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
+/// The preference sets of stage 2 in our layout (`apo consensus build --export ours`), read
+/// and parsed once: what stage 2 builds its groups from and the consensus concept targets
+/// are read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preferences {
+    /// The file the rows come from (or a name for rows from elsewhere): errors name it.
+    pub source: PathBuf,
+    /// The rows, each with its 1-based line.
+    pub rows: Vec<(usize, apo_consensus::export::OursRow)>,
+    /// The file's bytes (or the rows as JSON lines): part of stage 2's reference-cache key.
+    content: Vec<u8>,
+}
+
+impl Preferences {
+    /// Reads and parses a preference file; blank lines are skipped.
+    ///
+    /// # Errors
+    /// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
+    pub fn read(path: &Path) -> Result<Self> {
+        let content = std::fs::read(path).map_err(crate::error::io_err(path))?;
+        let text = std::str::from_utf8(&content).map_err(|e| TrainError::BadPreference {
+            source_file: path.to_owned(),
+            line: 1 + content[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            message: format!("not UTF-8: {e}"),
+        })?;
+        let mut rows = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row = serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
                 source_file: path.to_owned(),
                 line: n + 1,
                 message: format!("not a preference row in our layout: {e}"),
             })?;
-        let image = index.get(row.id.as_str()).copied();
-        rows.push((n + 1, row, image));
+            rows.push((n + 1, row));
+        }
+        Ok(Preferences {
+            source: path.to_owned(),
+            rows,
+            content,
+        })
     }
-    Ok(rows)
+
+    /// Rows already in memory (e.g. from `apo_consensus::export`), named `source` in errors;
+    /// row `i` counts as line `i + 1`. Their cache-key content is the rows as JSON lines, what
+    /// a file of them holds.
+    pub fn from_rows(
+        source: impl Into<PathBuf>,
+        rows: Vec<apo_consensus::export::OursRow>,
+    ) -> Self {
+        let mut content = Vec::new();
+        for row in &rows {
+            // A row of strings, numbers and lists always serialises.
+            if let Ok(line) = serde_json::to_string(row) {
+                content.extend_from_slice(line.as_bytes());
+            }
+            content.push(b'\n');
+        }
+        Preferences {
+            source: source.into(),
+            rows: rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (i + 1, r))
+                .collect(),
+            content,
+        }
+    }
+
+    /// The bytes stage 2's reference-cache key hashes.
+    pub fn content(&self) -> &[u8] {
+        &self.content
+    }
+
+    /// Each row with its line and the index of its image among `items` (`None` when the
+    /// image is not among them).
+    fn matched<'a>(
+        &'a self,
+        items: &[Item],
+    ) -> impl Iterator<Item = (usize, &'a apo_consensus::export::OursRow, Option<usize>)> {
+        let index: HashMap<&str, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
+            .collect();
+        self.rows.iter().map(move |(line, row)| {
+            let image = index.get(row.id.as_str()).copied();
+            (*line, row, image)
+        })
+    }
 }
 
 /// Opens the data set and keeps the items of `split` (all when `None`).
@@ -296,10 +359,8 @@ pub fn sft_groups(
     }
     let mut out = Vec::new();
     for (g, mut group) in whole.into_iter().enumerate() {
-        let mut rng = Rng::substream(seed ^ 0x5f17_7a3c_0000_0000, g as u64);
-        for i in (1..group.sequences.len()).rev() {
-            group.sequences.swap(i, rng.below(i + 1));
-        }
+        let mut rng = substream(seed ^ 0x5f17_7a3c_0000_0000, g as u64);
+        group.sequences.shuffle(&mut rng);
         for chunk in group.sequences.chunks(per_group) {
             out.push(Group {
                 id: group.id.clone(),
@@ -312,15 +373,14 @@ pub fn sft_groups(
     Ok(out)
 }
 
-/// Stage-2 groups from a preference file in our layout (`apo consensus build --export
-/// ours`); images are matched to `items` by id (rows whose image is not among them are
-/// counted in the second return value, not used).
+/// Stage-2 groups from the preference sets; images are matched to `items` by id (rows whose
+/// image is not among them are counted in the second return value, not used).
 ///
 /// # Errors
-/// [`TrainError::BadPreference`] naming the line for a malformed row,
-/// [`TrainError::NoNegatives`] for a row without negatives, [`TrainError::TooLong`].
+/// [`TrainError::NoNegatives`] for a row without negatives, [`TrainError::TooLong`],
+/// [`TrainError::Empty`] when no row matches an image.
 pub fn preference_groups(
-    path: &Path,
+    prefs: &Preferences,
     items: &[Item],
     tok: &TextTokenizer,
     max_len: usize,
@@ -328,12 +388,12 @@ pub fn preference_groups(
 ) -> Result<(Vec<Group>, usize)> {
     let mut groups = Vec::new();
     let mut unmatched = 0;
-    for (line_no, row, image) in preference_rows(path, items)? {
+    for (line_no, row, image) in prefs.matched(items) {
         if row.rejected.is_empty() {
             return Err(TrainError::NoNegatives {
-                source_file: path.to_owned(),
+                source_file: prefs.source.clone(),
                 line: line_no,
-                id: row.id,
+                id: row.id.clone(),
             });
         }
         let Some(image) = image else {
@@ -369,7 +429,7 @@ pub fn preference_groups(
             None
         };
         groups.push(Group {
-            id: row.id,
+            id: row.id.clone(),
             image,
             sequences,
             weights,
@@ -378,7 +438,7 @@ pub fn preference_groups(
     if groups.is_empty() {
         return Err(TrainError::Empty(format!(
             "{}: no preference group matches an image of the data set ({unmatched} rows unmatched)",
-            path.display()
+            prefs.source.display()
         )));
     }
     Ok((groups, unmatched))
@@ -394,15 +454,21 @@ pub fn micro_batch(seed: u64, units: usize, batch: usize, m: usize) -> Vec<usize
         let (epoch, offset) = (pos / units, pos % units);
         if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut perm: Vec<usize> = (0..units).collect();
-            let mut rng = Rng::substream(seed, epoch as u64);
-            for i in (1..units).rev() {
-                perm.swap(i, rng.below(i + 1));
-            }
+            perm.shuffle(&mut substream(seed, epoch as u64));
             cached = Some((epoch, perm));
         }
         out.push(cached.as_ref().expect("permutation").1[offset]);
     }
     out
+}
+
+/// The generator of the `stream`-th independent sub-stream of `seed` (an epoch of the data
+/// order, an image's trajectories): SplitMix64 started from `seed` and the stream index
+/// mixed by an odd constant, one output skipped.
+pub(crate) fn substream(seed: u64, stream: u64) -> SplitMix64 {
+    let mut rng = SplitMix64::seed_from_u64(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    rand::RngCore::next_u64(&mut rng);
+    rng
 }
 
 /// A micro-batch on a device: `G` groups of `S` sequences (groups with fewer sequences are
@@ -501,5 +567,45 @@ pub fn make_batch<B: Backend>(
         }),
         groups: which.len(),
         per_group: s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    /// `seed_from_u64` of rand_xoshiro's SplitMix64 sets the state to the seed itself (no
+    /// seed expansion): its first output is the reference implementation's for that state.
+    #[test]
+    fn splitmix_seed_is_the_state() {
+        let mut rng = SplitMix64::seed_from_u64(1_477_776_061_723_855_037);
+        assert_eq!(rng.next_u64(), 1_985_237_415_132_408_290);
+    }
+
+    /// Every epoch of the data order visits each unit once, and any micro-batch is a function
+    /// of `(seed, m)` alone.
+    #[test]
+    fn micro_batches_cover_each_epoch_once() {
+        let (units, batch) = (10, 5);
+        let epoch: Vec<usize> = (0..2)
+            .flat_map(|m| micro_batch(3, units, batch, m))
+            .collect();
+        let mut sorted = epoch.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..units).collect::<Vec<_>>());
+        assert_ne!(epoch, (0..units).collect::<Vec<_>>(), "shuffled");
+        assert_eq!(
+            micro_batch(3, units, batch, 7),
+            micro_batch(3, units, batch, 7)
+        );
+        assert_ne!(
+            micro_batch(3, units, batch, 2),
+            micro_batch(3, units, batch, 0)
+        );
+        assert_ne!(
+            micro_batch(4, units, batch, 0),
+            micro_batch(3, units, batch, 0)
+        );
     }
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 use burn::tensor::{Int, Tensor, TensorData};
 use cxr_max::dataset::Item;
 use cxr_max::eval::Accuracy;
-use cxr_max::rng::Rng;
 use cxr_max::{Finding, findings};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Images, prompt_ids};
@@ -51,7 +52,7 @@ pub fn generate<B: ApoKernels>(
             max: max_len,
         });
     }
-    let mut rng = Rng::new(settings.seed);
+    let mut rng = SplitMix64::seed_from_u64(settings.seed);
     let mut out = Vec::with_capacity(which.len());
     for chunk in which.chunks(settings.batch.max(1)) {
         let g = chunk.len();
@@ -115,14 +116,14 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-fn sample(row: &[f32], temperature: f64, rng: &mut Rng) -> u32 {
+fn sample(row: &[f32], temperature: f64, rng: &mut impl Rng) -> u32 {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let w: Vec<f64> = row
         .iter()
         .map(|&x| ((x as f64 - m) / temperature).exp())
         .collect();
     let total: f64 = w.iter().sum();
-    let mut u = rng.uniform() * total;
+    let mut u = rng.random::<f64>() * total;
     for (i, x) in w.iter().enumerate() {
         u -= x;
         if u <= 0.0 {
@@ -207,10 +208,11 @@ pub fn evaluate<B: ApoKernels>(
     })
 }
 
-/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, and evaluates on `split`.
+/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, opens the data set in
+/// `data_dir` and evaluates on `split`: [`evaluate_dir_on`] on its items.
 ///
 /// # Errors
-/// As [`evaluate`], checkpoint errors.
+/// As [`evaluate_dir_on`], data set errors.
 pub fn evaluate_dir<B: ApoKernels>(
     model_dir: &Path,
     tokenizer: &Path,
@@ -220,13 +222,29 @@ pub fn evaluate_dir<B: ApoKernels>(
     evaluated: &[Finding],
     device: &B::Device,
 ) -> Result<EvalReport> {
+    let items = crate::data::open_items(data_dir, split)?;
+    evaluate_dir_on::<B>(model_dir, tokenizer, &items, settings, evaluated, device)
+}
+
+/// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, and evaluates on `items`
+/// (already opened).
+///
+/// # Errors
+/// As [`evaluate`], checkpoint errors.
+pub fn evaluate_dir_on<B: ApoKernels>(
+    model_dir: &Path,
+    tokenizer: &Path,
+    items: &[Item],
+    settings: &Generation,
+    evaluated: &[Finding],
+    device: &B::Device,
+) -> Result<EvalReport> {
     let tok = TextTokenizer::from_file(tokenizer)?;
     let (model, config) = crate::checkpoint::load_model::<B>(model_dir, device)?;
-    let items = crate::data::open_items(data_dir, split)?;
     evaluate(
         &model,
         &tok,
-        &items,
+        items,
         config.image_size,
         settings,
         evaluated,

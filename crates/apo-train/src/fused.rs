@@ -9,8 +9,8 @@
 //! strided matrix products (ndarray's `general_mat_mul` on views, no copies), the softmax in
 //! one pass per row, and the output into the `[rows, d]` result; the group's prefix keys and
 //! values are read once for all its sequences, and their gradients are accumulated across
-//! them. Groups × heads run in parallel on all cores, each into its own buffers, so the
-//! result does not depend on the number of threads.
+//! them. Groups × heads run in parallel on rayon's threads, each into its own buffers
+//! (combined in task order), so the result does not depend on the number of threads.
 //!
 //! Both are [`ApoKernels`]'s implementation for `NdArray<f32>` and `Autodiff<NdArray<f32>, C>`;
 //! every other backend runs the composite graphs on its own device.
@@ -26,6 +26,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use rayon::prelude::*;
 
 use crate::kernels::{ApoKernels, attention_composite};
 use crate::model::Rows;
@@ -300,8 +301,9 @@ impl Shape {
 /// One task's index, probability slices and result.
 type Slot<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a mut Vec<f32>));
 
-/// Runs `task(k, probs_prefix_k, probs_text_k)` for every (group, head) task `k` on all
-/// cores and returns their results in task order.
+/// Runs `task(k, probs_prefix_k, probs_text_k)` for every (group, head) task `k` on rayon's
+/// threads and returns their results in task order. Each task writes only its own slices and
+/// result, so the results do not depend on the number of threads.
 fn for_each_task<F>(
     shape: &Shape,
     probs_prefix: &mut [f32],
@@ -326,25 +328,9 @@ where
         .take(tasks)
         .enumerate()
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(tasks.max(1));
-    let run = |chunk: &mut [Slot<'_>]| {
-        for (k, ((p, t), out)) in chunk.iter_mut() {
-            **out = task(*k, p, t);
-        }
-    };
-    if threads <= 1 {
-        run(&mut slots);
-    } else {
-        let per = tasks.div_ceil(threads);
-        std::thread::scope(|scope| {
-            for chunk in slots.chunks_mut(per) {
-                let run = &run;
-                scope.spawn(move || run(chunk));
-            }
-        });
-    }
+    slots.par_iter_mut().for_each(|(k, ((p, t), out))| {
+        **out = task(*k, p, t);
+    });
     results
 }
 
@@ -633,4 +619,45 @@ fn backward(
     let mut dqkv = vec![0.0f32; rows.total() * d3];
     scatter(&mut dqkv, &locals, shape, 3);
     dqkv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels' results are bitwise the same on one thread and on several.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let rows = Rows {
+            groups: 3,
+            prefix: 4,
+            seqs: 2,
+            text: 5,
+        };
+        let shape = Shape::new(rows, 8, 2);
+        let r = rows.total();
+        let qkv: Vec<f32> = (0..r * 24)
+            .map(|i| ((i * 7919 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let dout: Vec<f32> = (0..r * 8)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool")
+                .install(|| {
+                    let f = forward(&qkv, &shape);
+                    let d = backward(&qkv, &f.probs_prefix, &f.probs_text, &dout, &shape);
+                    (f.out, d)
+                })
+        };
+        let (out1, d1) = run(1);
+        let (out4, d4) = run(4);
+        assert!(out1.iter().any(|&x| x != 0.0) && d1.iter().any(|&x| x != 0.0));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out1), bits(&out4));
+        assert_eq!(bits(&d1), bits(&d4));
+    }
 }

@@ -10,6 +10,10 @@
 //! - Checkpoints ([`checkpoint`]) written atomically; a resumed run ends bitwise identical to
 //!   an uninterrupted one on the CPU backend.
 //! - [`eval`]: generation and per-finding accuracy through the `cxr-max` labeler.
+//! - [`train::sft_on`], [`train::apo_on`] and [`eval::evaluate_dir_on`] take data already
+//!   opened (the data set's items, the parsed [`data::Preferences`]), for a pipeline that
+//!   opened and labelled the data set once; [`train::sft`], [`train::apo`] and
+//!   [`eval::evaluate_dir`] read them from the files the configuration names.
 //!
 //! The crate forwards burn's `ndarray` (default), `wgpu` and `cuda` features and never picks
 //! a backend: every function takes a backend type and a device. The model runs on

@@ -287,6 +287,21 @@ fn sft_then_apo_starts_at_ln_n_plus_1_and_learns() {
     // The cache is reused: same numbers on a rerun.
     let again = train::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap();
     assert_eq!(metrics(&again.metrics)[0].loss, m[0].loss);
+    // Data already opened (the rows parsed elsewhere, as a pipeline holds them): the same
+    // training.
+    let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
+    let read =
+        apo_train::data::Preferences::read(config.data.preferences.as_ref().unwrap()).unwrap();
+    let rows = read.rows.iter().map(|(_, row)| row.clone()).collect();
+    let in_memory = apo_train::data::Preferences::from_rows("in memory", rows);
+    assert_eq!(in_memory.rows, read.rows);
+    let on = train::apo_on::<B>(
+        &config, "apo-on", &items, &in_memory, &device, false, &mut Quiet,
+    )
+    .unwrap();
+    assert_eq!(on.weights_digest, r.weights_digest);
+    let losses = |p: &Path| metrics(p).iter().map(|m| m.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&on.metrics), losses(&r.metrics));
 
     // LoRA: the same start, adapters merged into the saved model.
     config.apo.lora_rank = 4;
@@ -494,7 +509,10 @@ fn concept_head_targets_and_stage_one_loss() {
     let text = std::fs::read_to_string(&prefs).unwrap();
     let without_first: Vec<&str> = text.lines().skip(1).collect();
     std::fs::write(&prefs, without_first.join("\n")).unwrap();
-    let targets = apo_train::data::consensus_targets(&prefs, &items).unwrap();
+    let targets = apo_train::data::consensus_targets(
+        &apo_train::data::Preferences::read(&prefs).unwrap(),
+        &items,
+    );
     assert_eq!(targets.len(), items.len());
     assert_eq!(targets[0], None);
     for (item, t) in items.iter().zip(&targets).skip(1) {
@@ -504,7 +522,7 @@ fn concept_head_targets_and_stage_one_loss() {
     assert!(targets.iter().skip(1).any(|t| t.unwrap().contains(&1.0)));
     let bad = root.join("bad.jsonl");
     std::fs::write(&bad, format!("{}\n{{oops\n", without_first[0])).unwrap();
-    let err = apo_train::data::consensus_targets(&bad, &items).unwrap_err();
+    let err = apo_train::data::Preferences::read(&bad).unwrap_err();
     assert!(
         matches!(err, apo_train::TrainError::BadPreference { line: 2, .. }),
         "{err}"
@@ -547,9 +565,11 @@ fn concept_head_targets_and_stage_one_loss() {
                 .unwrap()
                 .metrics,
         );
+        // About ln 2 (a head that knows nothing; its initial logits are small but not zero,
+        // so the first micro-batch's targets move it by up to about 0.1).
         let extra = with[0].loss - plain[0].loss;
         assert!(
-            (extra - 2f64.ln()).abs() < 0.05,
+            (extra - 2f64.ln()).abs() < 0.15,
             "{targets:?}: concept loss at step 0: {extra}"
         );
         // The step metrics carry the unweighted cross-entropy itself.

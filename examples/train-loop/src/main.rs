@@ -15,6 +15,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::SplitMix64;
 
 type B = Autodiff<NdArray>;
 
@@ -32,13 +34,8 @@ fn main() -> Result<(), apo_train::TrainError> {
         .with_max_text_len(24);
     let mut model = model_config.init::<B>(&device)?;
     // Eight images, each with a chosen sequence (a repeating pattern) and three noisy negatives.
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = SplitMix64::seed_from_u64(0x1234_5678_9abc_def0u64);
+    let mut next = move |n: u64| rng.random_range(0..n);
     let images = Images {
         size: 16,
         pixels: (0..8)
@@ -66,29 +63,18 @@ fn main() -> Result<(), apo_train::TrainError> {
             }
         })
         .collect();
-    // Reference log-probs: the initial model's (so the first loss is ln 4).
+    // Reference log-probs: the initial model's (so the first loss is ln 4), one per sequence
+    // of each group.
     let reference: Vec<Vec<f32>> = {
         let all: Vec<usize> = (0..groups.len()).collect();
         let batch = data::make_batch::<B>(&images, &groups, &all, 0, &device);
-        let zeros: Vec<Vec<f32>> = vec![vec![0.0; 4]; groups.len()];
-        let refs: Vec<&[f32]> = zeros.iter().map(Vec::as_slice).collect();
-        // Policy log-probs of the untrained model, read through the same step.
-        let (_, metrics) = preference_step(
-            &model,
-            &batch,
-            &refs,
-            &apo_loss::LossConfig::default().init()?,
-            &device,
-        )?;
-        metrics
-            .iter()
-            .map(|m| {
-                std::iter::once(m.reward_chosen / 0.1)
-                    .chain(m.rewards_rejected.iter().map(|r| r / 0.1))
-                    .map(|x| x as f32)
-                    .collect()
-            })
-            .collect()
+        let lp: Vec<f32> = model
+            .sequence_logprobs(&batch)?
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| apo_train::TrainError::Empty(format!("{e:?}")))?;
+        lp.chunks(batch.per_group).map(<[f32]>::to_vec).collect()
     };
     let loss_fn = apo_loss::LossConfig::default().init()?;
     let opt = OptimConfig {

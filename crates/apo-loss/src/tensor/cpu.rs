@@ -4,7 +4,8 @@
 //! backward) makes about a dozen passes over the `[B, T, V]` logits on NdArray. This kernel
 //! reads the logits in place (no copy), makes two passes over each scored row in the forward
 //! (max, then Σ exp) and one in the backward (`g · (onehot − softmax)`), skips masked rows
-//! entirely, and splits rows across the available cores.
+//! entirely, and splits rows across rayon's threads (each row computed alone, so the result
+//! does not depend on their number).
 //!
 //! It is [`LossKernels`]'s implementation for `NdArray<f32>` and `Autodiff<NdArray<f32>>`;
 //! every other backend runs the composite graph ([`token_logprobs_composite`]) on its own
@@ -19,6 +20,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::{Bool, Int, Tensor};
 use burn::tensor::{DType, TensorPrimitive};
+use rayon::prelude::*;
 
 use super::{LossKernels, token_logprobs_composite};
 use crate::host::{Cpu, HostTensor, to_ndarray, to_tensor};
@@ -121,11 +123,9 @@ impl Backward<Cpu, 1> for FusedLogSoftmaxGather {
     }
 }
 
-fn threads(rows: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(rows.max(1))
-}
+/// Rows per parallel task: a fixed split (not one per thread), so the work of a task, and
+/// the result, does not depend on the number of threads.
+const ROWS_PER_TASK: usize = 16;
 
 /// Per-row `logits[y] − logsumexp(logits)` for scored rows (0 elsewhere), and the row lse.
 fn forward(host: &HostTensor, v: usize, targets: &[i64], mask: &[bool]) -> (Vec<f32>, Vec<f32>) {
@@ -133,24 +133,22 @@ fn forward(host: &HostTensor, v: usize, targets: &[i64], mask: &[bool]) -> (Vec<
     let mut out = vec![0.0f32; rows];
     let mut lse = vec![0.0f32; rows];
     host.with_slice(|logits| {
-        let chunk = rows.div_ceil(threads(rows));
-        std::thread::scope(|scope| {
-            for (k, (out, lse)) in out.chunks_mut(chunk).zip(lse.chunks_mut(chunk)).enumerate() {
-                let start = k * chunk;
-                scope.spawn(move || {
-                    for (i, (o, l)) in out.iter_mut().zip(lse.iter_mut()).enumerate() {
-                        let r = start + i;
-                        if !mask[r] {
-                            continue;
-                        }
-                        let row = &logits[r * v..(r + 1) * v];
-                        let value = row_lse(row);
-                        *l = value;
-                        *o = row[targets[r] as usize] - value;
+        out.par_chunks_mut(ROWS_PER_TASK)
+            .zip(lse.par_chunks_mut(ROWS_PER_TASK))
+            .enumerate()
+            .for_each(|(k, (out, lse))| {
+                let start = k * ROWS_PER_TASK;
+                for (i, (o, l)) in out.iter_mut().zip(lse.iter_mut()).enumerate() {
+                    let r = start + i;
+                    if !mask[r] {
+                        continue;
                     }
-                });
-            }
-        });
+                    let row = &logits[r * v..(r + 1) * v];
+                    let value = row_lse(row);
+                    *l = value;
+                    *o = row[targets[r] as usize] - value;
+                }
+            });
     });
     (out, lse)
 }
@@ -160,28 +158,25 @@ fn backward(state: &FusedState, g: &[f32]) -> Vec<f32> {
     let [b, t, v] = state.shape;
     let rows = b * t;
     let mut grad = vec![0.0f32; rows * v];
+    if v == 0 {
+        return grad;
+    }
     state.logits.with_slice(|logits| {
-        let chunk = rows.div_ceil(threads(rows));
-        std::thread::scope(|scope| {
-            for (k, grad) in grad.chunks_mut(chunk * v).enumerate() {
-                let start = k * chunk;
-                scope.spawn(move || {
-                    for (i, out) in grad.chunks_mut(v).enumerate() {
-                        let r = start + i;
-                        let gr = g[r];
-                        if !state.mask[r] || gr == 0.0 {
-                            continue;
-                        }
-                        let row = &logits[r * v..(r + 1) * v];
-                        let l = state.lse[r];
-                        for (o, &x) in out.iter_mut().zip(row) {
-                            *o = -gr * exp_nonpositive(x - l);
-                        }
-                        out[state.targets[r] as usize] += gr;
-                    }
-                });
-            }
-        });
+        grad.par_chunks_mut(v)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(r, out)| {
+                let gr = g[r];
+                if !state.mask[r] || gr == 0.0 {
+                    return;
+                }
+                let row = &logits[r * v..(r + 1) * v];
+                let l = state.lse[r];
+                for (o, &x) in out.iter_mut().zip(row) {
+                    *o = -gr * exp_nonpositive(x - l);
+                }
+                out[state.targets[r] as usize] += gr;
+            });
     });
     grad
 }
@@ -255,6 +250,43 @@ mod tests {
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert!(exp_nonpositive(-1e30) < 2e-38);
+    }
+
+    /// The forward and backward are bitwise the same on one thread and on several.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (b, t, v) = (3, 23, 19);
+        let logits: Vec<f32> = (0..b * t * v)
+            .map(|i| ((i * 7919 % 113) as f32 - 56.0) / 7.0)
+            .collect();
+        let targets: Vec<i64> = (0..b * t).map(|i| ((i * 5 + 1) % v) as i64).collect();
+        let mask: Vec<bool> = (0..b * t).map(|i| i % 7 != 3).collect();
+        let g: Vec<f32> = (0..b * t).map(|i| 1.0 + (i % 3) as f32).collect();
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool")
+                .install(|| {
+                    let host = HostTensor::new(to_ndarray(logits.clone(), &[b, t, v]))
+                        .expect("f32 logits");
+                    let (out, lse) = forward(&host, v, &targets, &mask);
+                    let state = FusedState {
+                        logits: host,
+                        lse,
+                        targets: targets.clone(),
+                        mask: mask.clone(),
+                        shape: [b, t, v],
+                    };
+                    (out, backward(&state, &g))
+                })
+        };
+        let (out1, grad1) = run(1);
+        let (out4, grad4) = run(4);
+        assert!(out1.iter().any(|&x| x != 0.0) && grad1.iter().any(|&x| x != 0.0));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out1), bits(&out4));
+        assert_eq!(bits(&grad1), bits(&grad4));
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! The Burn tensor implementation against the scalar reference (NdArray, f32).
 
-#[cfg(feature = "ndarray")]
-use apo_loss::LossError;
 use apo_loss::tensor::PreferenceBatch;
 #[cfg(feature = "ndarray")]
 use apo_loss::tensor::{LossKernels, sequence_logprobs, token_logprobs, token_logprobs_composite};
-use apo_loss::{Example, LossConfig, Objective, Sequence};
+use apo_loss::{Example, LossConfig, LossError, Objective, Sequence};
 use burn::backend::{Autodiff, NdArray};
 #[cfg(feature = "ndarray")]
 use burn::tensor::Int;

@@ -1,0 +1,488 @@
+//! The two training stages.
+//!
+//! - [`sft`] and [`apo`] read the data set (and stage 2's preference file) named by the run
+//!   configuration; [`sft_on`] and [`apo_on`] take data already opened.
+//! - [`preference_step`]: one stage-2 forward pass, for custom loops.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::tensor::activation::log_sigmoid;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use cxr_max::dataset::Item;
+
+use apo_loss::tensor::{PreferenceBatch, token_logprobs};
+
+use crate::checkpoint::{self, fnv};
+use crate::config::{ConceptTargets, RunConfig};
+use crate::data::{self, Batch, Images, Preferences};
+use crate::error::io_err;
+use crate::tokenizer::TextTokenizer;
+use crate::{ApoKernels, Result, Student, TrainBackend, TrainError};
+
+mod metrics;
+mod observer;
+mod optim;
+mod reference;
+mod runner;
+
+pub use metrics::{StageReport, StepMetrics};
+pub use observer::{Observer, ProgressBar, Quiet};
+pub use optim::{Adam, clip, optimizer};
+
+use reference::reference_logprobs;
+use runner::{MicroOut, Runner};
+
+/// The run's tokenizer: `OUT/tokenizer.json` if present, else the configured file, else one
+/// trained on the training trajectories; saved to `OUT/tokenizer.json`.
+///
+/// # Errors
+/// Tokenizer and file errors.
+pub fn tokenizer(config: &RunConfig, items: &[cxr_max::dataset::Item]) -> Result<TextTokenizer> {
+    let path = config.run.out.join("tokenizer.json");
+    if path.exists() {
+        return TextTokenizer::from_file(&path);
+    }
+    let tok = match &config.tokenizer.file {
+        Some(file) => TextTokenizer::from_file(file)?,
+        None => {
+            let texts = items.iter().flat_map(|i| {
+                i.sample
+                    .trajectories
+                    .iter()
+                    .map(|t| t.text.as_str())
+                    .chain(i.sample.prompt.as_deref())
+            });
+            TextTokenizer::train(
+                texts.chain([cxr_max::sim::PROMPT]),
+                config.tokenizer.vocab_size,
+            )?
+        }
+    };
+    std::fs::create_dir_all(&config.run.out).map_err(io_err(&config.run.out))?;
+    tok.save(&path)?;
+    Ok(tok)
+}
+
+fn image_paths(items: &[cxr_max::dataset::Item]) -> Vec<PathBuf> {
+    items.iter().map(|i| i.image.clone()).collect()
+}
+
+/// Stage 1 on the data set of `config.data` (its `split`), and, when the concept head learns
+/// the consensus, the preference file of `config.data.preferences`: [`sft_on`] on them.
+///
+/// # Errors
+/// As [`sft_on`]; data set and preference-file errors.
+pub fn sft<B: TrainBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    let prefs = match (config.model.concept_weight > 0.0, &config.data.preferences) {
+        (true, Some(path)) if config.model.concept_targets == ConceptTargets::Consensus => {
+            Some(Preferences::read(path)?)
+        }
+        _ => None,
+    };
+    sft_on::<B>(config, &items, prefs.as_ref(), device, resume, observer)
+}
+
+/// Stage 1: supervised bootstrapping on the union of all teacher trajectories of `items`
+/// (already opened; `prefs` the preference sets whose consensus the concept head learns,
+/// needed only then). Writes `OUT/tokenizer.json` and
+/// `OUT/sft/{model.bin, model.json, metrics.jsonl, checkpoints/}`.
+///
+/// # Errors
+/// Configuration, data, tokenizer, checkpoint and file errors;
+/// [`TrainError::Config`] when the concept head learns the consensus and `prefs` is `None`.
+pub fn sft_on<B: TrainBackend>(
+    config: &RunConfig,
+    items: &[Item],
+    prefs: Option<&Preferences>,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    if items.is_empty() {
+        return Err(TrainError::Empty("no image to train on".into()));
+    }
+    let _span = tracing::info_span!("sft").entered();
+    let tok = tokenizer(config, items)?;
+    let model_config = config.model.student(tok.vocab_size());
+    model_config.validate()?;
+    let groups = data::sft_groups(
+        items,
+        &tok,
+        model_config.max_text_len,
+        config.data.truncate,
+        config.data.trajectories_per_group,
+        config.run.seed,
+    )?;
+    if groups.is_empty() {
+        return Err(TrainError::Empty("no trajectory to train on".into()));
+    }
+    let images = Images::load(&image_paths(items), model_config.image_size)?;
+    let concept_weight = config.model.concept_weight;
+    let concepts = if concept_weight > 0.0 {
+        concept_table(config, items, prefs)?
+    } else {
+        Vec::new()
+    };
+    tracing::info!(
+        images = items.len(),
+        groups = groups.len(),
+        vocab = tok.vocab_size(),
+        "stage 1 data"
+    );
+    let fingerprint = fnv(&[
+        b"sft",
+        serde_json::to_string(&config.sft)
+            .unwrap_or_default()
+            .as_bytes(),
+        serde_json::to_string(&config.data)
+            .unwrap_or_default()
+            .as_bytes(),
+        &config.run.seed.to_le_bytes(),
+        &(groups.len() as u64).to_le_bytes(),
+    ]);
+    B::seed(device, config.run.seed);
+    let model = model_config.init::<B>(device)?;
+    let pad = tok.pad();
+    let dir = config.run.out.join("sft");
+    let runner = Runner {
+        stage: "sft",
+        dir: &dir,
+        opt: &config.sft,
+        peak_lr: config.sft.peak_lr(crate::config::SFT_LR),
+        run: &config.run,
+        model_config: &model_config,
+        fingerprint: &fingerprint,
+        units: groups.len(),
+        resume,
+    };
+    let (model, report) = runner.run(model, device, observer, |model, which| {
+        let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
+        let prefix = model.encode(batch.images);
+        let concept_logits = model.concepts(&prefix);
+        let logits = model.decode(prefix, batch.inputs);
+        let lp = token_logprobs(logits, batch.targets, batch.mask)?;
+        let tokens: usize = batch.tokens.iter().flatten().sum();
+        let mut loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+        let mut concept = None;
+        if let Some(x) = concept_logits {
+            let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
+            if let Some(bce) = concept_bce(x, &rows, device) {
+                concept = Some(bce.clone().into_scalar().elem());
+                loss = loss + bce.mul_scalar(concept_weight);
+            }
+        }
+        Ok(MicroOut {
+            loss,
+            tokens,
+            extra: None,
+            concept,
+        })
+    })?;
+    let model = model.valid();
+    let report = StageReport {
+        weights_digest: model.weights_digest(),
+        ..report
+    };
+    checkpoint::save_model(&dir, model, &model_config)?;
+    Ok(report)
+}
+
+/// Stage 2 on the data set of `config.data` (its `split`) and the preference file of
+/// `config.data.preferences`, each read once: [`apo_on`] on them.
+///
+/// # Errors
+/// As [`apo_on`]; data set and preference-file errors.
+pub fn apo<B: TrainBackend>(
+    config: &RunConfig,
+    name: &str,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
+    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    let prefs = Preferences::read(path)?;
+    apo_on::<B>(config, name, &items, &prefs, device, resume, observer)
+}
+
+/// Stage 2: constraint-aware optimisation on `items` and the preference sets `prefs`, already
+/// opened. The policy starts from the stage-1 model (with
+/// LoRA adapters when `apo.lora_rank > 0`), the frozen stage-1 model is the reference, and
+/// every step applies the configured `apo-loss` objective to the consensus and all negatives
+/// of each group. Writes `OUT/NAME/{model.bin, model.json, metrics.jsonl, checkpoints/}`
+/// (adapters merged into the saved model) and caches the reference log-probs in
+/// `OUT/reference/KEY.json`.
+///
+/// # Errors
+/// Configuration, data, checkpoint, loss and file errors.
+pub fn apo_on<B: TrainBackend>(
+    config: &RunConfig,
+    name: &str,
+    items: &[Item],
+    prefs: &Preferences,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let _span = tracing::info_span!("apo", name).entered();
+    let init_dir = config
+        .apo
+        .init
+        .clone()
+        .unwrap_or_else(|| config.run.out.join("sft"));
+    let tok_path = config.run.out.join("tokenizer.json");
+    let tok = if tok_path.exists() {
+        TextTokenizer::from_file(&tok_path)?
+    } else {
+        let tok = match &config.tokenizer.file {
+            Some(f) => TextTokenizer::from_file(f)?,
+            None => TextTokenizer::from_file(&init_dir.join("../tokenizer.json"))?,
+        };
+        std::fs::create_dir_all(&config.run.out).map_err(io_err(&config.run.out))?;
+        tok.save(&tok_path)?;
+        tok
+    };
+    let (reference, model_config) = checkpoint::load_model::<B::InnerBackend>(&init_dir, device)?;
+    if model_config.vocab_size != tok.vocab_size() {
+        return Err(TrainError::CheckpointMismatch {
+            path: init_dir.clone(),
+            what: "vocabulary size",
+            found: model_config.vocab_size.to_string(),
+            expected: tok.vocab_size().to_string(),
+        });
+    }
+    let (groups, unmatched) = data::preference_groups(
+        prefs,
+        items,
+        &tok,
+        model_config.max_text_len,
+        config.data.truncate,
+    )?;
+    tracing::info!(groups = groups.len(), unmatched, "stage 2 data");
+    let images = Images::load(&image_paths(items), model_config.image_size)?;
+    let dir = config.run.out.join(name);
+    let read = |p: &Path| std::fs::read(p).map_err(io_err(p));
+    let key = fnv(&[
+        prefs.content(),
+        &read(&tok_path)?,
+        &read(&init_dir.join("model.bin"))?,
+        serde_json::to_string(&config.data)
+            .unwrap_or_default()
+            .as_bytes(),
+    ]);
+    let ref_lp = reference_logprobs(
+        &config.run.out.join("reference"),
+        &key,
+        &reference,
+        &images,
+        &groups,
+        tok.pad(),
+        config.apo.optim.batch_size,
+        device,
+    )?;
+    let fingerprint = fnv(&[
+        name.as_bytes(),
+        key.as_bytes(),
+        serde_json::to_string(&config.apo)
+            .unwrap_or_default()
+            .as_bytes(),
+        &config.run.seed.to_le_bytes(),
+    ]);
+    let (policy, _) = checkpoint::load_model::<B>(&init_dir, device)?;
+    let policy = if config.apo.lora_rank > 0 {
+        B::seed(device, config.run.seed ^ 0x10ba);
+        policy.with_lora(config.apo.lora_rank, config.apo.lora_alpha, device)
+    } else {
+        policy
+    };
+    let loss_fn = config.apo.loss.init()?;
+    let concept_weight = config.model.concept_weight;
+    let concepts = if concept_weight > 0.0 && model_config.concept_head {
+        concept_table(config, items, Some(prefs))?
+    } else {
+        Vec::new()
+    };
+    let pad = tok.pad();
+    let runner = Runner {
+        stage: name,
+        dir: &dir,
+        opt: &config.apo.optim,
+        peak_lr: config.apo.optim.peak_lr(crate::config::APO_LR),
+        run: &config.run,
+        model_config: &model_config,
+        fingerprint: &fingerprint,
+        units: groups.len(),
+        resume,
+    };
+    let (model, report) = runner.run(policy, device, observer, |model, which| {
+        let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
+        let reference: Vec<&[f32]> = which.iter().map(|&g| ref_lp[g].as_slice()).collect();
+        let prefix = model.encode(batch.images.clone());
+        let concept_loss = match model.concepts(&prefix) {
+            Some(x) if !concepts.is_empty() => {
+                let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
+                concept_bce(x, &rows, device)
+            }
+            _ => None,
+        };
+        let (mut loss, metrics) =
+            preference_step_on(model, prefix, &batch, &reference, &loss_fn, device)?;
+        let mut concept = None;
+        if let Some(bce) = concept_loss {
+            concept = Some(bce.clone().into_scalar().elem());
+            loss = loss + bce.mul_scalar(concept_weight);
+        }
+        Ok(MicroOut {
+            loss,
+            tokens: batch.tokens.iter().flatten().sum(),
+            extra: average(&metrics),
+            concept,
+        })
+    })?;
+    let model = if model.has_lora() {
+        model.merged()
+    } else {
+        model
+    };
+    let model = model.valid();
+    let report = StageReport {
+        weights_digest: model.weights_digest(),
+        ..report
+    };
+    checkpoint::save_model(&dir, model, &model_config)?;
+    Ok(report)
+}
+
+/// One stage-2 forward pass: the policy's summed completion log-probs of every sequence of
+/// every group (each image encoded once), against the cached reference log-probs
+/// (`reference[group][sequence]`), through the objective. Returns the mean loss over the
+/// groups and each group's metrics.
+///
+/// # Errors
+/// [`TrainError::Loss`] (non-finite log-probs, bad weights).
+pub fn preference_step<B: ApoKernels>(
+    model: &Student<B>,
+    batch: &Batch<B>,
+    reference: &[&[f32]],
+    loss_fn: &apo_loss::PreferenceLoss,
+    device: &B::Device,
+) -> Result<(Tensor<B, 1>, Vec<apo_loss::Metrics>)> {
+    let prefix = model.encode(batch.images.clone());
+    preference_step_on(model, prefix, batch, reference, loss_fn, device)
+}
+
+/// [`preference_step`] on the batch's image prefixes `[G, P, d]`, already encoded.
+///
+/// # Errors
+/// As [`preference_step`].
+pub fn preference_step_on<B: ApoKernels>(
+    model: &Student<B>,
+    prefix: Tensor<B, 3>,
+    batch: &Batch<B>,
+    reference: &[&[f32]],
+    loss_fn: &apo_loss::PreferenceLoss,
+    device: &B::Device,
+) -> Result<(Tensor<B, 1>, Vec<apo_loss::Metrics>)> {
+    let (g, s) = (batch.groups, batch.per_group);
+    let policy = model.sequence_logprobs_on(prefix, batch)?.reshape([g, s]);
+    let mut ref_flat = vec![0f32; g * s];
+    let mut tokens = vec![1f32; g * s];
+    for gi in 0..g {
+        for (j, &lp) in reference[gi].iter().enumerate().take(s) {
+            ref_flat[gi * s + j] = lp;
+        }
+        for (j, &n) in batch.tokens[gi].iter().enumerate() {
+            tokens[gi * s + j] = n.max(1) as f32;
+        }
+    }
+    let reference = Tensor::<B, 2>::from_data(TensorData::new(ref_flat, [g, s]), device);
+    let tokens = Tensor::<B, 2>::from_data(TensorData::new(tokens, [g, s]), device);
+    let mut pb = PreferenceBatch::new(policy, reference)
+        .with_tokens(tokens)
+        .with_mask(batch.present.clone());
+    if let Some(w) = batch.weights.clone() {
+        pb = pb.with_weights(w);
+    }
+    let out = loss_fn.forward_with_metrics(&pb)?;
+    Ok((out.loss, out.metrics))
+}
+
+/// The concept targets of a run, one per item (`None`: no concept loss for that image).
+///
+/// # Errors
+/// [`TrainError::Config`] when the targets are the consensus and there are no preferences.
+fn concept_table(
+    config: &RunConfig,
+    items: &[Item],
+    prefs: Option<&Preferences>,
+) -> Result<Vec<Option<[f32; 14]>>> {
+    match config.model.concept_targets {
+        ConceptTargets::Teachers => {
+            Ok(data::concept_targets(items).into_iter().map(Some).collect())
+        }
+        ConceptTargets::Consensus => match prefs {
+            Some(prefs) => Ok(data::consensus_targets(prefs, items)),
+            None => Err(TrainError::Config {
+                field: "data.preferences".into(),
+                value: "(none)".into(),
+                expected: "the preference file whose consensus trajectories the concept head \
+                           learns (or model.concept_targets = \"teachers\")"
+                    .into(),
+            }),
+        },
+    }
+}
+
+/// The mean binary cross-entropy of concept logits `[G, 14]` against `targets` (one row per
+/// group; `None` rows are left out); `None` when no row has targets.
+fn concept_bce<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: &[Option<[f32; 14]>],
+    device: &B::Device,
+) -> Option<Tensor<B, 1>> {
+    let k = cxr_max::Finding::ALL.len();
+    let present = targets.iter().flatten().count();
+    if present == 0 {
+        return None;
+    }
+    let mut t = Vec::with_capacity(targets.len() * k);
+    let mut m = Vec::with_capacity(targets.len() * k);
+    for row in targets {
+        t.extend(row.unwrap_or([0.0; 14]));
+        m.extend([if row.is_some() { 1f32 } else { 0.0 }; 14]);
+    }
+    let t = Tensor::<B, 2>::from_data(TensorData::new(t, [targets.len(), k]), device);
+    let m = Tensor::<B, 2>::from_data(TensorData::new(m, [targets.len(), k]), device);
+    let ll = t.clone() * log_sigmoid(logits.clone())
+        + t.neg().add_scalar(1.0) * log_sigmoid(logits.neg());
+    Some((ll * m).sum().neg().div_scalar((present * k) as f64))
+}
+
+fn average(m: &[apo_loss::Metrics]) -> Option<apo_loss::Metrics> {
+    let first = m.first()?.clone();
+    let n = m.len() as f64;
+    let avg = |f: &dyn Fn(&apo_loss::Metrics) -> f64| m.iter().map(f).sum::<f64>() / n;
+    Some(apo_loss::Metrics {
+        preference_loss: avg(&|x| x.preference_loss),
+        reward_chosen: avg(&|x| x.reward_chosen),
+        reward_rejected_mean: avg(&|x| x.reward_rejected_mean),
+        margin_mean: avg(&|x| x.margin_mean),
+        margin_max: avg(&|x| x.margin_max),
+        top1_accuracy: avg(&|x| x.top1_accuracy),
+        pairwise_accuracy: avg(&|x| x.pairwise_accuracy),
+        p_chosen: avg(&|x| x.p_chosen),
+        ..first
+    })
+}
