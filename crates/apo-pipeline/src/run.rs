@@ -14,10 +14,12 @@ use apo_consensus::Method;
 use apo_loss::{LossConfig, Objective};
 use apo_train::RunConfig;
 use apo_train::TrainBackend;
+use apo_train::data::Preferences;
 use apo_train::eval::{EvalReport, Generation};
 use apo_train::train::{StageReport, StepMetrics};
 use cxr_max::Finding;
 use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::tables::Split;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineOptions;
@@ -252,7 +254,7 @@ pub fn run<B: TrainBackend>(
         None => {
             stages.start("consensus", &consensus_key)?;
             let mut build = BuildOptions::new(options.data.clone(), prefs.clone());
-            build.split = Some(cxr_max::tables::Split::Train);
+            build.split = Some(Split::Train);
             build.method = options.method;
             build.preference.negatives = options.negatives;
             build.preference.weighting = options.negative_weights;
@@ -274,7 +276,17 @@ pub fn run<B: TrainBackend>(
     files.push(prefs.clone());
     let evaluated = Finding::TABLE1.to_vec();
     let mut table = teacher_table(items, &labelled, &majority, &evaluated)?;
+    // Read once, for stage 1's concept targets and for both stage-2 runs.
+    let preferences = Preferences::read(&prefs)?;
     phase("consensus", t);
+    let split = |s: Split| -> Vec<Item> {
+        items
+            .iter()
+            .filter(|i| i.split == Some(s))
+            .cloned()
+            .collect()
+    };
+    let train_items = split(Split::Train);
 
     // Training.
     let mut config = options.train.clone();
@@ -290,8 +302,12 @@ pub fn run<B: TrainBackend>(
     let sft_key = key(&["sft", &labels_key, &json(&sft_only)]);
     let mut train_keys = BTreeMap::new();
     train_keys.insert("sft".to_owned(), sft_key.clone());
+    let data = StageData {
+        items: &train_items,
+        preferences: &preferences,
+    };
     reports.push(train_stage::<B>(
-        &stages, "sft", &sft_key, &config, None, device, observer,
+        &stages, "sft", &sft_key, &config, None, &data, device, observer,
     )?);
     phase("sft", t);
     for (name, objective) in STAGE2 {
@@ -310,6 +326,7 @@ pub fn run<B: TrainBackend>(
             &k,
             &c,
             Some(name),
+            &data,
             device,
             observer,
         )?);
@@ -318,6 +335,7 @@ pub fn run<B: TrainBackend>(
 
     // Evaluation on the test split.
     let t = Instant::now();
+    let test_items = split(Split::Test);
     let mut test_images = 0;
     for stage in ["sft", "pairwise", "apo"] {
         let name = format!("eval-{stage}");
@@ -330,7 +348,7 @@ pub fn run<B: TrainBackend>(
             Some(r) => r,
             None => {
                 stages.start(&name, &k)?;
-                let r = evaluate::<B>(&config, stage, &evaluated, device)?;
+                let r = evaluate::<B>(&config, stage, &test_items, &evaluated, device)?;
                 stages.finish(&name, &k, &r)?;
                 r
             }
@@ -415,15 +433,23 @@ fn teacher_table(
     Ok(Table::teachers(items, labelled, majority, &ds, evaluated))
 }
 
+/// What the training stages read: the train split's items and the preference sets.
+struct StageData<'a> {
+    items: &'a [Item],
+    preferences: &'a Preferences,
+}
+
 /// Runs a training stage unless its marker matches; continues it from its newest checkpoint
 /// when it was started with the same key. A fresh stage 1 retrains the tokenizer (unless the
 /// configuration names a file). `apo` is the stage-2 folder name, `None` for stage 1.
+#[allow(clippy::too_many_arguments)]
 fn train_stage<B: TrainBackend>(
     stages: &StageCache,
     name: &str,
     key: &str,
     config: &RunConfig,
     apo: Option<&str>,
+    data: &StageData<'_>,
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
@@ -445,9 +471,14 @@ fn train_stage<B: TrainBackend>(
         }
     }
     let mut steps = Steps(observer);
+    let (items, prefs) = (data.items, data.preferences);
     let report = match apo {
-        None => apo_train::train::sft::<B>(config, device, resume, &mut steps)?,
-        Some(folder) => apo_train::train::apo::<B>(config, folder, device, resume, &mut steps)?,
+        None => {
+            apo_train::train::sft_on::<B>(config, items, Some(prefs), device, resume, &mut steps)?
+        }
+        Some(folder) => {
+            apo_train::train::apo_on::<B>(config, folder, items, prefs, device, resume, &mut steps)?
+        }
     };
     stages.finish(name, key, &report)?;
     Ok(report)
@@ -457,14 +488,14 @@ fn train_stage<B: TrainBackend>(
 fn evaluate<B: TrainBackend>(
     config: &RunConfig,
     stage: &str,
+    test: &[Item],
     evaluated: &[Finding],
     device: &B::Device,
 ) -> Result<EvalReport> {
-    Ok(apo_train::eval::evaluate_dir::<B::InnerBackend>(
+    Ok(apo_train::eval::evaluate_dir_on::<B::InnerBackend>(
         &config.run.out.join(stage),
         &config.run.out.join("tokenizer.json"),
-        &config.data.dir,
-        Some("test"),
+        test,
         &generation(config),
         evaluated,
         device,
