@@ -437,7 +437,7 @@ impl RunConfig {
         }
         if let Some(s) = &self.data.split {
             s.parse::<cxr_max::tables::Split>()
-                .map_err(|e| bad("data.split", s, &e))?;
+                .map_err(|e| bad("data.split", s, &e.to_string()))?;
         }
         self.apo
             .loss

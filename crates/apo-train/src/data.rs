@@ -275,7 +275,7 @@ pub fn open_items(dir: &Path, split: Option<&str>) -> Result<Vec<Item>> {
     let split = split
         .map(|s| s.parse::<cxr_max::tables::Split>())
         .transpose()
-        .map_err(TrainError::Empty)?;
+        .map_err(|e| TrainError::Empty(e.to_string()))?;
     let items: Vec<Item> = data
         .items
         .into_iter()

@@ -58,20 +58,45 @@ impl DeviceKind {
 /// # Errors
 /// [`TrainError::Device`].
 pub fn check<F: FnOnce() + std::panic::UnwindSafe>(kind: DeviceKind, probe: F) -> Result<()> {
+    // The panic's message, caught by a quiet hook while the probe runs (the payload itself is
+    // an opaque `Box<dyn Any>`).
+    let message = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::clone(&message);
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        if let (Some(text), Ok(mut m)) = (info.payload_as_str(), seen.lock()) {
+            text.clone_into(&mut m);
+        }
+    }));
     let result = std::panic::catch_unwind(probe);
     std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        let detail = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
+    result.map_err(|_| {
+        let detail = message.lock().map(|m| m.clone()).unwrap_or_default();
         TrainError::Device(format!(
             "no usable {} device ({}); use --device cpu, or run on a machine with a GPU and its driver",
             kind.name(),
             detail.lines().next().unwrap_or("the runtime failed to start")
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_probe_becomes_a_device_error_with_its_message() {
+        assert!(check(DeviceKind::Wgpu, || {}).is_ok());
+        let e = check(DeviceKind::Wgpu, || panic!("no adapter found: {}", 0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no usable wgpu device (no adapter found: 0); use --device cpu, or run on a machine with a GPU and its driver"
+        );
+        let e = check(DeviceKind::Cuda, || std::panic::panic_any(7_u8)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no usable cuda device (the runtime failed to start)"),
+            "{e}"
+        );
+    }
 }

@@ -30,18 +30,21 @@ impl Split {
     }
 }
 
+/// A split name that is not `train`, `validate` or `test`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown split `{0}`; expected train, validate or test")]
+pub struct UnknownSplit(pub String);
+
 impl std::str::FromStr for Split {
-    type Err = String;
+    type Err = UnknownSplit;
 
     /// `train`, `validate` (or `valid`, `validation`), `test`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownSplit> {
         match s.trim() {
             "train" => Ok(Split::Train),
             "validate" | "valid" | "validation" => Ok(Split::Validate),
             "test" => Ok(Split::Test),
-            other => Err(format!(
-                "unknown split `{other}`; expected train, validate or test"
-            )),
+            other => Err(UnknownSplit(other.to_owned())),
         }
     }
 }
