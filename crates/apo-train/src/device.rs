@@ -58,15 +58,22 @@ impl DeviceKind {
 /// # Errors
 /// [`TrainError::Device`].
 pub fn check<F: FnOnce() + std::panic::UnwindSafe>(kind: DeviceKind, probe: F) -> Result<()> {
+    // The hook keeps the panic's message (and prints nothing); the payload is not inspected.
+    let message = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = std::sync::Arc::clone(&message);
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut slot) = seen.lock() {
+            *slot = info.payload_as_str().map(str::to_owned);
+        }
+    }));
     let result = std::panic::catch_unwind(probe);
     std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        let detail = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+    result.map_err(|_| {
+        let detail = message
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
             .unwrap_or_default();
         TrainError::Device(format!(
             "no usable {} device ({}); use --device cpu, or run on a machine with a GPU and its driver",
@@ -74,4 +81,24 @@ pub fn check<F: FnOnce() + std::panic::UnwindSafe>(kind: DeviceKind, probe: F) -
             detail.lines().next().unwrap_or("the runtime failed to start")
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicking probe becomes a device error carrying the panic's first line.
+    #[test]
+    fn a_panicking_probe_is_a_device_error() {
+        let err = check(DeviceKind::Wgpu, || panic!("no adapter found\nmore")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no usable wgpu device (no adapter found)"),
+            "{text}"
+        );
+        let owned = String::from("driver missing");
+        let err = check(DeviceKind::Cuda, move || panic!("{owned}")).unwrap_err();
+        assert!(err.to_string().contains("(driver missing)"), "{err}");
+        assert!(check(DeviceKind::Cpu, || ()).is_ok());
+    }
 }
