@@ -58,20 +58,23 @@ impl DeviceKind {
 /// # Errors
 /// [`TrainError::Device`].
 pub fn check<F: FnOnce() + std::panic::UnwindSafe>(kind: DeviceKind, probe: F) -> Result<()> {
-    // The panic's message, caught by a quiet hook while the probe runs (the payload itself is
-    // an opaque `Box<dyn Any>`).
-    let message = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    // The hook keeps the panic's message (and prints nothing); the payload is not inspected.
+    let message = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let seen = std::sync::Arc::clone(&message);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if let (Some(text), Ok(mut m)) = (info.payload_as_str(), seen.lock()) {
-            text.clone_into(&mut m);
+        if let Ok(mut slot) = seen.lock() {
+            *slot = info.payload_as_str().map(str::to_owned);
         }
     }));
     let result = std::panic::catch_unwind(probe);
     std::panic::set_hook(hook);
     result.map_err(|_| {
-        let detail = message.lock().map(|m| m.clone()).unwrap_or_default();
+        let detail = message
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
+            .unwrap_or_default();
         TrainError::Device(format!(
             "no usable {} device ({}); use --device cpu, or run on a machine with a GPU and its driver",
             kind.name(),
@@ -84,19 +87,18 @@ pub fn check<F: FnOnce() + std::panic::UnwindSafe>(kind: DeviceKind, probe: F) -
 mod tests {
     use super::*;
 
+    /// A panicking probe becomes a device error carrying the panic's first line.
     #[test]
-    fn a_panicking_probe_becomes_a_device_error_with_its_message() {
-        assert!(check(DeviceKind::Wgpu, || {}).is_ok());
-        let e = check(DeviceKind::Wgpu, || panic!("no adapter found: {}", 0)).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "no usable wgpu device (no adapter found: 0); use --device cpu, or run on a machine with a GPU and its driver"
-        );
-        let e = check(DeviceKind::Cuda, || std::panic::panic_any(7_u8)).unwrap_err();
+    fn a_panicking_probe_is_a_device_error() {
+        let err = check(DeviceKind::Wgpu, || panic!("no adapter found\nmore")).unwrap_err();
+        let text = err.to_string();
         assert!(
-            e.to_string()
-                .contains("no usable cuda device (the runtime failed to start)"),
-            "{e}"
+            text.contains("no usable wgpu device (no adapter found)"),
+            "{text}"
         );
+        let owned = String::from("driver missing");
+        let err = check(DeviceKind::Cuda, move || panic!("{owned}")).unwrap_err();
+        assert!(err.to_string().contains("(driver missing)"), "{err}");
+        assert!(check(DeviceKind::Cpu, || ()).is_ok());
     }
 }

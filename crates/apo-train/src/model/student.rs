@@ -56,7 +56,7 @@ impl<B: ApoKernels> Student<B> {
     ///
     /// # Panics
     /// When `T` exceeds `max_text_len` or the rows are not a multiple of the groups; the
-    /// training loops check both first and report a [`TrainError`].
+    /// training loops check both first and report a [`crate::TrainError`].
     pub fn decode(&self, prefix: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let (mut x, rows, _) = self.decoder_input(prefix, tokens);
         for block in &self.decoder {

@@ -72,7 +72,7 @@ pub struct StageReport {
     pub model_dir: PathBuf,
     /// The metrics file.
     pub metrics: PathBuf,
-    /// Digest of the final weights' bits ([`Student::weights_digest`]).
+    /// Digest of the final weights' bits ([`crate::Student::weights_digest`]).
     pub weights_digest: String,
 }
 
