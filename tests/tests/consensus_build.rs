@@ -31,6 +31,40 @@ fn consensus_beats_every_teacher_and_exports_agree() {
         },
     )
     .unwrap();
+    // The trajectories read once and handed to the synthesizer give the same preference sets
+    // as the synthesizer reading them itself.
+    {
+        use apo_pipeline::consensus::preference_sets;
+        use apo_pipeline::labels::{Labelled, Weights, label_consensus};
+        let (opened, _) = cxr_max::dataset::Dataset::open(&data, &Default::default()).unwrap();
+        let labelled = Labelled::read(&opened.items);
+        let items: Vec<&cxr_max::dataset::Item> = opened.items.iter().collect();
+        let c = label_consensus(
+            &items,
+            &labelled.finals,
+            &labelled.teachers,
+            Method::Majority,
+            &Weights::Reliability,
+            2,
+        )
+        .unwrap();
+        let readings: Vec<&[apo_consensus::Reading]> =
+            labelled.readings.iter().map(Vec::as_slice).collect();
+        let (claims, prefs) = (Default::default(), Default::default());
+        let given = preference_sets(
+            &items,
+            &labelled.finals,
+            Some(&readings),
+            &c,
+            &claims,
+            &prefs,
+        )
+        .unwrap();
+        let read_again =
+            preference_sets(&items, &labelled.finals, None, &c, &claims, &prefs).unwrap();
+        assert_eq!(given.len(), 600);
+        assert_eq!(given, read_again);
+    }
     let mut options = BuildOptions::new(data.clone(), root.join("ours.jsonl"));
     let s = build(&options).unwrap();
     assert_eq!(s.items, 600);

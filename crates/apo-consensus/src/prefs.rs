@@ -1,7 +1,7 @@
 //! Preference sets: the consensus trajectory as the chosen response, teacher trajectories as
 //! the rejected ones.
 
-use crate::synth::{Polarity, Source, Synthesizer};
+use crate::synth::{Polarity, Reading, Source, Synthesizer};
 use crate::{ConsensusError, Result};
 
 /// Which teacher trajectories become negatives.
@@ -133,6 +133,8 @@ pub struct PreferenceInput<'a> {
     pub consensus: &'a [Option<Polarity>],
     /// Confidence of each topic's consensus (posterior or vote share).
     pub confidence: &'a [f64],
+    /// Each source already read by the extractor (`None`: the synthesizer reads them).
+    pub readings: Option<&'a [Reading]>,
 }
 
 /// A rejected trajectory.
@@ -284,7 +286,10 @@ pub fn build_preference(
             n.weight = Some(r / mean);
         }
     }
-    let synthesis = synthesizer.synthesize(input.sources, &consensus)?;
+    let synthesis = match input.readings {
+        Some(readings) => synthesizer.synthesize_read(input.sources, readings, &consensus)?,
+        None => synthesizer.synthesize(input.sources, &consensus)?,
+    };
     if config.require_verified && !synthesis.verified {
         return Ok(Err(SkipReason::Unverified));
     }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use apo_consensus::export::{self, Export, ItemContext};
 use apo_consensus::{
     ClaimConfig, ClaimSynthesizer, Method, PreferenceConfig, PreferenceInput, PreferenceSet,
-    SkipReason, Source,
+    Reading, SkipReason, Source,
 };
 use cxr_max::Finding;
 use cxr_max::dataset::{Dataset, DatasetOptions, Item};
@@ -120,9 +120,12 @@ pub struct BuildSummary {
 ///
 /// # Errors
 /// Synthesizer errors, naming the image.
+/// `readings[i]`, when given, is item `i`'s trajectories already read ([`Labelled`]), so the
+/// synthesizer does not read them again.
 pub fn preference_sets(
     items: &[&Item],
     finals: &[Finals],
+    readings: Option<&[&[Reading]]>,
     consensus: &LabelConsensus,
     claims: &ClaimConfig,
     config: &PreferenceConfig,
@@ -145,6 +148,7 @@ pub fn preference_sets(
             finals: &finals[i],
             consensus: &consensus.labels[i],
             confidence: &consensus.confidence[i],
+            readings: readings.map(|r| r[i]),
         };
         apo_consensus::build_preference(&input, &synthesizer, config).map_err(|source| {
             PipelineError::Consensus {
@@ -209,9 +213,14 @@ pub fn build_on(
         &options.weights,
         options.min_votes,
     )?;
+    let readings: Vec<&[Reading]> = picked
+        .iter()
+        .map(|&i| labelled.readings[i].as_slice())
+        .collect();
     let sets = preference_sets(
         &items,
         &finals,
+        Some(&readings),
         &consensus,
         &options.claims,
         &options.preference,

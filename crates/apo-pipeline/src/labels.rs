@@ -123,7 +123,10 @@ pub struct Statement {
 pub struct Labelled {
     /// Teachers in order of first appearance.
     pub teachers: Vec<String>,
-    /// `finals[image][trajectory][finding]`.
+    /// `readings[image][trajectory]`: sentences, claims and final statements, as the claim
+    /// synthesizer reads them ([`CxrClaims`]).
+    pub readings: Vec<Vec<Reading>>,
+    /// `finals[image][trajectory][finding]` (the readings' final statements).
     pub finals: Vec<Finals>,
     /// `statements[image]`: every statement of every trajectory, in reading order.
     pub statements: Vec<Vec<Statement>>,
@@ -135,30 +138,34 @@ impl Labelled {
     pub fn read(items: &[Item]) -> Labelled {
         let refs: Vec<&Item> = items.iter().collect();
         let teachers = teachers_of(&refs);
-        let per_item: Vec<(Finals, Vec<Statement>)> = items
+        let readings: Vec<Vec<Reading>> = items
             .par_iter()
             .map(|item| {
-                let mut finals = Vec::with_capacity(item.sample.trajectories.len());
-                let mut statements = Vec::new();
-                for t in &item.sample.trajectories {
-                    let u = teachers
-                        .iter()
-                        .position(|x| x == &t.teacher)
-                        .unwrap_or_default();
-                    let e = findings::extract(&t.text);
-                    statements.extend(e.mentions.iter().map(|m| Statement {
-                        teacher: u,
-                        sentence: m.sentence,
-                        status: m.status,
-                    }));
-                    finals.push(finals_of(&e));
-                }
-                (finals, statements)
+                let texts = item.sample.trajectories.iter();
+                texts.map(|t| CxrClaims.read(&t.text)).collect()
             })
             .collect();
-        let (finals, statements) = per_item.into_iter().unzip();
+        let mut finals = Vec::with_capacity(items.len());
+        let mut statements = Vec::with_capacity(items.len());
+        for (item, read) in items.iter().zip(&readings) {
+            finals.push(read.iter().map(|r| r.finals.clone()).collect());
+            let mut said = Vec::new();
+            for (t, r) in item.sample.trajectories.iter().zip(read) {
+                let u = teachers
+                    .iter()
+                    .position(|x| x == &t.teacher)
+                    .unwrap_or_default();
+                said.extend(r.claims.iter().map(|c| Statement {
+                    teacher: u,
+                    sentence: c.sentence,
+                    status: status(c.polarity),
+                }));
+            }
+            statements.push(said);
+        }
         Labelled {
             teachers,
+            readings,
             finals,
             statements,
         }

@@ -76,6 +76,23 @@ pub trait Synthesizer {
         sources: &[Source<'_>],
         consensus: &[Option<Polarity>],
     ) -> Result<Synthesis>;
+
+    /// The same, with each source already read (`readings[i]` is `sources[i]`'s), for a caller
+    /// that read every trajectory once. The default reads nothing new: it ignores `readings`
+    /// and calls [`Synthesizer::synthesize`].
+    ///
+    /// # Errors
+    /// As [`Synthesizer::synthesize`]; [`ClaimSynthesizer`] also reports
+    /// [`ConsensusError::OutOfRange`] when the readings do not match the sources.
+    fn synthesize_read(
+        &self,
+        sources: &[Source<'_>],
+        readings: &[Reading],
+        consensus: &[Option<Polarity>],
+    ) -> Result<Synthesis> {
+        let _ = readings;
+        self.synthesize(sources, consensus)
+    }
 }
 
 /// Parameters of [`ClaimSynthesizer`].
@@ -197,7 +214,27 @@ impl<E: ClaimExtractor> Synthesizer for ClaimSynthesizer<E> {
         sources: &[Source<'_>],
         consensus: &[Option<Polarity>],
     ) -> Result<Synthesis> {
+        let readings: Vec<Reading> = sources
+            .iter()
+            .map(|s| self.extractor.read(s.text))
+            .collect();
+        self.synthesize_read(sources, &readings, consensus)
+    }
+
+    fn synthesize_read(
+        &self,
+        sources: &[Source<'_>],
+        readings: &[Reading],
+        consensus: &[Option<Polarity>],
+    ) -> Result<Synthesis> {
         let n_topics = self.extractor.topics();
+        if readings.len() != sources.len() || readings.iter().any(|r| r.finals.len() != n_topics) {
+            return Err(ConsensusError::OutOfRange {
+                name: "readings",
+                value: readings.len() as f64,
+                expected: "one reading per source, with one final statement per topic",
+            });
+        }
         if consensus.len() != n_topics {
             return Err(ConsensusError::OutOfRange {
                 name: "consensus length",
@@ -212,15 +249,11 @@ impl<E: ClaimExtractor> Synthesizer for ClaimSynthesizer<E> {
                 expected: "a consensus of present, absent or none per topic",
             });
         }
-        let readings: Vec<Reading> = sources
-            .iter()
-            .map(|s| self.extractor.read(s.text))
-            .collect();
-        let merged = self.merged(sources, &readings, consensus);
+        let merged = self.merged(sources, readings, consensus);
         Ok(match self.config.style {
             PositiveStyle::Merged => merged,
             PositiveStyle::ClosestTeacher => self
-                .edited(sources, &readings, consensus, &merged)
+                .edited(sources, readings, consensus, &merged)
                 .unwrap_or(merged),
         })
     }

@@ -174,6 +174,7 @@ fn preference_policies_weights_and_skips() {
         finals: &fin,
         consensus: &CONSENSUS,
         confidence: &[0.9, 0.8, 0.0],
+        readings: None,
     };
     let mut config = PreferenceConfig::default();
     let all = build_preference(&input, &synth, &config).unwrap().unwrap();
@@ -216,6 +217,7 @@ fn preference_policies_weights_and_skips() {
     );
     let low = PreferenceInput {
         confidence: &[0.5, 0.5, 0.0],
+        readings: None,
         ..input.clone()
     };
     assert_eq!(
@@ -252,6 +254,7 @@ fn exports_have_each_trainers_layout() {
         finals: &fin,
         consensus: &CONSENSUS,
         confidence: &[0.9, 0.8, 0.0],
+        readings: None,
     };
     let set = build_preference(&input, &synth, &PreferenceConfig::default())
         .unwrap()
@@ -384,4 +387,42 @@ fn positive_style_names_round_trip() {
     }
     let err = "closest".parse::<PositiveStyle>().unwrap_err().to_string();
     assert!(err.contains("merged or closest-teacher"), "{err}");
+}
+
+#[test]
+fn readings_passed_in_give_the_same_preference_set_and_must_match_the_sources() {
+    let synth = ClaimSynthesizer::new(Toy, ClaimConfig::default()).unwrap();
+    let srcs = sources();
+    let fin = finals();
+    let readings: Vec<_> = srcs
+        .iter()
+        .map(|s| synth.extractor().read(s.text))
+        .collect();
+    let read_here = PreferenceInput {
+        id: "img1",
+        sources: &srcs,
+        finals: &fin,
+        consensus: &CONSENSUS,
+        confidence: &[0.9, 0.8, 0.0],
+        readings: None,
+    };
+    let read_before = PreferenceInput {
+        readings: Some(&readings),
+        ..read_here.clone()
+    };
+    let config = PreferenceConfig::default();
+    let a = build_preference(&read_here, &synth, &config)
+        .unwrap()
+        .unwrap();
+    let b = build_preference(&read_before, &synth, &config)
+        .unwrap()
+        .unwrap();
+    assert_eq!(a, b);
+    assert!(a.chosen.contains("alpha"), "{}", a.chosen);
+    let short = PreferenceInput {
+        readings: Some(&readings[..1]),
+        ..read_here.clone()
+    };
+    let err = build_preference(&short, &synth, &config).unwrap_err();
+    assert!(err.to_string().contains("readings"), "{err}");
 }
