@@ -158,6 +158,11 @@ impl<'a> From<&'a String> for Titles<'a> {
     }
 }
 
+/// The colour of series `k`.
+fn colour(k: usize) -> RGBColor {
+    PALETTE[k % PALETTE.len()]
+}
+
 /// Colour for a value in [0, 1]: white → dark red.
 pub fn heat(v: f64) -> RGBColor {
     let v = v.clamp(0.0, 1.0);
@@ -184,8 +189,15 @@ fn style(px: f64) -> TextStyle<'static> {
     TextStyle::from(FontDesc::new(FAMILY, px, FontStyle::Normal))
 }
 
-fn anchored(px: f64, h: HPos, v: VPos) -> TextStyle<'static> {
-    style(px).pos(Pos::new(h, v))
+/// Anchors: the point of a text's box placed at the position given.
+const LEFT: Pos = anchor(HPos::Left, VPos::Center);
+const RIGHT: Pos = anchor(HPos::Right, VPos::Center);
+const MIDDLE: Pos = anchor(HPos::Center, VPos::Center);
+const ABOVE: Pos = anchor(HPos::Center, VPos::Top);
+const BELOW: Pos = anchor(HPos::Center, VPos::Bottom);
+
+const fn anchor(h_pos: HPos, v_pos: VPos) -> Pos {
+    Pos { h_pos, v_pos }
 }
 
 /// The width in pixels of `s` set at `px` pixels in the embedded font (what the charts are
@@ -234,11 +246,7 @@ fn save(
         root.fill(&WHITE)
             .and_then(|()| {
                 let at = (w as i32 / 2, 14);
-                root.draw(&Text::new(
-                    title,
-                    at,
-                    anchored(TITLE_PX, HPos::Center, VPos::Top),
-                ))
+                root.draw(&Text::new(title, at, style(TITLE_PX).pos(ABOVE)))
             })
             .and_then(|()| draw(&root))
             .and_then(|()| root.present())
@@ -276,34 +284,36 @@ fn check_rows(
 ) -> Result<(), PlotError> {
     let (got, want) = (values.len(), names.len());
     if got != want {
-        return Err(shape(
-            path,
-            format!("{got} rows of values for {want} {rows}"),
-        ));
+        let what = format!("{got} rows of values for {want} {rows}");
+        return Err(shape(path, what));
     }
     match values.iter().position(|r| r.len() != n) {
-        Some(i) => Err(shape(
-            path,
-            format!(
-                "{row} {i} ({}) has {} values for {n} {cols}",
-                names[i],
-                values[i].len()
-            ),
-        )),
+        Some(i) => {
+            let (name, got) = (&names[i], values[i].len());
+            let what = format!("{row} {i} ({name}) has {got} values for {n} {cols}");
+            Err(shape(path, what))
+        }
         None => Ok(()),
     }
 }
 
-/// `s` at `at`, `px` pixels high, anchored there by `h` and `v`.
-fn text(area: &Area<'_>, s: &str, at: (i32, i32), px: f64, h: HPos, v: VPos) -> Drawn {
-    area.draw(&Text::new(s, at, anchored(px, h, v)))
+/// `s` at `at`, `px` pixels high, its box placed there by `anchor`.
+fn text(area: &Area<'_>, s: &str, at: (i32, i32), px: f64, anchor: Pos) -> Drawn {
+    area.draw(&Text::new(s, at, style(px).pos(anchor)))
 }
 
 /// A vertical axis title, read bottom to top, centred on `at`'s height.
 fn y_title(area: &Area<'_>, title: Option<&str>, at: (i32, i32)) -> Drawn {
     let Some(title) = title else { return Ok(()) };
-    let style = anchored(LABEL_PX, HPos::Center, VPos::Top).transform(FontTransform::Rotate270);
+    let style = style(LABEL_PX)
+        .pos(ABOVE)
+        .transform(FontTransform::Rotate270);
     area.draw(&Text::new(title, at, style))
+}
+
+/// A dashed line (expected events) from one end to the other.
+fn dashed(area: &Area<'_>, ends: [(i32, i32); 2]) -> Drawn {
+    area.draw(&DashedPathElement::new(ends, 3, 3, INK.stroke_width(2)))
 }
 
 /// A legend entry's swatch.
@@ -325,16 +335,17 @@ fn legend<'s>(
         match swatch {
             Swatch::Line(c) => area.draw(&PathElement::new([(0, cy), (26, cy)], c.stroke_width(3))),
             Swatch::Box(c) => area.draw(&Rectangle::new([(4, cy - 7), (22, cy + 7)], c.filled())),
-            Swatch::Dashed => area.draw(&DashedPathElement::new(
-                [(0, cy), (26, cy)],
-                3,
-                3,
-                INK.stroke_width(2),
-            )),
+            Swatch::Dashed => dashed(area, [(0, cy), (26, cy)]),
         }?;
-        text(area, name, (34, cy), LABEL_PX, HPos::Left, VPos::Center)?;
+        text(area, name, (34, cy), LABEL_PX, LEFT)?;
     }
     Ok(())
+}
+
+/// A legend entry per name, in the series' colours.
+fn swatches<'n>(names: &'n [String], swatch: fn(RGBColor) -> Swatch) -> Vec<(&'n str, Swatch)> {
+    let entry = |(k, n): (usize, &'n String)| (n.as_str(), swatch(colour(k)));
+    names.iter().enumerate().map(entry).collect()
 }
 
 /// Room for a legend of `names` on the right.
@@ -357,13 +368,8 @@ pub fn heatmap<'a>(
     path: &Path,
 ) -> Result<(), PlotError> {
     let t = titles.into();
-    check_rows(
-        path,
-        values,
-        rows,
-        cols.len(),
-        ["row labels", "row", "columns"],
-    )?;
+    let words = ["row labels", "row", "columns"];
+    check_rows(path, values, rows, cols.len(), words)?;
     let left = 20 + if t.y.is_some() { 28 } else { 0 } + widest(rows, LABEL_PX) + 10;
     // Column labels wider than a cell stand upright, read bottom to top.
     let col_w = widest(cols, LABEL_PX);
@@ -383,49 +389,34 @@ pub fn heatmap<'a>(
     save(path, (width, bottom + below), t.title, |root| {
         for (i, (row, vals)) in rows.iter().zip(values).enumerate() {
             let y = top + i as i32 * cell_h;
-            text(
-                root,
-                row,
-                (left - 10, y + cell_h / 2),
-                LABEL_PX,
-                HPos::Right,
-                VPos::Center,
-            )?;
+            text(root, row, (left - 10, y + cell_h / 2), LABEL_PX, RIGHT)?;
             for (j, &v) in vals.iter().enumerate() {
                 let x = left + j as i32 * cell_w;
-                let (fill, value, ink) = match v.is_finite() {
-                    true => (
-                        heat(v),
-                        format!("{:.0}", v * 100.0),
-                        if v > 0.55 { WHITE } else { INK },
-                    ),
-                    false => (MISSING, "n/a".to_owned(), INK),
+                let (fill, value, ink) = if !v.is_finite() {
+                    (MISSING, "n/a".to_owned(), INK)
+                } else {
+                    let ink = if v > 0.55 { WHITE } else { INK };
+                    (heat(v), format!("{:.0}", v * 100.0), ink)
                 };
                 let cell = [(x + 1, y + 1), (x + cell_w - 1, y + cell_h - 1)];
                 root.draw(&Rectangle::new(cell, fill.filled()))?;
-                let style = anchored(LABEL_PX, HPos::Center, VPos::Center).color(&ink);
+                let style = style(LABEL_PX).pos(MIDDLE).color(&ink);
                 root.draw(&Text::new(value, (x + cell_w / 2, y + cell_h / 2), style))?;
             }
         }
         for (j, col) in cols.iter().enumerate() {
             let at = (left + j as i32 * cell_w + cell_w / 2, bottom + 8);
             if rotate {
-                let style = anchored(LABEL_PX, HPos::Right, VPos::Center)
-                    .transform(FontTransform::Rotate270);
+                let style = style(LABEL_PX).pos(RIGHT);
+                let style = style.transform(FontTransform::Rotate270);
                 root.draw(&Text::new(col.as_str(), at, style))?;
             } else {
-                text(root, col, at, LABEL_PX, HPos::Center, VPos::Top)?;
+                text(root, col, at, LABEL_PX, ABOVE)?;
             }
         }
         if let Some(x) = t.x {
-            text(
-                root,
-                x,
-                ((left + right) / 2, bottom + 20 + labels_h),
-                LABEL_PX,
-                HPos::Center,
-                VPos::Top,
-            )?;
+            let at = ((left + right) / 2, bottom + 20 + labels_h);
+            text(root, x, at, LABEL_PX, ABOVE)?;
         }
         y_title(root, t.y, (10, (top + bottom) / 2))?;
         // The colour scale: 0 % at the bottom, 100 % at the top.
@@ -435,30 +426,14 @@ pub fn heatmap<'a>(
             let (ya, yb) = (y1 - (y1 - y0) * s / 64, y1 - (y1 - y0) * (s + 1) / 64);
             root.draw(&Rectangle::new([(bx, yb), (bx + 18, ya)], heat(v).filled()))?;
         }
-        root.draw(&Rectangle::new(
-            [(bx, y0), (bx + 18, y1)],
-            INK.stroke_width(1),
-        ))?;
+        let frame = [(bx, y0), (bx + 18, y1)];
+        root.draw(&Rectangle::new(frame, INK.stroke_width(1)))?;
         for t in [0, 25, 50, 75, 100] {
             let y = y1 - (y1 - y0) * t / 100;
             root.draw(&PathElement::new([(bx + 18, y), (bx + 23, y)], INK))?;
-            text(
-                root,
-                &t.to_string(),
-                (bx + 26, y),
-                TICK_PX,
-                HPos::Left,
-                VPos::Center,
-            )?;
+            text(root, &t.to_string(), (bx + 26, y), TICK_PX, LEFT)?;
         }
-        text(
-            root,
-            "%",
-            (bx + 9, y0 - 6),
-            TICK_PX,
-            HPos::Center,
-            VPos::Bottom,
-        )
+        text(root, "%", (bx + 9, y0 - 6), TICK_PX, BELOW)
     })
 }
 
@@ -535,12 +510,10 @@ pub fn lines<'a>(
         }
         mesh.draw()?;
         for (k, s) in series.iter().enumerate() {
-            let colour = PALETTE[k % PALETTE.len()];
+            let colour = colour(k);
             for (start, run) in finite_runs(s) {
-                let points = run
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| ((start + i) as i64, v));
+                let at = |(i, &v): (usize, &f64)| ((start + i) as i64, v);
+                let points = run.iter().enumerate().map(at);
                 if run.len() == 1 {
                     chart.draw_series(points.map(|p| Circle::new(p, 3, colour.filled())))?;
                 } else {
@@ -548,12 +521,7 @@ pub fn lines<'a>(
                 }
             }
         }
-        let entries = names.iter().enumerate();
-        legend(
-            &legend_area,
-            64,
-            entries.map(|(k, n)| (n.as_str(), Swatch::Line(PALETTE[k % PALETTE.len()]))),
-        )
+        legend(&legend_area, 64, swatches(names, Swatch::Line))
     })
 }
 
@@ -586,8 +554,8 @@ impl Bands<'_> {
         band: impl Fn(&Area<'_>, usize, i32, &dyn Fn(f64) -> i32) -> Drawn,
     ) -> Result<(), PlotError> {
         let (top, band_h) = (Self::TOP, self.band_h);
-        let left =
-            16 + if self.titles.y.is_some() { 28 } else { 0 } + widest(self.labels, LABEL_PX) + 12;
+        let y_title_w = if self.titles.y.is_some() { 28 } else { 0 };
+        let left = 16 + y_title_w + widest(self.labels, LABEL_PX) + 12;
         let names: Vec<&str> = entries.iter().map(|e| e.0).collect();
         let legend_w = legend_width(&names);
         let w = left + self.plot_w + self.right + legend_w;
@@ -605,10 +573,8 @@ impl Bands<'_> {
             if self.stripes {
                 for k in (1..self.labels.len()).step_by(2) {
                     let y = top + k as i32 * band_h;
-                    root.draw(&Rectangle::new(
-                        [(x(0.0), y), (x(self.x_max), y + band_h)],
-                        STRIPE.filled(),
-                    ))?;
+                    let stripe = [(x(0.0), y), (x(self.x_max), y + band_h)];
+                    root.draw(&Rectangle::new(stripe, STRIPE.filled()))?;
                 }
             }
             let mut mesh = chart.configure_mesh();
@@ -627,14 +593,7 @@ impl Bands<'_> {
             let x = |v: f64| chart.backend_coord(&(v, 0.0)).0;
             for (k, label) in self.labels.iter().enumerate() {
                 let y = top + k as i32 * band_h;
-                text(
-                    root,
-                    label,
-                    (x(0.0) - 10, y + band_h / 2),
-                    LABEL_PX,
-                    HPos::Right,
-                    VPos::Center,
-                )?;
+                text(root, label, (x(0.0) - 10, y + band_h / 2), LABEL_PX, RIGHT)?;
                 band(root, k, y, &x)?;
             }
             y_title(root, self.titles.y, (10, (top + h - self.below) / 2))?;
@@ -642,9 +601,6 @@ impl Bands<'_> {
         })
     }
 }
-
-/// The legend of event strips.
-const EVENT_LEGEND: [&str; 2] = ["change point", "injected drift"];
 
 /// Event strips: one row per name along a stream of `length` items, with a red marker at every
 /// event and a dashed marker at every `expected` position (e.g. injected drift).
@@ -680,27 +636,19 @@ pub fn events<'a>(
         stripes: true,
     };
     let entries = [
-        (EVENT_LEGEND[0], Swatch::Box(EVENT)),
-        (EVENT_LEGEND[1], Swatch::Dashed),
+        ("change point", Swatch::Box(EVENT)),
+        ("injected drift", Swatch::Dashed),
     ];
     bands.save(path, &entries, |root, k, top, x| {
         let bottom = top + bands.band_h;
         for &e in expected.get(k).map_or(&[][..], Vec::as_slice) {
             let at = x(e as f64);
-            let dashes = DashedPathElement::new(
-                [(at, top + 1), (at, bottom - 1)],
-                3,
-                3,
-                INK.stroke_width(2),
-            );
-            root.draw(&dashes)?;
+            dashed(root, [(at, top + 1), (at, bottom - 1)])?;
         }
         for &e in &events[k] {
             let at = x(e as f64);
-            root.draw(&Rectangle::new(
-                [(at - 2, top + 4), (at + 2, bottom - 4)],
-                EVENT.filled(),
-            ))?;
+            let marker = [(at - 2, top + 4), (at + 2, bottom - 4)];
+            root.draw(&Rectangle::new(marker, EVENT.filled()))?;
         }
         Ok(())
     })
@@ -720,13 +668,8 @@ pub fn bars<'a>(
     values: &[Vec<f64>],
     path: &Path,
 ) -> Result<(), PlotError> {
-    check_rows(
-        path,
-        values,
-        names,
-        categories.len(),
-        ["names", "series", "categories"],
-    )?;
+    let words = ["names", "series", "categories"];
+    check_rows(path, values, names, categories.len(), words)?;
     const GAP: i32 = 14;
     let bar_h = match names.len() {
         0..=4 => 18,
@@ -747,42 +690,20 @@ pub fn bars<'a>(
         x_title: titles.x,
         stripes: false,
     };
-    let entries: Vec<(&str, Swatch)> = names
-        .iter()
-        .enumerate()
-        .map(|(k, n)| (n.as_str(), Swatch::Box(PALETTE[k % PALETTE.len()])))
-        .collect();
-    bands.save(path, &entries, |root, g, top, x| {
+    bands.save(path, &swatches(names, Swatch::Box), |root, g, top, x| {
         let x0 = x(0.0);
         for (k, row) in values.iter().enumerate() {
             let ya = top + GAP / 2 + k as i32 * bar_h;
             let (yb, v) = (ya + bar_h - 1, row[g]);
             let mid = (ya + yb) / 2;
             if !v.is_finite() {
-                text(
-                    root,
-                    "n/a",
-                    (x0 + 4, mid),
-                    VALUE_PX,
-                    HPos::Left,
-                    VPos::Center,
-                )?;
+                text(root, "n/a", (x0 + 4, mid), VALUE_PX, LEFT)?;
                 continue;
             }
             let xv = x(v.clamp(0.0, 1.0));
-            let bar = Rectangle::new(
-                [(x0 + 1, ya), (xv.max(x0 + 2), yb)],
-                PALETTE[k % PALETTE.len()].filled(),
-            );
-            root.draw(&bar)?;
-            text(
-                root,
-                &format!("{v:.2}"),
-                (xv + 4, mid),
-                VALUE_PX,
-                HPos::Left,
-                VPos::Center,
-            )?;
+            let bar = [(x0 + 1, ya), (xv.max(x0 + 2), yb)];
+            root.draw(&Rectangle::new(bar, colour(k).filled()))?;
+            text(root, &format!("{v:.2}"), (xv + 4, mid), VALUE_PX, LEFT)?;
         }
         Ok(())
     })

@@ -31,14 +31,16 @@ fn other<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// `$call` on the canvas' backend `$b`.
-macro_rules! each {
-    ($self:ident, $b:ident => $call:expr) => {
-        match $self {
-            Canvas::Png($b, _) => $call.map_err(other),
-            Canvas::Svg($b) => $call,
+/// Methods that call the same method of the canvas' backend.
+macro_rules! delegate {
+    ($(fn $name:ident $(<$($g:ident: $bound:path),+>)? ($($arg:ident: $t:ty),*);)+) => {$(
+        fn $name $(<$($g: $bound),+>)? (&mut self, $($arg: $t),*) -> Drawn {
+            match self {
+                Canvas::Png(b, _) => b.$name($($arg),*).map_err(other),
+                Canvas::Svg(b) => b.$name($($arg),*),
+            }
         }
-    };
+    )+};
 }
 
 impl DrawingBackend for Canvas<'_> {
@@ -51,67 +53,21 @@ impl DrawingBackend for Canvas<'_> {
         }
     }
 
-    fn ensure_prepared(&mut self) -> Drawn {
-        each!(self, b => b.ensure_prepared())
+    delegate! {
+        fn ensure_prepared();
+        fn present();
+        fn draw_pixel(at: BackendCoord, color: BackendColor);
+        fn draw_line<S: BackendStyle>(from: BackendCoord, to: BackendCoord, s: &S);
+        fn draw_rect<S: BackendStyle>(a: BackendCoord, z: BackendCoord, s: &S, fill: bool);
+        fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(path: I, s: &S);
+        fn draw_circle<S: BackendStyle>(c: BackendCoord, r: u32, s: &S, fill: bool);
+        fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(vert: I, s: &S);
     }
 
-    fn present(&mut self) -> Drawn {
-        each!(self, b => b.present())
-    }
-
-    fn draw_pixel(&mut self, at: BackendCoord, color: BackendColor) -> Drawn {
-        each!(self, b => b.draw_pixel(at, color))
-    }
-
-    fn draw_line<S: BackendStyle>(&mut self, from: BackendCoord, to: BackendCoord, s: &S) -> Drawn {
-        each!(self, b => b.draw_line(from, to, s))
-    }
-
-    fn draw_rect<S: BackendStyle>(
-        &mut self,
-        a: BackendCoord,
-        z: BackendCoord,
-        s: &S,
-        fill: bool,
-    ) -> Drawn {
-        each!(self, b => b.draw_rect(a, z, s, fill))
-    }
-
-    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-        &mut self,
-        path: I,
-        s: &S,
-    ) -> Drawn {
-        each!(self, b => b.draw_path(path, s))
-    }
-
-    fn draw_circle<S: BackendStyle>(
-        &mut self,
-        c: BackendCoord,
-        r: u32,
-        s: &S,
-        fill: bool,
-    ) -> Drawn {
-        each!(self, b => b.draw_circle(c, r, s, fill))
-    }
-
-    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-        &mut self,
-        vert: I,
-        s: &S,
-    ) -> Drawn {
-        each!(self, b => b.fill_polygon(vert, s))
-    }
-
-    fn draw_text<S: BackendTextStyle>(
-        &mut self,
-        text: &str,
-        style: &S,
-        pos: BackendCoord,
-    ) -> Drawn {
+    fn draw_text<S: BackendTextStyle>(&mut self, t: &str, st: &S, at: BackendCoord) -> Drawn {
         match self {
-            Canvas::Png(b, font) => glyphs(b, font, text, style, pos).map_err(other),
-            Canvas::Svg(b) => b.draw_text(text, style, pos),
+            Canvas::Png(b, font) => glyphs(b, font, t, st, at).map_err(other),
+            Canvas::Svg(b) => b.draw_text(t, st, at),
         }
     }
 }
@@ -131,60 +87,42 @@ fn glyphs<B: DrawingBackend, S: BackendTextStyle>(
         return Ok(());
     }
     let scaled = font.as_scaled(PxScale::from(style.size() as f32));
-    let kerned = |c: char, prev: &mut Option<_>| {
+    // Each glyph at its kerned offset; the caret ends at the text's advance width.
+    let (mut caret, mut prev, mut placed) = (0.0, None, Vec::new());
+    for c in text.chars() {
         let id = scaled.glyph_id(c);
-        let kern = prev.map_or(0.0, |p| scaled.kern(p, id));
-        *prev = Some(id);
-        (id, kern)
-    };
-    let mut prev = None;
-    let width: f32 = text
-        .chars()
-        .map(|c| {
-            let (id, kern) = kerned(c, &mut prev);
-            kern + scaled.h_advance(id)
-        })
-        .sum();
-    let height = scaled.ascent() - scaled.descent();
-    let anchor = style.anchor();
-    let mut caret = match anchor.h_pos {
+        caret += prev.map_or(0.0, |p| scaled.kern(p, id));
+        placed.push((id, caret));
+        caret += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    let dx = match style.anchor().h_pos {
         HPos::Left => 0.0,
-        HPos::Center => -width / 2.0,
-        HPos::Right => -width,
+        HPos::Center => -caret / 2.0,
+        HPos::Right => -caret,
     };
+    let height = scaled.ascent() - scaled.descent();
     let baseline = scaled.ascent()
-        - match anchor.v_pos {
+        - match style.anchor().v_pos {
             VPos::Top => 0.0,
             VPos::Center => height / 2.0,
             VPos::Bottom => height,
         };
     let (w, h) = b.get_size();
-    let mut coverage = Vec::new();
-    let mut prev = None;
-    for c in text.chars() {
-        let (id, kern) = kerned(c, &mut prev);
-        caret += kern;
-        let glyph = id.with_scale_and_position(scaled.scale(), point(caret, baseline));
-        caret += scaled.h_advance(id);
+    for (id, x) in placed {
+        let glyph = id.with_scale_and_position(scaled.scale(), point(dx + x, baseline));
         let Some(outline) = font.outline_glyph(glyph) else {
             continue;
         };
-        let min = outline.px_bounds().min;
-        coverage.clear();
+        let (min, mut coverage) = (outline.px_bounds().min, Vec::new());
         outline
             .draw(|x, y, v| coverage.push((min.x as i32 + x as i32, min.y as i32 + y as i32, v)));
-        for &(x, y, v) in coverage.iter().filter(|c| c.2 > 0.0) {
+        for (x, y, v) in coverage.into_iter().filter(|c| c.2 > 0.0) {
             let (x, y) = style.transform().transform(x, y);
             let (x, y) = (pos.0 + x, pos.1 + y);
             if x >= 0 && y >= 0 && x < w as i32 && y < h as i32 {
-                let alpha = color.alpha * f64::from(v.min(1.0));
-                b.draw_pixel(
-                    (x, y),
-                    BackendColor {
-                        alpha,
-                        rgb: color.rgb,
-                    },
-                )?;
+                let (alpha, rgb) = (color.alpha * f64::from(v.min(1.0)), color.rgb);
+                b.draw_pixel((x, y), BackendColor { alpha, rgb })?;
             }
         }
     }
