@@ -30,13 +30,23 @@ const BAR_TEMPLATE: &str =
 /// Training progress on standard error: a bar on a terminal, plain lines otherwise.
 #[derive(Debug)]
 pub struct TrainProgress {
-    mode: Mode,
+    /// A live bar (else plain lines).
+    live: bool,
+    /// At most one plain line per `every` within a stage.
+    every: Duration,
+    seen: Option<Seen>,
+    last_line: Option<Instant>,
+    bar: Option<ProgressBar>,
 }
 
-#[derive(Debug)]
-enum Mode {
-    Bar(Option<Bar>),
-    Lines(Lines),
+/// A stage as seen so far: its name, length, the first step seen and when, the last step.
+#[derive(Debug, Clone)]
+struct Seen {
+    stage: String,
+    total: usize,
+    first_step: usize,
+    first_at: Instant,
+    last_step: usize,
 }
 
 impl TrainProgress {
@@ -53,7 +63,8 @@ impl TrainProgress {
     /// Always a bar (drawn only if standard error is a terminal).
     pub fn bar() -> Self {
         TrainProgress {
-            mode: Mode::Bar(None),
+            live: true,
+            ..Self::lines(LINE_EVERY)
         }
     }
 
@@ -61,7 +72,91 @@ impl TrainProgress {
     /// in between.
     pub fn lines(every: Duration) -> Self {
         TrainProgress {
-            mode: Mode::Lines(Lines::new(every)),
+            live: false,
+            every,
+            seen: None,
+            last_line: None,
+            bar: None,
+        }
+    }
+
+    /// The stage of the latest step observed.
+    pub fn stage(&self) -> Option<&str> {
+        self.seen.as_ref().map(|s| s.stage.as_str())
+    }
+
+    /// The live bar of the current stage (none in plain-line mode).
+    pub fn progress_bar(&self) -> Option<&ProgressBar> {
+        self.bar.as_ref()
+    }
+
+    /// Notes step `m` of `total` at `now`; true when it starts a stage (a new stage, or the
+    /// same one started again).
+    fn track(&mut self, total: usize, m: &StepMetrics, now: Instant) -> bool {
+        let fresh = self
+            .seen
+            .as_ref()
+            .is_none_or(|s| s.stage != m.stage || s.total != total || m.step <= s.last_step);
+        if fresh {
+            self.seen = Some(Seen {
+                stage: m.stage.clone(),
+                total,
+                first_step: m.step,
+                first_at: now,
+                last_step: m.step,
+            });
+        }
+        if let Some(s) = &mut self.seen {
+            s.last_step = m.step;
+        }
+        fresh
+    }
+
+    /// Observes step `m` of `total` at `now` and returns the plain line due, if any: at a
+    /// stage's first and last step, and when `every` has passed since the previous line.
+    pub fn line_at(&mut self, total: usize, m: &StepMetrics, now: Instant) -> Option<String> {
+        let fresh = self.track(total, m, now);
+        let due = fresh
+            || m.step >= total
+            || self
+                .last_line
+                .is_none_or(|t| now.duration_since(t) >= self.every);
+        if !due {
+            return None;
+        }
+        self.last_line = Some(now);
+        let seen = self.seen.as_ref()?;
+        let elapsed = now.duration_since(seen.first_at);
+        Some(plain_line(total, m, m.step - seen.first_step, elapsed))
+    }
+
+    /// Moves the bar to step `m` of `total` (a new bar for a new stage).
+    fn bar_step(&mut self, total: usize, m: &StepMetrics) {
+        if self.track(total, m, Instant::now()) {
+            if let Some(old) = self.bar.take() {
+                old.abandon();
+            }
+            let style = ProgressStyle::with_template(BAR_TEMPLATE)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.2} steps/s", s.per_sec());
+                })
+                .progress_chars("=> ");
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
+                    .with_style(style)
+                    .with_prefix(m.stage.clone())
+                    .with_position(m.step as u64);
+            // A resumed stage: the rate counts from here, not from step 0.
+            bar.reset_eta();
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(metrics_text(m));
+            bar.set_position(m.step as u64);
+            if m.step >= total {
+                bar.finish();
+            }
         }
     }
 }
@@ -74,23 +169,10 @@ impl Default for TrainProgress {
 
 impl Observer for TrainProgress {
     fn step(&mut self, total: usize, m: &StepMetrics) {
-        match &mut self.mode {
-            Mode::Bar(bar) => {
-                if bar.as_ref().is_none_or(|b| !b.continues(total, m)) {
-                    if let Some(old) = bar.take() {
-                        old.bar.abandon();
-                    }
-                    *bar = Some(Bar::new(total, m));
-                }
-                if let Some(b) = bar {
-                    b.update(total, m);
-                }
-            }
-            Mode::Lines(lines) => {
-                if let Some(line) = lines.observe(total, m, Instant::now()) {
-                    eprintln!("{line}");
-                }
-            }
+        if self.live {
+            self.bar_step(total, m);
+        } else if let Some(line) = self.line_at(total, m, Instant::now()) {
+            eprintln!("{line}");
         }
     }
 }
@@ -149,223 +231,4 @@ pub fn plain_line(total: usize, m: &StepMetrics, steps_run: usize, elapsed: Dura
         metrics_text(m),
         format_duration(elapsed)
     )
-}
-
-/// A stage as seen so far: its name, length, the first step seen and when, the last step.
-#[derive(Debug, Clone)]
-struct Seen {
-    stage: String,
-    total: usize,
-    first_step: usize,
-    first_at: Instant,
-    last_step: usize,
-}
-
-impl Seen {
-    fn new(total: usize, m: &StepMetrics, now: Instant) -> Self {
-        Seen {
-            stage: m.stage.clone(),
-            total,
-            first_step: m.step,
-            first_at: now,
-            last_step: m.step,
-        }
-    }
-
-    /// The same stage going on (not a new stage, nor the same one started again).
-    fn continues(&self, total: usize, m: &StepMetrics) -> bool {
-        self.stage == m.stage && self.total == total && m.step > self.last_step
-    }
-}
-
-/// Plain lines: which steps get one.
-#[derive(Debug)]
-struct Lines {
-    every: Duration,
-    seen: Option<Seen>,
-    last_line: Option<Instant>,
-}
-
-impl Lines {
-    fn new(every: Duration) -> Self {
-        Lines {
-            every,
-            seen: None,
-            last_line: None,
-        }
-    }
-
-    /// The line for this step, if one is due at `now`: at a stage's first and last step, and
-    /// when `every` has passed since the previous line.
-    fn observe(&mut self, total: usize, m: &StepMetrics, now: Instant) -> Option<String> {
-        let fresh = self.seen.as_ref().is_none_or(|s| !s.continues(total, m));
-        if fresh {
-            self.seen = Some(Seen::new(total, m, now));
-        }
-        let seen = self.seen.as_mut()?;
-        seen.last_step = m.step;
-        let due = fresh
-            || m.step >= total
-            || self
-                .last_line
-                .is_none_or(|t| now.duration_since(t) >= self.every);
-        if !due {
-            return None;
-        }
-        self.last_line = Some(now);
-        Some(plain_line(
-            total,
-            m,
-            m.step - seen.first_step,
-            now.duration_since(seen.first_at),
-        ))
-    }
-}
-
-/// A live bar for one stage.
-#[derive(Debug)]
-struct Bar {
-    seen: Seen,
-    bar: ProgressBar,
-}
-
-impl Bar {
-    fn new(total: usize, m: &StepMetrics) -> Self {
-        let style = ProgressStyle::with_template(BAR_TEMPLATE)
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.2} steps/s", s.per_sec());
-            })
-            .progress_chars("=> ");
-        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
-            .with_style(style)
-            .with_prefix(m.stage.clone())
-            .with_position(m.step as u64);
-        // A resumed stage: the rate counts from here, not from step 0.
-        bar.reset_eta();
-        Bar {
-            seen: Seen::new(total, m, Instant::now()),
-            bar,
-        }
-    }
-
-    fn continues(&self, total: usize, m: &StepMetrics) -> bool {
-        self.seen.continues(total, m)
-    }
-
-    fn update(&mut self, total: usize, m: &StepMetrics) {
-        self.seen.last_step = m.step;
-        self.bar.set_message(metrics_text(m));
-        self.bar.set_position(m.step as u64);
-        if m.step >= total {
-            self.bar.finish();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn metrics(stage: &str, step: usize, loss: f64) -> StepMetrics {
-        StepMetrics {
-            stage: stage.to_owned(),
-            step,
-            loss,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn plain_line_has_stage_step_loss_rate_and_eta() {
-        let line = plain_line(
-            1600,
-            &metrics("sft", 240, 2.345_67),
-            240,
-            Duration::from_secs(60),
-        );
-        assert_eq!(
-            line,
-            "[sft] step 240/1600 (15.0%) loss 2.3457 | 4.00 steps/s | elapsed 1m00s | eta 5m40s"
-        );
-    }
-
-    #[test]
-    fn plain_line_of_stage_two_has_accuracy_and_margin() {
-        let m = StepMetrics {
-            top1_accuracy: Some(0.625),
-            margin: Some(0.1234),
-            ..metrics("apo", 50, 0.5)
-        };
-        assert_eq!(
-            plain_line(200, &m, 10, Duration::from_secs(4)),
-            "[apo] step 50/200 (25.0%) loss 0.5000 top-1 0.62 margin 0.123 | 2.50 steps/s \
-             | elapsed 4s | eta 1m00s"
-        );
-    }
-
-    #[test]
-    fn plain_line_before_any_timed_step_has_no_rate() {
-        assert_eq!(
-            plain_line(10, &metrics("sft", 1, 3.0), 0, Duration::ZERO),
-            "[sft] step 1/10 (10.0%) loss 3.0000 | - steps/s | elapsed 0s | eta -"
-        );
-    }
-
-    #[test]
-    fn durations_read_as_seconds_minutes_or_hours() {
-        assert_eq!(format_duration(Duration::from_secs_f64(59.9)), "59s");
-        assert_eq!(format_duration(Duration::from_secs(307)), "5m07s");
-        assert_eq!(format_duration(Duration::from_secs(7380)), "2h03m");
-    }
-
-    #[test]
-    fn lines_come_at_the_first_and_last_step_and_every_interval() {
-        let mut lines = Lines::new(Duration::from_secs(5));
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        // A stage resumed at step 101 of 110, one step a second.
-        let printed: Vec<(usize, String)> = (101..=110)
-            .filter_map(|step| {
-                let line = lines.observe(110, &metrics("sft", step, 1.0), at(step as u64 - 101))?;
-                Some((step, line))
-            })
-            .collect();
-        let steps: Vec<usize> = printed.iter().map(|(s, _)| *s).collect();
-        assert_eq!(steps, [101, 106, 110]);
-        // Five steps in five seconds since the resume: one step a second, four to go.
-        assert_eq!(
-            printed[1].1,
-            "[sft] step 106/110 (96.4%) loss 1.0000 | 1.00 steps/s | elapsed 5s | eta 4s"
-        );
-        // The next stage starts afresh (its first step prints at once).
-        let line = lines.observe(20, &metrics("apo", 1, 0.7), at(10)).unwrap();
-        assert!(line.starts_with("[apo] step 1/20 "), "{line}");
-        assert!(lines.observe(20, &metrics("apo", 2, 0.7), at(11)).is_none());
-        // The same stage run again from step 1 is a new stage too.
-        assert!(lines.observe(20, &metrics("apo", 1, 0.7), at(12)).is_some());
-    }
-
-    #[test]
-    fn the_observer_runs_in_both_modes_without_a_terminal() {
-        for mut p in [
-            TrainProgress::bar(),
-            TrainProgress::lines(Duration::from_secs(3600)),
-        ] {
-            for step in 1..=3 {
-                p.step(3, &metrics("sft", step, 1.0 / step as f64));
-            }
-            p.step(2, &metrics("apo", 1, 0.5));
-            match &p.mode {
-                Mode::Bar(Some(b)) => {
-                    assert_eq!(b.seen.stage, "apo");
-                    assert_eq!(b.bar.position(), 1);
-                    assert_eq!(b.bar.length(), Some(2));
-                    assert_eq!(b.bar.message(), "loss 0.5000");
-                }
-                Mode::Lines(l) => assert_eq!(l.seen.as_ref().unwrap().stage, "apo"),
-                Mode::Bar(None) => panic!("no bar after four steps"),
-            }
-        }
-    }
 }

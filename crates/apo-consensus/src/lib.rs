@@ -15,9 +15,15 @@
 //! assert!((c[0].confidence - 2.0 / 3.0).abs() < 1e-12);
 //! # Ok::<(), apo_consensus::ConsensusError>(())
 //! ```
+//!
+//! # Feature flags
+//! - `serde`: `Serialize`/`Deserialize` for votes and results.
+//! - `csv`: the `csv` module reads `task,worker,label` votes and `worker,weight` weights.
 #![warn(missing_docs)]
 
 mod aggregate;
+#[cfg(feature = "csv")]
+pub mod csv;
 mod error;
 #[cfg(feature = "serde")]
 pub mod export;

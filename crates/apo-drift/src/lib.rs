@@ -17,6 +17,9 @@
 //!   [`Adwin`], [`PageHinkley`], [`Ddm`], and a seeded [`Kswin`]; [`MultiStreamMonitor`] runs
 //!   one per teacher.
 //!
+//! - **Streams of numbers** read from text, one per line, and run through a detector named by
+//!   `NAME=VALUE` parameters: [`stream`].
+//!
 //! Every quantity is defined in `docs/math/drift.md`.
 //!
 //! # Examples
@@ -45,6 +48,7 @@ mod detect;
 mod divergence;
 mod error;
 mod monitor;
+pub mod stream;
 mod streams;
 
 pub use agreement::{BinaryScores, binary_scores, fleiss_kappa, pairwise_agreement, vote_entropy};

@@ -1,5 +1,6 @@
 //! `apo data check`: read, join and validate a data set; report every problem.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -44,86 +45,61 @@ pub fn check(options: &CheckOptions, mut out: impl Write) -> Result<CheckReport,
     if let Some(q) = &options.quarantine {
         report.write_quarantine(q).map_err(|e| e.to_string())?;
     }
-    let io = |e: std::io::Error| e.to_string();
-    if options.json {
-        serde_json::to_writer(&mut out, &report).map_err(|e| e.to_string())?;
-        writeln!(out).map_err(io)?;
-        return Ok(report);
-    }
+    let text = match options.json {
+        true => serde_json::to_string(&report).map_err(|e| e.to_string())? + "\n",
+        false => render(&report),
+    };
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(report)
+}
+
+/// The report as text: counts per table, images, splits, trajectories per teacher, positive
+/// labels per finding, and the first 20 problems.
+fn render(r: &CheckReport) -> String {
     let c = |c: &cxr_max::dataset::Counts| {
         format!("{} read, {} kept, {} rejected", c.read, c.kept, c.rejected)
     };
-    writeln!(
-        out,
-        "records  {}: {}",
-        report.records_file.display(),
-        c(&report.records)
-    )
-    .map_err(io)?;
-    writeln!(out, "labels   {}", c(&report.labels)).map_err(io)?;
-    writeln!(out, "metadata {}", c(&report.metadata)).map_err(io)?;
-    writeln!(out, "split    {}", c(&report.split)).map_err(io)?;
-    writeln!(
-        out,
-        "samples  {} ({} studies)",
-        c(&report.samples),
-        report.studies
-    )
-    .map_err(io)?;
-    writeln!(
-        out,
-        "images   {} found, {} missing, {} unusable",
-        report.images_found, report.images_missing, report.images_unusable
-    )
-    .map_err(io)?;
-    writeln!(
-        out,
-        "without labels {}, without split {}",
-        report.without_labels, report.without_split
-    )
-    .map_err(io)?;
-    writeln!(out, "splits   {:?}", report.per_split).map_err(io)?;
-    writeln!(out, "trajectories per teacher:").map_err(io)?;
-    for (t, n) in &report.trajectories_per_teacher {
-        writeln!(out, "  {t:<24} {n}").map_err(io)?;
+    let mut s = format!(
+        "records  {}: {}\nlabels   {}\nmetadata {}\nsplit    {}\nsamples  {} ({} studies)\n",
+        r.records_file.display(),
+        c(&r.records),
+        c(&r.labels),
+        c(&r.metadata),
+        c(&r.split),
+        c(&r.samples),
+        r.studies
+    );
+    let _ = writeln!(
+        s,
+        "images   {} found, {} missing, {} unusable\nwithout labels {}, without split {}\n\
+         splits   {:?}\ntrajectories per teacher:",
+        r.images_found,
+        r.images_missing,
+        r.images_unusable,
+        r.without_labels,
+        r.without_split,
+        r.per_split
+    );
+    for (t, n) in &r.trajectories_per_teacher {
+        let _ = writeln!(s, "  {t:<24} {n}");
     }
-    writeln!(out, "positive labels per finding:").map_err(io)?;
+    s.push_str("positive labels per finding:\n");
     for f in cxr_max::Finding::ALL {
-        writeln!(out, "  {:<27} {}", f.column_name(), report.positives(f)).map_err(io)?;
+        let _ = writeln!(s, "  {:<27} {}", f.column_name(), r.positives(f));
     }
-    if !report.unknown_fields.is_empty() {
-        writeln!(
-            out,
-            "fields not understood (ignored): {:?}",
-            report.unknown_fields
-        )
-        .map_err(io)?;
+    if !r.unknown_fields.is_empty() {
+        let _ = writeln!(s, "fields not understood (ignored): {:?}", r.unknown_fields);
     }
-    writeln!(
-        out,
-        "{} problem(s){}",
-        report.problems.len(),
-        if report.problems.len() > 20 {
-            "; first 20:"
-        } else {
-            ":"
-        }
-    )
-    .map_err(io)?;
-    for p in report.problems.iter().take(20) {
-        let id = p
-            .record_id
-            .as_deref()
-            .map(|i| format!(" [{i}]"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "  {}:{}{id}: {}",
-            p.source.path.display(),
-            p.source.line,
-            p.reason
-        )
-        .map_err(io)?;
+    let n = r.problems.len();
+    let _ = writeln!(
+        s,
+        "{n} problem(s){}",
+        if n > 20 { "; first 20:" } else { ":" }
+    );
+    for p in r.problems.iter().take(20) {
+        let id = p.record_id.as_deref().map(|i| format!(" [{i}]"));
+        let (path, line) = (p.source.path.display(), p.source.line);
+        let _ = writeln!(s, "  {path}:{line}{}: {}", id.unwrap_or_default(), p.reason);
     }
-    Ok(report)
+    s
 }

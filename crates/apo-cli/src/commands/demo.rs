@@ -60,20 +60,3 @@ pub fn run(mut out: impl Write, json: bool) -> std::io::Result<()> {
     writeln!(out, "any case against TRL or another reference.")?;
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn objective_table_prints_every_objective_and_teacher() {
-        let mut text = Vec::new();
-        run(&mut text, false).unwrap();
-        let text = String::from_utf8(text).unwrap();
-        assert!(text.contains("plackett-luce") && text.contains("Moonshot"));
-        let mut json = Vec::new();
-        run(&mut json, true).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(v["objectives"].as_array().unwrap().len(), 6);
-    }
-}

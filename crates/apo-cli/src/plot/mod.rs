@@ -12,16 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
-use plotters::element::{DashedPathElement, PathElement, Rectangle, Text};
+use plotters::element::{Circle, DashedPathElement, PathElement, Rectangle, Text};
 use plotters::prelude::{
-    BitMapBackend, ChartBuilder, DrawingArea, DrawingAreaErrorKind, DrawingBackend,
-    IntoDrawingArea, LineSeries, SVGBackend,
+    BitMapBackend, ChartBuilder, DrawingArea, DrawingAreaErrorKind, IntoDrawingArea, LineSeries,
+    SVGBackend,
 };
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{
-    Color, FontDesc, FontFamily, FontStyle, FontTransform, RGBColor, ShapeStyle, TRANSPARENT,
-    TextStyle, register_font,
+    Color, FontDesc, FontFamily, FontStyle, FontTransform, RGBColor, TRANSPARENT, TextStyle,
+    register_font,
 };
+use raster::Canvas;
 
 /// DejaVu Sans 2.37 (Bitstream Vera licence, see `assets/fonts/LICENSE-DejaVu.txt`).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -42,7 +43,8 @@ const INK: RGBColor = RGBColor(30, 30, 30);
 const GRID: RGBColor = RGBColor(222, 222, 222);
 const MISSING: RGBColor = RGBColor(205, 205, 205);
 const STRIPE: RGBColor = RGBColor(246, 246, 246);
-const EVENT: RGBColor = RGBColor(214, 39, 40);
+/// Change points: the palette's red.
+const EVENT: RGBColor = PALETTE[3];
 
 /// Distinct colours for series: the ten of matplotlib's `tab10`, then four more (seven
 /// teachers, two label rows, the all-absent row and three students fit without repeating).
@@ -156,6 +158,11 @@ impl<'a> From<&'a String> for Titles<'a> {
     }
 }
 
+/// The colour of series `k`.
+fn colour(k: usize) -> RGBColor {
+    PALETTE[k % PALETTE.len()]
+}
+
 /// Colour for a value in [0, 1]: white → dark red.
 pub fn heat(v: f64) -> RGBColor {
     let v = v.clamp(0.0, 1.0);
@@ -182,58 +189,76 @@ fn style(px: f64) -> TextStyle<'static> {
     TextStyle::from(FontDesc::new(FAMILY, px, FontStyle::Normal))
 }
 
-fn anchored(px: f64, h: HPos, v: VPos) -> TextStyle<'static> {
-    style(px).pos(Pos::new(h, v))
+/// Anchors: the point of a text's box placed at the position given.
+const LEFT: Pos = anchor(HPos::Left, VPos::Center);
+const RIGHT: Pos = anchor(HPos::Right, VPos::Center);
+const MIDDLE: Pos = anchor(HPos::Center, VPos::Center);
+const ABOVE: Pos = anchor(HPos::Center, VPos::Top);
+const BELOW: Pos = anchor(HPos::Center, VPos::Bottom);
+
+const fn anchor(h_pos: HPos, v_pos: VPos) -> Pos {
+    Pos { h_pos, v_pos }
 }
 
-/// Width in pixels of `s` at `px` (the font must be registered).
-fn text_width(s: &str, px: f64) -> i32 {
-    FontDesc::new(FAMILY, px, FontStyle::Normal)
-        .box_size(s)
-        .map_or(0, |(w, _)| w as i32)
+/// The width in pixels of `s` set at `px` pixels in the embedded font (what the charts are
+/// sized by).
+pub fn text_width(s: &str, px: f64) -> i32 {
+    font().map_or(0, |_| {
+        FontDesc::new(FAMILY, px, FontStyle::Normal)
+            .box_size(s)
+            .map_or(0, |(w, _)| w as i32)
+    })
 }
 
-fn widest(labels: &[String], px: f64) -> i32 {
-    labels.iter().map(|l| text_width(l, px)).max().unwrap_or(0)
+fn widest<S: AsRef<str>>(labels: &[S], px: f64) -> i32 {
+    labels
+        .iter()
+        .map(|l| text_width(l.as_ref(), px))
+        .max()
+        .unwrap_or(0)
 }
 
-type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+type Area<'a> = DrawingArea<Canvas<'a>, Shift>;
+type Drawn = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
-/// A chart laid out for a size, drawable on any backend.
-trait Chart {
-    fn size(&self) -> (u32, u32);
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
-}
-
-/// Draws `chart` into a PNG at `path` and an SVG next to it.
-fn save(chart: &impl Chart, path: &Path) -> Result<(), PlotError> {
-    let (w, h) = chart.size();
-    let draw_err = |e: &dyn std::fmt::Display| PlotError::Draw {
+/// Draws a chart of `size` pixels (white, `title` centred at the top, then `draw`) into a
+/// PNG at `path` and an SVG next to it.
+fn save(
+    path: &Path,
+    (w, h): (i32, i32),
+    title: &str,
+    draw: impl Fn(&Area<'_>) -> Drawn,
+) -> Result<(), PlotError> {
+    let font = font()?;
+    let (w, h) = (w as u32, h as u32);
+    let draw_err = |message: String| PlotError::Draw {
         path: path.to_owned(),
-        message: e.to_string(),
+        message,
     };
     let mut buf = vec![255u8; w as usize * h as usize * 3];
-    {
-        let root = raster::Glyphs {
-            inner: BitMapBackend::with_buffer(&mut buf, (w, h)),
-            font: font()?,
-        }
-        .into_drawing_area();
-        chart.draw(&root).map_err(|e| draw_err(&e))?;
-        root.present().map_err(|e| draw_err(&e))?;
+    let mut svg = String::new();
+    let canvases = [
+        Canvas::Png(BitMapBackend::with_buffer(&mut buf, (w, h)), font),
+        Canvas::Svg(SVGBackend::with_string(&mut svg, (w, h))),
+    ];
+    for canvas in canvases {
+        let root = canvas.into_drawing_area();
+        root.fill(&WHITE)
+            .and_then(|()| {
+                let at = (w as i32 / 2, 14);
+                root.draw(&Text::new(title, at, style(TITLE_PX).pos(ABOVE)))
+            })
+            .and_then(|()| draw(&root))
+            .and_then(|()| root.present())
+            .map_err(|e| draw_err(e.to_string()))?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| draw_err(&"pixel buffer size"))?;
+    let img =
+        image::RgbImage::from_raw(w, h, buf).ok_or_else(|| draw_err("pixel buffer size".into()))?;
     img.save_with_format(path, image::ImageFormat::Png)
         .map_err(|source| PlotError::Png {
             path: path.to_owned(),
             source,
         })?;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
-        chart.draw(&root).map_err(|e| draw_err(&e))?;
-        root.present().map_err(|e| draw_err(&e))?;
-    }
     let svg_path = path.with_extension("svg");
     std::fs::write(&svg_path, svg).map_err(|source| PlotError::Svg {
         path: svg_path,
@@ -248,182 +273,84 @@ fn shape(path: &Path, what: String) -> PlotError {
     }
 }
 
-/// The title, centred at the top.
-fn draw_title<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str) -> DrawResult<DB> {
-    let (w, _) = root.dim_in_pixel();
-    root.draw(&Text::new(
-        title.to_owned(),
-        (w as i32 / 2, 14),
-        anchored(TITLE_PX, HPos::Center, VPos::Top),
-    ))
-}
-
-/// A vertical axis title, read bottom to top, centred on `y` at `x`.
-fn draw_y_title<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    title: &str,
-    (x, y): (i32, i32),
-) -> DrawResult<DB> {
-    root.draw(&Text::new(
-        title.to_owned(),
-        (x, y),
-        anchored(LABEL_PX, HPos::Center, VPos::Top).transform(FontTransform::Rotate270),
-    ))
-}
-
-/// A legend: one swatch and name per series, top to bottom from `(x, y)`.
-fn draw_legend<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    (x, y): (i32, i32),
-    entries: &[(String, ShapeStyle, bool)],
-) -> DrawResult<DB> {
-    for (k, (name, swatch, line)) in entries.iter().enumerate() {
-        let cy = y + k as i32 * 24 + 8;
-        if *line {
-            root.draw(&PathElement::new(vec![(x, cy), (x + 26, cy)], *swatch))?;
-        } else {
-            root.draw(&Rectangle::new(
-                [(x + 4, cy - 7), (x + 22, cy + 7)],
-                *swatch,
-            ))?;
+/// That `values` are one row of `n` values per name; the error's words name the rows, a row
+/// and the columns.
+fn check_rows(
+    path: &Path,
+    values: &[Vec<f64>],
+    names: &[String],
+    n: usize,
+    [rows, row, cols]: [&str; 3],
+) -> Result<(), PlotError> {
+    let (got, want) = (values.len(), names.len());
+    if got != want {
+        let what = format!("{got} rows of values for {want} {rows}");
+        return Err(shape(path, what));
+    }
+    match values.iter().position(|r| r.len() != n) {
+        Some(i) => {
+            let (name, got) = (&names[i], values[i].len());
+            let what = format!("{row} {i} ({name}) has {got} values for {n} {cols}");
+            Err(shape(path, what))
         }
-        root.draw(&Text::new(
-            name.clone(),
-            (x + 34, cy),
-            anchored(LABEL_PX, HPos::Left, VPos::Center),
-        ))?;
+        None => Ok(()),
+    }
+}
+
+/// `s` at `at`, `px` pixels high, its box placed there by `anchor`.
+fn text(area: &Area<'_>, s: &str, at: (i32, i32), px: f64, anchor: Pos) -> Drawn {
+    area.draw(&Text::new(s, at, style(px).pos(anchor)))
+}
+
+/// A vertical axis title, read bottom to top, centred on `at`'s height.
+fn y_title(area: &Area<'_>, title: Option<&str>, at: (i32, i32)) -> Drawn {
+    let Some(title) = title else { return Ok(()) };
+    let style = style(LABEL_PX)
+        .pos(ABOVE)
+        .transform(FontTransform::Rotate270);
+    area.draw(&Text::new(title, at, style))
+}
+
+/// A dashed line (expected events) from one end to the other.
+fn dashed(area: &Area<'_>, ends: [(i32, i32); 2]) -> Drawn {
+    area.draw(&DashedPathElement::new(ends, 3, 3, INK.stroke_width(2)))
+}
+
+/// A legend entry's swatch.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line(RGBColor),
+    Box(RGBColor),
+    Dashed,
+}
+
+/// A legend: one swatch and name per entry, top to bottom from height `y`.
+fn legend<'s>(
+    area: &Area<'_>,
+    y: i32,
+    entries: impl IntoIterator<Item = (&'s str, Swatch)>,
+) -> Drawn {
+    for (k, (name, swatch)) in entries.into_iter().enumerate() {
+        let cy = y + k as i32 * 24 + 8;
+        match swatch {
+            Swatch::Line(c) => area.draw(&PathElement::new([(0, cy), (26, cy)], c.stroke_width(3))),
+            Swatch::Box(c) => area.draw(&Rectangle::new([(4, cy - 7), (22, cy + 7)], c.filled())),
+            Swatch::Dashed => dashed(area, [(0, cy), (26, cy)]),
+        }?;
+        text(area, name, (34, cy), LABEL_PX, LEFT)?;
     }
     Ok(())
 }
 
+/// A legend entry per name, in the series' colours.
+fn swatches<'n>(names: &'n [String], swatch: fn(RGBColor) -> Swatch) -> Vec<(&'n str, Swatch)> {
+    let entry = |(k, n): (usize, &'n String)| (n.as_str(), swatch(colour(k)));
+    names.iter().enumerate().map(entry).collect()
+}
+
 /// Room for a legend of `names` on the right.
-fn legend_width(names: &[String]) -> i32 {
+fn legend_width<S: AsRef<str>>(names: &[S]) -> i32 {
     widest(names, LABEL_PX) + 34 + 24
-}
-
-// ------------------------------------------------------------------------------------------
-// Heatmap
-
-struct Heatmap<'a> {
-    titles: Titles<'a>,
-    rows: &'a [String],
-    cols: &'a [String],
-    values: &'a [Vec<f64>],
-    /// Left of the cells: the row labels and the y title.
-    left: i32,
-    /// Above the cells: the title.
-    top: i32,
-    cell_w: i32,
-    cell_h: i32,
-    /// Column labels read bottom to top (they are wider than a cell).
-    rotate: bool,
-    /// Below the cells: the column labels and the x title.
-    below: i32,
-    width: i32,
-}
-
-impl Heatmap<'_> {
-    const BAR: i32 = 110;
-
-    fn cells_right(&self) -> i32 {
-        self.left + self.cell_w * self.cols.len() as i32
-    }
-}
-
-impl Chart for Heatmap<'_> {
-    fn size(&self) -> (u32, u32) {
-        let h = self.top + self.cell_h * self.rows.len() as i32 + self.below;
-        (self.width as u32, h as u32)
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        draw_title(root, self.titles.title)?;
-        let bottom = self.top + self.cell_h * self.rows.len() as i32;
-        for (i, row) in self.rows.iter().enumerate() {
-            let y = self.top + i as i32 * self.cell_h;
-            root.draw(&Text::new(
-                row.clone(),
-                (self.left - 10, y + self.cell_h / 2),
-                anchored(LABEL_PX, HPos::Right, VPos::Center),
-            ))?;
-            for (j, &v) in self.values[i].iter().enumerate() {
-                let x = self.left + j as i32 * self.cell_w;
-                let (fill, text, ink) = if v.is_finite() {
-                    let ink = if v > 0.55 { WHITE } else { INK };
-                    (heat(v), format!("{:.0}", v * 100.0), ink)
-                } else {
-                    (MISSING, "n/a".to_owned(), INK)
-                };
-                root.draw(&Rectangle::new(
-                    [(x + 1, y + 1), (x + self.cell_w - 1, y + self.cell_h - 1)],
-                    fill.filled(),
-                ))?;
-                root.draw(&Text::new(
-                    text,
-                    (x + self.cell_w / 2, y + self.cell_h / 2),
-                    anchored(LABEL_PX, HPos::Center, VPos::Center).color(&ink),
-                ))?;
-            }
-        }
-        let mut label_bottom = bottom + 8 + LABEL_PX as i32;
-        for (j, col) in self.cols.iter().enumerate() {
-            let cx = self.left + j as i32 * self.cell_w + self.cell_w / 2;
-            if self.rotate {
-                root.draw(&Text::new(
-                    col.clone(),
-                    (cx, bottom + 8),
-                    anchored(LABEL_PX, HPos::Right, VPos::Center)
-                        .transform(FontTransform::Rotate270),
-                ))?;
-                label_bottom = label_bottom.max(bottom + 8 + text_width(col, LABEL_PX));
-            } else {
-                root.draw(&Text::new(
-                    col.clone(),
-                    (cx, bottom + 8),
-                    anchored(LABEL_PX, HPos::Center, VPos::Top),
-                ))?;
-            }
-        }
-        if let Some(x) = self.titles.x {
-            root.draw(&Text::new(
-                x.to_owned(),
-                ((self.left + self.cells_right()) / 2, label_bottom + 12),
-                anchored(LABEL_PX, HPos::Center, VPos::Top),
-            ))?;
-        }
-        if let Some(y) = self.titles.y {
-            draw_y_title(root, y, (10, (self.top + bottom) / 2))?;
-        }
-        // The colour scale: 0 % at the bottom, 100 % at the top.
-        let bx = self.cells_right() + 30;
-        let (y0, y1) = (self.top, bottom.max(self.top + 120));
-        let steps = 64;
-        for s in 0..steps {
-            let v = (s as f64 + 0.5) / steps as f64;
-            let ya = y1 - (y1 - y0) * s / steps;
-            let yb = y1 - (y1 - y0) * (s + 1) / steps;
-            root.draw(&Rectangle::new([(bx, yb), (bx + 18, ya)], heat(v).filled()))?;
-        }
-        root.draw(&Rectangle::new(
-            [(bx, y0), (bx + 18, y1)],
-            INK.stroke_width(1),
-        ))?;
-        for t in [0, 25, 50, 75, 100] {
-            let y = y1 - (y1 - y0) * t / 100;
-            root.draw(&PathElement::new(vec![(bx + 18, y), (bx + 23, y)], INK))?;
-            root.draw(&Text::new(
-                format!("{t}"),
-                (bx + 26, y),
-                anchored(TICK_PX, HPos::Left, VPos::Center),
-            ))?;
-        }
-        root.draw(&Text::new(
-            "%".to_owned(),
-            (bx + 9, y0 - 6),
-            anchored(TICK_PX, HPos::Center, VPos::Bottom),
-        ))
-    }
 }
 
 /// A heatmap of `values[row][col]` in [0, 1]: rows labelled on the left, columns below, each
@@ -440,81 +367,80 @@ pub fn heatmap<'a>(
     values: &[Vec<f64>],
     path: &Path,
 ) -> Result<(), PlotError> {
-    font()?;
-    let titles = titles.into();
-    if values.len() != rows.len() {
-        return Err(shape(
-            path,
-            format!(
-                "{} rows of values for {} row labels",
-                values.len(),
-                rows.len()
-            ),
-        ));
-    }
-    if let Some((i, r)) = values
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.len() != cols.len())
-    {
-        return Err(shape(
-            path,
-            format!(
-                "row {i} ({}) has {} values for {} columns",
-                rows[i],
-                r.len(),
-                cols.len()
-            ),
-        ));
-    }
-    let y_title = if titles.y.is_some() { 28 } else { 0 };
-    let left = 20 + y_title + widest(rows, LABEL_PX) + 10;
+    let t = titles.into();
+    let words = ["row labels", "row", "columns"];
+    check_rows(path, values, rows, cols.len(), words)?;
+    let left = 20 + if t.y.is_some() { 28 } else { 0 } + widest(rows, LABEL_PX) + 10;
+    // Column labels wider than a cell stand upright, read bottom to top.
     let col_w = widest(cols, LABEL_PX);
     let rotate = col_w > 84;
-    let cell_w = if rotate { 52 } else { (col_w + 14).max(52) };
-    let labels_h = if rotate { col_w } else { LABEL_PX as i32 };
-    let x_title = if titles.x.is_some() { 32 } else { 0 };
-    let chart = Heatmap {
-        titles,
-        rows,
-        cols,
-        values,
-        left,
-        top: 60,
-        cell_w,
-        cell_h: 38,
-        rotate,
-        below: 8 + labels_h + x_title + 20,
-        width: 0,
+    let (cell_w, labels_h) = if rotate {
+        (52, col_w)
+    } else {
+        ((col_w + 14).max(52), LABEL_PX as i32)
     };
-    let width = (chart.cells_right() + Heatmap::BAR)
-        .max(text_width(titles.title, TITLE_PX) + 40)
+    let (top, cell_h) = (60, 38);
+    let bottom = top + cell_h * rows.len() as i32;
+    let right = left + cell_w * cols.len() as i32;
+    let below = 8 + labels_h + if t.x.is_some() { 32 } else { 0 } + 20;
+    let width = (right + 110)
+        .max(text_width(t.title, TITLE_PX) + 40)
         .max(320);
-    save(&Heatmap { width, ..chart }, path)
-}
-
-// ------------------------------------------------------------------------------------------
-// Line chart
-
-struct Lines<'a> {
-    titles: Titles<'a>,
-    x_label: &'a str,
-    names: &'a [String],
-    series: &'a [Vec<f64>],
-    legend_w: i32,
-}
-
-impl Lines<'_> {
-    const SIZE: (u32, u32) = (900, 520);
+    save(path, (width, bottom + below), t.title, |root| {
+        for (i, (row, vals)) in rows.iter().zip(values).enumerate() {
+            let y = top + i as i32 * cell_h;
+            text(root, row, (left - 10, y + cell_h / 2), LABEL_PX, RIGHT)?;
+            for (j, &v) in vals.iter().enumerate() {
+                let x = left + j as i32 * cell_w;
+                let (fill, value, ink) = if !v.is_finite() {
+                    (MISSING, "n/a".to_owned(), INK)
+                } else {
+                    let ink = if v > 0.55 { WHITE } else { INK };
+                    (heat(v), format!("{:.0}", v * 100.0), ink)
+                };
+                let cell = [(x + 1, y + 1), (x + cell_w - 1, y + cell_h - 1)];
+                root.draw(&Rectangle::new(cell, fill.filled()))?;
+                let style = style(LABEL_PX).pos(MIDDLE).color(&ink);
+                root.draw(&Text::new(value, (x + cell_w / 2, y + cell_h / 2), style))?;
+            }
+        }
+        for (j, col) in cols.iter().enumerate() {
+            let at = (left + j as i32 * cell_w + cell_w / 2, bottom + 8);
+            if rotate {
+                let style = style(LABEL_PX).pos(RIGHT);
+                let style = style.transform(FontTransform::Rotate270);
+                root.draw(&Text::new(col.as_str(), at, style))?;
+            } else {
+                text(root, col, at, LABEL_PX, ABOVE)?;
+            }
+        }
+        if let Some(x) = t.x {
+            let at = ((left + right) / 2, bottom + 20 + labels_h);
+            text(root, x, at, LABEL_PX, ABOVE)?;
+        }
+        y_title(root, t.y, (10, (top + bottom) / 2))?;
+        // The colour scale: 0 % at the bottom, 100 % at the top.
+        let (bx, y0, y1) = (right + 30, top, bottom.max(top + 120));
+        for s in 0..64 {
+            let v = (f64::from(s) + 0.5) / 64.0;
+            let (ya, yb) = (y1 - (y1 - y0) * s / 64, y1 - (y1 - y0) * (s + 1) / 64);
+            root.draw(&Rectangle::new([(bx, yb), (bx + 18, ya)], heat(v).filled()))?;
+        }
+        let frame = [(bx, y0), (bx + 18, y1)];
+        root.draw(&Rectangle::new(frame, INK.stroke_width(1)))?;
+        for t in [0, 25, 50, 75, 100] {
+            let y = y1 - (y1 - y0) * t / 100;
+            root.draw(&PathElement::new([(bx + 18, y), (bx + 23, y)], INK))?;
+            text(root, &t.to_string(), (bx + 26, y), TICK_PX, LEFT)?;
+        }
+        text(root, "%", (bx + 9, y0 - 6), TICK_PX, BELOW)
+    })
 }
 
 /// Runs of consecutive finite values: (start index, values).
-fn finite_runs(s: &[f64]) -> Vec<(usize, Vec<f64>)> {
+pub fn finite_runs(s: &[f64]) -> Vec<(usize, Vec<f64>)> {
     let mut runs: Vec<(usize, Vec<f64>)> = Vec::new();
-    for (i, &v) in s.iter().enumerate() {
-        if !v.is_finite() {
-            continue;
-        }
+    for (i, &v) in s.iter().enumerate().filter(|(_, v)| v.is_finite()) {
         match runs.last_mut() {
             Some((start, run)) if *start + run.len() == i => run.push(v),
             _ => runs.push((i, vec![v])),
@@ -525,7 +451,7 @@ fn finite_runs(s: &[f64]) -> Vec<(usize, Vec<f64>)> {
 
 /// The y range of finite values: from 0 (or the minimum, if negative) to the maximum, with 5 %
 /// headroom; a unit range when there is nothing to show.
-fn y_range(series: &[Vec<f64>]) -> (f64, f64) {
+pub fn y_range(series: &[Vec<f64>]) -> (f64, f64) {
     let finite = || series.iter().flatten().copied().filter(|v| v.is_finite());
     let lo = finite().fold(0.0f64, f64::min);
     let hi = finite().fold(0.0f64, f64::max);
@@ -536,73 +462,9 @@ fn y_range(series: &[Vec<f64>]) -> (f64, f64) {
     }
 }
 
-impl Chart for Lines<'_> {
-    fn size(&self) -> (u32, u32) {
-        Self::SIZE
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        draw_title(root, self.titles.title)?;
-        let (w, _) = root.dim_in_pixel();
-        let (plot, legend) = root.split_horizontally(w as i32 - self.legend_w);
-        let n = self.series.iter().map(Vec::len).max().unwrap_or(0).max(2);
-        let (lo, hi) = y_range(self.series);
-        let mut chart = ChartBuilder::on(&plot)
-            .margin_top(50)
-            .margin_left(10)
-            .margin_right(20)
-            .margin_bottom(10)
-            .x_label_area_size(if self.titles.x.is_some() || !self.x_label.is_empty() {
-                56
-            } else {
-                32
-            })
-            .y_label_area_size(if self.titles.y.is_some() { 80 } else { 60 })
-            .build_cartesian_2d(0i64..(n as i64 - 1), lo..hi)?;
-        let mut mesh = chart.configure_mesh();
-        mesh.light_line_style(TRANSPARENT)
-            .bold_line_style(GRID)
-            .label_style(style(TICK_PX))
-            .axis_desc_style(style(LABEL_PX))
-            .x_labels(10)
-            .y_labels(8);
-        let x_title = self.titles.x.unwrap_or(self.x_label);
-        if !x_title.is_empty() {
-            mesh.x_desc(x_title);
-        }
-        if let Some(y) = self.titles.y {
-            mesh.y_desc(y);
-        }
-        mesh.draw()?;
-        let mut entries = Vec::new();
-        for (k, (name, s)) in self.names.iter().zip(self.series).enumerate() {
-            let colour = PALETTE[k % PALETTE.len()];
-            for (start, run) in finite_runs(s) {
-                if run.len() == 1 {
-                    chart.draw_series(std::iter::once(plotters::element::Circle::new(
-                        (start as i64, run[0]),
-                        3,
-                        colour.filled(),
-                    )))?;
-                } else {
-                    chart.draw_series(LineSeries::new(
-                        run.iter()
-                            .enumerate()
-                            .map(|(i, &v)| ((start + i) as i64, v)),
-                        colour.stroke_width(2),
-                    ))?;
-                }
-            }
-            entries.push((name.clone(), colour.stroke_width(3), true));
-        }
-        draw_legend(&legend, (0, 64), &entries)
-    }
-}
-
-/// Line chart: one series per name, x = index, y = value (non-finite values leave gaps); the
-/// y axis from 0 (or the minimum, if negative) to the maximum; a legend on the right.
-/// `x_label` is the x-axis title unless `titles` names one.
+/// Line chart (900 × 520): one series per name, x = index, y = value (non-finite values leave
+/// gaps); the y axis from 0 (or the minimum, if negative) to the maximum; a legend on the
+/// right. `x_label` is the x-axis title unless `titles` names one.
 ///
 /// # Errors
 /// [`PlotError::Shape`] when `names` and `series` differ in length; the drawing, encoding or
@@ -614,130 +476,129 @@ pub fn lines<'a>(
     series: &[Vec<f64>],
     path: &Path,
 ) -> Result<(), PlotError> {
-    font()?;
+    let t = titles.into();
     if names.len() != series.len() {
-        return Err(shape(
-            path,
-            format!("{} names for {} series", names.len(), series.len()),
-        ));
+        let what = format!("{} names for {} series", names.len(), series.len());
+        return Err(shape(path, what));
     }
-    save(
-        &Lines {
-            titles: titles.into(),
-            x_label,
-            names,
-            series,
-            legend_w: legend_width(names).max(120),
-        },
-        path,
-    )
-}
-
-// ------------------------------------------------------------------------------------------
-// Event strips
-
-struct Events<'a> {
-    titles: Titles<'a>,
-    names: &'a [String],
-    events: &'a [Vec<usize>],
-    expected: &'a [Vec<usize>],
-    length: usize,
-    left: i32,
-    legend_w: i32,
-}
-
-impl Events<'_> {
-    const TOP: i32 = 56;
-    const ROW_H: i32 = 24;
-    const PLOT_W: i32 = 760;
-    const BELOW: i32 = 64;
-    const LEGEND: [&'static str; 2] = ["change point", "injected drift"];
-}
-
-impl Chart for Events<'_> {
-    fn size(&self) -> (u32, u32) {
-        let w = self.left + Self::PLOT_W + 30 + self.legend_w;
-        let h = Self::TOP + Self::ROW_H * self.names.len().max(1) as i32 + Self::BELOW;
-        (w as u32, h as u32)
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        draw_title(root, self.titles.title)?;
-        let (w, h) = root.dim_in_pixel();
-        let (plot, legend) = root.split_horizontally(w as i32 - self.legend_w);
-        let rows = self.names.len().max(1) as f64;
+    let legend_w = legend_width(names).max(120);
+    let n = series.iter().map(Vec::len).max().unwrap_or(0).max(2) as i64;
+    let (lo, hi) = y_range(series);
+    let x_title = t.x.unwrap_or(x_label);
+    save(path, (900, 520), t.title, |root| {
+        let (plot, legend_area) = root.split_horizontally(900 - legend_w);
         let mut chart = ChartBuilder::on(&plot)
-            .margin_top(Self::TOP)
-            .margin_right(30)
+            .margin_top(50)
+            .margin_left(10)
+            .margin_right(20)
             .margin_bottom(10)
-            .x_label_area_size(Self::BELOW - 10)
-            .y_label_area_size(self.left)
-            .build_cartesian_2d(0f64..self.length.max(1) as f64, 0f64..rows)?;
-        // Alternate row shading, then the grid and the x axis over it.
-        let band = |k: usize| (rows - k as f64 - 1.0, rows - k as f64);
-        chart.draw_series((0..self.names.len()).filter(|k| k % 2 == 1).map(|k| {
-            let (y0, y1) = band(k);
-            Rectangle::new([(0.0, y0), (self.length as f64, y1)], STRIPE.filled())
-        }))?;
+            .x_label_area_size(if x_title.is_empty() { 32 } else { 56 })
+            .y_label_area_size(if t.y.is_some() { 80 } else { 60 })
+            .build_cartesian_2d(0..n - 1, lo..hi)?;
         let mut mesh = chart.configure_mesh();
-        mesh.disable_y_mesh()
-            .y_labels(0)
-            .light_line_style(TRANSPARENT)
+        mesh.light_line_style(TRANSPARENT)
             .bold_line_style(GRID)
             .label_style(style(TICK_PX))
             .axis_desc_style(style(LABEL_PX))
             .x_labels(10)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_desc(self.titles.x.unwrap_or("item (position in the stream)"));
+            .y_labels(8);
+        if !x_title.is_empty() {
+            mesh.x_desc(x_title);
+        }
+        if let Some(y) = t.y {
+            mesh.y_desc(y);
+        }
         mesh.draw()?;
-        for (k, name) in self.names.iter().enumerate() {
-            let (y0, y1) = band(k);
-            let (_, cy) = chart.backend_coord(&(0.0, (y0 + y1) / 2.0));
-            let (x0, _) = chart.backend_coord(&(0.0, 0.0));
-            root.draw(&Text::new(
-                name.clone(),
-                (x0 - 10, cy),
-                anchored(LABEL_PX, HPos::Right, VPos::Center),
-            ))?;
-            let at = |e: usize| chart.backend_coord(&(e as f64, 0.0)).0;
-            let (_, top) = chart.backend_coord(&(0.0, y1));
-            let (_, bottom) = chart.backend_coord(&(0.0, y0));
-            for &e in self.expected.get(k).map(Vec::as_slice).unwrap_or(&[]) {
-                root.draw(&DashedPathElement::new(
-                    vec![(at(e), top + 1), (at(e), bottom - 1)],
-                    3,
-                    3,
-                    INK.stroke_width(2),
-                ))?;
-            }
-            for &e in &self.events[k] {
-                root.draw(&Rectangle::new(
-                    [(at(e) - 2, top + 4), (at(e) + 2, bottom - 4)],
-                    EVENT.filled(),
-                ))?;
+        for (k, s) in series.iter().enumerate() {
+            let colour = colour(k);
+            for (start, run) in finite_runs(s) {
+                let at = |(i, &v): (usize, &f64)| ((start + i) as i64, v);
+                let points = run.iter().enumerate().map(at);
+                if run.len() == 1 {
+                    chart.draw_series(points.map(|p| Circle::new(p, 3, colour.filled())))?;
+                } else {
+                    chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+                }
             }
         }
-        if let Some(y) = self.titles.y {
-            draw_y_title(root, y, (10, (Self::TOP + h as i32 - Self::BELOW) / 2))?;
-        }
-        let entries = [
-            (Self::LEGEND[0].to_owned(), EVENT.filled(), false),
-            (Self::LEGEND[1].to_owned(), INK.stroke_width(2), true),
-        ];
-        draw_legend(&legend, (0, Self::TOP + 8), &entries)?;
-        // The legend's dashed swatch: overdraw the solid one with gaps.
-        let cy = Self::TOP + 8 + 24 + 8;
-        legend.draw(&PathElement::new(
-            vec![(0, cy), (27, cy)],
-            WHITE.stroke_width(3),
-        ))?;
-        legend.draw(&DashedPathElement::new(
-            vec![(0, cy), (26, cy)],
-            3,
-            3,
-            INK.stroke_width(2),
-        ))
+        legend(&legend_area, 64, swatches(names, Swatch::Line))
+    })
+}
+
+/// What event strips and bars share: one horizontal band per label (the first on top,
+/// labelled on the left) along an x axis from 0 to `x_max`, a legend on the right.
+struct Bands<'a> {
+    titles: Titles<'a>,
+    labels: &'a [String],
+    band_h: i32,
+    /// The plot's width, the margin right of it and the room below it.
+    plot_w: i32,
+    right: i32,
+    below: i32,
+    x_max: f64,
+    x_labels: usize,
+    x_format: fn(&f64) -> String,
+    x_title: Option<&'a str>,
+    /// Shade every other band.
+    stripes: bool,
+}
+
+impl Bands<'_> {
+    const TOP: i32 = 56;
+
+    /// Draws the bands, `band(root, k, band's top, x → pixel)` drawing the k-th band's content.
+    fn save(
+        &self,
+        path: &Path,
+        entries: &[(&str, Swatch)],
+        band: impl Fn(&Area<'_>, usize, i32, &dyn Fn(f64) -> i32) -> Drawn,
+    ) -> Result<(), PlotError> {
+        let (top, band_h) = (Self::TOP, self.band_h);
+        let y_title_w = if self.titles.y.is_some() { 28 } else { 0 };
+        let left = 16 + y_title_w + widest(self.labels, LABEL_PX) + 12;
+        let names: Vec<&str> = entries.iter().map(|e| e.0).collect();
+        let legend_w = legend_width(&names);
+        let w = left + self.plot_w + self.right + legend_w;
+        let h = top + band_h * self.labels.len().max(1) as i32 + self.below;
+        save(path, (w, h), self.titles.title, |root| {
+            let (plot, legend_area) = root.split_horizontally(w - legend_w);
+            let mut chart = ChartBuilder::on(&plot)
+                .margin_top(top)
+                .margin_right(self.right)
+                .margin_bottom(10)
+                .x_label_area_size(self.below - 10)
+                .y_label_area_size(left)
+                .build_cartesian_2d(0f64..self.x_max, 0f64..self.labels.len().max(1) as f64)?;
+            let x = |v: f64| chart.backend_coord(&(v, 0.0)).0;
+            if self.stripes {
+                for k in (1..self.labels.len()).step_by(2) {
+                    let y = top + k as i32 * band_h;
+                    let stripe = [(x(0.0), y), (x(self.x_max), y + band_h)];
+                    root.draw(&Rectangle::new(stripe, STRIPE.filled()))?;
+                }
+            }
+            let mut mesh = chart.configure_mesh();
+            mesh.disable_y_mesh()
+                .y_labels(0)
+                .light_line_style(TRANSPARENT)
+                .bold_line_style(GRID)
+                .label_style(style(TICK_PX))
+                .axis_desc_style(style(LABEL_PX))
+                .x_labels(self.x_labels)
+                .x_label_formatter(&self.x_format);
+            if let Some(title) = self.x_title {
+                mesh.x_desc(title);
+            }
+            mesh.draw()?;
+            let x = |v: f64| chart.backend_coord(&(v, 0.0)).0;
+            for (k, label) in self.labels.iter().enumerate() {
+                let y = top + k as i32 * band_h;
+                text(root, label, (x(0.0) - 10, y + band_h / 2), LABEL_PX, RIGHT)?;
+                band(root, k, y, &x)?;
+            }
+            y_title(root, self.titles.y, (10, (top + h - self.below) / 2))?;
+            legend(&legend_area, top + 8, entries.iter().copied())
+        })
     }
 }
 
@@ -755,147 +616,47 @@ pub fn events<'a>(
     length: usize,
     path: &Path,
 ) -> Result<(), PlotError> {
-    font()?;
     if events.len() != names.len() || expected.len() > names.len() {
-        return Err(shape(
-            path,
-            format!(
-                "{} names, {} rows of events, {} rows of expected events",
-                names.len(),
-                events.len(),
-                expected.len()
-            ),
-        ));
+        let (n, e, x) = (names.len(), events.len(), expected.len());
+        let what = format!("{n} names, {e} rows of events, {x} rows of expected events");
+        return Err(shape(path, what));
     }
     let titles = titles.into();
-    let y_title = if titles.y.is_some() { 28 } else { 0 };
-    let legend: Vec<String> = Events::LEGEND.iter().map(|s| (*s).to_owned()).collect();
-    save(
-        &Events {
-            titles,
-            names,
-            events,
-            expected,
-            length,
-            left: 16 + y_title + widest(names, LABEL_PX) + 12,
-            legend_w: legend_width(&legend),
-        },
-        path,
-    )
-}
-
-// ------------------------------------------------------------------------------------------
-// Grouped horizontal bars
-
-struct Bars<'a> {
-    titles: Titles<'a>,
-    categories: &'a [String],
-    names: &'a [String],
-    values: &'a [Vec<f64>],
-    left: i32,
-    bar_h: i32,
-    legend_w: i32,
-}
-
-impl Bars<'_> {
-    const TOP: i32 = 56;
-    const GAP: i32 = 14;
-    const PLOT_W: i32 = 720;
-    const BELOW: i32 = 60;
-
-    fn group_h(&self) -> i32 {
-        self.bar_h * self.names.len().max(1) as i32 + Self::GAP
-    }
-}
-
-impl Chart for Bars<'_> {
-    fn size(&self) -> (u32, u32) {
-        let w = self.left + Self::PLOT_W + 50 + self.legend_w;
-        let h = Self::TOP + self.group_h() * self.categories.len().max(1) as i32 + Self::BELOW;
-        (w as u32, h as u32)
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        draw_title(root, self.titles.title)?;
-        let (w, h) = root.dim_in_pixel();
-        let (plot, legend) = root.split_horizontally(w as i32 - self.legend_w);
-        let groups = self.categories.len().max(1) as f64;
-        let mut chart = ChartBuilder::on(&plot)
-            .margin_top(Self::TOP)
-            .margin_right(50)
-            .margin_bottom(10)
-            .x_label_area_size(Self::BELOW - 10)
-            .y_label_area_size(self.left)
-            .build_cartesian_2d(0f64..1f64, 0f64..groups)?;
-        let mut mesh = chart.configure_mesh();
-        mesh.disable_y_mesh()
-            .y_labels(0)
-            .light_line_style(TRANSPARENT)
-            .bold_line_style(GRID)
-            .label_style(style(TICK_PX))
-            .axis_desc_style(style(LABEL_PX))
-            .x_labels(11)
-            .x_label_formatter(&|v| format!("{v:.1}"));
-        if let Some(x) = self.titles.x {
-            mesh.x_desc(x);
+    let bands = Bands {
+        titles,
+        labels: names,
+        band_h: 24,
+        plot_w: 760,
+        right: 30,
+        below: 64,
+        x_max: length.max(1) as f64,
+        x_labels: 10,
+        x_format: |v| format!("{v:.0}"),
+        x_title: Some(titles.x.unwrap_or("item (position in the stream)")),
+        stripes: true,
+    };
+    let entries = [
+        ("change point", Swatch::Box(EVENT)),
+        ("injected drift", Swatch::Dashed),
+    ];
+    bands.save(path, &entries, |root, k, top, x| {
+        let bottom = top + bands.band_h;
+        for &e in expected.get(k).map_or(&[][..], Vec::as_slice) {
+            let at = x(e as f64);
+            dashed(root, [(at, top + 1), (at, bottom - 1)])?;
         }
-        mesh.draw()?;
-        // Group g spans [groups - g - 1, groups - g] (the first category on top); within it,
-        // bar k sits k bars below the group's top, after half a gap.
-        let (x0, y_top) = chart.backend_coord(&(0.0, groups));
-        let (_, y_bottom) = chart.backend_coord(&(0.0, 0.0));
-        let px_per_group = (y_bottom - y_top) as f64 / groups;
-        let show_values = self.bar_h >= 11;
-        for (g, cat) in self.categories.iter().enumerate() {
-            let gy = y_top as f64 + g as f64 * px_per_group;
-            root.draw(&Text::new(
-                cat.clone(),
-                (x0 - 10, (gy + px_per_group / 2.0) as i32),
-                anchored(LABEL_PX, HPos::Right, VPos::Center),
-            ))?;
-            for (k, row) in self.values.iter().enumerate() {
-                let ya = (gy + f64::from(Self::GAP) / 2.0) as i32 + k as i32 * self.bar_h;
-                let yb = ya + self.bar_h - 1;
-                let v = row[g];
-                if !v.is_finite() {
-                    root.draw(&Text::new(
-                        "n/a".to_owned(),
-                        (x0 + 4, (ya + yb) / 2),
-                        anchored(VALUE_PX, HPos::Left, VPos::Center),
-                    ))?;
-                    continue;
-                }
-                let (xv, _) = chart.backend_coord(&(v.clamp(0.0, 1.0), 0.0));
-                root.draw(&Rectangle::new(
-                    [(x0 + 1, ya), (xv.max(x0 + 2), yb)],
-                    PALETTE[k % PALETTE.len()].filled(),
-                ))?;
-                if show_values {
-                    root.draw(&Text::new(
-                        format!("{v:.2}"),
-                        (xv + 4, (ya + yb) / 2),
-                        anchored(VALUE_PX, HPos::Left, VPos::Center),
-                    ))?;
-                }
-            }
+        for &e in &events[k] {
+            let at = x(e as f64);
+            let marker = [(at - 2, top + 4), (at + 2, bottom - 4)];
+            root.draw(&Rectangle::new(marker, EVENT.filled()))?;
         }
-        if let Some(y) = self.titles.y {
-            draw_y_title(root, y, (10, (Self::TOP + h as i32 - Self::BELOW) / 2))?;
-        }
-        let entries: Vec<_> = self
-            .names
-            .iter()
-            .enumerate()
-            .map(|(k, n)| (n.clone(), PALETTE[k % PALETTE.len()].filled(), false))
-            .collect();
-        draw_legend(&legend, (0, Self::TOP + 8), &entries)
-    }
+        Ok(())
+    })
 }
 
 /// Grouped bar chart, bars horizontal: one group per category (labelled on the left, the first
 /// on top), one bar per series in the legend's order, values in [0, 1] written next to the
-/// bars when there is room (a non-finite value is marked `n/a`).
+/// bars (a non-finite value is marked `n/a`).
 ///
 /// # Errors
 /// [`PlotError::Shape`] when `values` is not `names.len()` rows of `categories.len()` values;
@@ -907,48 +668,43 @@ pub fn bars<'a>(
     values: &[Vec<f64>],
     path: &Path,
 ) -> Result<(), PlotError> {
-    font()?;
-    if values.len() != names.len() {
-        return Err(shape(
-            path,
-            format!("{} rows of values for {} names", values.len(), names.len()),
-        ));
-    }
-    if let Some((k, r)) = values
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.len() != categories.len())
-    {
-        return Err(shape(
-            path,
-            format!(
-                "series {k} ({}) has {} values for {} categories",
-                names[k],
-                r.len(),
-                categories.len()
-            ),
-        ));
-    }
-    let titles = titles.into();
-    let y_title = if titles.y.is_some() { 28 } else { 0 };
+    let words = ["names", "series", "categories"];
+    check_rows(path, values, names, categories.len(), words)?;
+    const GAP: i32 = 14;
     let bar_h = match names.len() {
         0..=4 => 18,
         5..=8 => 13,
         _ => 11,
     };
-    save(
-        &Bars {
-            titles,
-            categories,
-            names,
-            values,
-            left: 16 + y_title + widest(categories, LABEL_PX) + 12,
-            bar_h,
-            legend_w: legend_width(names),
-        },
-        path,
-    )
+    let titles = titles.into();
+    let bands = Bands {
+        titles,
+        labels: categories,
+        band_h: bar_h * names.len().max(1) as i32 + GAP,
+        plot_w: 720,
+        right: 50,
+        below: 60,
+        x_max: 1.0,
+        x_labels: 11,
+        x_format: |v| format!("{v:.1}"),
+        x_title: titles.x,
+        stripes: false,
+    };
+    bands.save(path, &swatches(names, Swatch::Box), |root, g, top, x| {
+        let x0 = x(0.0);
+        for (k, row) in values.iter().enumerate() {
+            let ya = top + GAP / 2 + k as i32 * bar_h;
+            let (yb, v) = (ya + bar_h - 1, row[g]);
+            let mid = (ya + yb) / 2;
+            if !v.is_finite() {
+                text(root, "n/a", (x0 + 4, mid), VALUE_PX, LEFT)?;
+                continue;
+            }
+            let xv = x(v.clamp(0.0, 1.0));
+            let bar = [(x0 + 1, ya), (xv.max(x0 + 2), yb)];
+            root.draw(&Rectangle::new(bar, colour(k).filled()))?;
+            text(root, &format!("{v:.2}"), (xv + 4, mid), VALUE_PX, LEFT)?;
+        }
+        Ok(())
+    })
 }
-
-#[cfg(test)]
-mod tests;

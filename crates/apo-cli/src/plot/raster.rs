@@ -1,170 +1,130 @@
-//! A bitmap backend whose text is rasterised glyph by glyph at each glyph's true position
-//! (side bearings, fractional advances, kerning). plotters 0.3.7's own `ab_glyph` text drops
-//! every glyph's left side bearing, which spaces letters unevenly ("Moon shot"); everything but
-//! text goes to the wrapped backend unchanged.
+//! The one backend every chart is drawn on, twice: the PNG's pixels or the SVG. On the pixels,
+//! text is rasterised glyph by glyph at each glyph's true position (side bearings, fractional
+//! advances, kerning): plotters 0.3.7's own `ab_glyph` text drops every glyph's left side
+//! bearing, which spaces letters unevenly ("Moon shot"). Everything else goes to plotters'
+//! bitmap or SVG backend unchanged.
+
+use std::io;
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
+use plotters::prelude::{BitMapBackend, SVGBackend};
 use plotters_backend::text_anchor::{HPos, VPos};
 use plotters_backend::{
     BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind,
 };
 
-/// `inner` with its text drawn from `font`.
-pub(super) struct Glyphs<'f, B> {
-    pub(super) inner: B,
-    pub(super) font: &'f FontRef<'static>,
+/// The PNG's pixels (their text drawn from the font) or the SVG.
+pub(super) enum Canvas<'a> {
+    Png(BitMapBackend<'a>, &'a FontRef<'static>),
+    Svg(SVGBackend<'a>),
 }
 
-type Drawn<B> = Result<(), DrawingErrorKind<<B as DrawingBackend>::ErrorType>>;
+type Drawn = Result<(), DrawingErrorKind<io::Error>>;
 
-/// The advance width of `text` in pixels (what plotters measures for layout, too).
-pub(super) fn advance<F: ScaleFont<G>, G: Font>(font: &F, text: &str) -> f32 {
-    let mut width = 0.0;
-    let mut prev = None;
-    for c in text.chars() {
-        let id = font.glyph_id(c);
-        if let Some(p) = prev {
-            width += font.kern(p, id);
-        }
-        width += font.h_advance(id);
-        prev = Some(id);
+/// A backend's error as an I/O error (the SVG backend's own kind).
+fn other<E: std::error::Error + Send + Sync + 'static>(
+    e: DrawingErrorKind<E>,
+) -> DrawingErrorKind<io::Error> {
+    match e {
+        DrawingErrorKind::DrawingError(e) => DrawingErrorKind::DrawingError(io::Error::other(e)),
+        DrawingErrorKind::FontError(e) => DrawingErrorKind::FontError(e),
     }
-    width
 }
 
-impl<B: DrawingBackend> DrawingBackend for Glyphs<'_, B> {
-    type ErrorType = B::ErrorType;
+/// Methods that call the same method of the canvas' backend.
+macro_rules! delegate {
+    ($(fn $name:ident $(<$($g:ident: $bound:path),+>)? ($($arg:ident: $t:ty),*);)+) => {$(
+        fn $name $(<$($g: $bound),+>)? (&mut self, $($arg: $t),*) -> Drawn {
+            match self {
+                Canvas::Png(b, _) => b.$name($($arg),*).map_err(other),
+                Canvas::Svg(b) => b.$name($($arg),*),
+            }
+        }
+    )+};
+}
+
+impl DrawingBackend for Canvas<'_> {
+    type ErrorType = io::Error;
 
     fn get_size(&self) -> (u32, u32) {
-        self.inner.get_size()
-    }
-
-    fn ensure_prepared(&mut self) -> Drawn<B> {
-        self.inner.ensure_prepared()
-    }
-
-    fn present(&mut self) -> Drawn<B> {
-        self.inner.present()
-    }
-
-    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> Drawn<B> {
-        self.inner.draw_pixel(point, color)
-    }
-
-    fn draw_line<S: BackendStyle>(
-        &mut self,
-        from: BackendCoord,
-        to: BackendCoord,
-        style: &S,
-    ) -> Drawn<B> {
-        self.inner.draw_line(from, to, style)
-    }
-
-    fn draw_rect<S: BackendStyle>(
-        &mut self,
-        upper_left: BackendCoord,
-        bottom_right: BackendCoord,
-        style: &S,
-        fill: bool,
-    ) -> Drawn<B> {
-        self.inner.draw_rect(upper_left, bottom_right, style, fill)
-    }
-
-    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-        &mut self,
-        path: I,
-        style: &S,
-    ) -> Drawn<B> {
-        self.inner.draw_path(path, style)
-    }
-
-    fn draw_circle<S: BackendStyle>(
-        &mut self,
-        center: BackendCoord,
-        radius: u32,
-        style: &S,
-        fill: bool,
-    ) -> Drawn<B> {
-        self.inner.draw_circle(center, radius, style, fill)
-    }
-
-    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-        &mut self,
-        vert: I,
-        style: &S,
-    ) -> Drawn<B> {
-        self.inner.fill_polygon(vert, style)
-    }
-
-    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> Drawn<B> {
-        self.inner.blit_bitmap(pos, size, src)
-    }
-
-    /// The text's box is its advance width by the font's ascent to descent; the anchor places
-    /// that box at `pos`, and the style's rotation turns it about `pos`.
-    fn draw_text<S: BackendTextStyle>(
-        &mut self,
-        text: &str,
-        style: &S,
-        pos: BackendCoord,
-    ) -> Drawn<B> {
-        let color = style.color();
-        if color.alpha == 0.0 {
-            return Ok(());
+        match self {
+            Canvas::Png(b, _) => b.get_size(),
+            Canvas::Svg(b) => b.get_size(),
         }
-        let font = self.font.as_scaled(PxScale::from(style.size() as f32));
-        let width = advance(&font, text);
-        let height = font.ascent() - font.descent();
-        let anchor = style.anchor();
-        let dx = match anchor.h_pos {
-            HPos::Left => 0.0,
-            HPos::Center => -width / 2.0,
-            HPos::Right => -width,
-        };
-        let dy = match anchor.v_pos {
+    }
+
+    delegate! {
+        fn ensure_prepared();
+        fn present();
+        fn draw_pixel(at: BackendCoord, color: BackendColor);
+        fn draw_line<S: BackendStyle>(from: BackendCoord, to: BackendCoord, s: &S);
+        fn draw_rect<S: BackendStyle>(a: BackendCoord, z: BackendCoord, s: &S, fill: bool);
+        fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(path: I, s: &S);
+        fn draw_circle<S: BackendStyle>(c: BackendCoord, r: u32, s: &S, fill: bool);
+        fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(vert: I, s: &S);
+    }
+
+    fn draw_text<S: BackendTextStyle>(&mut self, t: &str, st: &S, at: BackendCoord) -> Drawn {
+        match self {
+            Canvas::Png(b, font) => glyphs(b, font, t, st, at).map_err(other),
+            Canvas::Svg(b) => b.draw_text(t, st, at),
+        }
+    }
+}
+
+/// Draws `text` on `b` from `font`. The text's box is its advance width by the font's ascent
+/// to descent; the anchor places that box at `pos`, and the style's rotation turns it about
+/// `pos`.
+fn glyphs<B: DrawingBackend, S: BackendTextStyle>(
+    b: &mut B,
+    font: &FontRef<'static>,
+    text: &str,
+    style: &S,
+    pos: BackendCoord,
+) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+    let color = style.color();
+    if color.alpha == 0.0 {
+        return Ok(());
+    }
+    let scaled = font.as_scaled(PxScale::from(style.size() as f32));
+    // Each glyph at its kerned offset; the caret ends at the text's advance width.
+    let (mut caret, mut prev, mut placed) = (0.0, None, Vec::new());
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        caret += prev.map_or(0.0, |p| scaled.kern(p, id));
+        placed.push((id, caret));
+        caret += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    let dx = match style.anchor().h_pos {
+        HPos::Left => 0.0,
+        HPos::Center => -caret / 2.0,
+        HPos::Right => -caret,
+    };
+    let height = scaled.ascent() - scaled.descent();
+    let baseline = scaled.ascent()
+        - match style.anchor().v_pos {
             VPos::Top => 0.0,
-            VPos::Center => -height / 2.0,
-            VPos::Bottom => -height,
+            VPos::Center => height / 2.0,
+            VPos::Bottom => height,
         };
-        let baseline = dy + font.ascent();
-        let transform = style.transform();
-        let (w, h) = self.get_size();
-        let mut caret = dx;
-        let mut prev = None;
-        let mut coverage = Vec::new();
-        for c in text.chars() {
-            let id = font.glyph_id(c);
-            if let Some(p) = prev {
-                caret += font.kern(p, id);
-            }
-            prev = Some(id);
-            let glyph = id.with_scale_and_position(font.scale(), point(caret, baseline));
-            caret += font.h_advance(id);
-            let Some(outline) = self.font.outline_glyph(glyph) else {
-                continue;
-            };
-            let bounds = outline.px_bounds();
-            let (x0, y0) = (bounds.min.x as i32, bounds.min.y as i32);
-            coverage.clear();
-            outline.draw(|x, y, v| {
-                if v > 0.0 {
-                    coverage.push((x0 + x as i32, y0 + y as i32, v.min(1.0)));
-                }
-            });
-            for &(x, y, v) in &coverage {
-                let (x, y) = transform.transform(x, y);
-                let (x, y) = (pos.0 + x, pos.1 + y);
-                if x >= 0 && y >= 0 && x < w as i32 && y < h as i32 {
-                    self.inner.draw_pixel(
-                        (x, y),
-                        BackendColor {
-                            alpha: color.alpha * f64::from(v),
-                            rgb: color.rgb,
-                        },
-                    )?;
-                }
+    let (w, h) = b.get_size();
+    for (id, x) in placed {
+        let glyph = id.with_scale_and_position(scaled.scale(), point(dx + x, baseline));
+        let Some(outline) = font.outline_glyph(glyph) else {
+            continue;
+        };
+        let (min, mut coverage) = (outline.px_bounds().min, Vec::new());
+        outline
+            .draw(|x, y, v| coverage.push((min.x as i32 + x as i32, min.y as i32 + y as i32, v)));
+        for (x, y, v) in coverage.into_iter().filter(|c| c.2 > 0.0) {
+            let (x, y) = style.transform().transform(x, y);
+            let (x, y) = (pos.0 + x, pos.1 + y);
+            if x >= 0 && y >= 0 && x < w as i32 && y < h as i32 {
+                let (alpha, rgb) = (color.alpha * f64::from(v.min(1.0)), color.rgb);
+                b.draw_pixel((x, y), BackendColor { alpha, rgb })?;
             }
         }
-        Ok(())
     }
+    Ok(())
 }

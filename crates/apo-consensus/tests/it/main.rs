@@ -1,4 +1,6 @@
 //! Public-API tests of `apo-consensus`.
 
 mod crowdkit;
+#[cfg(feature = "csv")]
+mod csv;
 mod synth;

@@ -3,4 +3,5 @@
 mod agreement;
 mod detectors;
 mod divergence;
+mod stream;
 mod streams;

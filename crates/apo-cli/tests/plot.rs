@@ -1,4 +1,19 @@
-use super::*;
+//! The charts: PNG and SVG written, sized to their labels, every label in full.
+
+use std::path::{Path, PathBuf};
+
+use apo_cli::plot::{
+    PALETTE, PlotError, Titles, bars, events, finite_runs, heat, heatmap, lines, text_width,
+    y_range,
+};
+use plotters::style::RGBColor;
+
+/// The size of axis titles and category labels, in pixels.
+const LABEL_PX: f64 = 15.0;
+/// A heatmap cell without a value.
+const MISSING: RGBColor = RGBColor(205, 205, 205);
+/// Change-point markers (the palette's red).
+const EVENT: RGBColor = PALETTE[3];
 
 /// A fresh folder per test.
 fn dir(name: &str) -> PathBuf {
@@ -164,7 +179,7 @@ fn lines_draw_every_series_with_a_legend_and_axis_titles() {
     )
     .unwrap();
     let img = png(&path);
-    assert_eq!((img.width(), img.height()), Lines::SIZE);
+    assert_eq!((img.width(), img.height()), (900, 520));
     // Each series' colour appears (as a line, or a dot for a lone value).
     for c in &PALETTE[..3] {
         assert!(has_pixel(&img, *c), "{c:?}");
@@ -223,18 +238,18 @@ fn events_mark_change_points_and_injected_drift() {
     )
     .unwrap();
     let img = png(&path);
-    let left = 16 + widest(&names, LABEL_PX) + 12;
-    assert_eq!(
-        img.height() as i32,
-        Events::TOP + 3 * Events::ROW_H + Events::BELOW
-    );
-    assert!(img.width() as i32 > left + Events::PLOT_W);
+    let widest = names.iter().map(|n| text_width(n, LABEL_PX)).max().unwrap();
+    let left = 16 + widest + 12;
+    // 56 px for the title, a 24 px row per name, 64 px for the axis below.
+    assert_eq!(img.height() as i32, 56 + 3 * 24 + 64);
+    // The labels, a 760 px plot and the legend.
+    assert!(img.width() as i32 > left + 760);
     assert!(has_pixel(&img, EVENT));
     let texts = svg_texts(&svg(&path));
     for t in names
         .iter()
         .map(String::as_str)
-        .chain(Events::LEGEND)
+        .chain(["change point", "injected drift"])
         .chain(["item (position in the stream)", "0", "1000"])
     {
         assert!(texts.iter().any(|x| x == t), "{t} in {texts:?}");
@@ -266,12 +281,10 @@ fn bars_label_every_category_in_full_and_write_the_values() {
     )
     .unwrap();
     let img = png(&path);
-    // Three 18 px bars and a gap per category.
-    assert_eq!(
-        img.height() as i32,
-        Bars::TOP + 4 * (3 * 18 + Bars::GAP) + Bars::BELOW
-    );
-    assert!(img.width() as i32 > text_width(LONG[0], LABEL_PX) + Bars::PLOT_W);
+    // 56 px for the title, three 18 px bars and a 14 px gap per category, 60 px below.
+    assert_eq!(img.height() as i32, 56 + 4 * (3 * 18 + 14) + 60);
+    // The labels and a 720 px plot.
+    assert!(img.width() as i32 > text_width(LONG[0], LABEL_PX) + 720);
     for c in &PALETTE[..3] {
         assert!(has_pixel(&img, *c), "{c:?}");
     }
@@ -292,6 +305,6 @@ fn titles_from_str_have_no_axis_titles() {
     let t: Titles<'_> = "x".into();
     assert_eq!(t, Titles::new("x"));
     assert_eq!(Titles::new("a").x("b").y("c").x, Some("b"));
-    assert_eq!(heat(0.0), WHITE);
+    assert_eq!(heat(0.0), RGBColor(255, 255, 255));
     assert_eq!(heat(2.0), RGBColor(165, 20, 30));
 }

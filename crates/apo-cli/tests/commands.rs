@@ -1,0 +1,90 @@
+//! The subcommands' library functions, driven without a process.
+
+use apo_cli::commands::{consensus, demo, drift};
+use apo_consensus::Method;
+
+#[test]
+fn consensus_votes_writes_csv_and_reports_bad_input() {
+    let input = "task,worker,label\nt1,a,x\nt1,b,x\nt1,c,y\n";
+    let mut out = Vec::new();
+    consensus::votes(Method::Majority, input.as_bytes(), None::<&[u8]>, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("task,label,confidence\nt1,x,0.666"),
+        "{text}"
+    );
+    let err = consensus::votes(
+        Method::Majority,
+        "task,who,label\n".as_bytes(),
+        None::<&[u8]>,
+        Vec::new(),
+    )
+    .unwrap_err();
+    assert!(err.contains("missing column `worker`"), "{err}");
+    let err = consensus::votes(
+        Method::Majority,
+        "task,worker,label\nt1,a\n".as_bytes(),
+        None::<&[u8]>,
+        Vec::new(),
+    )
+    .unwrap_err();
+    assert!(err.contains("line 2"), "{err}");
+    let err = consensus::votes(
+        Method::Weighted,
+        input.as_bytes(),
+        Some("worker,weight\nzz,1\n".as_bytes()),
+        Vec::new(),
+    )
+    .unwrap_err();
+    assert!(err.contains("zz"), "{err}");
+    let mut out = Vec::new();
+    consensus::votes(
+        Method::Weighted,
+        input.as_bytes(),
+        Some("worker,weight\nc,5\n".as_bytes()),
+        &mut out,
+    )
+    .unwrap();
+    assert!(String::from_utf8(out).unwrap().contains("t1,y,"));
+    let err = consensus::read_weights("worker,weight\na,x\n".as_bytes()).unwrap_err();
+    assert_eq!(err, "weights line 2: `x` is not a number");
+}
+
+#[test]
+fn drift_detect_writes_detections_and_reports_bad_lines() {
+    let stream: String = (0..3000)
+        .map(|i| format!("{}\n", if i < 1500 { 0.0 } else { 3.0 }))
+        .collect();
+    let mut out = Vec::new();
+    let hits = drift::detect("page-hinkley", &[], stream.as_bytes(), &mut out).unwrap();
+    assert!(!hits.is_empty() && hits[0] >= 1500);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["detections"][0].as_u64().unwrap() as usize, hits[0]);
+
+    let err = drift::detect("adwin", &[], "1\n\nx\n2\nNaN\n".as_bytes(), Vec::new()).unwrap_err();
+    match err {
+        drift::DetectError::BadLines(lines) => {
+            assert_eq!(lines.iter().map(|l| l.line).collect::<Vec<_>>(), vec![3, 5]);
+        }
+        e => panic!("unexpected {e}"),
+    }
+    assert!(matches!(
+        drift::detect("adwin", &[], "".as_bytes(), Vec::new()),
+        Err(drift::DetectError::Drift(_))
+    ));
+    let params = drift::parse_params(&["delta=0.1".to_owned()]).unwrap();
+    assert_eq!(params, vec![("delta".to_owned(), "0.1".to_owned())]);
+    assert!(drift::parse_params(&["delta".to_owned()]).is_err());
+}
+
+#[test]
+fn demo_objective_table_prints_every_objective_and_teacher() {
+    let mut text = Vec::new();
+    demo::run(&mut text, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("plackett-luce") && text.contains("Moonshot"));
+    let mut json = Vec::new();
+    demo::run(&mut json, true).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["objectives"].as_array().unwrap().len(), 6);
+}
