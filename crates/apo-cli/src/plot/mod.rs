@@ -5,9 +5,11 @@
 
 mod raster;
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use Swatch::{Box, Dashed};
 use ab_glyph::FontRef;
 use image::{ExtendedColorType, ImageEncoder, codecs::png::PngEncoder};
 use plotters::coord::{Shift, types::RangedCoordf64};
@@ -59,21 +61,13 @@ pub enum PlotError {
         /// What does not match.
         what: String,
     },
-    /// Drawing failed.
-    #[error("{}: drawing the chart: {message}", path.display())]
-    Draw {
-        /// The chart's file.
-        path: PathBuf,
-        /// The backend's message.
-        message: String,
-    },
-    /// The PNG or the SVG could not be encoded or written.
+    /// The PNG or the SVG could not be drawn, encoded or written.
     #[error("{}: {source}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
-        /// The encoder's or the file system's error.
-        source: std::io::Error,
+        /// The backend's, the encoder's or the file system's error.
+        source: io::Error,
     },
 }
 
@@ -162,6 +156,7 @@ const LEFT: Pos = pos(HPos::Left, VPos::Center);
 const RIGHT: Pos = pos(HPos::Right, VPos::Center);
 const MIDDLE: Pos = pos(HPos::Center, VPos::Center);
 const ABOVE: Pos = pos(HPos::Center, VPos::Top);
+const BELOW: Pos = pos(HPos::Center, VPos::Bottom);
 const UP: FontTransform = FontTransform::Rotate270;
 
 type Area<'a> = DrawingArea<Canvas<'a>, Shift>;
@@ -175,41 +170,33 @@ fn fill(area: &Area<'_>, c: RGBColor, corners: [(i32, i32); 2]) -> Drawn {
     area.draw(&Rectangle::new(corners, c.filled()))
 }
 
-/// Draws a `w` × `h` chart (white, `title` at the top, then `draw`) into a PNG at `path` and an
+/// Draws a `size` chart (white, `title` at the top, then `draw`) into a PNG at `path` and an
 /// SVG next to it.
 fn save(path: &Path, size: (i32, i32), title: &str, draw: impl Fn(&Area) -> Drawn) -> Rslt {
     let (font, (w, h)) = (font()?, (size.0 as u32, size.1 as u32));
-    let (mut buf, mut svg) = (vec![255u8; w as usize * h as usize * 3], String::new());
+    let (mut pixels, mut svg) = (vec![255u8; w as usize * h as usize * 3], String::new());
     let canvases = [
-        Canvas::Png(BitMapBackend::with_buffer(&mut buf, (w, h)), font),
+        Canvas::Png(BitMapBackend::with_buffer(&mut pixels, (w, h)), font),
         Canvas::Svg(SVGBackend::with_string(&mut svg, (w, h))),
     ];
-    for root in canvases.map(IntoDrawingArea::into_drawing_area) {
-        let drawn = root.fill(&WHITE);
-        let drawn = drawn.and_then(|()| text(&root, title, (size.0 / 2, 14), st(TITLE_PX, ABOVE)));
-        let drawn = drawn
-            .and_then(|()| draw(&root))
-            .and_then(|()| root.present());
-        let message = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let failed = |path: &Path| {
         let path = path.to_owned();
-        drawn.map_err(|e| PlotError::Draw {
-            path,
-            message: message(e),
-        })?;
+        move |source| PlotError::Write { path, source }
+    };
+    for root in canvases.map(IntoDrawingArea::into_drawing_area) {
+        let title = |()| text(&root, title, (size.0 / 2, 14), st(TITLE_PX, ABOVE));
+        let drawn = root.fill(&WHITE).and_then(title).and_then(|()| draw(&root));
+        let drawn = drawn.and_then(|()| root.present());
+        let message = |e| io::Error::other(format!("drawing the chart: {e}"));
+        drawn.map_err(message).map_err(failed(path))?;
     }
     let mut png = Vec::new();
-    let encoded = PngEncoder::new(&mut png).write_image(&buf, w, h, ExtendedColorType::Rgb8);
-    let encoded = encoded.map_err(|e| e.to_string());
-    let write = |path: PathBuf, bytes| {
-        let written = |()| std::fs::write(&path, bytes);
-        let written = encoded
-            .clone()
-            .map_err(std::io::Error::other)
-            .and_then(written);
-        written.map_err(|source| PlotError::Write { path, source })
-    };
-    write(path.to_owned(), png)?;
-    write(path.with_extension("svg"), svg.into_bytes())
+    let encoder = PngEncoder::new(&mut png);
+    let encoded = encoder.write_image(&pixels, w, h, ExtendedColorType::Rgb8);
+    encoded.map_err(io::Error::other).map_err(failed(path))?;
+    std::fs::write(path, png).map_err(failed(path))?;
+    let svg_path = path.with_extension("svg");
+    std::fs::write(&svg_path, svg).map_err(failed(&svg_path))
 }
 
 type Rslt = Result<(), PlotError>;
@@ -231,10 +218,14 @@ fn check(path: &Path, values: &[Vec<f64>], names: &[String], n: usize, words: &s
         return Ok(());
     };
     let (name, got) = (&names[i], values[i].len());
-    shape(
-        path,
-        format!("{row} {i} ({name}) has {got} values for {n} {cols}"),
-    )
+    let what = format!("{row} {i} ({name}) has {got} values for {n} {cols}");
+    shape(path, what)
+}
+
+/// A vertical axis title, read bottom to top, centred on height `y`.
+fn y_title(area: &Area<'_>, title: Option<&str>, y: i32) -> Drawn {
+    let style = st(LABEL_PX, ABOVE).transform(UP);
+    title.map_or(Ok(()), |t| text(area, t, (10, y), style))
 }
 
 /// A dashed line (expected events).
@@ -275,7 +266,8 @@ pub fn heatmap<'a>(
     let left = 30 + if t.y.is_some() { 28 } else { 0 } + widest(rows);
     // Column labels wider than a cell stand upright, read bottom to top.
     let (col_w, label_h) = (widest(cols), LABEL_PX as i32);
-    let (w, labels_h) = if col_w > 84 {
+    let upright = col_w > 84;
+    let (w, labels_h) = if upright {
         (52, col_w)
     } else {
         ((col_w + 14).max(52), label_h)
@@ -303,54 +295,31 @@ pub fn heatmap<'a>(
         }
         for (j, col) in cols.iter().enumerate() {
             let at = (left + j as i32 * w + w / 2, bottom + 8);
-            let level = labels_h == label_h;
-            let style = if level {
-                st(LABEL_PX, ABOVE)
-            } else {
-                st(LABEL_PX, RIGHT).transform(UP)
-            };
-            text(root, col, at, style)?;
-        }
-        if let Some(x) = t.x {
+            let up = st(LABEL_PX, RIGHT).transform(UP);
             text(
                 root,
-                x,
-                ((left + right) / 2, bottom + 20 + labels_h),
-                st(LABEL_PX, ABOVE),
+                col,
+                at,
+                if upright { up } else { st(LABEL_PX, ABOVE) },
             )?;
         }
-        if let Some(y) = t.y {
-            text(
-                root,
-                y,
-                (10, (top + bottom) / 2),
-                st(LABEL_PX, ABOVE).transform(UP),
-            )?;
-        }
+        let x_at = ((left + right) / 2, bottom + 20 + labels_h);
+        t.x.map_or(Ok(()), |x| text(root, x, x_at, st(LABEL_PX, ABOVE)))?;
+        y_title(root, t.y, (top + bottom) / 2)?;
         // The colour scale: 0 % at the bottom, 100 % at the top.
         let (x, y0, y1) = (right + 30, top, bottom.max(top + 120));
         let at = |pct: i32| y1 - (y1 - y0) * pct / 100;
         for s in 0..100 {
-            fill(
-                root,
-                heat((f64::from(s) + 0.5) / 100.0),
-                [(x, at(s + 1)), (x + 18, at(s))],
-            )?;
+            let colour = heat((f64::from(s) + 0.5) / 100.0);
+            fill(root, colour, [(x, at(s + 1)), (x + 18, at(s))])?;
         }
         root.draw(&Rectangle::new([(x, y0), (x + 18, y1)], INK))?;
         for pct in [0, 25, 50, 75, 100] {
-            root.draw(&PathElement::new(
-                [(x + 18, at(pct)), (x + 23, at(pct))],
-                INK,
-            ))?;
+            let tick = [(x + 18, at(pct)), (x + 23, at(pct))];
+            root.draw(&PathElement::new(tick, INK))?;
             text(root, &pct.to_string(), (x + 26, at(pct)), st(TICK_PX, LEFT))?;
         }
-        text(
-            root,
-            "%",
-            (x + 9, y0 - 6),
-            st(TICK_PX, pos(HPos::Center, VPos::Bottom)),
-        )
+        text(root, "%", (x + 9, y0 - 6), st(TICK_PX, BELOW))
     })
 }
 
@@ -371,18 +340,19 @@ pub fn finite_runs(s: &[f64]) -> Vec<(usize, Vec<f64>)> {
 pub fn y_range(series: &[Vec<f64>]) -> (f64, f64) {
     let finite = || series.iter().flatten().copied().filter(|v| v.is_finite());
     let (lo, hi) = (finite().fold(0.0, f64::min), finite().fold(0.0, f64::max));
-    if hi - lo < 1e-12 {
-        (lo, lo + 1.0)
+    let top = if hi - lo < 1e-12 {
+        lo + 1.0
     } else {
-        (lo, hi + 0.05 * (hi - lo))
-    }
+        hi + 0.05 * (hi - lo)
+    };
+    (lo, top)
 }
 
 type Plot<'a> = DrawingArea<Canvas<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// What line charts, event strips and bars share: a plot `size` pixels large over `x` × `y`
-/// with `ticks` on the x axis (written by `fmt`) and on the y axis (none: no y axis; every
-/// other of `bands` bands shaded instead), `margins` (left, top, right, bottom) around it
+/// with `ticks` on the x axis (written by `fmt`) and on the y axis (none: no y axis, every
+/// other band of height 1 shaded instead), `margins` (left, top, right, bottom) around it
 /// holding the axes, and a legend on the right.
 struct Frame<'a> {
     titles: Titles<'a>,
@@ -400,63 +370,49 @@ impl Frame<'_> {
     fn save(&self, path: &Path, content: impl Fn(&Area, &Plot) -> Drawn) -> Rslt {
         let entries = self.legend.iter().map(|e| e.0).collect::<Vec<_>>();
         let legend_w = (widest(&entries) + 58).max(120);
-        let [left, top, right, below] = self.margins;
+        let ([left, top, right, below], (x_ticks, y_ticks)) = (self.margins, self.ticks);
         let w = left + self.size.0 + right + legend_w;
-        save(
-            path,
-            (w, top + self.size.1 + below),
-            self.titles.title,
-            |root| {
-                let (plot, legend) = root.split_horizontally(w - legend_w);
-                let mut chart = ChartBuilder::on(&plot);
-                chart.margin_top(top).margin_right(right).margin_bottom(10);
-                chart.x_label_area_size(below - 10).y_label_area_size(left);
-                let mut chart = chart.build_cartesian_2d(self.x.clone(), self.y.clone())?;
-                let (area, (x_ticks, y_ticks)) = (chart.plotting_area().clone(), self.ticks);
-                if y_ticks == 0 {
-                    let (x0, x1) = (area.get_pixel_range().0.start, area.get_pixel_range().0.end);
-                    let n = self.y.end as i32;
-                    for k in (1..n).step_by(2).map(|k| top + k * self.size.1 / n) {
-                        fill(root, STRIPE, [(x0, k), (x1, k + self.size.1 / n)])?;
-                    }
-                }
-                let mut mesh = chart.configure_mesh();
-                mesh.light_line_style(TRANSPARENT).bold_line_style(GRID);
-                mesh.label_style(st(TICK_PX, LEFT))
-                    .axis_desc_style(st(LABEL_PX, LEFT));
-                mesh.x_labels(x_ticks)
-                    .y_labels(y_ticks)
-                    .x_label_formatter(&self.fmt);
-                self.titles.x.map(|t| mesh.x_desc(t));
-                match self.titles.y {
-                    Some(t) if y_ticks > 0 => drop(mesh.y_desc(t)),
-                    Some(t) => text(
-                        root,
-                        t,
-                        (10, top + self.size.1 / 2),
-                        st(LABEL_PX, ABOVE).transform(UP),
-                    )?,
-                    None => {}
-                }
-                if y_ticks == 0 {
-                    mesh.disable_y_mesh();
-                }
-                mesh.draw()?;
-                content(root, &area)?;
-                for (k, &(name, swatch)) in self.legend.iter().enumerate() {
-                    let y = top + 16 + k as i32 * 24;
-                    match swatch {
-                        Swatch::Line(c) => {
-                            legend.draw(&PathElement::new([(0, y), (26, y)], c.stroke_width(3)))
-                        }
-                        Swatch::Box(c) => fill(&legend, c, [(4, y - 7), (22, y + 7)]),
-                        Swatch::Dashed => dashed(&legend, [(0, y), (26, y)]),
-                    }?;
-                    text(&legend, name, (34, y), st(LABEL_PX, LEFT))?;
-                }
-                Ok(())
-            },
-        )
+        let size = (w, top + self.size.1 + below);
+        save(path, size, self.titles.title, |root| {
+            let (plot, legend) = root.split_horizontally(w - legend_w);
+            let mut chart = ChartBuilder::on(&plot);
+            chart.margin_top(top).margin_right(right).margin_bottom(10);
+            chart.x_label_area_size(below - 10).y_label_area_size(left);
+            let mut chart = chart.build_cartesian_2d(self.x.clone(), self.y.clone())?;
+            let area = chart.plotting_area().clone();
+            let (xs, n) = (area.get_pixel_range().0, self.y.end as i32);
+            let bands = if y_ticks == 0 { n } else { 0 };
+            for y in (1..bands).step_by(2) {
+                let (y0, y1) = (top + y * self.size.1 / n, top + (y + 1) * self.size.1 / n);
+                fill(root, STRIPE, [(xs.start, y0), (xs.end, y1)])?;
+            }
+            let mut mesh = chart.configure_mesh();
+            mesh.light_line_style(TRANSPARENT).bold_line_style(GRID);
+            mesh.label_style(st(TICK_PX, LEFT));
+            mesh.axis_desc_style(st(LABEL_PX, LEFT));
+            mesh.x_labels(x_ticks).y_labels(y_ticks);
+            mesh.x_label_formatter(&self.fmt);
+            self.titles.x.map(|t| mesh.x_desc(t));
+            if y_ticks == 0 {
+                mesh.disable_y_mesh();
+                y_title(root, self.titles.y, top + self.size.1 / 2)?;
+            } else {
+                self.titles.y.map(|t| mesh.y_desc(t));
+            }
+            mesh.draw()?;
+            content(root, &area)?;
+            for (k, &(name, swatch)) in self.legend.iter().enumerate() {
+                let y = top + 16 + k as i32 * 24;
+                let line = [(0, y), (26, y)];
+                match swatch {
+                    Swatch::Line(c) => legend.draw(&PathElement::new(line, c.stroke_width(3))),
+                    Box(c) => fill(&legend, c, [(4, y - 7), (22, y + 7)]),
+                    Dashed => dashed(&legend, line),
+                }?;
+                text(&legend, name, (34, y), st(LABEL_PX, LEFT))?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -476,15 +432,12 @@ pub fn lines<'a>(
 ) -> Result<(), PlotError> {
     let mut titles = titles.into();
     if names.len() != series.len() {
-        return shape(
-            path,
-            format!("{} names for {} series", names.len(), series.len()),
-        );
+        let what = format!("{} names for {} series", names.len(), series.len());
+        return shape(path, what);
     }
     titles.x = Some(titles.x.unwrap_or(x_label)).filter(|t| !t.is_empty());
     let left = if titles.y.is_some() { 80 } else { 60 };
     let below = if titles.x.is_some() { 66 } else { 42 };
-    let legend = swatches(names, Swatch::Line);
     let legend_w = (widest(names) + 58).max(120);
     let n = series.iter().map(Vec::len).max().unwrap_or(0).max(2);
     let (lo, hi) = y_range(series);
@@ -496,17 +449,14 @@ pub fn lines<'a>(
         y: lo..hi,
         ticks: (n.min(10), 8),
         fmt: |v| format!("{v:.0}"),
-        legend,
+        legend: swatches(names, Swatch::Line),
     };
     frame.save(path, |_, plot| {
         for (k, s) in series.iter().enumerate() {
             let colour = PALETTE[k % PALETTE.len()];
             for (i, run) in finite_runs(s) {
-                let points: Vec<_> = run
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &v)| ((i + j) as f64, v))
-                    .collect();
+                let at = |(j, &v): (usize, &f64)| ((i + j) as f64, v);
+                let points: Vec<_> = run.iter().enumerate().map(at).collect();
                 match points[..] {
                     [p] => plot.draw(&Circle::new(p, 3, colour.filled())),
                     _ => plot.draw(&PathElement::new(points, colour.stroke_width(2))),
@@ -517,7 +467,7 @@ pub fn lines<'a>(
     })
 }
 
-/// One band per label (the first on top, labelled on the left), `band_h` pixels high, over
+/// One band per label (the first on top, labelled on the left), `band_h` pixels high, in
 /// `frame`; `band(root, k, band's top, x → pixel)` draws the k-th band's content.
 fn bands(
     path: &Path,
@@ -533,12 +483,8 @@ fn bands(
         let x = |v: f64| plot.map_coordinate(&(v, 0.0)).0;
         for (k, label) in labels.iter().enumerate() {
             let y = 56 + k as i32 * band_h;
-            text(
-                root,
-                label,
-                (x(0.0) - 10, y + band_h / 2),
-                st(LABEL_PX, RIGHT),
-            )?;
+            let at = (x(0.0) - 10, y + band_h / 2);
+            text(root, label, at, st(LABEL_PX, RIGHT))?;
             band(root, k, y, &x)?;
         }
         Ok(())
@@ -561,10 +507,8 @@ pub fn events<'a>(
 ) -> Result<(), PlotError> {
     let (n, e, x) = (names.len(), events.len(), expected.len());
     if e != n || x > n {
-        return shape(
-            path,
-            format!("{n} names, {e} rows of events, {x} rows of expected events"),
-        );
+        let what = format!("{n} names, {e} rows of events, {x} rows of expected events");
+        return shape(path, what);
     }
     let mut titles = titles.into();
     titles.x = Some(titles.x.unwrap_or("item (position in the stream)"));
@@ -577,20 +521,16 @@ pub fn events<'a>(
         ticks: (10, 0),
         fmt: |v| format!("{v:.0}"),
         legend: vec![
-            ("change point", Swatch::Box(PALETTE[3])),
-            ("injected drift", Swatch::Dashed),
+            ("change point", Box(PALETTE[3])),
+            ("injected drift", Dashed),
         ],
     };
-    bands(path, frame, names, 24, |root, k, top, x| {
-        for &e in expected.get(k).map_or(&[][..], Vec::as_slice) {
-            dashed(root, [(x(e as f64), top + 1), (x(e as f64), top + 23)])?;
+    bands(path, frame, names, 24, |root, k, y, x| {
+        for e in expected.get(k).into_iter().flatten().map(|&e| x(e as f64)) {
+            dashed(root, [(e, y + 1), (e, y + 23)])?;
         }
-        for &e in &events[k] {
-            fill(
-                root,
-                PALETTE[3],
-                [(x(e as f64) - 2, top + 4), (x(e as f64) + 2, top + 20)],
-            )?;
+        for e in events[k].iter().map(|&e| x(e as f64)) {
+            fill(root, PALETTE[3], [(e - 2, y + 4), (e + 2, y + 20)])?;
         }
         Ok(())
     })
@@ -610,13 +550,8 @@ pub fn bars<'a>(
     values: &[Vec<f64>],
     path: &Path,
 ) -> Result<(), PlotError> {
-    check(
-        path,
-        values,
-        names,
-        categories.len(),
-        "names,series,categories",
-    )?;
+    let words = "names,series,categories";
+    check(path, values, names, categories.len(), words)?;
     let h = [18, 13, 11][(names.len().saturating_sub(1) / 4).min(2)];
     let frame = Frame {
         titles: titles.into(),
@@ -626,30 +561,22 @@ pub fn bars<'a>(
         y: 0.0..1.0,
         ticks: (11, 0),
         fmt: |v| format!("{v:.1}"),
-        legend: swatches(names, Swatch::Box),
+        legend: swatches(names, Box),
     };
-    bands(
-        path,
-        frame,
-        categories,
-        h * names.len().max(1) as i32 + 14,
-        |root, g, top, x| {
-            for (k, v) in values.iter().map(|row| row[g]).enumerate() {
-                let y = top + 7 + k as i32 * h;
-                let at = |x| (x + 4, y + (h - 1) / 2);
-                if !v.is_finite() {
-                    text(root, "n/a", at(x(0.0)), st(VALUE_PX, LEFT))?;
-                    continue;
-                }
-                let xv = x(v.clamp(0.0, 1.0));
-                fill(
-                    root,
-                    PALETTE[k % PALETTE.len()],
-                    [(x(0.0) + 1, y), (xv.max(x(0.0) + 2), y + h - 1)],
-                )?;
-                text(root, &format!("{v:.2}"), at(xv), st(VALUE_PX, LEFT))?;
+    let band_h = h * names.len().max(1) as i32 + 14;
+    bands(path, frame, categories, band_h, |root, g, top, x| {
+        for (k, v) in values.iter().map(|row| row[g]).enumerate() {
+            let (y, x0) = (top + 7 + k as i32 * h, x(0.0));
+            let at = |x| (x + 4, y + (h - 1) / 2);
+            if !v.is_finite() {
+                text(root, "n/a", at(x0), st(VALUE_PX, LEFT))?;
+                continue;
             }
-            Ok(())
-        },
-    )
+            let xv = x(v.clamp(0.0, 1.0));
+            let bar = [(x0 + 1, y), (xv.max(x0 + 2), y + h - 1)];
+            fill(root, PALETTE[k % PALETTE.len()], bar)?;
+            text(root, &format!("{v:.2}"), at(xv), st(VALUE_PX, LEFT))?;
+        }
+        Ok(())
+    })
 }
