@@ -4,6 +4,7 @@
 //! bearing, which spaces letters unevenly ("Moon shot"). Everything else goes to plotters'
 //! bitmap or SVG backend unchanged.
 
+use std::error::Error;
 use std::io;
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
@@ -21,10 +22,8 @@ pub(super) enum Canvas<'a> {
 
 type Drawn = Result<(), DrawingErrorKind<io::Error>>;
 
-/// A backend's error as an I/O error (the SVG backend's own kind).
-fn other<E: std::error::Error + Send + Sync + 'static>(
-    e: DrawingErrorKind<E>,
-) -> DrawingErrorKind<io::Error> {
+/// The bitmap backend's error as an I/O error (the SVG backend's own kind).
+fn other<E: Error + Send + Sync + 'static>(e: DrawingErrorKind<E>) -> DrawingErrorKind<io::Error> {
     match e {
         DrawingErrorKind::DrawingError(e) => DrawingErrorKind::DrawingError(io::Error::other(e)),
         DrawingErrorKind::FontError(e) => DrawingErrorKind::FontError(e),
@@ -66,7 +65,7 @@ impl DrawingBackend for Canvas<'_> {
 
     fn draw_text<S: BackendTextStyle>(&mut self, t: &str, st: &S, at: BackendCoord) -> Drawn {
         match self {
-            Canvas::Png(b, font) => glyphs(b, font, t, st, at).map_err(other),
+            Canvas::Png(b, font) => glyphs(b, font, t, st, at),
             Canvas::Svg(b) => b.draw_text(t, st, at),
         }
     }
@@ -75,17 +74,14 @@ impl DrawingBackend for Canvas<'_> {
 /// Draws `text` on `b` from `font`. The text's box is its advance width by the font's ascent
 /// to descent; the anchor places that box at `pos`, and the style's rotation turns it about
 /// `pos`.
-fn glyphs<B: DrawingBackend, S: BackendTextStyle>(
-    b: &mut B,
-    font: &FontRef<'static>,
+fn glyphs<S: BackendTextStyle>(
+    b: &mut BitMapBackend,
+    font: &FontRef,
     text: &str,
     style: &S,
     pos: BackendCoord,
-) -> Result<(), DrawingErrorKind<B::ErrorType>> {
-    let color = style.color();
-    if color.alpha == 0.0 {
-        return Ok(());
-    }
+) -> Drawn {
+    let (color, transform) = (style.color(), style.transform());
     let scaled = font.as_scaled(PxScale::from(style.size() as f32));
     // Each glyph at its kerned offset; the caret ends at the text's advance width.
     let (mut caret, mut prev, mut placed) = (0.0, None, Vec::new());
@@ -108,23 +104,25 @@ fn glyphs<B: DrawingBackend, S: BackendTextStyle>(
             VPos::Center => height / 2.0,
             VPos::Bottom => height,
         };
-    let (w, h) = b.get_size();
     for (id, x) in placed {
         let glyph = id.with_scale_and_position(scaled.scale(), point(dx + x, baseline));
         let Some(outline) = font.outline_glyph(glyph) else {
             continue;
         };
-        let (min, mut coverage) = (outline.px_bounds().min, Vec::new());
-        outline
-            .draw(|x, y, v| coverage.push((min.x as i32 + x as i32, min.y as i32 + y as i32, v)));
-        for (x, y, v) in coverage.into_iter().filter(|c| c.2 > 0.0) {
-            let (x, y) = style.transform().transform(x, y);
-            let (x, y) = (pos.0 + x, pos.1 + y);
-            if x >= 0 && y >= 0 && x < w as i32 && y < h as i32 {
-                let (alpha, rgb) = (color.alpha * f64::from(v.min(1.0)), color.rgb);
-                b.draw_pixel((x, y), BackendColor { alpha, rgb })?;
+        // The bitmap skips pixels off the canvas.
+        let (min, mut drawn) = (outline.px_bounds().min, Ok(()));
+        outline.draw(|x, y, v| {
+            let (x, y) = transform.transform(min.x as i32 + x as i32, min.y as i32 + y as i32);
+            let alpha = color.alpha * f64::from(v.min(1.0));
+            if v > 0.0 && drawn.is_ok() {
+                let color = BackendColor {
+                    alpha,
+                    rgb: color.rgb,
+                };
+                drawn = b.draw_pixel((pos.0 + x, pos.1 + y), color);
             }
-        }
+        });
+        drawn.map_err(other)?;
     }
     Ok(())
 }
