@@ -4,4 +4,3 @@
 
 pub mod commands;
 pub mod plot;
-pub mod progress;

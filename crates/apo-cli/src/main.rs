@@ -447,7 +447,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 .device
                 .parse()
                 .map_err(|e: apo_train::TrainError| e.to_string())?;
-            let mut bar = apo_cli::progress::TrainProgress::stderr();
+            let mut bar = apo_train::train::TrainProgress::stderr();
             let report = t::dispatch(
                 kind,
                 t::TrainJob {

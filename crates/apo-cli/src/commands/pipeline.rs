@@ -12,7 +12,7 @@ use cxr_max::Finding;
 
 use super::train::WithBackend;
 use crate::plot::{self, Titles};
-use crate::progress::TrainProgress;
+use apo_train::train::TrainProgress;
 
 /// Progress on standard error (when `verbose`: stage lines, and the training steps as a bar
 /// on a terminal or plain lines otherwise) and the plots.

@@ -24,12 +24,14 @@ use crate::{ApoKernels, Result, Student, TrainBackend, TrainError};
 mod metrics;
 mod observer;
 mod optim;
+mod progress;
 mod reference;
 mod runner;
 
 pub use metrics::{StageReport, StepMetrics};
-pub use observer::{Observer, ProgressBar, Quiet};
+pub use observer::{Observer, Quiet};
 pub use optim::{Adam, clip, optimizer};
+pub use progress::{LINE_EVERY, TrainProgress, format_duration, plain_line};
 
 use reference::reference_logprobs;
 use runner::{MicroOut, Runner};

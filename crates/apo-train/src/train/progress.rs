@@ -9,7 +9,7 @@
 //! [`TrainProgress`] is an [`Observer`] of the training loop:
 //!
 //! ```no_run
-//! let mut progress = apo_cli::progress::TrainProgress::stderr();
+//! let mut progress = apo_train::train::TrainProgress::stderr();
 //! // pass `&mut progress` as the `observer` of apo_train::train::sft / apo
 //! ```
 
@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use apo_train::train::{Observer, StepMetrics};
+use super::{Observer, StepMetrics};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How often plain lines are written by default.

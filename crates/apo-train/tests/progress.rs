@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use apo_cli::progress::{TrainProgress, format_duration, plain_line};
-use apo_train::train::{Observer, StepMetrics};
+use apo_train::train::{Observer, StepMetrics, TrainProgress, format_duration, plain_line};
 
 fn metrics(stage: &str, step: usize, loss: f64) -> StepMetrics {
     StepMetrics {
