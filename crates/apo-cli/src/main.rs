@@ -363,6 +363,11 @@ fn main() -> ExitCode {
     }
 }
 
+fn device_kind(name: &str) -> Result<apo_train::device::DeviceKind, String> {
+    name.parse()
+        .map_err(|e: apo_train::TrainError| e.to_string())
+}
+
 fn open_input(input: &PathBuf) -> Result<Box<dyn io::BufRead>, String> {
     if input.as_os_str() == "-" {
         return Ok(Box::new(io::stdin().lock()));
@@ -443,10 +448,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 TrainCommand::Apo { common, name } => (common, t::Stage::Apo(name)),
             };
             let config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
-            let kind: apo_train::device::DeviceKind = common
-                .device
-                .parse()
-                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let kind = device_kind(&common.device)?;
             let mut bar = apo_train::train::TrainProgress::stderr();
             let report = t::dispatch(
                 kind,
@@ -491,9 +493,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => {
             use apo_cli::commands::train as t;
             let config = t::load_config(config.as_deref()).map_err(|e| e.to_string())?;
-            let kind: apo_train::device::DeviceKind = device
-                .parse()
-                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let kind = device_kind(&device)?;
             let job = t::eval_job(&config, model.as_deref(), &stage, &split);
             let report = t::dispatch(kind, job).map_err(|e| e.to_string())?;
             if let Some(path) = &samples {
@@ -687,9 +687,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 sft_steps,
                 apo_steps,
             };
-            let kind: apo_train::device::DeviceKind = device
-                .parse()
-                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let kind = device_kind(&device)?;
             let mut observer = p::CliObserver::new(!json);
             let job = p::DemoJob {
                 options: &options,
@@ -706,9 +704,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             json,
         } => {
             let c = apo_pipeline::PipelineConfig::from_file(&config).map_err(|e| e.to_string())?;
-            let kind: apo_train::device::DeviceKind = device
-                .parse()
-                .map_err(|e: apo_train::TrainError| e.to_string())?;
+            let kind = device_kind(&device)?;
             let options = c.options(!fresh).map_err(|e| e.to_string())?;
             let mut observer = p::CliObserver::new(!json);
             let job = p::RunJob {
