@@ -504,7 +504,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 v.as_object_mut().map(|o| o.remove("samples"));
                 println!("{v}");
             } else {
-                print!("{}", t::render_eval(&report));
+                print!("{}", report.render());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -615,30 +615,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     serde_json::to_string(&report).map_err(|e| e.to_string())?
                 );
             } else {
-                println!(
-                    "drift report over {} images, {} teachers",
-                    report.items,
-                    report.teachers.len()
-                );
-                if let Some(scores) = &report.scores_vs_truth {
-                    println!(
-                        "{:<14} {:>9} {:>7} {:>6}  (votes vs ground truth, all findings)",
-                        "teacher", "precision", "recall", "F1"
-                    );
-                    for (t, s) in scores {
-                        println!(
-                            "{t:<14} {:>9.3} {:>7.3} {:>6.3}",
-                            s.precision, s.recall, s.f1
-                        );
-                    }
-                }
-                println!("change points (teacher, finding, position in the stream):");
-                for cp in &report.change_points {
-                    println!(
-                        "  {:<14} {:<18} image {:>6} ({:.2})",
-                        cp.teacher, cp.finding, cp.item, cp.fraction
-                    );
-                }
+                print!("{}", report.render());
                 for f in &report.files {
                     println!("wrote {}", f.display());
                 }

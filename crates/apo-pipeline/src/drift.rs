@@ -226,6 +226,37 @@ impl DriftReport {
         compute(items, labelled, majority, options)
     }
 
+    /// The report as text: images and teachers, each teacher's precision / recall / F1
+    /// against the labels (when the data set has them), and every change point.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "drift report over {} images, {} teachers\n",
+            self.items,
+            self.teachers.len()
+        );
+        if let Some(scores) = &self.scores_vs_truth {
+            let _ = writeln!(
+                out,
+                "{:<14} {:>9} {:>7} {:>6}  (votes vs ground truth, all findings)",
+                "teacher", "precision", "recall", "F1"
+            );
+            for (t, s) in scores {
+                let (p, r, f1) = (s.precision, s.recall, s.f1);
+                let _ = writeln!(out, "{t:<14} {p:>9.3} {r:>7.3} {f1:>6.3}");
+            }
+        }
+        out.push_str("change points (teacher, finding, position in the stream):\n");
+        for cp in &self.change_points {
+            let _ = writeln!(
+                out,
+                "  {:<14} {:<18} image {:>6} ({:.2})",
+                cp.teacher, cp.finding, cp.item, cp.fraction
+            );
+        }
+        out
+    }
+
     /// Writes the report as pretty JSON to `path`.
     ///
     /// # Errors

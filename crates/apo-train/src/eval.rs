@@ -154,6 +154,33 @@ pub struct EvalReport {
     pub samples: Vec<EvalSample>,
 }
 
+impl EvalReport {
+    /// The accuracy table of an evaluation.
+    pub fn render(&self) -> String {
+        let r = self;
+        use std::fmt::Write as _;
+        let mut out = format!("evaluated {} images\n", r.images);
+        match &r.accuracy {
+            None => out.push_str("the data set has no labels: no accuracy\n"),
+            Some(a) => {
+                for (f, v) in &a.per_finding {
+                    let cov = a.coverage.get(f).copied().unwrap_or(0.0);
+                    let _ = match v {
+                        Some(v) => writeln!(
+                            out,
+                            "{f:<28} {v:>6.3}   (stated on {:>5.1}% of images)",
+                            100.0 * cov
+                        ),
+                        None => writeln!(out, "{f:<28} {:>6}", "-"),
+                    };
+                }
+                let _ = writeln!(out, "{:<28} {:>6.3}   (Table 1 findings)", "mean", a.mean);
+            }
+        }
+        out
+    }
+}
+
 /// Generates a trajectory for every item and scores the findings the labeler reads back.
 ///
 /// # Errors

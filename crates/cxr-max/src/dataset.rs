@@ -1,6 +1,7 @@
 //! A CXR-MAX data set on disk, read, joined with the MIMIC-CXR-JPG tables and validated.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::images::{ImageLoader, ImageLoaderConfig};
@@ -452,6 +453,56 @@ impl Dataset {
 }
 
 impl CheckReport {
+    /// The report as text: counts per table, images, splits, trajectories per teacher, positive
+    /// labels per finding, and the first 20 problems.
+    pub fn render(&self) -> String {
+        let r = self;
+        let c = |c: &Counts| format!("{} read, {} kept, {} rejected", c.read, c.kept, c.rejected);
+        let mut s = format!(
+            "records  {}: {}\nlabels   {}\nmetadata {}\nsplit    {}\nsamples  {} ({} studies)\n",
+            r.records_file.display(),
+            c(&r.records),
+            c(&r.labels),
+            c(&r.metadata),
+            c(&r.split),
+            c(&r.samples),
+            r.studies
+        );
+        let _ = writeln!(
+            s,
+            "images   {} found, {} missing, {} unusable\nwithout labels {}, without split {}\n\
+             splits   {:?}\ntrajectories per teacher:",
+            r.images_found,
+            r.images_missing,
+            r.images_unusable,
+            r.without_labels,
+            r.without_split,
+            r.per_split
+        );
+        for (t, n) in &r.trajectories_per_teacher {
+            let _ = writeln!(s, "  {t:<24} {n}");
+        }
+        s.push_str("positive labels per finding:\n");
+        for f in crate::Finding::ALL {
+            let _ = writeln!(s, "  {:<27} {}", f.column_name(), r.positives(f));
+        }
+        if !r.unknown_fields.is_empty() {
+            let _ = writeln!(s, "fields not understood (ignored): {:?}", r.unknown_fields);
+        }
+        let n = r.problems.len();
+        let _ = writeln!(
+            s,
+            "{n} problem(s){}",
+            if n > 20 { "; first 20:" } else { ":" }
+        );
+        for p in r.problems.iter().take(20) {
+            let id = p.record_id.as_deref().map(|i| format!(" [{i}]"));
+            let (path, line) = (p.source.path.display(), p.source.line);
+            let _ = writeln!(s, "  {path}:{line}{}: {}", id.unwrap_or_default(), p.reason);
+        }
+        s
+    }
+
     /// Writes every problem as one JSON line to `path` (the quarantine file).
     ///
     /// # Errors
