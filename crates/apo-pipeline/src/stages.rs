@@ -115,3 +115,44 @@ pub fn key(parts: &[&str]) -> String {
 pub fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_is_done_only_when_resuming_with_the_same_key() {
+        let dir = std::env::temp_dir().join(format!("apo-stages-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let fresh = StageCache::new(dir.clone(), false);
+        assert!(!fresh.start("sft", "k1").unwrap(), "nothing started before");
+        fresh.finish("sft", "k1", &42_u32).unwrap();
+        assert_eq!(
+            fresh.done::<u32>("sft", "k1"),
+            None,
+            "a fresh run redoes every stage"
+        );
+        let resume = StageCache::new(dir.clone(), true);
+        assert_eq!(resume.done::<u32>("sft", "k1"), Some(42));
+        assert_eq!(
+            resume.done::<u32>("sft", "k2"),
+            None,
+            "another key is not done"
+        );
+        assert_eq!(
+            resume.done::<String>("sft", "k1"),
+            None,
+            "another type does not parse"
+        );
+        // Started with the same key and not finished: continue; starting clears the result.
+        assert!(resume.start("sft", "k1").unwrap());
+        assert_eq!(resume.done::<u32>("sft", "k1"), None);
+        assert!(
+            !resume.start("sft", "k2").unwrap(),
+            "a changed key starts over"
+        );
+        assert_eq!(key(&["a", "b"]), key(&["a", "b"]));
+        assert_ne!(key(&["a", "b"]), key(&["ab"]));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
