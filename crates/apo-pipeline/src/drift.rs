@@ -217,12 +217,6 @@ impl DriftReport {
         majority: &LabelConsensus,
         options: &DriftOptions,
     ) -> Result<DriftReport> {
-        if items.is_empty() {
-            return Err(PipelineError::Empty {
-                dir: PathBuf::new(),
-                split: None,
-            });
-        }
         compute(items, labelled, majority, options)
     }
 
@@ -272,6 +266,12 @@ fn compute(
     majority: &LabelConsensus,
     options: &DriftOptions,
 ) -> Result<DriftReport> {
+    if items.is_empty() {
+        return Err(PipelineError::Empty {
+            dir: PathBuf::new(),
+            split: None,
+        });
+    }
     let teachers = labelled.teachers.clone();
     let (n, f) = (teachers.len(), Finding::ALL.len());
     let j_max = options.max_steps.max(2);

@@ -19,7 +19,7 @@ use crate::config::{ConceptTargets, RunConfig};
 use crate::data::{self, Batch, Images, Preferences};
 use crate::error::io_err;
 use crate::tokenizer::TextTokenizer;
-use crate::{ApoKernels, Result, Student, TrainBackend, TrainError};
+use crate::{ApoKernels, Result, Student, StudentConfig, TrainBackend, TrainError};
 
 mod metrics;
 mod observer;
@@ -190,13 +190,7 @@ pub fn sft_on<B: TrainBackend>(
             concept,
         })
     })?;
-    let model = model.valid();
-    let report = StageReport {
-        weights_digest: model.weights_digest(),
-        ..report
-    };
-    checkpoint::save_model(&dir, model, &model_config)?;
-    Ok(report)
+    save_final(model.valid(), report, &dir, &model_config)
 }
 
 /// Stage 2 on the data set of `config.data` (its `split`) and the preference file of
@@ -358,12 +352,21 @@ pub fn apo_on<B: TrainBackend>(
     } else {
         model
     };
-    let model = model.valid();
+    save_final(model.valid(), report, &dir, &model_config)
+}
+
+/// Writes a stage's final model to `dir` and returns its report with the weights' digest.
+fn save_final<B: Backend>(
+    model: Student<B>,
+    report: StageReport,
+    dir: &Path,
+    model_config: &StudentConfig,
+) -> Result<StageReport> {
     let report = StageReport {
         weights_digest: model.weights_digest(),
         ..report
     };
-    checkpoint::save_model(&dir, model, &model_config)?;
+    checkpoint::save_model(dir, model, model_config)?;
     Ok(report)
 }
 
