@@ -2,7 +2,11 @@
 //! benchmark figures as JSON; `cargo xtask deps` checks the dependency-direction invariants.
 
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Set by `cargo xtask ci`: a build from a clean clone gains nothing from incremental caches.
+static FROM_SCRATCH: AtomicBool = AtomicBool::new(false);
 
 mod deps;
 
@@ -21,15 +25,18 @@ commands:
   bench data    cxr-max read + join and image decode throughput (release build), JSON
   bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON
   bench train      stage-2 steps/s and memory of the reference student config (CPU), JSON
-  check-backends   cargo check of apo with --features wgpu and --features cuda, and of a
+  check-backends   cargo check of apo with --features wgpu,cuda, and of a
                    GPU-only apo-train (--no-default-features --features wgpu)
   gpu-smoke --backend cuda|wgpu
                    build apo with the GPU backend, train a few steps on a simulated
                    set, check the loss falls (for a machine with a GPU)";
 
-/// Feature set every workspace-wide step uses, so one build serves clippy, tests and docs.
+/// Feature set of the workspace-wide lint and doc steps.
 /// `apo-loss/ndarray` runs its tensor tests on the CPU backend (its `burn` feature picks none).
 const WORKSPACE_FEATURES: &str = "apo-loss/burn,apo-loss/ndarray,cxr-max/burn";
+/// The workspace test build adds the Parquet reader (`cxr-max/parquet`): a separate
+/// `cargo test -p cxr-max` would unify burn's features differently and compile it again.
+const TEST_FEATURES: &str = "apo-loss/burn,apo-loss/ndarray,cxr-max/burn,cxr-max/parquet";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,6 +72,7 @@ fn ci() -> Result<(), String> {
         ("backends", check_backends),
         ("doc", doc),
     ];
+    FROM_SCRATCH.store(true, Ordering::Relaxed);
     let start = Instant::now();
     for (name, step) in steps {
         let t = Instant::now();
@@ -114,25 +122,9 @@ fn lint() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    cargo(
-        &["test", "--workspace", "--features", WORKSPACE_FEATURES],
-        &[],
-    )?;
-    // Parquet records through polars (feature `parquet`, kept out of the workspace build: its
-    // polars crates compile unoptimised in test builds, see the dev profile in Cargo.toml).
-    cargo(
-        &[
-            "test",
-            "-p",
-            "cxr-max",
-            "--features",
-            "burn,parquet",
-            "--test",
-            "it",
-            "parquet",
-        ],
-        &[],
-    )?;
+    // Parquet records through polars included (its crates compile unoptimised in test builds,
+    // see the dev profile in Cargo.toml).
+    cargo(&["test", "--workspace", "--features", TEST_FEATURES], &[])?;
     // The dependency-free build of apo-loss: its unit tests, scalar property tests and doctests.
     cargo(&["test", "-p", "apo-loss", "--no-default-features"], &[])
 }
@@ -240,6 +232,9 @@ pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.args(args);
+    if FROM_SCRATCH.load(Ordering::Relaxed) {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -268,12 +263,11 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String, String> {
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
 
-/// Compile-checks the GPU backends (no GPU needed): `apo` with `--features wgpu` and with
-/// `--features cuda`.
+/// Compile-checks the GPU backends (no GPU needed): `apo` with `--features wgpu,cuda`.
 fn check_backends() -> Result<(), String> {
-    for backend in ["wgpu", "cuda"] {
-        cargo(&["check", "-p", "apo-cli", "--features", backend], &[])?;
-    }
+    // Both backends in one build: each feature's code sits behind its own `cfg`, and the
+    // `not(feature = ..)` branches are compiled by the default build (lint, test).
+    cargo(&["check", "-p", "apo-cli", "--features", "wgpu,cuda"], &[])?;
     // A GPU-only apo-train: no CPU backend, no NdArray kernels.
     cargo(
         &[

@@ -5,8 +5,8 @@
 
 use apo_loss::cases::{LossOptions, run};
 
-const CASES: &str = include_str!("../fixtures/loss_cases.jsonl");
-const EXPECTED: &str = include_str!("../fixtures/loss_expected.jsonl");
+const CASES: &str = include_str!("../../fixtures/loss_cases.jsonl");
+const EXPECTED: &str = include_str!("../../fixtures/loss_expected.jsonl");
 
 /// Relative error of `got` against `want`. Values that are both below `floor` count as equal:
 /// the reference's numerical derivatives resolve about 200 digits below the loss, and float64

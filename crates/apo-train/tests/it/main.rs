@@ -1,0 +1,4 @@
+//! apo-train integration tests, one test binary.
+
+mod progress;
+mod train;
