@@ -231,6 +231,37 @@ enum Command {
     /// Consensus of teachers.
     #[command(subcommand)]
     Consensus(ConsensusCommand),
+    /// The findings labeler on your reports: one CSV line per report, `id` then the 14
+    /// CheXpert columns with 1.0 (present), 0.0 (absent), -1.0 (uncertain) or blank (not
+    /// mentioned). Input: JSON Lines {"id", "text"} (e.g. the samples-*.jsonl files of
+    /// `apo eval` and `apo demo`), a CSV with a header (report column `Report Impression`,
+    /// `report`, `reports` or `text`, or --column; id column `id`, `dicom_id` or `study_id`,
+    /// or --id-column, or the row number), or a CSV without a header (the CheXpert labeler's
+    /// reports.csv). Records that cannot be read are listed on standard error with their
+    /// line, and the exit status is 1.
+    Label {
+        /// The reports, or `-` for standard input.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Output CSV (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+        /// jsonl, csv or csv-no-header (default: csv for a .csv file, else jsonl).
+        #[arg(long)]
+        format: Option<String>,
+        /// CSV: the report column.
+        #[arg(long)]
+        column: Option<String>,
+        /// CSV: the id column.
+        #[arg(long = "id-column")]
+        id_column: Option<String>,
+        /// Extra labeler phrases and cues (TOML, the format of cxr-max's lexicon.toml).
+        #[arg(long)]
+        lexicon: Option<PathBuf>,
+    },
     /// Data set validation.
     #[command(subcommand)]
     Data(DataCommand),
@@ -691,6 +722,41 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let result = dispatch(kind, job).map_err(|e| e.to_string())?;
             p::print_result(&result, &options.out, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Label {
+            input,
+            output,
+            force,
+            format,
+            column,
+            id_column,
+            lexicon,
+        } => {
+            let args = apo_cli::commands::label::LabelArgs {
+                input,
+                output,
+                force,
+                format,
+                column,
+                id_column,
+                lexicon,
+            };
+            let reader = open_input(&args.input)?;
+            let summary = apo_cli::commands::label::label(&args, reader, io::stdout().lock())?;
+            for r in &summary.rejected {
+                eprintln!("{}:{}: {}", args.input.display(), r.line, r.reason);
+            }
+            tracing::info!(
+                read = summary.read,
+                labelled = summary.labelled,
+                rejected = summary.rejected.len(),
+                "apo label finished"
+            );
+            Ok(if summary.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Loss {
             input,

@@ -31,7 +31,7 @@ use crate::labels::{Labelled, Weights, label_consensus};
 use crate::stages::{StageCache, data_key, json, key};
 use crate::table::{
     ALL_ABSENT, BOOTSTRAP_RESAMPLES, CONSENSUS, Comparison, MAJORITY_VOTE, RowKind, RowSummary,
-    Table, render_comparisons, student_row,
+    Table, render_comparisons, shuffled_row, student_row,
 };
 
 /// What a caller of [`run`] sees of it: progress, and the chance to draw plots from the typed
@@ -135,9 +135,8 @@ pub struct PipelineResult {
     pub preference_sets: usize,
     /// Stage reports.
     pub stages: Vec<StageReport>,
-    /// The APO student against the pairwise and SFT students, the best teacher and the
-    /// all-absent baseline: differences of mean accuracy with paired-bootstrap intervals
-    /// over the test images.
+    /// The APO student against every other row on balanced accuracy, macro-F1 and accuracy
+    /// (over the Table 1 findings), with paired-bootstrap intervals over the test images.
     pub comparisons: Vec<Comparison>,
     /// Seconds per phase.
     pub phases: BTreeMap<String, f64>,
@@ -337,13 +336,10 @@ pub fn run<B: TrainBackend>(
     let t = Instant::now();
     let test_items = split(Split::Test);
     let mut test_images = 0;
+    let decoding = json(&(config.run.max_new_tokens, config.run.temperature));
     for stage in ["sft", "pairwise", "apo"] {
         let name = format!("eval-{stage}");
-        let k = key(&[
-            &name,
-            &train_keys[stage],
-            &json(&(config.run.max_new_tokens, config.run.temperature)),
-        ]);
+        let k = key(&[&name, EVAL_VERSION, &train_keys[stage], &decoding]);
         let report = match stages.done::<EvalReport>(&name, &k) {
             Some(r) => r,
             None => {
@@ -357,10 +353,42 @@ pub fn run<B: TrainBackend>(
         write_samples(&samples, &report)?;
         files.push(samples);
         if report.accuracy.is_some() {
-            let predictions = table.test.read(&report);
-            table.push(student_row(stage), RowKind::Student, predictions);
+            let (predictions, confidence) = table.test.read(&report);
+            table.push(
+                student_row(stage),
+                RowKind::Student,
+                predictions,
+                confidence,
+            );
         }
         test_images = report.images;
+    }
+    // The image-shuffled floor: the APO student's text for each test image generated from
+    // another test image with the same prompt. A student that scores as well with the wrong
+    // image does not read the image.
+    let (shuffled_items, sources) = shuffle_images(&test_items, config.run.seed);
+    let name = "eval-apo-shuffled";
+    let k = key(&[name, EVAL_VERSION, &train_keys["apo"], &decoding]);
+    let report = match stages.done::<EvalReport>(name, &k) {
+        Some(r) => r,
+        None => {
+            stages.start(name, &k)?;
+            let r = evaluate::<B>(&config, "apo", &shuffled_items, &evaluated, device)?;
+            stages.finish(name, &k, &r)?;
+            r
+        }
+    };
+    let samples = out.join("samples-apo-shuffled.jsonl");
+    write_shuffled_samples(&samples, &report, &sources)?;
+    files.push(samples);
+    if report.accuracy.is_some() {
+        let (predictions, confidence) = table.test.read(&report);
+        table.push(
+            shuffled_row("apo"),
+            RowKind::Baseline,
+            predictions,
+            confidence,
+        );
     }
     phase("eval", t);
 
@@ -484,6 +512,66 @@ fn train_stage<B: TrainBackend>(
     Ok(report)
 }
 
+/// Part of every evaluation's stage key: bumped when what an evaluation records changes
+/// (the concept-head probabilities behind AUROC).
+const EVAL_VERSION: &str = "eval-2";
+
+/// The test items with their images shuffled: within each group of items sharing a prompt,
+/// item `k` gets the image of item `π(k)` for a seeded cyclic permutation π (Sattolo's
+/// algorithm: no item keeps its own image in a group of two or more; a group of one keeps
+/// it). Returns the items and, per item, the DICOM id of the image it now carries.
+pub fn shuffle_images(items: &[Item], seed: u64) -> (Vec<Item>, Vec<String>) {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (k, item) in items.iter().enumerate() {
+        let prompt = item
+            .sample
+            .prompt
+            .as_deref()
+            .unwrap_or(cxr_max::sim::PROMPT);
+        groups.entry(prompt).or_default().push(k);
+    }
+    let mut rng = cxr_max::rng::Rng::new(seed ^ 0x5348_5546_464c_4544);
+    let mut source: Vec<usize> = (0..items.len()).collect();
+    for members in groups.values() {
+        let mut perm = members.clone();
+        for i in (1..perm.len()).rev() {
+            let j = rng.below(i);
+            perm.swap(i, j);
+        }
+        for (&k, &from) in members.iter().zip(&perm) {
+            source[k] = from;
+        }
+    }
+    let shuffled = items
+        .iter()
+        .zip(&source)
+        .map(|(item, &from)| Item {
+            image: items[from].image.clone(),
+            ..item.clone()
+        })
+        .collect();
+    let ids = source
+        .iter()
+        .map(|&from| items[from].sample.dicom_id.clone())
+        .collect();
+    (shuffled, ids)
+}
+
+/// Writes the image-shuffled evaluation's samples as JSON Lines (`{"id", "text", "image"}`:
+/// the test image scored, the text, the image it was generated from), atomically.
+///
+/// # Errors
+/// [`PipelineError::Io`].
+pub fn write_shuffled_samples(path: &Path, report: &EvalReport, sources: &[String]) -> Result<()> {
+    write_atomic(path, |w| {
+        for (s, image) in report.samples.iter().zip(sources) {
+            let line = serde_json::json!({ "id": s.id, "text": s.text, "image": image });
+            writeln!(w, "{line}")?;
+        }
+        Ok(())
+    })
+}
+
 /// Generates a text for every test image with the student of `stage` and scores it.
 fn evaluate<B: TrainBackend>(
     config: &RunConfig,
@@ -543,14 +631,25 @@ fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
         "Test images: {}. Training images: {}. Preference sets: {}.\n\n",
         result.test_images, result.train_images, result.preference_sets
     ));
-    md.push_str("Accuracy on the test split (Table 1 findings; mean over them):\n\n");
+    md.push_str(
+        "Scored on the test split, once, by the findings labeler on each row's final statements \
+         (CheXbert convention: \"present\" = predicted positive; absent, uncertain or no \
+         statement = negative; uncertain labels left out; docs/evaluation.md). Floors: all \
+         absent, a random guess at the training split's prevalence (expected counts), and the \
+         APO student fed each test image's text from another test image.\n\n",
+    );
     md.push_str(&table.render_markdown());
     if !result.comparisons.is_empty() {
         md.push_str(&format!(
-            "\nThe APO student against the other rows, on the same test images (paired bootstrap over images, {BOOTSTRAP_RESAMPLES} resamples; an interval that contains 0 means this test split cannot tell the two apart):\n\n"
+            "The APO student against every other row, on the same test images (paired bootstrap over images, {BOOTSTRAP_RESAMPLES} resamples; an interval that contains 0 means this test split cannot tell the two apart):\n\n"
         ));
         md.push_str(&render_comparisons(&result.comparisons));
     }
+    md.push_str(
+        "\nProtocol: every setting of this run (steps, learning rates, β, the checkpoint = the \
+         last step, decoding) is fixed by its configuration before training; none was chosen \
+         on the test split by this run. Settings a user tunes belong on the validate split.\n",
+    );
     md.push_str("\nStages:\n\n");
     for s in &result.stages {
         md.push_str(&format!(

@@ -1,13 +1,18 @@
-//! The evaluation table: every teacher, the aggregates, the image-blind baseline and the
-//! students scored on the same test images, as typed rows, with paired-bootstrap
-//! comparisons of the APO student against the others.
+//! The evaluation table: every teacher, the aggregates, the floors (all absent, a
+//! prevalence-matched random guess, the APO student fed shuffled images) and the students
+//! scored on the same test images, as typed rows with every clinical-efficacy metric
+//! ([`cxr_max::eval::scores`]), and paired-bootstrap comparisons of the APO student against
+//! every other row on balanced accuracy, macro-F1 and accuracy.
 
 use std::collections::BTreeMap;
 
 use apo_consensus::Polarity;
 use apo_train::eval::EvalReport;
 use cxr_max::dataset::Item;
-use cxr_max::eval::{Accuracy, PairedDifference};
+use cxr_max::eval::{
+    Accuracy, Call, FindingMetrics, Metric, PairedDifference, Scores, Summary, paired_differences,
+    prediction,
+};
 use cxr_max::tables::Split;
 use cxr_max::{Finding, Findings};
 use serde::{Deserialize, Serialize};
@@ -22,7 +27,8 @@ pub enum RowKind {
     Teacher,
     /// An aggregate of the teachers (majority vote, consensus).
     Aggregate,
-    /// A constant answer that does not read the image (all absent).
+    /// A floor that does not read the image: all absent, a prevalence-matched random guess,
+    /// a student fed another image.
     Baseline,
     /// A trained student's generated text, read back with the labeler.
     Student,
@@ -30,6 +36,8 @@ pub enum RowKind {
 
 /// The name of the image-blind baseline row.
 pub const ALL_ABSENT: &str = "all absent";
+/// The name of the prevalence-matched random-guess row.
+pub const RANDOM_GUESS: &str = "random guess";
 /// The name of the majority-vote row.
 pub const MAJORITY_VOTE: &str = "majority vote";
 /// The name of the Dawid-Skene consensus row.
@@ -40,21 +48,35 @@ pub fn student_row(stage: &str) -> String {
     format!("{stage} student")
 }
 
-/// Per test image (in [`TestSet`] order) and finding (by [`Finding::index`]): the row's
-/// prediction, present or absent (`None`: no statement).
-pub type Predictions = Vec<Vec<Option<bool>>>;
+/// The row name of the student of `stage` fed every test image's text from another test
+/// image (the image-shuffled floor).
+pub fn shuffled_row(stage: &str) -> String {
+    format!("{stage}, shuffled images")
+}
 
-/// One row: its name, kind, accuracy and predictions on the test images.
+/// Per test image (in [`TestSet`] order) and finding (by [`Finding::index`]): the row's
+/// statement.
+pub type Predictions = Vec<Vec<Call>>;
+
+/// Per test image and finding: the row's score for AUROC (a student's concept-head
+/// probability), `None` where it has none.
+pub type Confidences = Vec<Vec<Option<f64>>>;
+
+/// One row: its name, kind, metrics and predictions on the test images.
 #[derive(Debug, Clone)]
 pub struct Row {
     /// The name (a teacher's, `majority vote`, `consensus`, `all absent`, `apo student`, ...).
     pub name: String,
     /// What it is.
     pub kind: RowKind,
-    /// Accuracy on the test split.
+    /// The Table 1 accuracy on the test split (the figures of `scores`).
     pub accuracy: Accuracy,
-    /// Predictions per test image and finding.
+    /// Every metric on the test split.
+    pub scores: Scores,
+    /// Statements per test image and finding.
     pub predictions: Predictions,
+    /// Scores per test image and finding, for rows that have one.
+    pub confidence: Option<Confidences>,
 }
 
 /// The test split's images: their DICOM ids and ground-truth labels.
@@ -67,40 +89,56 @@ pub struct TestSet {
 }
 
 impl TestSet {
-    /// A student's predictions: the labeler's reading of the text generated for each test
-    /// image (an image without a sample has no statement).
-    pub fn read(&self, report: &EvalReport) -> Predictions {
-        let texts: BTreeMap<&str, &str> = report
+    /// A student's statements: the labeler's reading of the text generated for each test
+    /// image (an image without a sample has no statement), and its concept-head
+    /// probabilities when the evaluation has them.
+    pub fn read(&self, report: &EvalReport) -> (Predictions, Option<Confidences>) {
+        let index: BTreeMap<&str, usize> = report
             .samples
             .iter()
-            .map(|s| (s.id.as_str(), s.text.as_str()))
+            .enumerate()
+            .map(|(k, s)| (s.id.as_str(), k))
             .collect();
-        self.ids
+        let predictions = self
+            .ids
             .iter()
             .map(|id| {
-                let read = texts
+                let read = index
                     .get(id.as_str())
-                    .map(|t| cxr_max::findings::extract(t).findings);
+                    .map(|&k| cxr_max::findings::extract(&report.samples[k].text).findings);
                 Finding::ALL
                     .iter()
-                    .map(|&f| read.as_ref().and_then(|r| cxr_max::eval::prediction(r, f)))
+                    .map(|&f| Call::from(read.as_ref().and_then(|r| prediction(r, f))))
                     .collect()
             })
-            .collect()
+            .collect();
+        let confidence = report.concepts.as_ref().map(|concepts| {
+            self.ids
+                .iter()
+                .map(|id| {
+                    let row = index.get(id.as_str()).and_then(|&k| concepts.get(k));
+                    Finding::ALL
+                        .iter()
+                        .map(|f| row.and_then(|r| r.get(f.index())).map(|&p| f64::from(p)))
+                        .collect()
+                })
+                .collect()
+        });
+        (predictions, confidence)
     }
 }
 
 /// Resamples of the paired bootstrap behind [`Comparison`].
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
-/// The APO student against another row of the table, on the same test images.
+/// The APO student against another row of the table on one metric, on the same test images.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
-    /// The row compared with (`pairwise student`, `sft student`, the best teacher's name,
-    /// `all absent`).
+    /// The row compared with.
     pub versus: String,
-    /// Mean accuracy of the APO student minus the row's, with a paired bootstrap over test
-    /// images.
+    /// The summary metric (over the evaluated findings) compared.
+    pub metric: Metric,
+    /// The APO student's metric minus the row's, with a paired bootstrap over test images.
     #[serde(flatten)]
     pub difference: PairedDifference,
 }
@@ -108,18 +146,38 @@ pub struct Comparison {
 /// The table: rows scored on one test set over the evaluated findings.
 #[derive(Debug, Clone)]
 pub struct Table {
-    /// The findings averaged in the means (the paper's Table 1 findings).
+    /// The findings averaged in the summaries (the paper's Table 1 findings).
     pub evaluated: Vec<Finding>,
-    /// The rows, in order: teachers, aggregates, the baseline, then the students.
+    /// The rows, in order: teachers, aggregates, the floors, then the students.
     pub rows: Vec<Row>,
     /// The test images.
     pub test: TestSet,
 }
 
+/// Per finding (by [`Finding::index`]): the share of positive labels among the definite
+/// labels of `items`; `None` without any.
+pub fn prevalence(items: &[&Item]) -> Option<[f64; 14]> {
+    let mut out = [0.0; 14];
+    let mut any = false;
+    for f in Finding::ALL {
+        let (mut pos, mut den) = (0usize, 0usize);
+        for l in items.iter().filter_map(|i| i.labels.as_ref()) {
+            if let Some(t) = cxr_max::eval::truth(l, f) {
+                den += 1;
+                pos += usize::from(t);
+            }
+        }
+        any |= den > 0;
+        out[f.index()] = pos as f64 / den.max(1) as f64;
+    }
+    any.then_some(out)
+}
+
 impl Table {
-    /// The teachers, the majority vote, the consensus and the all-absent baseline, each fitted
-    /// on every image and scored on the test split. `majority` and `consensus` are the label
-    /// consensus of every item (in item order).
+    /// The teachers, the majority vote, the consensus and the floors (all absent, and a
+    /// random guess at the training split's prevalence), each fitted on every image and
+    /// scored on the test split. `majority` and `consensus` are the label consensus of
+    /// every item (in item order).
     pub fn teachers(
         items: &[Item],
         labelled: &Labelled,
@@ -137,23 +195,24 @@ impl Table {
                 .collect(),
             labels: test.iter().map(|&i| items[i].labels).collect(),
         };
-        let predictions = |predict: &dyn Fn(usize, Finding) -> Option<Polarity>| -> Predictions {
+        let predictions = |predict: &dyn Fn(usize, Finding) -> Call| -> Predictions {
             (0..test.len())
-                .map(|k| {
-                    Finding::ALL
-                        .iter()
-                        .map(|&f| present(predict(k, f)))
-                        .collect()
-                })
+                .map(|k| Finding::ALL.iter().map(|&f| predict(k, f)).collect())
                 .collect()
         };
+        let vote = |p: Option<Polarity>| Call::from(present(p));
         let mut named: Vec<(String, RowKind, Predictions)> = Vec::new();
         for name in &labelled.teachers {
             named.push((
                 name.clone(),
                 RowKind::Teacher,
                 predictions(&|k, f| {
-                    teacher_vote(&items[test[k]], &labelled.finals[test[k]], name, f)
+                    vote(teacher_vote(
+                        &items[test[k]],
+                        &labelled.finals[test[k]],
+                        name,
+                        f,
+                    ))
                 }),
             ));
         }
@@ -161,39 +220,67 @@ impl Table {
             named.push((
                 name.to_owned(),
                 RowKind::Aggregate,
-                predictions(&|k, f| c.labels[test[k]][f.index()]),
+                predictions(&|k, f| vote(c.labels[test[k]][f.index()])),
             ));
         }
-        // The image-blind baseline: every finding stated absent on every image. A student that
-        // does not read the image scores about this.
+        // The image-blind floors: every finding stated absent on every image, and a guess that
+        // states each finding present at its prevalence in the training split (expected
+        // counts). A student that does not read the image scores about these.
         named.push((
             ALL_ABSENT.to_owned(),
             RowKind::Baseline,
-            predictions(&|_, _| Some(Polarity::Absent)),
+            predictions(&|_, _| Call::ABSENT),
         ));
+        let train: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.split == Some(Split::Train))
+            .collect();
+        if let Some(q) = prevalence(&train) {
+            named.push((
+                RANDOM_GUESS.to_owned(),
+                RowKind::Baseline,
+                predictions(&|_, f| Call::guess(q[f.index()])),
+            ));
+        }
         let mut table = Table {
             evaluated: evaluated.to_vec(),
             rows: Vec::new(),
             test: set,
         };
         for (name, kind, p) in named {
-            table.push(name, kind, p);
+            table.push(name, kind, p, None);
         }
         table
     }
 
-    /// Adds a row scored from its predictions; a test set without labels adds nothing.
-    pub fn push(&mut self, name: String, kind: RowKind, predictions: Predictions) {
-        if let Some(accuracy) =
-            cxr_max::eval::accuracy(&self.test.labels, &self.evaluated, |k, f| {
-                predictions[k][f.index()]
-            })
-        {
+    /// Adds a row scored from its statements (and scores, for AUROC); a test set without
+    /// labels adds nothing.
+    pub fn push(
+        &mut self,
+        name: String,
+        kind: RowKind,
+        predictions: Predictions,
+        confidence: Option<Confidences>,
+    ) {
+        let score = confidence
+            .as_ref()
+            .map(|c| move |k: usize, f: Finding| c[k][f.index()]);
+        let score_ref = score
+            .as_ref()
+            .map(|s| s as &dyn Fn(usize, Finding) -> Option<f64>);
+        if let Some(scores) = cxr_max::eval::scores(
+            &self.test.labels,
+            &self.evaluated,
+            |k, f| predictions[k][f.index()],
+            score_ref,
+        ) {
             self.rows.push(Row {
                 name,
                 kind,
-                accuracy,
+                accuracy: scores.accuracy(),
+                scores,
                 predictions,
+                confidence,
             });
         }
     }
@@ -213,36 +300,58 @@ impl Table {
         self.rows.iter().filter(move |r| r.kind == kind)
     }
 
-    /// The teacher with the highest mean accuracy.
+    /// The teacher with the highest mean balanced accuracy.
     pub fn best_teacher(&self) -> Option<&Row> {
+        let ba = |r: &Row| {
+            r.scores
+                .summary
+                .balanced_accuracy
+                .unwrap_or(f64::NEG_INFINITY)
+        };
         self.of_kind(RowKind::Teacher)
-            .max_by(|a, b| a.accuracy.mean.total_cmp(&b.accuracy.mean))
+            .max_by(|a, b| ba(a).total_cmp(&ba(b)))
     }
 
-    /// The APO student against the pairwise and SFT students, the best teacher and the
-    /// all-absent baseline (the rows that exist), with a paired bootstrap over the test
-    /// images seeded by `seed`.
+    /// The APO student against every other row (the pairwise and SFT students first, then
+    /// the rows in table order) on each of [`Metric::REPORTED`], with a paired bootstrap over
+    /// the test images seeded by `seed` (the same draws for every row and metric).
     pub fn comparisons(&self, seed: u64) -> Vec<Comparison> {
-        let Some(apo) = self.row(&student_row("apo")) else {
+        let apo_name = student_row("apo");
+        let Some(apo) = self.row(&apo_name) else {
             return Vec::new();
         };
-        [student_row("pairwise"), student_row("sft")]
-            .into_iter()
-            .chain(self.best_teacher().map(|r| r.name.clone()))
-            .chain([ALL_ABSENT.to_owned()])
-            .filter_map(|versus| {
-                let other = self.row(&versus)?;
-                let difference = cxr_max::eval::paired_difference(
-                    &self.test.labels,
-                    &self.evaluated,
-                    |k, f| apo.predictions[k][f.index()],
-                    |k, f| other.predictions[k][f.index()],
-                    BOOTSTRAP_RESAMPLES,
-                    seed,
-                )?;
-                Some(Comparison { versus, difference })
-            })
-            .collect()
+        let first = [student_row("pairwise"), student_row("sft")];
+        let versus: Vec<&Row> = first
+            .iter()
+            .filter_map(|n| self.row(n))
+            .chain(
+                self.rows
+                    .iter()
+                    .filter(|r| r.name != apo_name && !first.contains(&r.name)),
+            )
+            .collect();
+        let mut out = Vec::new();
+        for other in versus {
+            let differences = paired_differences(
+                &Metric::REPORTED,
+                &self.test.labels,
+                &self.evaluated,
+                |k, f| apo.predictions[k][f.index()],
+                |k, f| other.predictions[k][f.index()],
+                BOOTSTRAP_RESAMPLES,
+                seed,
+            );
+            for (metric, d) in Metric::REPORTED.into_iter().zip(differences) {
+                if let Some(difference) = d {
+                    out.push(Comparison {
+                        versus: other.name.clone(),
+                        metric,
+                        difference,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The evaluated findings' column names.
@@ -261,47 +370,124 @@ impl Table {
             .collect()
     }
 
-    /// The Table 1 analogue as aligned text (`table.txt`).
+    /// Per row: its per-finding balanced accuracies on the evaluated findings.
+    pub fn balanced_per_finding(&self, row: &Row) -> Vec<Option<f64>> {
+        self.evaluated
+            .iter()
+            .map(|f| row.scores.findings[f.column_name()].balanced_accuracy)
+            .collect()
+    }
+
+    /// The headline and Table 1 blocks as (title, column names, per row values).
+    fn blocks(&self) -> Vec<(String, Vec<String>, Vec<Vec<Option<f64>>>)> {
+        let short = |f: &str| -> String { f.chars().take(11).collect() };
+        let mut head: Vec<String> = self.columns().iter().map(|c| short(c)).collect();
+        head.extend(
+            [
+                "BA",
+                "macro-F1",
+                "micro-F1",
+                "AUROC",
+                "BA-14",
+                "macro-F1-14",
+            ]
+            .into_iter()
+            .map(String::from),
+        );
+        let headline = self
+            .rows
+            .iter()
+            .map(|r| {
+                let s = &r.scores;
+                let mut v = self.balanced_per_finding(r);
+                v.extend([
+                    s.summary.balanced_accuracy,
+                    s.summary.macro_f1,
+                    s.summary.micro_f1,
+                    s.summary.auroc,
+                    s.summary_14.balanced_accuracy,
+                    s.summary_14.macro_f1,
+                ]);
+                v
+            })
+            .collect();
+        let mut acc_head: Vec<String> = self.columns().iter().map(|c| short(c)).collect();
+        acc_head.push("mean".into());
+        let accuracy = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut v = self.per_finding(r);
+                v.push(r.scores.summary.accuracy);
+                v
+            })
+            .collect();
+        vec![
+            (
+                "Balanced accuracy per finding; BA = its mean, macro-F1, micro-F1 and mean AUROC over the Table 1 findings; BA-14 and macro-F1-14 over all 14".to_owned(),
+                head,
+                headline,
+            ),
+            (
+                "Accuracy per finding (the paper's Table 1 definition; no statement = wrong) and its mean".to_owned(),
+                acc_head,
+                accuracy,
+            ),
+        ]
+    }
+
+    /// The table as aligned text (`table.txt`): the balanced-accuracy and F1 block, then the
+    /// Table 1 accuracy block.
     pub fn render_text(&self) -> String {
         use std::fmt::Write as _;
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(16);
         let mut out = String::new();
-        let _ = write!(out, "{:<16}", "");
-        for f in self.columns() {
-            let short: String = f.chars().take(11).collect();
-            let _ = write!(out, " {short:>11}");
-        }
-        let _ = writeln!(out, " {:>7}", "mean");
-        for row in &self.rows {
-            let _ = write!(out, "{:<16}", row.name);
-            for v in self.per_finding(row) {
-                match v {
-                    Some(v) => {
-                        let _ = write!(out, " {v:>11.3}");
-                    }
-                    None => {
-                        let _ = write!(out, " {:>11}", "-");
-                    }
-                }
+        for (n, (title, head, values)) in self.blocks().into_iter().enumerate() {
+            if n > 0 {
+                out.push('\n');
             }
-            let _ = writeln!(out, " {:>7.3}", row.accuracy.mean);
+            let _ = writeln!(out, "{title}:");
+            let _ = write!(out, "{:<width$}", "");
+            for h in &head {
+                let _ = write!(out, " {h:>11}");
+            }
+            out.push('\n');
+            for (row, vals) in self.rows.iter().zip(values) {
+                let _ = write!(out, "{:<width$}", row.name);
+                for v in vals {
+                    let _ = match v {
+                        Some(v) => write!(out, " {v:>11.3}"),
+                        None => write!(out, " {:>11}", "-"),
+                    };
+                }
+                out.push('\n');
+            }
         }
         out
     }
 
-    /// The table as Markdown.
+    /// The table as Markdown: the balanced-accuracy and F1 table, then the Table 1 accuracy
+    /// table.
     pub fn render_markdown(&self) -> String {
-        let names = self.columns();
-        let mut md = String::from("| | ");
-        md.push_str(&names.join(" | "));
-        md.push_str(" | mean |\n|---|");
-        md.push_str(&"---|".repeat(names.len() + 1));
-        md.push('\n');
-        for row in &self.rows {
-            md.push_str(&format!("| {} |", row.name));
-            for v in self.per_finding(row) {
-                md.push_str(&v.map_or(" - |".to_owned(), |v| format!(" {v:.3} |")));
+        let mut md = String::new();
+        for (title, head, values) in self.blocks() {
+            md.push_str(&format!("{title}:\n\n| | {} |\n|---|", head.join(" | ")));
+            md.push_str(&"---|".repeat(head.len()));
+            md.push('\n');
+            for (row, vals) in self.rows.iter().zip(values) {
+                md.push_str(&format!("| {} |", row.name));
+                for v in vals {
+                    md.push_str(&v.map_or(" - |".to_owned(), |v| format!(" {v:.3} |")));
+                }
+                md.push('\n');
             }
-            md.push_str(&format!(" {:.3} |\n", row.accuracy.mean));
+            md.push('\n');
         }
         md
     }
@@ -313,43 +499,51 @@ impl Table {
             .map(|r| RowSummary {
                 name: r.name.clone(),
                 kind: r.kind,
-                findings: self
-                    .evaluated
-                    .iter()
-                    .map(|f| {
-                        (
-                            f.column_name().to_owned(),
-                            FindingScores {
-                                accuracy: r.accuracy.per_finding[f.column_name()],
-                            },
-                        )
-                    })
-                    .collect(),
-                summary: Summary {
-                    accuracy: r.accuracy.mean,
-                },
+                findings: r.scores.findings.clone(),
+                summary: r.scores.summary,
+                summary_14: r.scores.summary_14,
             })
             .collect()
     }
 }
 
-/// The comparisons as a Markdown table.
+/// The comparisons as a Markdown table: one line per row compared with, one column per
+/// metric (difference and 95 % interval).
 pub fn render_comparisons(comparisons: &[Comparison]) -> String {
-    let mut md = String::from(
-        "| APO student vs | difference | 95 % CI | P(APO higher) | only APO right | only other right |\n|---|---|---|---|---|---|\n",
-    );
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut versus: Vec<&str> = Vec::new();
     for c in comparisons {
-        let d = &c.difference;
-        md.push_str(&format!(
-            "| {} | {:+.4} | [{:+.4}, {:+.4}] | {:.3} | {} | {} |\n",
-            c.versus,
-            d.difference,
-            d.ci95[0],
-            d.ci95[1],
-            d.share_a_higher,
-            d.only_a_right,
-            d.only_b_right
-        ));
+        if !metrics.contains(&c.metric) {
+            metrics.push(c.metric);
+        }
+        if !versus.contains(&c.versus.as_str()) {
+            versus.push(&c.versus);
+        }
+    }
+    let mut md = String::from("| APO student vs |");
+    for m in &metrics {
+        md.push_str(&format!(" {} difference [95 % CI] |", m.label()));
+    }
+    md.push_str(" P(APO higher) |\n|---|");
+    md.push_str(&"---|".repeat(metrics.len() + 1));
+    md.push('\n');
+    for v in versus {
+        md.push_str(&format!("| {v} |"));
+        let mut share = None;
+        for m in &metrics {
+            match comparisons.iter().find(|c| c.versus == v && c.metric == *m) {
+                Some(c) => {
+                    let d = &c.difference;
+                    share.get_or_insert(d.share_a_higher);
+                    md.push_str(&format!(
+                        " {:+.4} [{:+.4}, {:+.4}] |",
+                        d.difference, d.ci95[0], d.ci95[1]
+                    ));
+                }
+                None => md.push_str(" - |"),
+            }
+        }
+        md.push_str(&share.map_or(" - |\n".to_owned(), |s| format!(" {s:.3} |\n")));
     }
     md
 }
@@ -361,22 +555,10 @@ pub struct RowSummary {
     pub name: String,
     /// What it is.
     pub kind: RowKind,
-    /// Per evaluated finding (CheXpert column name).
-    pub findings: BTreeMap<String, FindingScores>,
-    /// Over the evaluated findings.
+    /// Per finding (all 14, by CheXpert column name).
+    pub findings: BTreeMap<String, FindingMetrics>,
+    /// Over the evaluated findings (the Table 1 five).
     pub summary: Summary,
-}
-
-/// A row's scores on one finding.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FindingScores {
-    /// Share of test images with a definite label whose prediction matches it.
-    pub accuracy: Option<f64>,
-}
-
-/// A row's scores over the evaluated findings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Mean accuracy over the evaluated findings.
-    pub accuracy: f64,
+    /// Over all 14 findings.
+    pub summary_14: Summary,
 }

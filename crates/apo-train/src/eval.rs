@@ -152,6 +152,11 @@ pub struct EvalReport {
     pub accuracy: Option<Accuracy>,
     /// Every generated trajectory.
     pub samples: Vec<EvalSample>,
+    /// Per sample (in `samples` order), the concept head's probability of each finding (in
+    /// `cxr_max::Finding::ALL` order), when the student has a head with one output per
+    /// finding: the score behind the table's AUROC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concepts: Option<Vec<Vec<f32>>>,
 }
 
 impl EvalReport {
@@ -207,6 +212,8 @@ pub fn evaluate<B: ApoKernels>(
         by_prompt.entry(p).or_default().push(i);
     }
     let mut texts = vec![String::new(); items.len()];
+    let all: Vec<usize> = (0..items.len()).collect();
+    let concepts = concept_probabilities(model, &images, &all, settings.batch, device)?;
     for (prompt, which) in by_prompt {
         let generated = generate(model, tok, &images, &which, prompt, settings, device)?;
         for (i, t) in which.into_iter().zip(generated) {
@@ -232,7 +239,41 @@ pub fn evaluate<B: ApoKernels>(
                 text,
             })
             .collect(),
+        concepts,
     })
+}
+
+/// The concept head's probabilities (σ of its logits) for the images `which`, `batch` at a
+/// time, in `which` order; `None` when the student has no head or its outputs are not one
+/// per `cxr_max` finding.
+///
+/// # Errors
+/// [`TrainError::Empty`] when a tensor cannot be read back.
+pub fn concept_probabilities<B: ApoKernels>(
+    model: &Student<B>,
+    images: &Images,
+    which: &[usize],
+    batch: usize,
+    device: &B::Device,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    let mut out = Vec::with_capacity(which.len());
+    for chunk in which.chunks(batch.max(1)) {
+        let prefix = model.encode(images.tensor(chunk, device));
+        let Some(logits) = model.concepts(&prefix) else {
+            return Ok(None);
+        };
+        let [g, k] = logits.dims();
+        if k != Finding::ALL.len() {
+            return Ok(None);
+        }
+        let host: Vec<f32> = burn::tensor::activation::sigmoid(logits)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
+        out.extend(host.chunks(k).take(g).map(<[f32]>::to_vec));
+    }
+    Ok(Some(out))
 }
 
 /// Loads `MODEL_DIR/model.{bin,json}` and the run's tokenizer, opens the data set in

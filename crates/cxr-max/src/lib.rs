@@ -31,6 +31,9 @@ pub use records::{
 
 /// The findings labeler.
 pub mod findings {
+    pub use crate::labeler::reports::{
+        LabelOptions, LabelSummary, RejectedReport, ReportFormat, label_reports,
+    };
     pub use crate::labeler::{
         Extraction, Labeler, LabelerError, Lexicon, Mention, extract, split_sentences, statement,
     };

@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..DemoOptions::default()
     };
     let result = run::<Cpu>(&options, &Default::default(), &mut Print)?;
-    println!("\nmean accuracy over the Table 1 findings, test split:");
+    println!("\nover the Table 1 findings, test split: balanced accuracy, macro-F1, accuracy");
     for row in &result.rows {
         let kind = match row.kind {
             RowKind::Teacher => "teacher",
@@ -46,13 +46,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             RowKind::Baseline => "baseline",
             RowKind::Student => "student",
         };
-        println!("  {:<16} {kind:<9} {:.3}", row.name, row.summary.accuracy);
+        let v = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.3}"));
+        let s = &row.summary;
+        println!(
+            "  {:<22} {kind:<9} {} {} {}",
+            row.name,
+            v(s.balanced_accuracy),
+            v(s.macro_f1),
+            v(s.accuracy)
+        );
     }
     for c in &result.comparisons {
         let d = &c.difference;
         println!(
-            "APO student vs {}: {:+.4} [{:+.4}, {:+.4}]",
-            c.versus, d.difference, d.ci95[0], d.ci95[1]
+            "APO student vs {} ({}): {:+.4} [{:+.4}, {:+.4}]",
+            c.versus,
+            c.metric.label(),
+            d.difference,
+            d.ci95[0],
+            d.ci95[1]
         );
     }
     println!("report: {}", options.out.join("report.md").display());

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use cxr_max::Finding;
+use cxr_max::findings::{LabelOptions, Labeler, ReportFormat, label_reports};
+
 use apo_pipeline::demo::{DemoOptions, run};
 use apo_pipeline::table::{RowKind, Table};
 use apo_pipeline::{DriftReport, PipelineResult};
@@ -38,7 +41,8 @@ impl apo_pipeline::Observer for Recorder {
     ) -> apo_pipeline::Result<Vec<PathBuf>> {
         assert_eq!(table.of_kind(RowKind::Teacher).count(), 7);
         assert_eq!(table.of_kind(RowKind::Student).count(), 3);
-        assert_eq!(table.of_kind(RowKind::Baseline).count(), 1);
+        // All absent, the random guess, the APO student on shuffled images.
+        assert_eq!(table.of_kind(RowKind::Baseline).count(), 3);
         self.results += 1;
         Ok(Vec::new())
     }
@@ -81,28 +85,70 @@ fn tiny_demo_writes_every_artefact() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let mean = &results["mean_accuracy"];
     assert_eq!(mean["teachers"].as_object().unwrap().len(), 7);
-    // Typed rows: 7 teachers, 2 aggregates, 1 baseline, 3 students, each with its kind.
+    // Typed rows: 7 teachers, 2 aggregates, 3 floors, 3 students, each with its kind.
     let rows = results["rows"].as_array().unwrap();
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     for (kind, n) in [
         ("teacher", 7),
         ("aggregate", 2),
-        ("baseline", 1),
+        ("baseline", 3),
         ("student", 3),
     ] {
         assert_eq!(kinds.iter().filter(|k| **k == kind).count(), n, "{kind}");
     }
+    let fields = [
+        "tp",
+        "fp",
+        "fn",
+        "tn",
+        "none",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "balanced_accuracy",
+        "accuracy",
+        "auroc",
+    ];
     for row in rows {
         let name = row["name"].as_str().unwrap();
-        let mean_of_row = row["summary"]["accuracy"].as_f64().unwrap();
-        let listed = &results["per_finding"][name];
-        for (finding, v) in row["findings"].as_object().unwrap() {
-            assert_eq!(v["accuracy"], listed[finding], "{name} {finding}");
+        let findings = row["findings"].as_object().unwrap();
+        assert_eq!(findings.len(), 14, "{name}: every CheXpert column");
+        for (finding, v) in findings {
+            for f in fields {
+                assert!(v.get(f).is_some(), "{name} {finding}: {f}");
+            }
+            if let Some(listed) = results["per_finding"][name].get(finding) {
+                assert_eq!(&v["accuracy"], listed, "{name} {finding}");
+            }
+        }
+        for summary in ["summary", "summary_14"] {
+            for f in ["balanced_accuracy", "macro_f1", "micro_f1", "accuracy"] {
+                assert!(row[summary].get(f).is_some(), "{name} {summary} {f}");
+            }
         }
         if let Some(m) = results["mean_accuracy"]["teachers"].get(name) {
-            assert_eq!(m.as_f64().unwrap(), mean_of_row);
+            assert_eq!(m, &row["summary"]["accuracy"]);
         }
     }
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap();
+    // The all-absent floor: balanced accuracy exactly 0.5 and F1 0 wherever a finding has
+    // positives; the random guess: balanced accuracy 0.5.
+    for (finding, v) in row("all absent")["findings"].as_object().unwrap() {
+        if v["tp"].as_f64().unwrap() + v["fn"].as_f64().unwrap() > 0.0
+            && v["tn"].as_f64().unwrap() + v["fp"].as_f64().unwrap() > 0.0
+        {
+            assert_eq!(v["balanced_accuracy"], 0.5, "{finding}");
+            assert_eq!(v["f1"], 0.0, "{finding}");
+        }
+    }
+    let guess = row("random guess")["summary"]["balanced_accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!((guess - 0.5).abs() < 1e-12, "{guess}");
+    // The students have a concept head: AUROC from its probabilities.
+    assert!(row("apo student")["summary"]["auroc"].as_f64().is_some());
+    assert!(row("GPT-5")["summary"]["auroc"].is_null());
     for row in [
         "majority_vote",
         "consensus",
@@ -114,42 +160,56 @@ fn tiny_demo_writes_every_artefact() {
         let v = mean[row].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{row} = {v}");
     }
-    // The all-absent row is the share of test images without each finding, averaged.
+    // The all-absent row's accuracy is the share of test images without each finding,
+    // averaged.
     let absent = results["per_finding"]["all absent"].as_object().unwrap();
     let values: Vec<f64> = absent.values().filter_map(|v| v.as_f64()).collect();
     let avg = values.iter().sum::<f64>() / values.len() as f64;
     assert!((avg - mean["all_absent"].as_f64().unwrap()).abs() < 1e-12);
     assert_eq!(r.stages.len(), 3);
-    // The APO student against the other rows: the point difference is the difference of the
-    // table's means, and sits inside its bootstrap interval.
-    let versus: Vec<&str> = r.comparisons.iter().map(|c| c.versus.as_str()).collect();
-    assert_eq!(versus.len(), 4, "{versus:?}");
+    // The APO student against every other row on three metrics: the point difference is the
+    // difference of the rows' summaries, and sits inside its bootstrap interval.
+    let others = rows.len() - 1;
+    assert_eq!(r.comparisons.len(), others * 3);
     assert_eq!(
-        (versus[0], versus[1], versus[3]),
-        ("pairwise student", "sft student", "all absent")
+        (
+            r.comparisons[0].versus.as_str(),
+            r.comparisons[3].versus.as_str()
+        ),
+        ("pairwise student", "sft student")
     );
-    let best = mean["teachers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
-        .unwrap();
-    assert_eq!(versus[2], best.0);
-    for (c, row) in
-        r.comparisons
-            .iter()
-            .zip([&mean["pairwise"], &mean["sft"], best.1, &mean["all_absent"]])
-    {
+    let apo = row("apo student");
+    for c in &r.comparisons {
+        let key = serde_json::to_value(c.metric).unwrap();
+        let key = key.as_str().unwrap();
         let d = &c.difference;
-        let expected = mean["apo"].as_f64().unwrap() - row.as_f64().unwrap();
-        assert!((d.difference - expected).abs() < 1e-12, "{}", c.versus);
+        let expected = apo["summary"][key].as_f64().unwrap()
+            - row(&c.versus)["summary"][key].as_f64().unwrap();
+        assert!(
+            (d.difference - expected).abs() < 1e-12,
+            "{} {key}",
+            c.versus
+        );
         assert!(d.ci95[0] <= d.difference + 1e-12 && d.difference <= d.ci95[1] + 1e-12);
-        assert_eq!(d.resamples, 2000);
+        // Accuracy is defined on every resample; on this tiny test split a resample can lack
+        // a finding's positives, where balanced accuracy and F1 are undefined (left out).
+        if key == "accuracy" {
+            assert_eq!(d.resamples, 2000);
+        } else {
+            assert!(d.resamples > 1000 && d.resamples <= 2000, "{}", d.resamples);
+        }
     }
     assert_eq!(
         results["comparisons"].as_array().unwrap().len(),
-        4,
+        others * 3,
         "comparisons in results.json"
+    );
+    // `apo label`'s library function on the samples recounts the student rows exactly.
+    recount(&out, row("apo student"), "samples-apo.jsonl");
+    recount(
+        &out,
+        row("apo, shuffled images"),
+        "samples-apo-shuffled.jsonl",
     );
     // Stage 2 starts from the reference: every implicit reward is 0, so the Plackett-Luce
     // probability of the consensus is 1 / (N + 1) with N = 7 negatives, and the loss is
@@ -173,5 +233,55 @@ fn tiny_demo_writes_every_artefact() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| apo student |") && report.contains("GPT-5"));
     assert!(report.contains("| APO student vs |") && report.contains("| pairwise student |"));
+    assert!(report.contains("Balanced accuracy") && report.contains("| apo, shuffled images |"));
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// Labels a samples file as `apo label` does and recounts TP, FP, FN, TN and the statement-less
+/// images of `row` on every finding against the data set's test labels.
+fn recount(out: &Path, row: &serde_json::Value, samples: &str) {
+    let path = out.join(samples);
+    let input = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let mut csv = Vec::new();
+    let options = LabelOptions {
+        format: ReportFormat::Jsonl,
+        column: None,
+        id_column: None,
+    };
+    let summary = label_reports(input, &path, &options, &Labeler::default(), &mut csv).unwrap();
+    assert!(summary.rejected.is_empty() && summary.labelled > 0);
+    let labels = test_labels(&out.join("data"));
+    let text = String::from_utf8(csv).unwrap();
+    for f in Finding::ALL {
+        let (mut tp, mut fp, mut fn_, mut tn, mut none) = (0, 0, 0, 0, 0);
+        for line in text.lines().skip(1) {
+            let cells: Vec<&str> = line.split(',').collect();
+            let Some(truth) = labels[cells[0]].and_then(|l| cxr_max::eval::truth(&l, f)) else {
+                continue;
+            };
+            let stated = cells[1 + f.index()];
+            let present = stated == "1.0";
+            none += usize::from(stated != "1.0" && stated != "0.0");
+            match (truth, present) {
+                (true, true) => tp += 1,
+                (false, true) => fp += 1,
+                (true, false) => fn_ += 1,
+                (false, false) => tn += 1,
+            }
+        }
+        let v = &row["findings"][f.column_name()];
+        let got = [tp, fp, fn_, tn, none].map(|x| serde_json::json!(x));
+        let want = ["tp", "fp", "fn", "tn", "none"].map(|k| v[k].clone());
+        assert_eq!(got, want, "{samples} {f}");
+    }
+}
+
+/// The test split's labels by DICOM id.
+fn test_labels(data: &Path) -> std::collections::BTreeMap<String, Option<cxr_max::Findings>> {
+    let (ds, _) = cxr_max::dataset::Dataset::open(data, &Default::default()).unwrap();
+    ds.items
+        .into_iter()
+        .filter(|i| i.split == Some(cxr_max::tables::Split::Test))
+        .map(|i| (i.sample.dicom_id, i.labels))
+        .collect()
 }

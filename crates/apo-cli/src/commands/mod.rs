@@ -4,5 +4,6 @@ pub mod consensus;
 pub mod data;
 pub mod demo;
 pub mod drift;
+pub mod label;
 pub mod pipeline;
 pub mod train;

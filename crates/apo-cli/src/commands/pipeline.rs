@@ -120,26 +120,49 @@ impl apo_pipeline::Observer for CliObserver {
             drawn(plot::lines(title, "step", &names, &data, &path))?;
             files.push(path);
         }
-        let bars = dir.join("accuracy.png");
-        let categories: Vec<String> = table.columns().into_iter().chain(["mean".into()]).collect();
-        let values: Vec<Vec<f64>> = table
-            .rows
-            .iter()
-            .map(|r| {
-                let per = table.per_finding(r).into_iter().map(|v| v.unwrap_or(0.0));
-                per.chain([r.accuracy.mean]).collect()
-            })
-            .collect();
         let rows: Vec<String> = table.rows.iter().map(|r| r.name.clone()).collect();
-        drawn(plot::bars(
-            Titles::new("Accuracy on the test split (Table 1 findings and their mean)")
-                .x("accuracy"),
-            &categories,
-            &rows,
-            &values,
-            &bars,
-        ))?;
-        files.push(bars);
+        let categories: Vec<String> = table.columns().into_iter().chain(["mean".into()]).collect();
+        let bars = [
+            (
+                "balanced_accuracy.png",
+                "Balanced accuracy on the test split (Table 1 findings and their mean)",
+                "balanced accuracy",
+                table
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let per = table.balanced_per_finding(r).into_iter();
+                        per.chain([r.scores.summary.balanced_accuracy])
+                            .map(|v| v.unwrap_or(0.0))
+                            .collect()
+                    })
+                    .collect::<Vec<Vec<f64>>>(),
+            ),
+            (
+                "accuracy.png",
+                "Accuracy on the test split (Table 1 findings and their mean)",
+                "accuracy",
+                table
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let per = table.per_finding(r).into_iter().map(|v| v.unwrap_or(0.0));
+                        per.chain([r.accuracy.mean]).collect()
+                    })
+                    .collect(),
+            ),
+        ];
+        for (file, title, axis, values) in bars {
+            let path = dir.join(file);
+            drawn(plot::bars(
+                Titles::new(title).x(axis),
+                &categories,
+                &rows,
+                &values,
+                &path,
+            ))?;
+            files.push(path);
+        }
         Ok(files)
     }
 }
@@ -236,8 +259,11 @@ impl WithBackend for DemoJob<'_> {
 pub fn print_result(result: &PipelineResult, out: &Path, json: bool) -> Result<(), String> {
     if json {
         let v = serde_json::json!({
+            "rows": result.rows,
+            "comparisons": result.comparisons,
             "mean_accuracy": result.mean_accuracy,
             "per_finding": result.per_finding,
+            "test_images": result.test_images,
             "seconds": result.seconds,
         });
         println!("{v}");
@@ -246,15 +272,35 @@ pub fn print_result(result: &PipelineResult, out: &Path, json: bool) -> Result<(
     let table = std::fs::read_to_string(out.join("table.txt"))
         .map_err(|e| format!("{}: {e}", out.join("table.txt").display()))?;
     println!(
-        "\nAccuracy on the test split ({} images):\n{table}",
+        "\nOn the test split ({} images):\n{table}",
         result.test_images
     );
+    let mut versus: Vec<&str> = Vec::new();
     for c in &result.comparisons {
-        let d = &c.difference;
-        println!(
-            "APO student vs {:<16} {:+.4}  95% CI [{:+.4}, {:+.4}]  (paired bootstrap over test images)",
-            c.versus, d.difference, d.ci95[0], d.ci95[1]
-        );
+        if !versus.contains(&c.versus.as_str()) {
+            versus.push(&c.versus);
+        }
+    }
+    if !versus.is_empty() {
+        println!("APO student minus each row, 95% CI of a paired bootstrap over test images:");
+    }
+    for v in versus {
+        let cells: Vec<String> = result
+            .comparisons
+            .iter()
+            .filter(|c| c.versus == v)
+            .map(|c| {
+                let d = &c.difference;
+                format!(
+                    "{} {:+.4} [{:+.4}, {:+.4}]",
+                    c.metric.label(),
+                    d.difference,
+                    d.ci95[0],
+                    d.ci95[1]
+                )
+            })
+            .collect();
+        println!("  vs {v:<24} {}", cells.join("  "));
     }
     println!(
         "{:.0} s; report in {}",

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use apo_pipeline::Observer as _;
-use apo_pipeline::table::{Row, RowKind, Table, TestSet};
-use cxr_max::eval::Accuracy;
+use apo_pipeline::table::{RowKind, Table, TestSet};
+use cxr_max::eval::Call;
+use cxr_max::{Findings, LabelStatus};
 
 use std::path::Path;
 
@@ -31,24 +32,31 @@ fn results_plots_are_drawn_from_the_table_and_the_metrics() {
     std::fs::write(metrics.join("metrics.jsonl"), line(1, 2.0) + &line(2, 1.5)).unwrap();
     assert_eq!(read_metrics(&metrics.join("metrics.jsonl")).len(), 2);
     let evaluated = Finding::TABLE1.to_vec();
-    let accuracy = Accuracy {
-        per_finding: evaluated
-            .iter()
-            .map(|f| (f.column_name().to_owned(), Some(0.75)))
-            .collect(),
-        mean: 0.75,
-        coverage: BTreeMap::new(),
-    };
-    let table = Table {
+    // Two labelled test images; the row states every finding present on the first only.
+    let labels: Vec<Option<Findings>> = (0..2)
+        .map(|i| {
+            let mut f = Findings::default();
+            if i == 0 {
+                f.set(Finding::Edema, LabelStatus::Positive);
+            }
+            Some(f)
+        })
+        .collect();
+    let predictions: Vec<Vec<Call>> = (0..2)
+        .map(|i| vec![if i == 0 { Call::PRESENT } else { Call::ABSENT }; 14])
+        .collect();
+    let mut table = Table {
         evaluated,
-        rows: vec![Row {
-            name: "apo student".into(),
-            kind: RowKind::Student,
-            accuracy,
-            predictions: Vec::new(),
-        }],
-        test: TestSet::default(),
+        rows: Vec::new(),
+        test: TestSet {
+            ids: vec!["a".into(), "b".into()],
+            labels,
+        },
     };
+    table.push("apo student".into(), RowKind::Student, predictions, None);
+    let row = &table.rows[0];
+    assert_eq!(row.scores.summary.balanced_accuracy, Some(0.75));
+    assert_eq!(row.scores.findings["Edema"].balanced_accuracy, Some(1.0));
     let result = empty_result();
     let files = CliObserver::new(false)
         .results(&result, &table, &dir)
@@ -63,6 +71,7 @@ fn results_plots_are_drawn_from_the_table_and_the_metrics() {
             "curves_loss.png",
             "curves_margin.png",
             "curves_accuracy.png",
+            "balanced_accuracy.png",
             "accuracy.png"
         ]
     );

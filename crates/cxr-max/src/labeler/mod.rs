@@ -24,6 +24,7 @@
 //! [`Lexicon::extend`], [`Labeler::with_lexicon`]).
 
 mod lexicon;
+pub mod reports;
 
 pub use lexicon::{LabelerError, Lexicon};
 
