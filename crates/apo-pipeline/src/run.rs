@@ -668,3 +668,56 @@ fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
     }
     md
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(k: usize, prompt: Option<&str>) -> Item {
+        Item {
+            sample: cxr_max::Sample {
+                dicom_id: format!("d{k}"),
+                subject_id: None,
+                study_id: None,
+                prompt: prompt.map(str::to_owned),
+                report: None,
+                diagnose: None,
+                trajectories: Vec::new(),
+                source: cxr_max::Location {
+                    path: "records.jsonl".into(),
+                    line: k + 1,
+                },
+            },
+            subject_id: None,
+            study_id: None,
+            labels: None,
+            split: Some(Split::Test),
+            view_position: None,
+            image: format!("img{k}.jpg").into(),
+        }
+    }
+
+    /// Every item gets another item's image with the same prompt; a prompt group of one
+    /// keeps its own; ids and labels stay; the permutation is a function of the seed.
+    #[test]
+    fn shuffled_images_stay_within_their_prompt_and_leave_no_image_in_place() {
+        let mut items: Vec<Item> = (0..9).map(|k| item(k, None)).collect();
+        items.push(item(9, Some("another prompt")));
+        items.push(item(10, Some("a third prompt")));
+        items.push(item(11, Some("a third prompt")));
+        let (shuffled, sources) = shuffle_images(&items, 3);
+        assert_eq!(shuffled.len(), items.len());
+        let mut used = std::collections::BTreeSet::new();
+        for (k, (s, src)) in shuffled.iter().zip(&sources).enumerate() {
+            assert_eq!(s.sample.dicom_id, items[k].sample.dicom_id);
+            let from: usize = src[1..].parse().unwrap();
+            assert_eq!(s.image, items[from].image);
+            assert_eq!(s.sample.prompt, items[from].sample.prompt);
+            assert_eq!(from == k, k == 9, "item {k} from {from}");
+            used.insert(from);
+        }
+        assert_eq!(used.len(), items.len(), "a permutation");
+        assert_eq!(shuffle_images(&items, 3).1, sources);
+        assert_ne!(shuffle_images(&items, 4).1, sources);
+    }
+}

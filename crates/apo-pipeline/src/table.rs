@@ -378,8 +378,8 @@ impl Table {
             .collect()
     }
 
-    /// The headline and Table 1 blocks as (title, column names, per row values).
-    fn blocks(&self) -> Vec<(String, Vec<String>, Vec<Vec<Option<f64>>>)> {
+    /// The headline and Table 1 blocks.
+    fn blocks(&self) -> Vec<Block> {
         let short = |f: &str| -> String { f.chars().take(11).collect() };
         let mut head: Vec<String> = self.columns().iter().map(|c| short(c)).collect();
         head.extend(
@@ -506,6 +506,9 @@ impl Table {
             .collect()
     }
 }
+
+/// A block of the rendered table: title, column names, values per row.
+type Block = (String, Vec<String>, Vec<Vec<Option<f64>>>);
 
 /// The comparisons as a Markdown table: one line per row compared with, one column per
 /// metric (difference and 95 % interval).

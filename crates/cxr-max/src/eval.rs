@@ -729,4 +729,60 @@ mod tests {
         assert!(paired_difference(&l, &[Finding::Edema], p, p, 0, 1).is_none());
         assert!(paired_difference(&[None, None], &[Finding::Edema], p, p, 10, 1).is_none());
     }
+
+    /// Every metric's point difference is the difference of the rows' summaries; a guess and
+    /// the all-absent text both have balanced accuracy 0.5, so their difference is 0 on every
+    /// resample.
+    #[test]
+    fn paired_differences_on_every_metric() {
+        let truth: Vec<bool> = (0..60).map(|i: usize| i.is_multiple_of(5)).collect();
+        let l = labels(&truth);
+        let eval = [Finding::Edema, Finding::Consolidation];
+        let a = |i: usize, f: Finding| match f {
+            Finding::Edema if i.is_multiple_of(7) => Call::NONE,
+            Finding::Edema => Call::from(Some(if i < 9 { !truth[i] } else { truth[i] })),
+            _ => Call::ABSENT,
+        };
+        let absent = |_: usize, _: Finding| Call::ABSENT;
+        let guess = |_: usize, _: Finding| Call::guess(0.2);
+        let metrics = [
+            Metric::BalancedAccuracy,
+            Metric::MacroF1,
+            Metric::MicroF1,
+            Metric::Accuracy,
+        ];
+        let d = paired_differences(&metrics, &l, &eval, a, absent, 300, 5);
+        let sa = scores(&l, &eval, a, None).unwrap().summary;
+        let sb = scores(&l, &eval, absent, None).unwrap().summary;
+        for (m, d) in metrics.iter().zip(&d) {
+            let d = d.as_ref().unwrap();
+            let want = sa.get(*m).unwrap() - sb.get(*m).unwrap();
+            assert!((d.difference - want).abs() < 1e-12, "{m:?}");
+            assert!(
+                d.ci95[0] <= d.difference && d.difference <= d.ci95[1],
+                "{m:?}"
+            );
+            assert_eq!(d.resamples, 300);
+        }
+        // Consolidation has no positive label: its balanced accuracy is undefined and left
+        // out, so the mean is edema's alone.
+        assert_eq!(
+            sa.balanced_accuracy,
+            scores(&l, &[Finding::Edema], a, None)
+                .unwrap()
+                .summary
+                .balanced_accuracy
+        );
+        let floor = paired_differences(
+            &[Metric::BalancedAccuracy],
+            &l,
+            &eval,
+            guess,
+            absent,
+            200,
+            1,
+        );
+        let f = floor[0].as_ref().unwrap();
+        assert!(f.difference.abs() < 1e-12 && f.ci95[0].abs() < 1e-12 && f.ci95[1].abs() < 1e-12);
+    }
 }

@@ -78,6 +78,7 @@ max_new_tokens = 24
         "eval-sft",
         "eval-apo",
         "eval-pairwise",
+        "eval-apo-shuffled",
     ] {
         assert!(out.join(format!("stages/{name}.json")).is_file(), "{name}");
     }

@@ -112,3 +112,51 @@ fn drift_report_writes_its_json_and_three_plots() {
     assert_eq!(json["files"].as_array().unwrap().len(), 4);
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn label_writes_one_csv_line_per_report_and_names_bad_lines() {
+    let input = "{\"id\": \"s1\", \"text\": \"Small left pleural effusion. No pneumothorax.\"}\n{\"id\": \"s2\"}\n{\"id\": \"s3\", \"text\": \"Cardiomegaly.\"}\n";
+    let (code, stdout, stderr) = apo(&["label", "--input", "-"], input);
+    assert_eq!(code, 1, "a rejected record fails the run: {stderr}");
+    assert!(stderr.contains("-:2: no `text`"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0].split(',').count(), 15);
+    let s1: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(s1[0], "s1");
+    assert_eq!(s1[10], "1.0", "Pleural Effusion");
+    assert_eq!(s1[13], "0.0", "Pneumothorax");
+    assert!(lines[2].starts_with("s3,,1.0,"));
+
+    // A CSV file in, a file out that is not overwritten without --force.
+    let dir = std::env::temp_dir().join(format!("apo-cli-label-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let reports = dir.join("reports.csv");
+    std::fs::write(&reports, "study_id,Report Impression\n7,No edema.\n").unwrap();
+    let out = dir.join("labels.csv");
+    let args = |force: bool| {
+        let mut a = vec![
+            "label".to_owned(),
+            "-i".into(),
+            reports.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+        ];
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        apo(&refs, "")
+    };
+    assert_eq!(run(args(false)).0, 0);
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(written.lines().nth(1).unwrap().starts_with("7,,,,0.0,"));
+    let (code, _, stderr) = run(args(false));
+    assert_eq!(code, 2, "an error, not a rejected record");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(run(args(true)).0, 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
