@@ -302,7 +302,7 @@ enum Command {
         #[arg(long)]
         teachers: Option<PathBuf>,
         /// Studies simulated.
-        #[arg(long, default_value_t = 3000)]
+        #[arg(long, default_value_t = apo_pipeline::demo::DEFAULT_STUDIES)]
         studies: usize,
         /// Run folder.
         #[arg(long, default_value = "runs/demo")]
@@ -377,7 +377,7 @@ fn main() -> ExitCode {
     let default = Command::Demo {
         seed: 0,
         teachers: None,
-        studies: 3000,
+        studies: apo_pipeline::demo::DEFAULT_STUDIES,
         out: PathBuf::from("runs/demo"),
         device: "cpu".into(),
         sft_steps: 1600,

@@ -141,13 +141,16 @@ pub fn config(options: &DemoOptions) -> apo_train::RunConfig {
     c
 }
 
+/// Studies `apo demo` simulates: about 1,000 test images (10 % of the studies are test).
+pub const DEFAULT_STUDIES: usize = 10_000;
+
 impl Default for DemoOptions {
-    /// `apo demo`'s defaults: seed 0, 3,000 studies, the embedded teachers, `runs/demo`,
-    /// 1,600 stage-1 and 200 stage-2 steps.
+    /// `apo demo`'s defaults: seed 0, [`DEFAULT_STUDIES`] studies, the embedded teachers,
+    /// `runs/demo`, 1,600 stage-1 and 200 stage-2 steps.
     fn default() -> Self {
         DemoOptions {
             seed: 0,
-            studies: 3000,
+            studies: DEFAULT_STUDIES,
             teachers: None,
             out: std::path::PathBuf::from("runs/demo"),
             sft_steps: 1600,

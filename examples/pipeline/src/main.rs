@@ -3,7 +3,7 @@
 //! (Plackett-Luce and pairwise) → evaluation, on the CPU backend.
 //!
 //! `cargo run --release -p pipeline -- [STUDIES] [SFT_STEPS] [APO_STEPS] [OUT]`
-//! (defaults: the demo's 3000, 1600, 200, `runs/pipeline-example`).
+//! (defaults: the demo's 10000, 1600, 200, `runs/pipeline-example`).
 
 use apo_pipeline::demo::{DemoOptions, run};
 use apo_pipeline::table::RowKind;
@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, default: usize| args.get(i).map_or(Ok(default), |a| a.parse());
     let options = DemoOptions {
-        studies: number(0, 3000)?,
+        studies: number(0, apo_pipeline::demo::DEFAULT_STUDIES)?,
         sft_steps: number(1, 1600)?,
         apo_steps: number(2, 200)?,
         out: args
