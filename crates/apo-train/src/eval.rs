@@ -152,6 +152,10 @@ pub struct EvalReport {
     pub accuracy: Option<Accuracy>,
     /// Every generated trajectory.
     pub samples: Vec<EvalSample>,
+    /// Clinical-efficacy metrics of the findings read back (sensitivity, specificity, F1,
+    /// balanced accuracy, AUROC from the concept head; absent without labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<cxr_max::eval::Scores>,
     /// Per sample (in `samples` order), the concept head's probability of each finding (in
     /// `cxr_max::Finding::ALL` order), when the student has a head with one output per
     /// finding: the score behind the table's AUROC.
@@ -165,9 +169,41 @@ impl EvalReport {
         let r = self;
         use std::fmt::Write as _;
         let mut out = format!("evaluated {} images\n", r.images);
-        match &r.accuracy {
-            None => out.push_str("the data set has no labels: no accuracy\n"),
-            Some(a) => {
+        let v = |x: Option<f64>| x.map_or_else(|| format!("{:>6}", "-"), |x| format!("{x:>6.3}"));
+        match (&r.accuracy, &r.scores) {
+            (Some(a), Some(s)) => {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}   stated",
+                    "finding", "BA", "sens", "spec", "F1", "AUROC", "acc"
+                );
+                for (f, m) in &s.findings {
+                    let cov = a.coverage.get(f).copied().unwrap_or(0.0);
+                    let _ = writeln!(
+                        out,
+                        "{f:<28} {} {} {} {} {} {}   {:>5.1}%",
+                        v(m.balanced_accuracy),
+                        v(m.sensitivity),
+                        v(m.specificity),
+                        v(m.f1),
+                        v(m.auroc),
+                        v(m.accuracy),
+                        100.0 * cov
+                    );
+                }
+                for (name, sum) in [("Table 1 findings", &s.summary), ("all 14", &s.summary_14)] {
+                    let _ = writeln!(
+                        out,
+                        "{name:<28} balanced accuracy {}  macro-F1 {}  micro-F1 {}  AUROC {}  accuracy {}",
+                        v(sum.balanced_accuracy),
+                        v(sum.macro_f1),
+                        v(sum.micro_f1),
+                        v(sum.auroc),
+                        v(sum.accuracy)
+                    );
+                }
+            }
+            (Some(a), None) => {
                 for (f, v) in &a.per_finding {
                     let cov = a.coverage.get(f).copied().unwrap_or(0.0);
                     let _ = match v {
@@ -181,6 +217,7 @@ impl EvalReport {
                 }
                 let _ = writeln!(out, "{:<28} {:>6.3}   (Table 1 findings)", "mean", a.mean);
             }
+            (None, _) => out.push_str("the data set has no labels: no accuracy\n"),
         }
         out
     }
@@ -228,6 +265,22 @@ pub fn evaluate<B: ApoKernels>(
     let accuracy = cxr_max::eval::accuracy(&labels, evaluated, |i, f| {
         cxr_max::eval::prediction(&read[i], f)
     });
+    let score = concepts.as_ref().map(|c| {
+        move |i: usize, f: Finding| {
+            c.get(i)
+                .and_then(|r| r.get(f.index()))
+                .map(|&p| f64::from(p))
+        }
+    });
+    let score_ref = score
+        .as_ref()
+        .map(|s| s as &dyn Fn(usize, Finding) -> Option<f64>);
+    let scores = cxr_max::eval::scores(
+        &labels,
+        evaluated,
+        |i, f| cxr_max::eval::Call::from(cxr_max::eval::prediction(&read[i], f)),
+        score_ref,
+    );
     Ok(EvalReport {
         images: items.len(),
         accuracy,
@@ -240,6 +293,7 @@ pub fn evaluate<B: ApoKernels>(
             })
             .collect(),
         concepts,
+        scores,
     })
 }
 
@@ -318,4 +372,47 @@ pub fn evaluate_dir_on<B: ApoKernels>(
         evaluated,
         device,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxr_max::eval::Call;
+    use cxr_max::{Findings, LabelStatus};
+
+    /// The printed evaluation leads with the clinical-efficacy metrics of the labelled images.
+    #[test]
+    fn render_shows_balanced_accuracy_and_f1() {
+        let labels: Vec<Option<Findings>> = (0..4)
+            .map(|i| {
+                let mut f = Findings::default();
+                if i < 2 {
+                    f.set(Finding::Edema, LabelStatus::Positive);
+                }
+                Some(f)
+            })
+            .collect();
+        // Edema stated present on images 0 and 2: TP 1, FN 1, FP 1, TN 1.
+        let call = |i: usize, f: Finding| match f {
+            Finding::Edema if i % 2 == 0 => Call::PRESENT,
+            _ => Call::ABSENT,
+        };
+        let report = EvalReport {
+            images: 4,
+            accuracy: cxr_max::eval::accuracy(&labels, &Finding::TABLE1, |i, f| {
+                Some(call(i, f) == Call::PRESENT)
+            }),
+            samples: Vec::new(),
+            concepts: None,
+            scores: cxr_max::eval::scores(&labels, &Finding::TABLE1, call, None),
+        };
+        let text = report.render();
+        let edema = text.lines().find(|l| l.starts_with("Edema")).unwrap();
+        assert!(
+            edema.contains(" 0.500  0.500  0.500  0.500      -  0.500"),
+            "{edema}"
+        );
+        assert!(text.contains("Table 1 findings"), "{text}");
+        assert!(text.contains("macro-F1"), "{text}");
+    }
 }

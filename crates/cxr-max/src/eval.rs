@@ -385,7 +385,7 @@ impl Summary {
 
 /// Every metric of one row: per finding (all 14, by column name), over the evaluated
 /// findings, and over all 14.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     /// Per finding (CheXpert column name).
     pub findings: BTreeMap<String, FindingMetrics>,
