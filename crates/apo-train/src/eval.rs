@@ -394,7 +394,7 @@ mod tests {
             .collect();
         // Edema stated present on images 0 and 2: TP 1, FN 1, FP 1, TN 1.
         let call = |i: usize, f: Finding| match f {
-            Finding::Edema if i % 2 == 0 => Call::PRESENT,
+            Finding::Edema if i.is_multiple_of(2) => Call::PRESENT,
             _ => Call::ABSENT,
         };
         let report = EvalReport {
