@@ -98,7 +98,9 @@ pub(crate) fn radiograph(size: u32, truth: &Findings, look: Look, rng: &mut Rng)
                     let d =
                         ((fx - lung.0) / 0.09).powi(2) + ((fy - (lung.1 + 0.12)) / 0.07).powi(2);
                     if d < 1.0 {
-                        v = 0.5
+                        // Denser with both, so that each of the two stays visible.
+                        let both = has(Finding::Consolidation) && has(Finding::Pneumonia);
+                        v = if both { 0.58 } else { 0.5 }
                             + if has(Finding::Pneumonia) {
                                 0.06 * ((fx * 90.0).sin() * (fy * 70.0).cos())
                             } else {

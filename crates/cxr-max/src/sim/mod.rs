@@ -1000,6 +1000,32 @@ mod tests {
         assert!(sd(&ap) < 0.8 * sd(&pa), "{} vs {}", sd(&ap), sd(&pa));
     }
 
+    /// The drawing consumes its generator the same way whatever the truth: toggling one
+    /// finding changes the pixels of its sign only, not the noise of the whole image.
+    #[test]
+    fn toggling_a_finding_changes_only_its_sign() {
+        for i in 0..10 {
+            let st = study(i, 8, 0.25);
+            for f in Finding::TABLE1 {
+                let mut toggled = st.truth;
+                toggled.set(
+                    f,
+                    if st.truth.get(f) == LabelStatus::Positive {
+                        LabelStatus::NotMentioned
+                    } else {
+                        LabelStatus::Positive
+                    },
+                );
+                let rng = Rng::substream(23, i as u64);
+                let a = draw::radiograph(64, &st.truth, st.look(), &mut rng.clone());
+                let b = draw::radiograph(64, &toggled, st.look(), &mut rng.clone());
+                let changed = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+                let share = changed as f64 / a.len() as f64;
+                assert!(changed > 0 && share < 0.5, "study {i}, {f}: {share}");
+            }
+        }
+    }
+
     fn jpeg(pixels: &[u8], size: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92);
