@@ -282,6 +282,10 @@ enum Command {
         /// Image width and height in pixels.
         #[arg(long = "image-size", default_value_t = 128)]
         image_size: u32,
+        /// Also render every test image once per Table 1 finding with that finding toggled
+        /// (`counterfactuals/{dicom_id}/{finding}.jpg`, listed in `counterfactuals.jsonl`).
+        #[arg(long)]
+        counterfactuals: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -577,6 +581,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             seed,
             teachers,
             image_size,
+            counterfactuals,
             json,
         } => {
             let profiles = match &teachers {
@@ -588,7 +593,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 seed,
                 image_size,
                 profiles,
-                images: true,
+                counterfactuals,
+                ..Default::default()
             };
             let start = std::time::Instant::now();
             let summary = cxr_max::sim::synthesize(&out, &config).map_err(|e| e.to_string())?;
@@ -610,6 +616,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 println!(
                     "splits: train {}, validate {}, test {}",
                     summary.splits[0], summary.splits[1], summary.splits[2]
+                );
+                println!(
+                    "images: {} subtle, {} AP films; {} counterfactual renders",
+                    summary.subtle, summary.ap, summary.counterfactuals
                 );
             }
             Ok(ExitCode::SUCCESS)

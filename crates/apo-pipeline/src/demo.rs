@@ -179,7 +179,7 @@ pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
             seed: options.seed,
             image_size: 64,
             profiles,
-            images: true,
+            ..Default::default()
         },
     )?;
     Ok(data)

@@ -548,8 +548,8 @@ pub fn expected_drift(dir: &Path) -> ExpectedDrift {
     };
     for t in profiles.teacher {
         for seg in t.drift {
-            for name in seg.accuracy.keys() {
-                out.entry((t.name.clone(), name.clone()))
+            for name in seg.named_findings() {
+                out.entry((t.name.clone(), name.to_owned()))
                     .or_insert_with(Vec::new)
                     .push(seg.at);
             }

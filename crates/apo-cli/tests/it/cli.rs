@@ -160,3 +160,33 @@ fn label_writes_one_csv_line_per_report_and_names_bad_lines() {
     assert_eq!(run(args(true)).0, 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn synth_writes_counterfactual_renders_on_request() {
+    let root = std::env::temp_dir().join(format!("apo-cli-cf-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let out = root.to_str().unwrap();
+    let (code, stdout, stderr) = apo(
+        &[
+            "synth",
+            "--out",
+            out,
+            "--studies",
+            "40",
+            "--image-size",
+            "16",
+            "--counterfactuals",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let test = summary["splits"][2].as_u64().unwrap() as usize;
+    assert!(test > 0, "{summary}");
+    assert_eq!(summary["counterfactuals"], 5 * test);
+    let renders = cxr_max::sim::read_counterfactuals(&root).unwrap();
+    assert_eq!(renders.len(), 5 * test);
+    assert!(renders.iter().all(|c| root.join(&c.path).is_file()));
+    std::fs::remove_dir_all(&root).ok();
+}
