@@ -278,12 +278,22 @@ pub fn apo_on<B: TrainBackend>(
             .unwrap_or_default()
             .as_bytes(),
     ]);
+    // Only the groups the run's micro-batches visit (200 steps of 4 groups visit about 800 of
+    // 8,000): the reference pass is a full forward per sequence.
+    let opt = &config.apo.optim;
+    let needed = reference::visited(
+        config.run.seed,
+        groups.len(),
+        opt.batch_size,
+        opt.steps * opt.grad_accum,
+    );
     let ref_lp = reference_logprobs(
         &config.run.out.join("reference"),
         &key,
         &reference,
         &images,
         &groups,
+        &needed,
         tok.pad(),
         config.apo.optim.batch_size,
         device,
@@ -325,6 +335,12 @@ pub fn apo_on<B: TrainBackend>(
     let (model, report) = runner.run(policy, device, observer, |model, which| {
         let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
         let reference: Vec<&[f32]> = which.iter().map(|&g| ref_lp[g].as_slice()).collect();
+        if let Some(k) = which.iter().position(|&g| ref_lp[g].is_empty()) {
+            return Err(TrainError::Empty(format!(
+                "no reference log-probs for preference group {} (not in the visited set)",
+                which[k]
+            )));
+        }
         let prefix = model.encode(batch.images.clone());
         let concept_loss = match model.concepts(&prefix) {
             Some(x) if !concepts.is_empty() => {

@@ -1,5 +1,5 @@
-//! The frozen reference's log-probs of every stage-2 sequence, computed once and cached on
-//! disk.
+//! The frozen reference's log-probs of the stage-2 sequences a run visits, computed once and
+//! cached on disk.
 
 use std::path::Path;
 
@@ -9,10 +9,12 @@ use crate::data::{self, Batch, Group, Images};
 use crate::error::io_err;
 use crate::{ApoKernels, Result, Student, TrainError};
 
-/// Reference log-probs `[group][sequence]`, computed once with the frozen reference and
-/// cached in `dir/reference_logprobs.json`, keyed by the preference data, the tokenizer and
-/// the reference weights: `dir/KEY.json`, shared by every stage-2 run of the run folder that
-/// uses the same preferences, tokenizer, reference and data settings.
+/// Reference log-probs `[group][sequence]` of the groups in `needed` (the groups the
+/// stage's micro-batches visit; every other group's entry is empty), computed with the frozen
+/// reference and cached in `dir/KEY.json`, keyed by the preference data, the tokenizer and the
+/// reference weights, and shared by every stage-2 run of the run folder that uses the same
+/// preferences, tokenizer, reference and data settings. A cache that lacks some needed groups
+/// (a longer run, another seed) is completed and rewritten.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn reference_logprobs<B: ApoKernels>(
     dir: &Path,
@@ -20,6 +22,7 @@ pub(super) fn reference_logprobs<B: ApoKernels>(
     reference: &Student<B>,
     images: &Images,
     groups: &[Group],
+    needed: &[usize],
     pad: u32,
     batch: usize,
     device: &B::Device,
@@ -27,41 +30,84 @@ pub(super) fn reference_logprobs<B: ApoKernels>(
     #[derive(Serialize, Deserialize)]
     struct Cache {
         key: String,
-        logprobs: Vec<Vec<f32>>,
+        /// Per group: its sequences' log-probs, or `None` when not computed.
+        logprobs: Vec<Option<Vec<f32>>>,
     }
     let path = dir.join(format!("{key}.json"));
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && let Ok(cache) = serde_json::from_str::<Cache>(&text)
-        && cache.key == key
-        && cache.logprobs.len() == groups.len()
-    {
-        tracing::info!(file = %path.display(), "reference log-probs from cache");
-        return Ok(cache.logprobs);
+    let mut cached: Vec<Option<Vec<f32>>> = match std::fs::read_to_string(&path) {
+        Ok(text) => match serde_json::from_str::<Cache>(&text) {
+            Ok(c) if c.key == key && c.logprobs.len() == groups.len() => c.logprobs,
+            _ => vec![None; groups.len()],
+        },
+        Err(_) => vec![None; groups.len()],
+    };
+    let missing: Vec<usize> = needed
+        .iter()
+        .copied()
+        .filter(|&g| cached[g].is_none())
+        .collect();
+    if missing.is_empty() {
+        tracing::info!(file = %path.display(), groups = needed.len(), "reference log-probs from cache");
+    } else {
+        let _span = tracing::info_span!(
+            "reference log-probs",
+            groups = missing.len(),
+            of = groups.len()
+        )
+        .entered();
+        for chunk in missing.chunks(batch.max(1)) {
+            let b: Batch<B> = data::make_batch(images, groups, chunk, pad, device);
+            let lp: Vec<f32> = reference
+                .sequence_logprobs(&b)?
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
+            for (gi, &g) in chunk.iter().enumerate() {
+                let n = groups[g].sequences.len();
+                cached[g] = Some(lp[gi * b.per_group..gi * b.per_group + n].to_vec());
+            }
+        }
+        let text = serde_json::to_string(&Cache {
+            key: key.to_owned(),
+            logprobs: cached.clone(),
+        })
+        .map_err(|e| TrainError::Empty(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
     }
-    let _span = tracing::info_span!("reference log-probs", groups = groups.len()).entered();
-    let mut out = Vec::with_capacity(groups.len());
-    let all: Vec<usize> = (0..groups.len()).collect();
-    for chunk in all.chunks(batch.max(1)) {
-        let b: Batch<B> = data::make_batch(images, groups, chunk, pad, device);
-        let lp: Vec<f32> = reference
-            .sequence_logprobs(&b)?
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
-        for (gi, &g) in chunk.iter().enumerate() {
-            let n = groups[g].sequences.len();
-            out.push(lp[gi * b.per_group..gi * b.per_group + n].to_vec());
+    Ok(cached.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// The groups that micro-batches `0..micro_batches` of a stage visit, sorted.
+pub(super) fn visited(seed: u64, units: usize, batch: usize, micro_batches: usize) -> Vec<usize> {
+    let mut seen = vec![false; units];
+    for m in 0..micro_batches {
+        for g in data::micro_batch(seed, units, batch, m) {
+            seen[g] = true;
         }
     }
-    let text = serde_json::to_string(&Cache {
-        key: key.to_owned(),
-        logprobs: out.clone(),
-    })
-    .map_err(|e| TrainError::Empty(e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    Ok(out)
+    (0..units).filter(|&g| seen[g]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The visited set is the union of the micro-batches, and covers every group once the
+    /// stage runs past an epoch.
+    #[test]
+    fn visited_groups_are_the_micro_batches_union() {
+        let v = visited(7, 100, 4, 5);
+        let mut want: Vec<usize> = (0..5)
+            .flat_map(|m| data::micro_batch(7, 100, 4, m))
+            .collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(v, want);
+        assert_eq!(v.len(), 20, "one epoch's permutation: no repeats within it");
+        assert_eq!(visited(7, 100, 4, 26), (0..100).collect::<Vec<_>>());
+    }
 }
