@@ -420,10 +420,15 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }) => {
             let method: apo_consensus::Method = method.parse().map_err(|e| format!("{e}"))?;
             let reader = open_input(&input)?;
+            let weights_path = weights.clone();
             let weights = weights.as_ref().map(open_input).transpose()?;
             let out = io::stdout().lock();
+            use apo_cli::commands::consensus::VotesError;
             let result = apo_cli::commands::consensus::votes(method, reader, weights, out)
-                .map_err(|e| format!("{}: {e}", input.display()))?;
+                .map_err(|e| match (e, &weights_path) {
+                    (VotesError::Weights(e), Some(w)) => format!("{}: {e}", w.display()),
+                    (e, _) => format!("{}: {e}", input.display()),
+                })?;
             tracing::info!(tasks = result.len(), "consensus votes");
             Ok(ExitCode::SUCCESS)
         }

@@ -163,6 +163,35 @@ pub fn weighted_vote(votes: &Votes, weights: &[(&str, f64)]) -> Result<Vec<Conse
     Ok(finish(votes, shares(votes, |i| w[i])))
 }
 
+/// Checks weights given by a user for [`weighted_vote`] over `workers`: at least one worker
+/// must count (a worker not in `weights` weighs 1). With every weight 0 the weighted vote
+/// would give every task confidence 0, a silently empty result.
+///
+/// # Examples
+/// ```
+/// use apo_consensus::{ConsensusError, check_weights};
+/// let workers = ["a".to_owned(), "b".to_owned()];
+/// assert_eq!(check_weights(&workers, &[("a", 0.0), ("b", 0.0)]), Err(ConsensusError::ZeroWeights));
+/// assert_eq!(check_weights(&workers, &[("a", 0.0)]), Ok(())); // b weighs 1
+/// ```
+///
+/// # Errors
+/// [`ConsensusError::ZeroWeights`].
+pub fn check_weights(workers: &[String], weights: &[(&str, f64)]) -> Result<()> {
+    let counts = |name: &str| {
+        weights
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .is_none_or(|&(_, w)| w != 0.0)
+    };
+    if workers.iter().any(|w| counts(w)) {
+        Ok(())
+    } else {
+        Err(ConsensusError::ZeroWeights)
+    }
+}
+
 /// Per-worker reliability weights for [`weighted_vote`]: a worker's agreement with the
 /// majority of the *other* workers (leave-one-out, over tasks where that majority is not a
 /// tie), smoothed as `r = (agree + 1) / (decided + 2)`, turned into the log-odds weight

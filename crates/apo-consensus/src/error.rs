@@ -68,6 +68,9 @@ pub enum ConsensusError {
         /// Value.
         value: f64,
     },
+    /// Every worker's weight is zero, so no vote counts.
+    #[error("every worker's weight is 0, so no vote counts; give at least one worker a weight > 0")]
+    ZeroWeights,
     /// A parameter out of range.
     #[error("{name} = {value} is out of range: {expected}")]
     OutOfRange {

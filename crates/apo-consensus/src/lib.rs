@@ -33,8 +33,8 @@ mod synth;
 mod votes;
 
 pub use aggregate::{
-    Consensus, DawidSkene, DawidSkeneConfig, dawid_skene, majority_vote, reliability_weights,
-    weighted_vote,
+    Consensus, DawidSkene, DawidSkeneConfig, check_weights, dawid_skene, majority_vote,
+    reliability_weights, weighted_vote,
 };
 pub use error::{ConsensusError, Result};
 pub use method::Method;

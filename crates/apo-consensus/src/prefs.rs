@@ -120,6 +120,29 @@ impl Default for PreferenceConfig {
     }
 }
 
+impl PreferenceConfig {
+    /// Checks the thresholds: `min_confidence` and `min_agreement` are confidences, in
+    /// `[0, 1]` (a threshold above 1 would skip every item and write an empty file).
+    ///
+    /// # Errors
+    /// [`ConsensusError::OutOfRange`] naming the threshold.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("min_confidence", self.min_confidence),
+            ("min_agreement", self.min_agreement),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ConsensusError::OutOfRange {
+                    name,
+                    value,
+                    expected: "a confidence in [0, 1]",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One item: its teacher trajectories, their final statements, and the label consensus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreferenceInput<'a> {
@@ -209,12 +232,14 @@ impl SkipReason {
 ///
 /// # Errors
 /// [`ConsensusError::OutOfRange`] when `finals`, `consensus` and `confidence` do not match the
-/// sources and each other, and whatever the synthesizer reports.
+/// sources and each other, or a threshold is out of range ([`PreferenceConfig::validate`]),
+/// and whatever the synthesizer reports.
 pub fn build_preference(
     input: &PreferenceInput<'_>,
     synthesizer: &dyn Synthesizer,
     config: &PreferenceConfig,
 ) -> Result<std::result::Result<PreferenceSet, SkipReason>> {
+    config.validate()?;
     let topics = input.consensus.len();
     if input.finals.len() != input.sources.len()
         || input.confidence.len() != topics

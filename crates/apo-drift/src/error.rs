@@ -63,6 +63,16 @@ pub enum DriftError {
         /// The admissible range, in words.
         expected: &'static str,
     },
+    /// A parameter value of the wrong kind (a word where a number goes, an unknown mode).
+    #[error("{name} = `{value}` is not {expected}")]
+    BadValue {
+        /// Parameter name.
+        name: String,
+        /// The value as typed.
+        value: String,
+        /// What would be accepted, in words (`a number`).
+        expected: &'static str,
+    },
     /// A parameter name that the detector does not have.
     #[error("unknown parameter `{name}` for {detector}; expected one of: {expected}")]
     UnknownParameter {

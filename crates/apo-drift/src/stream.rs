@@ -49,6 +49,11 @@ pub fn read_stream(input: impl BufRead) -> Result<Vec<f64>, DetectError> {
     let mut bad = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let line = line?;
+        // A UTF-8 byte-order mark is not part of the first value.
+        let line = match i {
+            0 => line.strip_prefix('\u{feff}').unwrap_or(&line),
+            _ => &line,
+        };
         let text = line.trim();
         if text.is_empty() {
             continue;
@@ -111,4 +116,16 @@ pub fn detect(
         values: stream.len(),
         detections: built.detections(&stream)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A UTF-8 byte-order mark before the first value is not a bad line.
+    #[test]
+    fn a_byte_order_mark_is_stripped() {
+        let values = read_stream("\u{feff}0.5\n1.5\n".as_bytes()).unwrap();
+        assert_eq!(values, [0.5, 1.5]);
+    }
 }

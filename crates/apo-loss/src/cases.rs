@@ -143,12 +143,17 @@ pub fn run(
     let mut summary = LossSummary::default();
     for (index, line) in input.lines().enumerate() {
         let line = line?;
+        // A UTF-8 byte-order mark is not part of the first case.
+        let line = match index {
+            0 => line.strip_prefix('\u{feff}').unwrap_or(&line),
+            _ => &line,
+        };
         if line.trim().is_empty() {
             continue;
         }
         summary.read += 1;
         let line_no = index + 1;
-        let case: Case = match serde_json::from_str(&line) {
+        let case: Case = match serde_json::from_str(line) {
             Ok(case) => case,
             Err(e) => {
                 let failure = Failure {
@@ -265,6 +270,16 @@ not json
         assert_eq!(lines[4]["id"], "x");
         let want = crate::softplus(-0.1);
         assert!((lines[4]["loss"].as_f64().unwrap() - want).abs() < 1e-15);
+    }
+
+    /// A UTF-8 byte-order mark before the first case costs nothing.
+    #[test]
+    fn a_byte_order_mark_is_stripped() {
+        let (lines, summary) = answer(
+            "\u{feff}{\"chosen\":{\"policy\":-1,\"reference\":-1},\"rejected\":[{\"policy\":-2,\"reference\":-2}]}\n",
+        );
+        assert_eq!(summary.failed, 0, "{lines:?}");
+        assert!((lines[0]["loss"].as_f64().unwrap() - 2f64.ln()).abs() < 1e-15);
     }
 
     #[test]

@@ -65,6 +65,30 @@ pub struct PipelineConfig {
     pub train: RunConfig,
 }
 
+/// The `[train]` fields the pipeline sets itself, and what to write instead.
+const OVERRIDDEN: [(&str, &str, &str); 4] = [
+    (
+        "run",
+        "out",
+        "remove it and set the top-level `out` (the run folder; training goes to OUT/train)",
+    ),
+    (
+        "data",
+        "dir",
+        "remove it and set the top-level `data` (the data set folder)",
+    ),
+    (
+        "data",
+        "preferences",
+        "remove it: the pipeline builds the preference sets (settings under [consensus])",
+    ),
+    (
+        "data",
+        "split",
+        "remove it: the pipeline trains on split `train`",
+    ),
+];
+
 fn default_out() -> PathBuf {
     PathBuf::from("runs/pipeline")
 }
@@ -109,6 +133,22 @@ impl PipelineConfig {
         };
         let config: PipelineConfig =
             toml::from_str(&text).map_err(|e| bad("toml", e.to_string().trim_end().to_owned()))?;
+        // The pipeline sets these itself: a value here would be silently replaced.
+        if let Ok(table) = text.parse::<toml::Table>() {
+            for (section, key, instead) in OVERRIDDEN {
+                let set = table
+                    .get("train")
+                    .and_then(|t| t.get(section))
+                    .and_then(|t| t.get(key))
+                    .is_some();
+                if set {
+                    return Err(bad(
+                        &format!("train.{section}.{key}"),
+                        format!("the pipeline sets this itself; {instead}"),
+                    ));
+                }
+            }
+        }
         config.options_in(path, false)?;
         config
             .train
@@ -142,5 +182,48 @@ impl PipelineConfig {
         o.positive = c.positive.parse().map_err(|e| bad("positive", e))?;
         o.resume = resume;
         Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[train.run] out` and `[train.data] dir` (which the pipeline sets itself) are errors
+    /// that name the pipeline field to use instead.
+    #[test]
+    fn fields_the_pipeline_sets_are_refused() {
+        let dir = std::env::temp_dir().join(format!("apo-pipeline-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pipeline.toml");
+        for (section, body, field, instead) in [
+            (
+                "[train.run]",
+                "out = \"elsewhere\"",
+                "train.run.out",
+                "set the top-level `out`",
+            ),
+            (
+                "[train.data]",
+                "dir = \"data2\"",
+                "train.data.dir",
+                "set the top-level `data`",
+            ),
+        ] {
+            std::fs::write(&path, format!("data = \"data\"\n{section}\n{body}\n")).unwrap();
+            let e = PipelineConfig::from_file(&path).unwrap_err();
+            match &e {
+                PipelineError::Config {
+                    field: f, message, ..
+                } => {
+                    assert_eq!(f, field);
+                    assert!(message.contains(instead), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        std::fs::write(&path, "data = \"data\"\n[train.run]\nseed = 3\n").unwrap();
+        assert_eq!(PipelineConfig::from_file(&path).unwrap().train.run.seed, 3);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -184,6 +184,14 @@ pub fn build_on(
     options: &BuildOptions,
 ) -> Result<BuildSummary> {
     let start = std::time::Instant::now();
+    // Thresholds outside [0, 1] would skip every item and write an empty file.
+    options
+        .preference
+        .validate()
+        .map_err(|source| PipelineError::Consensus {
+            context: "options".to_owned(),
+            source,
+        })?;
     let picked: Vec<usize> = (0..items.len())
         .filter(|&i| options.split.is_none_or(|s| items[i].split == Some(s)))
         .collect();
@@ -196,6 +204,17 @@ pub fn build_on(
     let items: Vec<&Item> = picked.iter().map(|&i| &items[i]).collect();
     let finals = labelled.finals_of(&picked);
     let teachers = teachers_of(&items);
+    if options.method == Method::Weighted
+        && let Weights::Static(w) = &options.weights
+    {
+        let pairs: Vec<(&str, f64)> = w.iter().map(|(n, x)| (n.as_str(), *x)).collect();
+        apo_consensus::check_weights(&teachers, &pairs).map_err(|source| {
+            PipelineError::Consensus {
+                context: "--weights".to_owned(),
+                source,
+            }
+        })?;
+    }
     let _span = tracing::info_span!("consensus build", items = items.len()).entered();
     let consensus = label_consensus(
         &items,

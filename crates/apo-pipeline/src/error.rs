@@ -59,6 +59,9 @@ pub enum PipelineError {
     /// Training, checkpoints and evaluation.
     #[error(transparent)]
     Train(#[from] apo_train::TrainError),
+    /// An output path that names a folder, FIFO, device or socket (or a link to one).
+    #[error(transparent)]
+    UnsafeOutput(#[from] cxr_max::output::UnsafeTarget),
     /// What an [`crate::Observer`] reported (drawing a plot, for instance).
     #[error("{0}")]
     Observer(String),

@@ -5,29 +5,22 @@ use std::path::Path;
 
 use crate::error::{PipelineError, Result};
 
-/// Writes `path` atomically: `write` fills a temporary file in the same folder, which is
-/// synced and renamed over `path`, so a reader never sees a half-written file.
+/// Writes `path` atomically: `write` fills a temporary file beside it, which is synced and
+/// renamed over `path`, so a reader never sees a half-written file. Only a new path or a
+/// regular file is replaced; a symbolic link is written through (its target is replaced, the
+/// link kept); a folder, FIFO, device or socket is refused
+/// ([`cxr_max::output::replace_target`]).
 ///
 /// # Errors
-/// [`PipelineError::Io`] naming `path`.
+/// [`PipelineError::UnsafeOutput`] naming `path`, [`PipelineError::Io`] naming `path`.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let err = PipelineError::io(path);
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(PipelineError::io(parent))?;
-    }
-    let tmp = path.with_extension("partial");
-    let written = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::new(file);
-        write(&mut w)?;
-        w.flush()?;
-        w.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    written.map_err(err)
+    cxr_max::output::write_atomic(path, write).map_err(|e| match e {
+        cxr_max::output::WriteError::Target(t) => PipelineError::UnsafeOutput(t),
+        cxr_max::output::WriteError::Io { path, source } => PipelineError::Io { path, source },
+    })
 }
 
 /// Writes `value` as pretty JSON to `path` (atomically).
@@ -39,4 +32,28 @@ pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Resul
         serde_json::to_writer_pretty(&mut *w, value)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result file path that is a folder is refused, named, and left as it was.
+    #[test]
+    fn a_folder_at_the_output_path_is_refused() {
+        let dir = std::env::temp_dir().join(format!("apo-pipeline-io-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = dir.join("prefs.jsonl");
+        std::fs::create_dir_all(&out).unwrap();
+        let e = write_json(&out, &[1, 2]).unwrap_err();
+        assert!(
+            matches!(&e, PipelineError::UnsafeOutput(t) if t.path == out),
+            "{e}"
+        );
+        assert!(out.is_dir());
+        let file = dir.join("ok.json");
+        write_json(&file, &[1, 2]).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "[\n  1,\n  2\n]");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

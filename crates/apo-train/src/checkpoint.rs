@@ -202,17 +202,22 @@ pub fn save_model<B: burn::tensor::backend::Backend>(
     config: &StudentConfig,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // Only regular files (or links to them) are replaced; a folder or FIFO at either path is
+    // refused before anything is written.
+    let bin = cxr_max::output::replace_target(&dir.join("model.bin"))?;
+    let json_path = cxr_max::output::replace_target(&dir.join("model.json"))?;
     // The recorder sets the extension itself, so the temporary file lives in its own folder.
     let tmp = dir.join(".partial");
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     model
         .save_file(tmp.join("model"), &Rec::new())
         .map_err(|e| corrupt(dir, e))?;
-    std::fs::rename(tmp.join("model.bin"), dir.join("model.bin")).map_err(io_err(dir))?;
+    std::fs::rename(tmp.join("model.bin"), &bin).map_err(io_err(&bin))?;
     std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     let json = serde_json::to_string_pretty(config).map_err(|e| corrupt(dir, e))?;
-    std::fs::write(dir.join("model.json.partial"), json).map_err(io_err(dir))?;
-    std::fs::rename(dir.join("model.json.partial"), dir.join("model.json")).map_err(io_err(dir))?;
+    let partial = cxr_max::output::temporary(&json_path);
+    std::fs::write(&partial, json).map_err(io_err(&partial))?;
+    std::fs::rename(&partial, &json_path).map_err(io_err(&json_path))?;
     Ok(dir.join("model.bin"))
 }
 
@@ -256,6 +261,18 @@ pub fn load_model<B: burn::tensor::backend::Backend>(
     device: &B::Device,
 ) -> Result<(Student<B>, StudentConfig)> {
     let file = dir.join("model.json");
+    if !dir.is_dir() {
+        return Err(TrainError::NoModel {
+            path: dir.to_owned(),
+            reason: "the model folder does not exist (train that stage first, or name an existing stage or model folder)".to_owned(),
+        });
+    }
+    if !file.exists() {
+        return Err(TrainError::NoModel {
+            path: dir.to_owned(),
+            reason: "holds no model.json: not a finished stage (finish or resume its training first, or name another model folder)".to_owned(),
+        });
+    }
     let text = std::fs::read_to_string(&file).map_err(|e| corrupt(&file, e))?;
     let config = student_config(&text).map_err(|e| corrupt(&file, e))?;
     let model = config.init::<B>(device)?;
@@ -268,6 +285,59 @@ pub fn load_model<B: burn::tensor::backend::Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model folder that does not exist, or holds no model, says so (not "corrupt").
+    #[test]
+    fn a_missing_model_folder_is_not_called_corrupt() {
+        let device = Default::default();
+        let root = std::env::temp_dir().join(format!("apo-train-no-model-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let missing = root.join("nope");
+        let e = load_model::<burn::backend::NdArray>(&missing, &device).unwrap_err();
+        assert!(
+            matches!(&e, TrainError::NoModel { path, .. } if *path == missing),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("nope: the model folder does not exist"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("corrupt"), "{e}");
+        std::fs::create_dir_all(&missing).unwrap();
+        let e = load_model::<burn::backend::NdArray>(&missing, &device).unwrap_err();
+        assert!(e.to_string().contains("holds no model.json"), "{e}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// A folder where `model.json` goes is refused before anything is written; a regular
+    /// model folder is written and reads back.
+    #[test]
+    fn save_model_refuses_a_folder_in_the_way() {
+        type B = burn::backend::NdArray;
+        let device = Default::default();
+        let root = std::env::temp_dir().join(format!("apo-train-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let config = StudentConfig::new(300).with_d_model(32);
+        let model = config.init::<B>(&device).unwrap();
+        std::fs::create_dir_all(root.join("model.json")).unwrap();
+        let e = save_model(&root, model.clone(), &config).unwrap_err();
+        assert!(
+            matches!(&e, TrainError::UnsafeOutput(t) if t.kind == "a folder"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("model.json: a folder; refusing"),
+            "{e}"
+        );
+        assert!(!root.join("model.bin").exists());
+        assert!(root.join("model.json").is_dir());
+        let good = root.join("good");
+        save_model(&good, model, &config).unwrap();
+        let (_, read) = load_model::<B>(&good, &device).unwrap();
+        assert_eq!(read, config);
+        std::fs::remove_dir_all(&root).ok();
+    }
 
     /// A `model.json` written before a field existed loads with that field's default; a
     /// present field keeps its value; a file without `vocab_size` is still an error.

@@ -439,10 +439,10 @@ impl RunConfig {
             s.parse::<cxr_max::tables::Split>()
                 .map_err(|e| bad("data.split", s, &e.to_string()))?;
         }
-        self.apo
-            .loss
-            .init()
-            .map_err(|e| bad("apo.loss", format!("{:?}", self.apo.loss), &e.to_string()))?;
+        self.apo.loss.init().map_err(|e| {
+            let objective = format!("objective `{}`", self.apo.loss.objective);
+            bad("apo.loss", objective, &e.to_string())
+        })?;
         Ok(())
     }
 }
@@ -450,6 +450,19 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bad loss setting is reported as a sentence naming the setting, not as the
+    /// configuration struct.
+    #[test]
+    fn a_bad_loss_setting_is_a_sentence() {
+        let mut c = RunConfig::default();
+        c.apo.loss.beta = -1.0;
+        let text = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "config: `apo.loss` = objective `plackett-luce` is out of range; beta must be finite and > 0, got -1"
+        );
+    }
 
     /// The run configuration's model section takes its architecture defaults from
     /// `StudentConfig`, and its student has one concept output per finding.

@@ -183,8 +183,35 @@ pub struct Preferences {
     content: Vec<u8>,
 }
 
+/// What makes a parsed preference row unusable: an empty id or chosen text, an empty
+/// rejected text, a weight that is negative or not finite.
+fn check_row(row: &apo_consensus::export::OursRow) -> std::result::Result<(), String> {
+    if row.id.trim().is_empty() {
+        return Err("the id is empty".to_owned());
+    }
+    if row.chosen.trim().is_empty() {
+        return Err("`chosen` is empty".to_owned());
+    }
+    for (i, r) in row.rejected.iter().enumerate() {
+        if r.text.trim().is_empty() {
+            return Err(format!("rejected[{i}] ({}) has an empty text", r.teacher));
+        }
+        if let Some(w) = r.weight
+            && !(w.is_finite() && w >= 0.0)
+        {
+            return Err(format!(
+                "rejected[{i}] ({}) has weight {w}; weights must be finite and >= 0",
+                r.teacher
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Preferences {
-    /// Reads and parses a preference file; blank lines are skipped.
+    /// Reads and parses a preference file; blank lines and a leading UTF-8 byte-order mark
+    /// are skipped. Every row is checked before training starts: an empty id, `chosen` or
+    /// rejected text, or a negative or non-finite weight, is an error naming the line and id.
     ///
     /// # Errors
     /// The file's read error; [`TrainError::BadPreference`] naming the line of a malformed row.
@@ -198,16 +225,21 @@ impl Preferences {
                 .count(),
             message: format!("not UTF-8: {e}"),
         })?;
+        // A UTF-8 byte-order mark is not part of the first row.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut rows = Vec::new();
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let row = serde_json::from_str(line).map_err(|e| TrainError::BadPreference {
+            let bad = |message: String| TrainError::BadPreference {
                 source_file: path.to_owned(),
                 line: n + 1,
-                message: format!("not a preference row in our layout: {e}"),
-            })?;
+                message,
+            };
+            let row: apo_consensus::export::OursRow = serde_json::from_str(line)
+                .map_err(|e| bad(format!("not a preference row in our layout: {e}")))?;
+            check_row(&row).map_err(|e| bad(format!("preference `{}`: {e}", row.id)))?;
             rows.push((n + 1, row));
         }
         Ok(Preferences {
@@ -574,6 +606,54 @@ pub fn make_batch<B: Backend>(
 mod tests {
     use super::*;
     use rand::RngCore;
+
+    fn bad_input(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/bad-inputs")
+            .join(name)
+    }
+
+    /// A byte-order mark before the first row costs nothing.
+    #[test]
+    fn preferences_with_a_byte_order_mark_read_every_row() {
+        let prefs = Preferences::read(&bad_input("prefs-bom.jsonl")).unwrap();
+        let ids: Vec<(usize, &str)> = prefs
+            .rows
+            .iter()
+            .map(|(l, r)| (*l, r.id.as_str()))
+            .collect();
+        assert_eq!(ids, [(1, "a"), (2, "b")]);
+    }
+
+    /// An empty `chosen` and a negative weight are errors naming the file, the line and the
+    /// id, when the file is read (before any training step).
+    #[test]
+    fn unusable_preference_rows_are_rejected_with_line_and_id() {
+        for (name, line, message) in [
+            (
+                "prefs-empty-chosen.jsonl",
+                2,
+                "preference `b`: `chosen` is empty",
+            ),
+            (
+                "prefs-negative-weight.jsonl",
+                3,
+                "preference `c`: rejected[0] (A) has weight -1; weights must be finite and >= 0",
+            ),
+        ] {
+            let path = bad_input(name);
+            match Preferences::read(&path) {
+                Err(TrainError::BadPreference {
+                    source_file,
+                    line: l,
+                    message: m,
+                }) => {
+                    assert_eq!((source_file, l, m.as_str()), (path, line, message));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
 
     /// `seed_from_u64` of rand_xoshiro's SplitMix64 sets the state to the seed itself (no
     /// seed expansion): its first output is the reference implementation's for that state.

@@ -97,6 +97,29 @@ pub enum TrainError {
     /// Tokenizer errors.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The run folder's `tokenizer.json` was made for another vocabulary size.
+    #[error(
+        "{path}: this run folder's tokenizer was trained for vocab_size = {found}, but the configuration asks for tokenizer.vocab_size = {expected}. Set tokenizer.vocab_size back to {found}, or start a new run folder (run.out); deleting {path} also trains a new tokenizer, but the run's checkpoints and models were made with the old one"
+    )]
+    StaleTokenizer {
+        /// The run folder's tokenizer file.
+        path: PathBuf,
+        /// The vocabulary size it was made for (or has).
+        found: usize,
+        /// The configured vocabulary size.
+        expected: usize,
+    },
+    /// A model folder that does not exist or holds no model.
+    #[error("{path}: {reason}")]
+    NoModel {
+        /// The model folder.
+        path: PathBuf,
+        /// What is missing and what to do.
+        reason: String,
+    },
+    /// An output path that names something other than a regular file.
+    #[error(transparent)]
+    UnsafeOutput(#[from] cxr_max::output::UnsafeTarget),
     /// File errors.
     #[error("{path}: {source}")]
     Io {

@@ -64,6 +64,76 @@ fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std:
         .map_err(io)
 }
 
+/// Checks that a JPEG's data reaches its end-of-image marker: walks the marker segments
+/// and the entropy-coded data of every scan (progressive files have several). A file cut
+/// anywhere before the marker fails, saying where the data stops.
+pub(crate) fn jpeg_complete(bytes: &[u8]) -> std::result::Result<(), String> {
+    let ends = |what: &str| {
+        Err(format!(
+            "the file ends {what}, before the end-of-image marker ({} bytes)",
+            bytes.len()
+        ))
+    };
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err("no start-of-image marker".to_owned());
+    }
+    let mut i = 2;
+    loop {
+        while i + 1 < bytes.len() && bytes[i] == 0xFF && bytes[i + 1] == 0xFF {
+            i += 1;
+        }
+        if i + 1 >= bytes.len() {
+            return ends("between segments");
+        }
+        if bytes[i] != 0xFF {
+            return Err(format!(
+                "expected a marker at byte {i}, found 0x{:02X}",
+                bytes[i]
+            ));
+        }
+        let marker = bytes[i + 1];
+        i += 2;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        if i + 2 > bytes.len() {
+            return ends(&format!("in the length of segment 0x{marker:02X}"));
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+        if len < 2 {
+            return Err(format!(
+                "segment 0x{marker:02X} at byte {} has length {len}",
+                i - 2
+            ));
+        }
+        i += len;
+        if i > bytes.len() {
+            return ends(&format!("inside segment 0x{marker:02X}"));
+        }
+        if marker == 0xDA {
+            // Entropy-coded data: 0xFF is followed by 0x00 (a stuffed byte), a restart marker
+            // or fill; any other byte is the next marker.
+            loop {
+                let Some(at) = memchr::memchr(0xFF, &bytes[i..]) else {
+                    return ends("inside the image data");
+                };
+                let j = i + at;
+                match bytes.get(j + 1) {
+                    None => return ends("inside the image data"),
+                    Some(0x00 | 0xD0..=0xD7) => i = j + 2,
+                    Some(0xFF) => i = j + 1,
+                    Some(_) => {
+                        i = j;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Loads images as normalised grayscale squares.
 ///
 /// # Examples
@@ -144,6 +214,14 @@ impl ImageLoader {
     pub fn load(&self, path: &Path) -> Result<GrayImage> {
         self.probe(path)?;
         let mut reader = open_reader(path)?;
+        if reader.format() == Some(image::ImageFormat::Jpeg) {
+            // The JPEG decoder fills the rows of a cut file with grey and returns Ok.
+            let bytes = std::fs::read(path).map_err(|source| CxrError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            jpeg_complete(&bytes).map_err(|e| Self::err(path, format!("truncated JPEG: {e}")))?;
+        }
         let mut limits = image::Limits::default();
         limits.max_alloc = Some(self.config.max_pixels.saturating_mul(16));
         reader.limits(limits);
@@ -190,5 +268,79 @@ impl ImageLoader {
     pub fn load_many(&self, paths: &[PathBuf]) -> Vec<Result<GrayImage>> {
         use rayon::prelude::*;
         paths.par_iter().map(|p| self.load(p)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img =
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 7 + y * 13) % 256) as u8]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&img)
+            .unwrap();
+        bytes
+    }
+
+    /// A JPEG cut after its header, or in the middle of its data, fails to load (the decoder
+    /// alone returns grey rows for it); the whole file, and one with bytes after its end
+    /// marker, load.
+    #[test]
+    fn a_truncated_jpeg_is_rejected() {
+        let dir = std::env::temp_dir().join(format!("cxr-max-jpeg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes = jpeg(64, 48);
+        let loader = ImageLoader::new(ImageLoaderConfig {
+            size: 16,
+            ..Default::default()
+        });
+        let whole = dir.join("whole.jpg");
+        std::fs::write(&whole, &bytes).unwrap();
+        assert_eq!(loader.load(&whole).unwrap().pixels.len(), 256);
+        let padded = dir.join("padded.jpg");
+        std::fs::write(&padded, [&bytes[..], &[0u8; 16]].concat()).unwrap();
+        assert!(loader.load(&padded).is_ok());
+        // The header ends where the scan's data starts, after the SOS segment.
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let header_end =
+            sos + 2 + usize::from(u16::from_be_bytes([bytes[sos + 2], bytes[sos + 3]]));
+        for cut in [
+            header_end,
+            header_end + (bytes.len() - header_end) / 2,
+            bytes.len() - 2,
+        ] {
+            let path = dir.join(format!("cut-{cut}.jpg"));
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(loader.probe(&path).is_ok(), "the header alone is fine");
+            let e = loader.load(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("truncated JPEG: the file ends inside the image data"),
+                "cut at {cut}: {e}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn jpeg_walk_reports_cut_segments() {
+        let bytes = jpeg(8, 8);
+        assert_eq!(jpeg_complete(&bytes), Ok(()));
+        assert!(
+            jpeg_complete(&bytes[..4])
+                .unwrap_err()
+                .contains("in the length of segment")
+        );
+        assert!(
+            jpeg_complete(&bytes[..30])
+                .unwrap_err()
+                .contains("inside segment 0x")
+        );
+        assert_eq!(
+            jpeg_complete(b"GIF8").unwrap_err(),
+            "no start-of-image marker"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod eval;
 mod finding;
 pub mod images;
 mod labeler;
+pub mod output;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod records;

@@ -85,7 +85,9 @@ pub fn label(
                     path.display()
                 ));
             }
-            let tmp = temporary(path);
+            // Only a regular file (or a link to one, written through) is replaced.
+            let target = cxr_max::output::replace_target(path).map_err(|e| e.to_string())?;
+            let tmp = temporary(&target);
             let file =
                 std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
             let result = label_reports(
@@ -97,7 +99,8 @@ pub fn label(
             );
             match result {
                 Ok(summary) => {
-                    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    std::fs::rename(&tmp, &target)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
                     Ok(summary)
                 }
                 Err(e) => {

@@ -190,3 +190,196 @@ fn synth_writes_counterfactual_renders_on_request() {
     assert!(renders.iter().all(|c| root.join(&c.path).is_file()));
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn consensus_votes_weight_errors_name_the_weights_file() {
+    let votes = bad_input("votes.csv");
+    for (weights, message) in [
+        ("weights-zero.csv", "every worker's weight is 0"),
+        (
+            "weights-unknown-worker.csv",
+            "weights name worker `zz`, who has no vote",
+        ),
+    ] {
+        let path = bad_input(weights);
+        let (code, stdout, stderr) = apo(
+            &[
+                "consensus",
+                "votes",
+                "--method",
+                "weighted",
+                "--input",
+                votes.to_str().unwrap(),
+                "--weights",
+                path.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert_ne!(code, 0, "{weights}: {stdout}");
+        assert!(stdout.is_empty(), "{weights}: nothing written: {stdout}");
+        assert!(
+            stderr.contains(&format!("{}: {message}", path.display())),
+            "{weights}: {stderr}"
+        );
+        assert!(!stderr.contains("votes.csv"), "{weights}: {stderr}");
+    }
+}
+
+/// A detector parameter typed as a word says the value is not a number (not `NaN`).
+
+#[test]
+fn drift_detect_names_a_parameter_that_is_not_a_number() {
+    let (code, _, stderr) = apo(
+        &[
+            "drift",
+            "detect",
+            "--detector",
+            "adwin",
+            "--param",
+            "delta=abc",
+            "--input",
+            "-",
+        ],
+        "1\n2\n",
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("delta = `abc` is not a number"), "{stderr}");
+    assert!(!stderr.contains("NaN"), "{stderr}");
+}
+
+/// `consensus build` refuses a threshold outside [0, 1], weights that are all 0, and an
+/// output path that is a folder, with a message and no output file (not an empty file and
+/// exit 0).
+
+#[test]
+fn consensus_build_refuses_bad_thresholds_zero_weights_and_a_folder() {
+    let root = std::env::temp_dir().join(format!("apo-cli-build-bad-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let data = root.join("data");
+    let data_arg = data.to_str().unwrap();
+    let (code, _, stderr) = apo(
+        &[
+            "synth",
+            "--out",
+            data_arg,
+            "--studies",
+            "30",
+            "--image-size",
+            "16",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let out = root.join("prefs.jsonl");
+    let out_arg = out.to_str().unwrap();
+    for bad in ["1.5", "-0.1"] {
+        let (code, _, stderr) = apo(
+            &[
+                "consensus",
+                "build",
+                data_arg,
+                "--out",
+                out_arg,
+                &format!("--min-confidence={bad}"),
+            ],
+            "",
+        );
+        assert_ne!(code, 0, "--min-confidence {bad}");
+        assert!(
+            stderr.contains(&format!(
+                "min_confidence = {bad} is out of range: a confidence in [0, 1]"
+            )),
+            "{stderr}"
+        );
+        assert!(!out.exists());
+    }
+    let weights = root.join("weights.csv");
+    let zero: String = cxr_max::KNOWN_TEACHERS
+        .iter()
+        .map(|t| format!("{t},0\n"))
+        .collect();
+    std::fs::write(&weights, format!("worker,weight\n{zero}")).unwrap();
+    let (code, _, stderr) = apo(
+        &[
+            "consensus",
+            "build",
+            data_arg,
+            "--out",
+            out_arg,
+            "--method",
+            "weighted",
+            "--weights",
+            weights.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("every worker's weight is 0"), "{stderr}");
+    assert!(!out.exists());
+    std::fs::create_dir_all(&out).unwrap();
+    let (code, _, stderr) = apo(&["consensus", "build", data_arg, "--out", out_arg], "");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("prefs.jsonl: a folder; refusing"),
+        "{stderr}"
+    );
+    assert!(out.is_dir());
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// `apo label -o PATH --force` replaces a regular file but refuses a folder or a FIFO at the
+/// path (renaming a temporary file over them would swap them for a regular file).
+#[cfg(unix)]
+
+#[test]
+fn label_output_refuses_a_folder_and_a_fifo() {
+    let dir = std::env::temp_dir().join(format!("apo-cli-label-special-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let folder = dir.join("labels.csv");
+    std::fs::create_dir_all(&folder).unwrap();
+    let fifo = dir.join("pipe.csv");
+    let fifo_made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut targets = vec![(folder.clone(), "a folder")];
+    if fifo_made {
+        targets.push((fifo.clone(), "a FIFO (named pipe)"));
+    }
+    for (target, kind) in targets {
+        let (code, _, stderr) = apo(
+            &[
+                "label",
+                "-i",
+                "-",
+                "-o",
+                target.to_str().unwrap(),
+                "--force",
+            ],
+            "{\"id\": \"a\", \"text\": \"Cardiomegaly.\"}\n",
+        );
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}: {kind}; refusing", target.display())),
+            "{stderr}"
+        );
+    }
+    assert!(folder.is_dir());
+    if fifo_made {
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn bad_input(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/bad-inputs")
+        .join(name)
+}

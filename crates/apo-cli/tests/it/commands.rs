@@ -20,7 +20,7 @@ fn consensus_votes_writes_csv_and_reports_bad_input() {
         Vec::new(),
     )
     .unwrap_err();
-    assert!(err.contains("missing column `worker`"), "{err}");
+    assert!(err.to_string().contains("missing column `worker`"), "{err}");
     let err = consensus::votes(
         Method::Majority,
         "task,worker,label\nt1,a\n".as_bytes(),
@@ -28,7 +28,7 @@ fn consensus_votes_writes_csv_and_reports_bad_input() {
         Vec::new(),
     )
     .unwrap_err();
-    assert!(err.contains("line 2"), "{err}");
+    assert!(err.to_string().contains("line 2"), "{err}");
     let err = consensus::votes(
         Method::Weighted,
         input.as_bytes(),
@@ -36,7 +36,25 @@ fn consensus_votes_writes_csv_and_reports_bad_input() {
         Vec::new(),
     )
     .unwrap_err();
-    assert!(err.contains("zz"), "{err}");
+    assert!(
+        matches!(&err, consensus::VotesError::Weights(e) if e.contains("zz")),
+        "{err}"
+    );
+    // Every weight 0: an error about the weights, not a file of confidences 0.
+    let err = consensus::votes(
+        Method::Weighted,
+        input.as_bytes(),
+        Some("worker,weight\na,0\nb,0\nc,0\n".as_bytes()),
+        Vec::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        consensus::VotesError::Weights(
+            "every worker's weight is 0, so no vote counts; give at least one worker a weight > 0"
+                .to_owned()
+        )
+    );
     let mut out = Vec::new();
     consensus::votes(
         Method::Weighted,

@@ -35,3 +35,13 @@ fn bad_csv_names_the_column_or_line() {
         [("a".to_owned(), 1.0)]
     );
 }
+
+/// A UTF-8 byte-order mark before the header (as spreadsheet programs write) costs neither
+/// the first column name nor the first row.
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_header() {
+    let votes = read_votes("\u{feff}task,worker,label\nt1,a,x\nt1,b,x\n".as_bytes()).unwrap();
+    assert_eq!(votes.tasks(), ["t1"]);
+    let weights = read_weights("\u{feff}worker,weight\na,2\n".as_bytes()).unwrap();
+    assert_eq!(weights, [("a".to_owned(), 2.0)]);
+}

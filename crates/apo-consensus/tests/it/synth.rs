@@ -426,3 +426,33 @@ fn readings_passed_in_give_the_same_preference_set_and_must_match_the_sources() 
     let err = build_preference(&short, &synth, &config).unwrap_err();
     assert!(err.to_string().contains("readings"), "{err}");
 }
+
+/// Thresholds outside [0, 1] are errors naming the threshold (a threshold above 1 would skip
+/// every item and write an empty file); user weights that are all 0 are an error.
+#[test]
+fn thresholds_outside_zero_one_and_all_zero_weights_are_errors() {
+    use apo_consensus::{ConsensusError, PreferenceConfig, check_weights};
+    for (min_confidence, min_agreement, name) in [
+        (1.5, 0.0, "min_confidence"),
+        (-0.1, 0.0, "min_confidence"),
+        (f64::NAN, 0.0, "min_confidence"),
+        (0.5, 2.0, "min_agreement"),
+    ] {
+        let config = PreferenceConfig {
+            min_confidence,
+            min_agreement,
+            ..PreferenceConfig::default()
+        };
+        match config.validate() {
+            Err(ConsensusError::OutOfRange { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{min_confidence} {min_agreement}: {other:?}"),
+        }
+    }
+    assert_eq!(PreferenceConfig::default().validate(), Ok(()));
+    let workers = ["a".to_owned(), "b".to_owned()];
+    assert_eq!(
+        check_weights(&workers, &[("a", 0.0), ("b", 0.0)]),
+        Err(ConsensusError::ZeroWeights)
+    );
+    assert_eq!(check_weights(&workers, &[("a", 0.0), ("b", 0.5)]), Ok(()));
+}

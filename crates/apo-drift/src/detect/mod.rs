@@ -148,7 +148,7 @@ impl DetectorConfig {
     ///
     /// # Errors
     /// [`DriftError::UnknownDetector`], [`DriftError::UnknownParameter`], and
-    /// [`DriftError::OutOfRange`] for values that do not parse.
+    /// [`DriftError::BadValue`] for values that do not parse.
     pub fn from_params(name: &str, params: &[(&str, &str)]) -> Result<Self> {
         let mut cfg = Self::default_for(name)?;
         for &(key, value) in params {
@@ -159,20 +159,18 @@ impl DetectorConfig {
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let num = |v: &str| -> Result<f64> {
-            v.trim().parse::<f64>().map_err(|_| DriftError::OutOfRange {
+            v.trim().parse::<f64>().map_err(|_| DriftError::BadValue {
                 name: key.to_owned(),
-                value: f64::NAN,
+                value: v.to_owned(),
                 expected: "a number",
             })
         };
         let int = |v: &str| -> Result<usize> {
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| DriftError::OutOfRange {
-                    name: key.to_owned(),
-                    value: f64::NAN,
-                    expected: "a non-negative integer",
-                })
+            v.trim().parse::<usize>().map_err(|_| DriftError::BadValue {
+                name: key.to_owned(),
+                value: v.to_owned(),
+                expected: "a non-negative integer",
+            })
         };
         match self {
             DetectorConfig::Adwin(c) => match key {
@@ -238,9 +236,9 @@ impl FromStr for PageHinkleyMode {
             "up" => Ok(PageHinkleyMode::Up),
             "down" => Ok(PageHinkleyMode::Down),
             "both" => Ok(PageHinkleyMode::Both),
-            _ => Err(DriftError::OutOfRange {
+            _ => Err(DriftError::BadValue {
                 name: "mode".to_owned(),
-                value: f64::NAN,
+                value: s.to_owned(),
                 expected: "one of up, down, both",
             }),
         }

@@ -93,16 +93,24 @@ fn bad_values_and_parameters_are_typed_errors() {
         DetectorConfig::from_params("adwin", &[("delat", "0.1")]),
         Err(DriftError::UnknownParameter { .. })
     ));
-    assert!(matches!(
-        DetectorConfig::from_params("adwin", &[("clock", "x")]),
-        Err(DriftError::OutOfRange { .. })
-    ));
+    // A word where a number goes says so (not `NaN`).
+    for (key, value, message) in [
+        ("clock", "x", "clock = `x` is not a non-negative integer"),
+        ("delta", "abc", "delta = `abc` is not a number"),
+    ] {
+        let e = DetectorConfig::from_params("adwin", &[(key, value)]).unwrap_err();
+        assert!(matches!(e, DriftError::BadValue { .. }), "{e}");
+        assert_eq!(e.to_string(), message);
+    }
     let bad = DetectorConfig::from_params("adwin", &[("delta", "2")]).unwrap();
     assert!(matches!(bad.build(), Err(DriftError::OutOfRange { .. })));
     let bad = DetectorConfig::from_params("kswin", &[("stat_size", "60")]).unwrap();
     assert!(matches!(bad.build(), Err(DriftError::OutOfRange { .. })));
-    let bad = DetectorConfig::from_params("page-hinkley", &[("mode", "sideways")]);
-    assert!(matches!(bad, Err(DriftError::OutOfRange { .. })));
+    let bad = DetectorConfig::from_params("page-hinkley", &[("mode", "sideways")]).unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "mode = `sideways` is not one of up, down, both"
+    );
 }
 
 #[test]

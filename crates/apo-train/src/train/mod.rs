@@ -44,7 +44,9 @@ use runner::{MicroOut, Runner};
 pub fn tokenizer(config: &RunConfig, items: &[cxr_max::dataset::Item]) -> Result<TextTokenizer> {
     let path = config.run.out.join("tokenizer.json");
     if path.exists() {
-        return TextTokenizer::from_file(&path);
+        let tok = TextTokenizer::from_file(&path)?;
+        check_run_tokenizer(config, &path, &tok)?;
+        return Ok(tok);
     }
     let tok = match &config.tokenizer.file {
         Some(file) => TextTokenizer::from_file(file)?,
@@ -64,7 +66,51 @@ pub fn tokenizer(config: &RunConfig, items: &[cxr_max::dataset::Item]) -> Result
     };
     std::fs::create_dir_all(&config.run.out).map_err(io_err(&config.run.out))?;
     tok.save(&path)?;
+    if config.tokenizer.file.is_none() {
+        let vocab = trained_for(&path);
+        std::fs::write(&vocab, format!("{}\n", config.tokenizer.vocab_size))
+            .map_err(io_err(&vocab))?;
+    }
     Ok(tok)
+}
+
+/// The file beside a trained `tokenizer.json` that holds the `tokenizer.vocab_size` it was
+/// trained for (a trained vocabulary can be smaller than asked for).
+fn trained_for(tokenizer: &Path) -> PathBuf {
+    tokenizer.with_file_name("tokenizer.vocab_size")
+}
+
+/// A run folder's existing tokenizer must be the one the configuration would make: trained
+/// for `tokenizer.vocab_size` (as recorded beside it; without the record, at most that
+/// many entries), or of the configured file's size.
+fn check_run_tokenizer(config: &RunConfig, path: &Path, tok: &TextTokenizer) -> Result<()> {
+    let stale = |found: usize, expected: usize| TrainError::StaleTokenizer {
+        path: path.to_owned(),
+        found,
+        expected,
+    };
+    match &config.tokenizer.file {
+        Some(file) => {
+            let wanted = TextTokenizer::from_file(file)?.vocab_size();
+            if wanted != tok.vocab_size() {
+                return Err(stale(tok.vocab_size(), wanted));
+            }
+        }
+        None => {
+            let expected = config.tokenizer.vocab_size;
+            let recorded = std::fs::read_to_string(trained_for(path))
+                .ok()
+                .and_then(|t| t.trim().parse::<usize>().ok());
+            match recorded {
+                Some(found) if found != expected => return Err(stale(found, expected)),
+                None if tok.vocab_size() > expected => {
+                    return Err(stale(tok.vocab_size(), expected));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn image_paths(items: &[cxr_max::dataset::Item]) -> Vec<PathBuf> {
@@ -506,4 +552,36 @@ fn average(m: &[apo_loss::Metrics]) -> Option<apo_loss::Metrics> {
         p_chosen: avg(&|x| x.p_chosen),
         ..first
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder's tokenizer trained for another `tokenizer.vocab_size` is an error that
+    /// names the file and both sizes; the same configuration reuses it.
+    #[test]
+    fn a_stale_run_tokenizer_is_an_error() {
+        let out = std::env::temp_dir().join(format!("apo-train-stale-tok-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut config = RunConfig::default();
+        config.run.out = out.clone();
+        config.tokenizer.vocab_size = 300;
+        let first = tokenizer(&config, &[]).unwrap();
+        let again = tokenizer(&config, &[]).unwrap();
+        assert_eq!(again.vocab_size(), first.vocab_size());
+        config.tokenizer.vocab_size = 512;
+        match tokenizer(&config, &[]) {
+            Err(e @ TrainError::StaleTokenizer { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("trained for vocab_size = 300, but the configuration asks for tokenizer.vocab_size = 512"),
+                    "{text}"
+                );
+                assert!(text.contains("tokenizer.json"), "{text}");
+            }
+            other => panic!("{:?}", other.map(|t| t.vocab_size())),
+        }
+        std::fs::remove_dir_all(&out).ok();
+    }
 }

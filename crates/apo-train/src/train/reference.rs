@@ -74,9 +74,10 @@ pub(super) fn reference_logprobs<B: ApoKernels>(
         })
         .map_err(|e| TrainError::Empty(e.to_string()))?;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = path.with_extension("partial");
+        let target = cxr_max::output::replace_target(&path)?;
+        let tmp = cxr_max::output::temporary(&target);
         std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
     }
     Ok(cached.into_iter().map(Option::unwrap_or_default).collect())
 }

@@ -93,6 +93,8 @@ pub fn label_reports(
         path: source.to_owned(),
         source: e,
     };
+    // A UTF-8 byte-order mark is not part of the first record (or the CSV header).
+    let input = crate::output::skip_bom(input).map_err(io)?;
     let mut writer = csv::Writer::from_writer(out);
     let out_err = |e: csv::Error| CxrError::Io {
         path: "<output>".into(),
@@ -278,6 +280,23 @@ mod tests {
         assert_eq!(col(Finding::Edema), "-1.0");
         assert_eq!(col(Finding::Fracture), "");
         assert_eq!(lines[2], format!("7{}", ",".repeat(14)));
+    }
+
+    /// A UTF-8 byte-order mark costs neither the first JSON line nor the CSV header.
+    #[test]
+    fn a_byte_order_mark_is_stripped() {
+        let (s, csv) = run(
+            "\u{feff}{\"id\": \"a\", \"text\": \"Cardiomegaly.\"}\n",
+            ReportFormat::Jsonl,
+        );
+        assert_eq!((s.read, s.labelled, s.rejected.len()), (1, 1, 0));
+        assert!(csv.lines().nth(1).unwrap().starts_with("a,,1.0,"), "{csv}");
+        let (s, csv) = run(
+            "\u{feff}id,Report Impression\n11,Cardiomegaly.\n",
+            ReportFormat::Csv,
+        );
+        assert_eq!((s.read, s.labelled), (1, 1));
+        assert!(csv.lines().nth(1).unwrap().starts_with("11,,1.0,"), "{csv}");
     }
 
     #[test]

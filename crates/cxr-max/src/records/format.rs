@@ -52,7 +52,7 @@ impl Format {
     }
 }
 
-/// Opens a file for reading, decompressing `.gz`.
+/// Opens a file for reading, decompressing `.gz` and skipping a UTF-8 byte-order mark.
 pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = std::fs::File::open(path).map_err(|source| CxrError::Io {
         path: path.to_owned(),
@@ -61,14 +61,20 @@ pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let is_gz = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    Ok(if is_gz {
+    let input: Box<dyn BufRead + Send> = if is_gz {
         Box::new(std::io::BufReader::with_capacity(
             1 << 20,
             flate2::read::MultiGzDecoder::new(file),
         ))
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 20, file))
-    })
+    };
+    // A UTF-8 byte-order mark (as some Windows editors write) is not part of the first record.
+    let input = crate::output::skip_bom(input).map_err(|source| CxrError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Box::new(input))
 }
 
 pub(super) fn raw_text(v: &str) -> String {

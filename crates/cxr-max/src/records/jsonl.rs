@@ -46,6 +46,10 @@ fn fast_parse(line: &str) -> Option<Parsed> {
     if r.dicom_id.trim().is_empty() || r.dicom_id.trim() != r.dicom_id {
         return None;
     }
+    // A blank trajectory: the general path rejects it with its reason.
+    if r.trajectories.iter().any(|t| t.response.trim().is_empty()) {
+        return None;
+    }
     let parsed = Parsed {
         dicom_id: r.dicom_id,
         subject_id: r.subject_id,
@@ -267,7 +271,8 @@ mod tests {
                 7 => bytes.extend_from_slice(format!("{}\n", record(i, 700)).as_bytes()),
                 8 => bytes
                     .extend_from_slice(b"{\"dicom_id\":\"g\",\"model\":\"A\",\"text\":\"t\"}\n"),
-                _ => bytes.extend_from_slice(format!("{}\n", record(i, i)).as_bytes()),
+                // (An empty response is not a trajectory: at least one character.)
+                _ => bytes.extend_from_slice(format!("{}\n", record(i, i.max(1))).as_bytes()),
             }
         }
         bytes.extend_from_slice(record(99, 3).as_bytes()); // no final newline

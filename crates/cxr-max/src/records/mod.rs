@@ -152,4 +152,50 @@ mod tests {
         assert_eq!((r.read, r.kept_records, r.samples.len()), (4, 1, 1));
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    fn bad_input(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/bad-inputs")
+            .join(name)
+    }
+
+    /// A UTF-8 byte-order mark before the first record costs nothing: both records of the
+    /// JSON Lines file and of the JSON array are kept.
+    #[test]
+    fn a_byte_order_mark_is_stripped() {
+        for name in ["bom-records.jsonl", "bom-records.json"] {
+            let r = read_records(&bad_input(name), &FieldMapping::default()).unwrap();
+            assert!(r.rejected.is_empty(), "{name}: {:?}", r.rejected[0].reason);
+            assert_eq!((r.read, r.kept_records), (2, 2), "{name}");
+            let ids: Vec<&str> = r.samples.iter().map(|s| s.dicom_id.as_str()).collect();
+            assert_eq!(ids, ["a", "b"], "{name}");
+        }
+    }
+
+    /// A trajectory that is a number, an empty or a blank string is rejected with its line,
+    /// on the fast path, the general path, the long layout and the object layout.
+    #[test]
+    fn trajectories_that_are_not_text_are_rejected() {
+        let r = read_records(
+            &bad_input("trajectory-not-text.jsonl"),
+            &FieldMapping::default(),
+        )
+        .unwrap();
+        let reasons: Vec<(usize, &str)> = r
+            .rejected
+            .iter()
+            .map(|x| (x.source.line, x.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (2, "trajectory 0 (A) is a number, not text"),
+                (3, "trajectory 0 (A) is an empty string"),
+                (4, "trajectory 0 (A) is blank (white space only)"),
+                (5, "`response` is a number, not text"),
+                (6, "trajectory of A is an empty string"),
+            ]
+        );
+        assert_eq!((r.read, r.kept_records), (6, 1));
+    }
 }

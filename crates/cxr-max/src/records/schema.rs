@@ -140,6 +140,17 @@ fn as_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A trajectory's text: a string with something other than white space. A number, an empty
+/// or blank string is not a trajectory (a number is most often a column shifted by one).
+fn trajectory_text(v: &Value) -> std::result::Result<String, String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
+        Value::String(s) if s.is_empty() => Err("an empty string".to_owned()),
+        Value::String(_) => Err("blank (white space only)".to_owned()),
+        other => Err(format!("{}, not text", kind(other))),
+    }
+}
+
 fn as_id(v: &Value) -> std::result::Result<u64, String> {
     match v {
         Value::Number(n) => n
@@ -233,20 +244,21 @@ pub(super) fn parse_object(
                             teacher_keys.join(", ")
                         ))
                     })?;
-                    let text = pick(o, &text_keys).ok_or_else(|| {
+                    let value = text_keys.iter().find_map(|k| o.get(*k)).ok_or_else(|| {
                         id_err(format!(
                             "trajectory {i} ({teacher}) has no text (one of {})",
                             text_keys.join(", ")
                         ))
                     })?;
+                    let text = trajectory_text(value)
+                        .map_err(|e| id_err(format!("trajectory {i} ({teacher}) is {e}")))?;
                     trajectories.push(Trajectory { teacher, text });
                 }
             }
             Value::Object(o) => {
                 for (teacher, v) in o {
-                    let text = as_text(v).ok_or_else(|| {
-                        id_err(format!("trajectory of {teacher} is {}, not text", kind(v)))
-                    })?;
+                    let text = trajectory_text(v)
+                        .map_err(|e| id_err(format!("trajectory of {teacher} is {e}")))?;
                     trajectories.push(Trajectory {
                         teacher: teacher.clone(),
                         text,
@@ -272,7 +284,7 @@ pub(super) fn parse_object(
         used.insert((*tk).to_owned());
         used.insert((*xk).to_owned());
         let teacher = as_text(&m[*tk]).ok_or_else(|| id_err(format!("`{tk}` is not text")))?;
-        let text = as_text(&m[*xk]).ok_or_else(|| id_err(format!("`{xk}` is not text")))?;
+        let text = trajectory_text(&m[*xk]).map_err(|e| id_err(format!("`{xk}` is {e}")))?;
         trajectories.push(Trajectory { teacher, text });
     }
     // 3. Wide layout: one column per teacher.
@@ -286,8 +298,15 @@ pub(super) fn parse_object(
             });
             if let Some(teacher) = teacher {
                 used.insert(k.clone());
-                if let Some(text) = as_text(v) {
-                    trajectories.push(Trajectory { teacher, text });
+                match v {
+                    Value::Null => {}
+                    Value::String(s) if s.is_empty() => {}
+                    v => {
+                        let text = trajectory_text(v).map_err(|e| {
+                            id_err(format!("trajectory of {teacher} (column `{k}`) is {e}"))
+                        })?;
+                        trajectories.push(Trajectory { teacher, text });
+                    }
                 }
             }
         }
