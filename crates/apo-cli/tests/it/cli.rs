@@ -191,6 +191,7 @@ fn synth_writes_counterfactual_renders_on_request() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// A weights error names the weights file, not the votes file.
 #[test]
 fn consensus_votes_weight_errors_name_the_weights_file() {
     let votes = bad_input("votes.csv");
@@ -226,7 +227,6 @@ fn consensus_votes_weight_errors_name_the_weights_file() {
 }
 
 /// A detector parameter typed as a word says the value is not a number (not `NaN`).
-
 #[test]
 fn drift_detect_names_a_parameter_that_is_not_a_number() {
     let (code, _, stderr) = apo(
@@ -250,7 +250,6 @@ fn drift_detect_names_a_parameter_that_is_not_a_number() {
 /// `consensus build` refuses a threshold outside [0, 1], weights that are all 0, and an
 /// output path that is a folder, with a message and no output file (not an empty file and
 /// exit 0).
-
 #[test]
 fn consensus_build_refuses_bad_thresholds_zero_weights_and_a_folder() {
     let root = std::env::temp_dir().join(format!("apo-cli-build-bad-{}", std::process::id()));
@@ -330,7 +329,6 @@ fn consensus_build_refuses_bad_thresholds_zero_weights_and_a_folder() {
 /// `apo label -o PATH --force` replaces a regular file but refuses a folder or a FIFO at the
 /// path (renaming a temporary file over them would swap them for a regular file).
 #[cfg(unix)]
-
 #[test]
 fn label_output_refuses_a_folder_and_a_fifo() {
     let dir = std::env::temp_dir().join(format!("apo-cli-label-special-{}", std::process::id()));
