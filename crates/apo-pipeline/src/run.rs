@@ -590,13 +590,13 @@ fn evaluate<B: TrainBackend>(
     )?)
 }
 
-/// Decoding as a run configuration sets it (batches of 32 images).
+/// Decoding as a run configuration sets it, in batches of 128 images.
 pub fn generation(config: &RunConfig) -> Generation {
     Generation {
         max_new_tokens: config.run.max_new_tokens,
         temperature: config.run.temperature,
         seed: config.run.seed,
-        batch: 32,
+        batch: 128,
     }
 }
 
