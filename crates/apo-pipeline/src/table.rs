@@ -380,8 +380,7 @@ impl Table {
 
     /// The headline and Table 1 blocks.
     fn blocks(&self) -> Vec<Block> {
-        let short = |f: &str| -> String { f.chars().take(11).collect() };
-        let mut head: Vec<String> = self.columns().iter().map(|c| short(c)).collect();
+        let mut head: Vec<String> = self.columns();
         head.extend(
             [
                 "BA",
@@ -411,7 +410,7 @@ impl Table {
                 v
             })
             .collect();
-        let mut acc_head: Vec<String> = self.columns().iter().map(|c| short(c)).collect();
+        let mut acc_head: Vec<String> = self.columns();
         acc_head.push("mean".into());
         let accuracy = self
             .rows
@@ -455,7 +454,8 @@ impl Table {
             let _ = writeln!(out, "{title}:");
             let _ = write!(out, "{:<width$}", "");
             for h in &head {
-                let _ = write!(out, " {h:>11}");
+                let short: String = h.chars().take(11).collect();
+                let _ = write!(out, " {short:>11}");
             }
             out.push('\n');
             for (row, vals) in self.rows.iter().zip(values) {
