@@ -320,6 +320,10 @@ enum Command {
         /// Stage-2 steps per objective.
         #[arg(long = "apo-steps", default_value_t = 200)]
         apo_steps: usize,
+        /// Score every row on this split: test (default) or validate (where settings are
+        /// chosen without looking at the test split).
+        #[arg(long = "eval-split", default_value = "test", value_parser = parse_eval_split)]
+        eval_split: cxr_max::tables::Split,
         /// Print one JSON object at the end instead of the table.
         #[arg(long)]
         json: bool,
@@ -386,6 +390,7 @@ fn main() -> ExitCode {
         device: "cpu".into(),
         sft_steps: 1600,
         apo_steps: 200,
+        eval_split: cxr_max::tables::Split::Test,
         json: false,
         objectives: false,
     };
@@ -395,6 +400,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `--eval-split`: test or validate (training images are never scored).
+fn parse_eval_split(s: &str) -> Result<cxr_max::tables::Split, String> {
+    match s.parse::<cxr_max::tables::Split>() {
+        Ok(cxr_max::tables::Split::Train) | Err(_) => Err(format!(
+            "`{s}` is not a split to score on; expected test or validate"
+        )),
+        Ok(split) => Ok(split),
     }
 }
 
@@ -695,6 +710,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             device,
             sft_steps,
             apo_steps,
+            eval_split,
             json,
             objectives,
         } => {
@@ -709,6 +725,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 out,
                 sft_steps,
                 apo_steps,
+                eval_split,
             };
             let kind = device_kind(&device)?;
             let mut observer = p::CliObserver::new(!json);

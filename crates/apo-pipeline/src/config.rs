@@ -27,6 +27,9 @@ pub struct PipelineOptions {
     pub positive: PositiveStyle,
     /// Skip the stages whose markers match and continue unfinished training stages.
     pub resume: bool,
+    /// The split every row is scored on: `test` (the default; scored once) or `validate`
+    /// (where settings are chosen).
+    pub eval_split: cxr_max::tables::Split,
 }
 
 impl PipelineOptions {
@@ -42,6 +45,7 @@ impl PipelineOptions {
             negative_weights: NegativeWeighting::Uniform,
             positive: PositiveStyle::Merged,
             resume: false,
+            eval_split: cxr_max::tables::Split::Test,
         }
     }
 }
@@ -63,6 +67,14 @@ pub struct PipelineConfig {
     /// Training configuration.
     #[serde(default)]
     pub train: RunConfig,
+    /// The split the rows are scored on: `test` (default) or `validate` (to choose settings
+    /// without looking at the test split).
+    #[serde(default = "default_eval_split")]
+    pub eval_split: String,
+}
+
+fn default_eval_split() -> String {
+    "test".into()
 }
 
 /// The `[train]` fields the pipeline sets itself, and what to write instead.
@@ -181,6 +193,19 @@ impl PipelineConfig {
             .map_err(|e| bad("negative_weights", e))?;
         o.positive = c.positive.parse().map_err(|e| bad("positive", e))?;
         o.resume = resume;
+        o.eval_split = match self.eval_split.as_str() {
+            "test" => cxr_max::tables::Split::Test,
+            "validate" => cxr_max::tables::Split::Validate,
+            other => {
+                return Err(PipelineError::Config {
+                    path: path.to_path_buf(),
+                    field: "eval_split".into(),
+                    message: format!(
+                        "`{other}` is not a split to score on; expected test or validate"
+                    ),
+                });
+            }
+        };
         Ok(o)
     }
 }

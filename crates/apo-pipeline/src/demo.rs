@@ -107,6 +107,8 @@ pub struct DemoOptions {
     pub sft_steps: usize,
     /// Stage-2 steps (each objective).
     pub apo_steps: usize,
+    /// The split the rows are scored on (test; validate while settings are chosen).
+    pub eval_split: cxr_max::tables::Split,
 }
 
 /// The demo's training configuration: the defaults of `apo-train` with the step counts,
@@ -155,6 +157,7 @@ impl Default for DemoOptions {
             out: std::path::PathBuf::from("runs/demo"),
             sft_steps: 1600,
             apo_steps: 200,
+            eval_split: cxr_max::tables::Split::Test,
         }
     }
 }
@@ -179,6 +182,7 @@ pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
             seed: options.seed,
             image_size: 64,
             profiles,
+            counterfactuals: true,
             ..Default::default()
         },
     )?;
@@ -201,7 +205,8 @@ pub fn run<B: TrainBackend>(
     ));
     let data = simulate(options)?;
     let simulate_s = start.elapsed().as_secs_f64();
-    let pipeline = PipelineOptions::new(data, options.out.clone(), config(options));
+    let mut pipeline = PipelineOptions::new(data, options.out.clone(), config(options));
+    pipeline.eval_split = options.eval_split;
     let mut result = crate::run::<B>(&pipeline, device, observer)?;
     result.phases.insert("simulate".into(), simulate_s);
     result.seconds = start.elapsed().as_secs_f64();

@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod consensus;
+pub mod counterfactual;
 pub mod demo;
 pub mod drift;
 mod error;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineOptions;
 use crate::consensus::{self, BuildOptions};
+use crate::counterfactual::{self, COUNTERFACTUAL_IMAGES, CounterfactualReport};
 use crate::drift::{DriftOptions, DriftReport, expected_drift};
 use crate::error::{PipelineError, Result};
 use crate::io::{write_atomic, write_json};
@@ -31,7 +32,7 @@ use crate::labels::{Labelled, Weights, label_consensus};
 use crate::stages::{StageCache, data_key, json, key};
 use crate::table::{
     ALL_ABSENT, BOOTSTRAP_RESAMPLES, CONSENSUS, Comparison, MAJORITY_VOTE, RowKind, RowSummary,
-    Table, render_comparisons, shuffled_row, student_row,
+    Table, concept_row, inconsistency, render_comparisons, shuffled_row, student_row,
 };
 
 /// What a caller of [`run`] sees of it: progress, and the chance to draw plots from the typed
@@ -127,7 +128,9 @@ pub struct PipelineResult {
     pub rows: Vec<RowSummary>,
     /// The findings averaged.
     pub evaluated: Vec<String>,
-    /// Test images.
+    /// The split the rows are scored on (`test`, or `validate` while settings are chosen).
+    pub eval_split: String,
+    /// Images scored (of `eval_split`).
     pub test_images: usize,
     /// Training images.
     pub train_images: usize,
@@ -138,6 +141,9 @@ pub struct PipelineResult {
     /// The APO student against every other row on balanced accuracy, macro-F1 and accuracy
     /// (over the Table 1 findings), with paired-bootstrap intervals over the test images.
     pub comparisons: Vec<Comparison>,
+    /// The APO student on counterfactual renders (one finding toggled), when the data set
+    /// has them (`apo synth --counterfactuals`; the demo simulates them).
+    pub counterfactuals: Option<CounterfactualReport>,
     /// Seconds per phase.
     pub phases: BTreeMap<String, f64>,
     /// Total seconds.
@@ -274,7 +280,7 @@ pub fn run<B: TrainBackend>(
     ));
     files.push(prefs.clone());
     let evaluated = Finding::TABLE1.to_vec();
-    let mut table = teacher_table(items, &labelled, &majority, &evaluated)?;
+    let mut table = teacher_table(items, &labelled, &majority, &evaluated, options.eval_split)?;
     // Read once, for stage 1's concept targets and for both stage-2 runs.
     let preferences = Preferences::read(&prefs)?;
     phase("consensus", t);
@@ -332,14 +338,22 @@ pub fn run<B: TrainBackend>(
         phase(name, t);
     }
 
-    // Evaluation on the test split.
+    // Evaluation on the test split (or the validate split while settings are chosen).
     let t = Instant::now();
-    let test_items = split(Split::Test);
+    let test_items = split(options.eval_split);
+    let eval_split = options.eval_split.name();
     let mut test_images = 0;
     let decoding = json(&(config.run.max_new_tokens, config.run.temperature));
+    let mut apo_report = None;
     for stage in ["sft", "pairwise", "apo"] {
         let name = format!("eval-{stage}");
-        let k = key(&[&name, EVAL_VERSION, &train_keys[stage], &decoding]);
+        let k = key(&[
+            &name,
+            EVAL_VERSION,
+            &train_keys[stage],
+            &decoding,
+            eval_split,
+        ]);
         let report = match stages.done::<EvalReport>(&name, &k) {
             Some(r) => r,
             None => {
@@ -360,15 +374,81 @@ pub fn run<B: TrainBackend>(
                 predictions,
                 confidence,
             );
+            table.set_inconsistent(
+                &student_row(stage),
+                inconsistency(report.samples.iter().map(|s| s.text.as_str())),
+            );
+            // What the APO student's concept head knows, written as a template report: an
+            // engineering reference next to the student's own text.
+            if stage == "apo"
+                && let Some((predictions, confidence)) = table.test.concept_calls(&report, 0.5)
+            {
+                table.push(
+                    concept_row(stage),
+                    RowKind::Baseline,
+                    predictions,
+                    Some(confidence),
+                );
+            }
         }
         test_images = report.images;
+        if stage == "apo" {
+            apo_report = Some(report);
+        }
     }
+    // Counterfactual renders, when the data set has them: does the APO student's statement
+    // of a finding follow the finding in the image?
+    let manifest = options.data.join(cxr_max::sim::files::COUNTERFACTUALS);
+    let counterfactuals = match (&apo_report, manifest.exists()) {
+        (Some(original), true) => {
+            let renders = cxr_max::sim::read_counterfactuals(&options.data)?;
+            let (cf_items, what) =
+                counterfactual::items(&options.data, &test_items, &renders, COUNTERFACTUAL_IMAGES);
+            if cf_items.is_empty() {
+                None
+            } else {
+                let name = "eval-apo-counterfactuals";
+                let k = key(&[
+                    name,
+                    EVAL_VERSION,
+                    &train_keys["apo"],
+                    &decoding,
+                    eval_split,
+                ]);
+                let r = match stages.done::<EvalReport>(name, &k) {
+                    Some(r) => r,
+                    None => {
+                        stages.start(name, &k)?;
+                        let r = evaluate::<B>(&config, "apo", &cf_items, &evaluated, device)?;
+                        stages.finish(name, &k, &r)?;
+                        r
+                    }
+                };
+                let report = counterfactual::report("apo", &test_items, original, &r, &what);
+                observer.message(&format!(
+                    "counterfactuals: the APO student's statement flips on {:.1} % of {} renders \
+                     (follows the render on {:.1} %)",
+                    100.0 * report.flip_rate,
+                    r.samples.len(),
+                    100.0 * report.follow_rate
+                ));
+                Some(report)
+            }
+        }
+        _ => None,
+    };
     // The image-shuffled floor: the APO student's text for each test image generated from
     // another test image with the same prompt. A student that scores as well with the wrong
     // image does not read the image.
     let (shuffled_items, sources) = shuffle_images(&test_items, config.run.seed);
     let name = "eval-apo-shuffled";
-    let k = key(&[name, EVAL_VERSION, &train_keys["apo"], &decoding]);
+    let k = key(&[
+        name,
+        EVAL_VERSION,
+        &train_keys["apo"],
+        &decoding,
+        eval_split,
+    ]);
     let report = match stages.done::<EvalReport>(name, &k) {
         Some(r) => r,
         None => {
@@ -416,11 +496,13 @@ pub fn run<B: TrainBackend>(
             .collect(),
         rows: table.summaries(),
         evaluated: table.columns(),
+        eval_split: eval_split.to_owned(),
         test_images,
         train_images: train_items.len(),
         preference_sets: reports.get(1).map_or(0, |s| s.groups),
         stages: reports,
         comparisons: table.comparisons(config.run.seed),
+        counterfactuals,
         phases,
         seconds: 0.0,
         files,
@@ -448,6 +530,7 @@ fn teacher_table(
     labelled: &Labelled,
     majority: &crate::labels::LabelConsensus,
     evaluated: &[Finding],
+    split: Split,
 ) -> Result<Table> {
     let all: Vec<&Item> = items.iter().collect();
     let ds = label_consensus(
@@ -458,7 +541,9 @@ fn teacher_table(
         &Weights::Reliability,
         2,
     )?;
-    Ok(Table::teachers(items, labelled, majority, &ds, evaluated))
+    Ok(Table::teachers(
+        items, labelled, majority, &ds, evaluated, split,
+    ))
 }
 
 /// What the training stages read: the train split's items and the preference sets.
@@ -629,11 +714,12 @@ pub fn read_metrics(path: &Path) -> Vec<StepMetrics> {
 fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
     let mut md = String::from("# APO pipeline report\n\n");
     md.push_str(&format!(
-        "Test images: {}. Training images: {}. Preference sets: {}.\n\n",
-        result.test_images, result.train_images, result.preference_sets
+        "Scored images ({} split): {}. Training images: {}. Preference sets: {}.\n\n",
+        result.eval_split, result.test_images, result.train_images, result.preference_sets
     ));
+    md.push_str(&format!("Scored on the {} split", result.eval_split));
     md.push_str(
-        "Scored on the test split, once, by the findings labeler on each row's final statements \
+        ", once, by the findings labeler on each row's final statements \
          (CheXbert convention: \"present\" = predicted positive; absent, uncertain or no \
          statement = negative; uncertain labels left out; docs/evaluation.md). Floors: all \
          absent, a random guess at the training split's prevalence (expected counts), and the \
@@ -645,6 +731,22 @@ fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
             "The APO student against every other row, on the same test images (paired bootstrap over images, {BOOTSTRAP_RESAMPLES} resamples; an interval that contains 0 means this test split cannot tell the two apart):\n\n"
         ));
         md.push_str(&render_comparisons(&result.comparisons));
+    }
+    if let Some(cf) = &result.counterfactuals {
+        md.push_str(&format!(
+            "\nCounterfactual renders ({} test images, each drawn again with one finding toggled): \
+             the APO student's statement of the toggled finding flips on {:.1} % of the renders \
+             and matches the render on {:.1} %.\n\n| finding | renders | flipped | matches the render |\n|---|---|---|---|\n",
+            cf.images,
+            100.0 * cf.flip_rate,
+            100.0 * cf.follow_rate
+        ));
+        for c in &cf.findings {
+            md.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} |\n",
+                c.finding, c.renders, c.flip_rate, c.follow_rate
+            ));
+        }
     }
     md.push_str(
         "\nProtocol: every setting of this run (steps, learning rates, β, the checkpoint = the \

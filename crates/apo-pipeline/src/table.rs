@@ -77,6 +77,20 @@ pub struct Row {
     pub predictions: Predictions,
     /// Scores per test image and finding, for rows that have one.
     pub confidence: Option<Confidences>,
+    /// Share of the row's trajectories whose earlier statements contradict or hedge their
+    /// final ones ([`cxr_max::findings::Consistency`]), for rows that write text.
+    pub inconsistent: Option<f64>,
+}
+
+/// Share of `texts` whose earlier statements contradict or hedge their final ones; `None`
+/// for no text.
+pub fn inconsistency<'a>(texts: impl IntoIterator<Item = &'a str>) -> Option<f64> {
+    let (mut bad, mut n) = (0usize, 0usize);
+    for t in texts {
+        n += 1;
+        bad += usize::from(cxr_max::findings::extract(t).consistency().inconsistent());
+    }
+    (n > 0).then(|| bad as f64 / n as f64)
 }
 
 /// The test split's images: their DICOM ids and ground-truth labels.
@@ -128,6 +142,40 @@ impl TestSet {
     }
 }
 
+impl TestSet {
+    /// The calls of a template report written from a student's concept head: each finding
+    /// stated present where the head's probability is at least `threshold`, absent
+    /// otherwise, with the probability as the score; `None` when the evaluation has no
+    /// concept probabilities. An image without a sample has no statement.
+    pub fn concept_calls(
+        &self,
+        report: &EvalReport,
+        threshold: f64,
+    ) -> Option<(Predictions, Confidences)> {
+        let (_, confidence) = self.read(report);
+        let confidence = confidence?;
+        let predictions = confidence
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|p| match p {
+                        Some(p) if *p >= threshold => Call::PRESENT,
+                        Some(_) => Call::ABSENT,
+                        None => Call::NONE,
+                    })
+                    .collect()
+            })
+            .collect();
+        Some((predictions, confidence))
+    }
+}
+
+/// The row name of the template report written from the concept head of `stage`'s student
+/// ([`TestSet::concept_calls`] at probability 0.5): what the head knows, without the text.
+pub fn concept_row(stage: &str) -> String {
+    format!("{stage} concept head -> template")
+}
+
 /// Resamples of the paired bootstrap behind [`Comparison`].
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
@@ -176,7 +224,7 @@ pub fn prevalence(items: &[&Item]) -> Option<[f64; 14]> {
 impl Table {
     /// The teachers, the majority vote, the consensus and the floors (all absent, and a
     /// random guess at the training split's prevalence), each fitted on every image and
-    /// scored on the test split. `majority` and `consensus` are the label consensus of
+    /// scored on `split` (the test split; the validate split while settings are chosen). `majority` and `consensus` are the label consensus of
     /// every item (in item order).
     pub fn teachers(
         items: &[Item],
@@ -184,9 +232,10 @@ impl Table {
         majority: &LabelConsensus,
         consensus: &LabelConsensus,
         evaluated: &[Finding],
+        split: Split,
     ) -> Table {
         let test: Vec<usize> = (0..items.len())
-            .filter(|&i| items[i].split == Some(Split::Test))
+            .filter(|&i| items[i].split == Some(split))
             .collect();
         let set = TestSet {
             ids: test
@@ -250,7 +299,25 @@ impl Table {
         for (name, kind, p) in named {
             table.push(name, kind, p, None);
         }
+        for name in &labelled.teachers {
+            let texts = test.iter().flat_map(|&i| {
+                items[i]
+                    .sample
+                    .trajectories
+                    .iter()
+                    .filter(|t| &t.teacher == name)
+                    .map(|t| t.text.as_str())
+            });
+            table.set_inconsistent(name, inconsistency(texts));
+        }
         table
+    }
+
+    /// Sets a row's chain-of-thought inconsistency ([`Row::inconsistent`]).
+    pub fn set_inconsistent(&mut self, name: &str, share: Option<f64>) {
+        if let Some(r) = self.rows.iter_mut().find(|r| r.name == name) {
+            r.inconsistent = share;
+        }
     }
 
     /// Adds a row scored from its statements (and scores, for AUROC); a test set without
@@ -281,6 +348,7 @@ impl Table {
                 scores,
                 predictions,
                 confidence,
+                inconsistent: None,
             });
         }
     }
@@ -412,12 +480,14 @@ impl Table {
             .collect();
         let mut acc_head: Vec<String> = self.columns();
         acc_head.push("mean".into());
+        acc_head.push("inconsistent".into());
         let accuracy = self
             .rows
             .iter()
             .map(|r| {
                 let mut v = self.per_finding(r);
                 v.push(r.scores.summary.accuracy);
+                v.push(r.inconsistent);
                 v
             })
             .collect();
@@ -428,7 +498,7 @@ impl Table {
                 headline,
             ),
             (
-                "Accuracy per finding (the paper's Table 1 definition; no statement = wrong) and its mean".to_owned(),
+                "Accuracy per finding (the paper's Table 1 definition; no statement = wrong), its mean, and the share of trajectories whose earlier statements contradict or hedge their final ones".to_owned(),
                 acc_head,
                 accuracy,
             ),
@@ -502,6 +572,7 @@ impl Table {
                 findings: r.scores.findings.clone(),
                 summary: r.scores.summary,
                 summary_14: r.scores.summary_14,
+                inconsistent: r.inconsistent,
             })
             .collect()
     }
@@ -564,4 +635,7 @@ pub struct RowSummary {
     pub summary: Summary,
     /// Over all 14 findings.
     pub summary_14: Summary,
+    /// Share of the row's trajectories whose earlier statements contradict or hedge their
+    /// final ones (teachers and students; `None` for rows that write no text).
+    pub inconsistent: Option<f64>,
 }

@@ -18,6 +18,9 @@ pub struct RunConfig {
     pub tokenizer: TokenizerConfig,
     /// The student's architecture (the vocabulary comes from the tokenizer).
     pub model: ModelConfig,
+    /// Before stage 1: the image encoder and the concept head learn the concept targets
+    /// alone (off unless `pretrain.optim.steps > 0`).
+    pub pretrain: PretrainConfig,
     /// Stage 1, supervised bootstrapping.
     pub sft: OptimConfig,
     /// Stage 2, constraint-aware optimisation.
@@ -44,6 +47,28 @@ pub struct DataConfig {
     /// images in a micro-batch of the same size (1 = one row per image and teacher, as
     /// ms-swift trains).
     pub trajectories_per_group: usize,
+    /// Oversample the training images whose consensus trajectory (in `data.preferences`)
+    /// states a finding, in every stage: `none` (default), `table1` (the five findings of the
+    /// paper's Table 1) or `all` (the 14). An image is repeated in each epoch's order
+    /// `min(oversample_max, round((1 − π) / π))` times for the rarest such finding it has
+    /// (π: the finding's share of images whose consensus states it), so that a rare finding's
+    /// positive images are seen about as often as its negatives.
+    pub oversample: Oversample,
+    /// The most times one image is repeated by `oversample`.
+    pub oversample_max: usize,
+}
+
+/// Which findings [`DataConfig::oversample`] balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Oversample {
+    /// Every image once per epoch.
+    #[default]
+    None,
+    /// The five findings of the paper's Table 1 (`cxr_max::Finding::TABLE1`).
+    Table1,
+    /// All 14 findings.
+    All,
 }
 
 impl Default for DataConfig {
@@ -54,6 +79,8 @@ impl Default for DataConfig {
             split: Some("train".into()),
             truncate: false,
             trajectories_per_group: 0,
+            oversample: Oversample::None,
+            oversample_max: 8,
         }
     }
 }
@@ -116,6 +143,46 @@ pub struct ModelConfig {
     /// `concept_weight > 0`): the text reads what the image shows through a path the concept
     /// loss supervises, instead of discovering it in the mean image vector on its own.
     pub concept_input: bool,
+    /// How the concept head pools the image: `mean` (a linear head on the mean image vector)
+    /// or `attention` (one learned query per finding attends over the image patches).
+    pub concept_pooling: crate::ConceptPooling,
+    /// Weigh the concept loss so that, for each finding, the images whose target states it
+    /// and those whose target does not count the same in total (class-balanced binary
+    /// cross-entropy, the weights counted on the training images' targets). The head's
+    /// probability 0.5 then sits where a balanced-accuracy decision does, not at the
+    /// finding's prevalence.
+    pub concept_balance: bool,
+}
+
+/// The encoder pretraining stage (`[pretrain]`): before stage 1, the image encoder and the
+/// concept head learn `model.concept_targets` from the training images alone (no text), so
+/// that stage 1 starts from an encoder that already sees the findings. Needs a concept head
+/// (`model.concept_weight > 0`). Writes `OUT/pretrain/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Optimiser and schedule; `steps = 0` (the default) skips the stage, `batch_size` counts
+    /// images. Default peak learning rate: 1e-3.
+    pub optim: OptimConfig,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            optim: OptimConfig {
+                steps: 0,
+                batch_size: 32,
+                ..OptimConfig::default()
+            },
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// Whether the stage runs.
+    pub fn enabled(&self) -> bool {
+        self.optim.steps > 0
+    }
 }
 
 impl Default for ModelConfig {
@@ -138,6 +205,8 @@ impl Default for ModelConfig {
             concept_weight: 0.0,
             concept_targets: ConceptTargets::Consensus,
             concept_input: student.concept_input,
+            concept_pooling: student.concept_pooling,
+            concept_balance: false,
         }
     }
 }
@@ -172,6 +241,7 @@ impl ModelConfig {
             .with_image_summary(self.image_summary)
             .with_concept_head(self.concept_weight > 0.0)
             .with_concept_input(self.concept_input)
+            .with_concept_pooling(self.concept_pooling)
             .with_n_concepts(cxr_max::Finding::ALL.len())
     }
 }
@@ -407,6 +477,19 @@ impl RunConfig {
     /// [`TrainError::Config`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         self.sft.validate("sft")?;
+        if self.data.oversample != Oversample::None && self.data.oversample_max == 0 {
+            return Err(bad("data.oversample_max", 0, "at least 1"));
+        }
+        if self.pretrain.enabled() {
+            self.pretrain.optim.validate("pretrain.optim")?;
+            if self.model.concept_weight <= 0.0 {
+                return Err(bad(
+                    "pretrain.optim.steps",
+                    self.pretrain.optim.steps,
+                    "0 unless the model has a concept head (model.concept_weight > 0)",
+                ));
+            }
+        }
         self.apo.optim.validate("apo.optim")?;
         self.model
             .student(self.tokenizer.vocab_size.max(8))

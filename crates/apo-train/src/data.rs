@@ -170,6 +170,48 @@ pub fn consensus_targets(prefs: &Preferences, items: &[Item]) -> Vec<Option<[f32
     out
 }
 
+/// The sampling order's units with oversampling ([`crate::config::DataConfig::oversample`]):
+/// each unit index repeated by the weight of its image, in unit order. `images[u]` is unit
+/// `u`'s image; `targets` the consensus findings per image (`None`: no consensus, weight 1).
+/// Returns `0..images.len()` when `findings` is empty.
+pub fn oversampled_units(
+    images: &[usize],
+    targets: &[Option<[f32; 14]>],
+    findings: &[cxr_max::Finding],
+    max: usize,
+) -> Vec<usize> {
+    let rows: Vec<&[f32; 14]> = targets.iter().flatten().collect();
+    let repeat: Vec<usize> = if findings.is_empty() || rows.is_empty() {
+        vec![1; targets.len()]
+    } else {
+        // Per finding: negatives per positive among the images with a consensus.
+        let ratio: Vec<Option<f64>> = (0..14)
+            .map(|k| {
+                let pos = rows.iter().filter(|r| r[k] >= 0.5).count();
+                (pos > 0 && findings.iter().any(|f| f.index() == k))
+                    .then(|| (rows.len() - pos) as f64 / pos as f64)
+            })
+            .collect();
+        targets
+            .iter()
+            .map(|t| {
+                let Some(t) = t else { return 1 };
+                (0..14)
+                    .filter(|&k| t[k] >= 0.5)
+                    .filter_map(|k| ratio[k])
+                    .map(|r| (r.round() as usize).clamp(1, max.max(1)))
+                    .max()
+                    .unwrap_or(1)
+            })
+            .collect()
+    };
+    images
+        .iter()
+        .enumerate()
+        .flat_map(|(u, &i)| std::iter::repeat_n(u, repeat.get(i).copied().unwrap_or(1)))
+        .collect()
+}
+
 /// The preference sets of stage 2 in our layout (`apo consensus build --export ours`), read
 /// and parsed once: what stage 2 builds its groups from and the consensus concept targets
 /// are read from.

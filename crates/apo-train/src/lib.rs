@@ -39,4 +39,7 @@ pub mod train;
 pub use config::RunConfig;
 pub use error::{Result, TrainError};
 pub use kernels::{ApoKernels, TrainBackend};
-pub use model::{Activation, Block, DecodeCache, Dense, Lora, Rows, Student, StudentConfig};
+pub use model::{
+    Activation, Block, ConceptAttention, ConceptPooling, DecodeCache, Dense, Lora, Rows, Student,
+    StudentConfig,
+};

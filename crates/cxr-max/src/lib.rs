@@ -36,6 +36,7 @@ pub mod findings {
         LabelOptions, LabelSummary, RejectedReport, ReportFormat, label_reports,
     };
     pub use crate::labeler::{
-        Extraction, Labeler, LabelerError, Lexicon, Mention, extract, split_sentences, statement,
+        Consistency, Extraction, Labeler, LabelerError, Lexicon, Mention, extract, split_sentences,
+        statement,
     };
 }

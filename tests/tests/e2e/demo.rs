@@ -50,6 +50,7 @@ impl apo_pipeline::Observer for Recorder {
 
 #[test]
 fn tiny_demo_writes_every_artefact() {
+    let _training = crate::training();
     let out = std::env::temp_dir().join(format!("apo-e2e-demo-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
     let options = DemoOptions {
@@ -59,6 +60,7 @@ fn tiny_demo_writes_every_artefact() {
         out: out.clone(),
         sft_steps: 3,
         apo_steps: 2,
+        ..DemoOptions::default()
     };
     let mut seen = Recorder::default();
     let r = run::<Cpu>(&options, &Default::default(), &mut seen).unwrap();

@@ -15,6 +15,7 @@ fn stage_report(out: &std::path::Path, name: &str) -> serde_json::Value {
 
 #[test]
 fn rerun_resumes_at_the_first_unfinished_stage() {
+    let _training = crate::training();
     let root = std::env::temp_dir().join(format!("apo-e2e-run-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     let data = root.join("data");

@@ -264,6 +264,8 @@ pub fn print_result(result: &PipelineResult, out: &Path, json: bool) -> Result<(
             "mean_accuracy": result.mean_accuracy,
             "per_finding": result.per_finding,
             "test_images": result.test_images,
+            "eval_split": result.eval_split,
+            "counterfactuals": result.counterfactuals,
             "seconds": result.seconds,
         });
         println!("{v}");
@@ -272,9 +274,23 @@ pub fn print_result(result: &PipelineResult, out: &Path, json: bool) -> Result<(
     let table = std::fs::read_to_string(out.join("table.txt"))
         .map_err(|e| format!("{}: {e}", out.join("table.txt").display()))?;
     println!(
-        "\nOn the test split ({} images):\n{table}",
-        result.test_images
+        "\nOn the {} split ({} images):\n{table}",
+        result.eval_split, result.test_images
     );
+    if let Some(cf) = &result.counterfactuals {
+        let per: Vec<String> = cf
+            .findings
+            .iter()
+            .map(|c| format!("{} {:.2}", c.finding, c.flip_rate))
+            .collect();
+        println!(
+            "Counterfactual renders ({} images, one finding toggled): the APO student's statement \
+             flips on {:.1} % ({}).\n",
+            cf.images,
+            100.0 * cf.flip_rate,
+            per.join(", ")
+        );
+    }
     let mut versus: Vec<&str> = Vec::new();
     for c in &result.comparisons {
         if !versus.contains(&c.versus.as_str()) {

@@ -97,6 +97,8 @@ fn empty_result() -> PipelineResult {
         per_finding: BTreeMap::new(),
         rows: Vec::new(),
         evaluated: Vec::new(),
+        eval_split: "test".into(),
+        counterfactuals: None,
         test_images: 0,
         train_images: 0,
         preference_sets: 0,

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, sigmoid};
 use burn::tensor::backend::Backend;
 
-use super::{Block, Dense, Student};
+use super::{Block, ConceptAttention, Dense, Student};
 use crate::{Result, TrainError};
 
 /// The student's architecture.
@@ -63,10 +63,26 @@ pub struct StudentConfig {
     /// Needs `concept_head`.
     #[config(default = false)]
     pub concept_input: bool,
+    /// How the concept head pools the image's prefix vectors: `mean` (a linear head on their
+    /// mean) or `attention` (one learned query per concept, [`ConceptAttention`]).
+    #[config(default = "ConceptPooling::Mean")]
+    pub concept_pooling: ConceptPooling,
     /// Outputs of the concept head (the training stages use one per `cxr-max` finding, 14;
     /// a `model.json` written before this field existed loads with 14).
     #[config(default = 14)]
     pub n_concepts: usize,
+}
+
+/// How the concept head pools the image's prefix vectors (`model.concept_pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConceptPooling {
+    /// A linear head on the mean prefix vector (a `model.json` written before this field
+    /// existed loads with it).
+    #[default]
+    Mean,
+    /// Per-concept attention pooling ([`ConceptAttention`]).
+    Attention,
 }
 
 /// The MLP activation.
@@ -191,9 +207,11 @@ impl StudentConfig {
             norm: LayerNormConfig::new(d).init(device),
             head: Dense::new(d, self.vocab_size, device),
             summary: self.image_summary.then(|| Dense::new(d, d, device)),
-            concepts: self
-                .concept_head
+            concepts: (self.concept_head && self.concept_pooling == ConceptPooling::Mean)
                 .then(|| Dense::new(d, self.n_concepts, device)),
+            concept_attention: (self.concept_head
+                && self.concept_pooling == ConceptPooling::Attention)
+                .then(|| ConceptAttention::new(self.n_concepts, d, device)),
             concept_input: self
                 .concept_input
                 .then(|| Dense::new(self.n_concepts, d, device)),

@@ -9,13 +9,15 @@
 //! group, or one trajectory per teacher). Every linear layer can carry a LoRA adapter.
 
 mod block;
+mod concept;
 mod config;
 mod decode;
 mod dense;
 mod student;
 
 pub use block::{Block, Rows};
-pub use config::{Activation, StudentConfig};
+pub use concept::ConceptAttention;
+pub use config::{Activation, ConceptPooling, StudentConfig};
 pub use decode::DecodeCache;
 pub use dense::{Dense, Lora};
 pub use student::Student;

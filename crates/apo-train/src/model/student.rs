@@ -7,7 +7,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::{Block, Dense, Rows};
+use super::{Block, ConceptAttention, Dense, Rows};
 use crate::Result;
 use crate::data::Batch;
 use crate::kernels::ApoKernels;
@@ -26,6 +26,7 @@ pub struct Student<B: Backend> {
     pub(super) head: Dense<B>,
     pub(super) summary: Option<Dense<B>>,
     pub(super) concepts: Option<Dense<B>>,
+    pub(super) concept_attention: Option<ConceptAttention<B>>,
     pub(super) concept_input: Option<Dense<B>>,
     pub(super) patches: usize,
     pub(super) max_text_len: usize,
@@ -133,6 +134,9 @@ impl<B: ApoKernels> Student<B> {
     /// Concept logits `[G, n_concepts]` of prefixes `[G, P, d]` (in the training stages one
     /// per finding, in `cxr_max::Finding::ALL` order), when the model has a concept head.
     pub fn concepts(&self, prefix: &Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+        if let Some(attention) = &self.concept_attention {
+            return Some(attention.forward(prefix.clone()));
+        }
         let dense = self.concepts.as_ref()?;
         let [g, _, d] = prefix.dims();
         Some(dense.forward(prefix.clone().mean_dim(1).reshape([g, d])))
@@ -148,8 +152,8 @@ impl<B: ApoKernels> Student<B> {
             .summary
             .as_ref()
             .map(|dense| dense.forward(mean.clone()));
-        let concepts = match (&self.concepts, &self.concept_input) {
-            (Some(head), Some(input)) => Some(input.forward(sigmoid(head.forward(mean)))),
+        let concepts = match (&self.concept_input, self.concepts(prefix)) {
+            (Some(input), Some(logits)) => Some(input.forward(sigmoid(logits)).reshape([g, 1, d])),
             _ => None,
         };
         let x = match (projected, concepts) {

@@ -15,7 +15,7 @@ use cxr_max::dataset::Item;
 use apo_loss::tensor::{PreferenceBatch, token_logprobs};
 
 use crate::checkpoint::{self, fnv};
-use crate::config::{ConceptTargets, RunConfig};
+use crate::config::{ConceptTargets, Oversample, RunConfig};
 use crate::data::{self, Batch, Images, Preferences};
 use crate::error::io_err;
 use crate::tokenizer::TextTokenizer;
@@ -130,10 +130,13 @@ pub fn sft<B: TrainBackend>(
 ) -> Result<StageReport> {
     config.validate()?;
     let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
-    let prefs = match (config.model.concept_weight > 0.0, &config.data.preferences) {
-        (true, Some(path)) if config.model.concept_targets == ConceptTargets::Consensus => {
-            Some(Preferences::read(path)?)
-        }
+    let consensus_concepts = config.model.concept_weight > 0.0
+        && config.model.concept_targets == ConceptTargets::Consensus;
+    let prefs = match (
+        consensus_concepts || config.data.oversample != Oversample::None,
+        &config.data.preferences,
+    ) {
+        (true, Some(path)) => Some(Preferences::read(path)?),
         _ => None,
     };
     sft_on::<B>(config, &items, prefs.as_ref(), device, resume, observer)
@@ -198,10 +201,28 @@ pub fn sft_on<B: TrainBackend>(
         &config.run.seed.to_le_bytes(),
         &(groups.len() as u64).to_le_bytes(),
     ]);
+    let balance = concept_balance(config, &concepts);
     B::seed(device, config.run.seed);
     let model = model_config.init::<B>(device)?;
+    let model = if config.pretrain.enabled() {
+        pretrain(
+            config,
+            &model_config,
+            model,
+            &images,
+            &concepts,
+            balance.as_ref(),
+            device,
+            resume,
+            observer,
+        )?
+    } else {
+        model
+    };
     let pad = tok.pad();
     let dir = config.run.out.join("sft");
+    let group_images: Vec<usize> = groups.iter().map(|g| g.image).collect();
+    let order = sampling_order(config, items, prefs, &group_images)?;
     let runner = Runner {
         stage: "sft",
         dir: &dir,
@@ -210,10 +231,12 @@ pub fn sft_on<B: TrainBackend>(
         run: &config.run,
         model_config: &model_config,
         fingerprint: &fingerprint,
-        units: groups.len(),
+        units: order.len(),
         resume,
     };
     let (model, report) = runner.run(model, device, observer, |model, which| {
+        let which: Vec<usize> = which.iter().map(|&u| order[u]).collect();
+        let which = which.as_slice();
         let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
         let prefix = model.encode(batch.images);
         let concept_logits = model.concepts(&prefix);
@@ -224,7 +247,7 @@ pub fn sft_on<B: TrainBackend>(
         let mut concept = None;
         if let Some(x) = concept_logits {
             let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
-            if let Some(bce) = concept_bce(x, &rows, device) {
+            if let Some(bce) = concept_bce(x, &rows, balance.as_ref(), device) {
                 concept = Some(bce.clone().into_scalar().elem());
                 loss = loss + bce.mul_scalar(concept_weight);
             }
@@ -327,12 +350,18 @@ pub fn apo_on<B: TrainBackend>(
     // Only the groups the run's micro-batches visit (200 steps of 4 groups visit about 800 of
     // 8,000): the reference pass is a full forward per sequence.
     let opt = &config.apo.optim;
-    let needed = reference::visited(
+    let group_images: Vec<usize> = groups.iter().map(|g| g.image).collect();
+    let order = sampling_order(config, items, Some(prefs), &group_images)?;
+    let mut needed: Vec<usize> = reference::visited(
         config.run.seed,
-        groups.len(),
+        order.len(),
         opt.batch_size,
         opt.steps * opt.grad_accum,
-    );
+    )
+    .into_iter()
+    .map(|u| order[u])
+    .collect();
+    needed.dedup();
     let ref_lp = reference_logprobs(
         &config.run.out.join("reference"),
         &key,
@@ -366,6 +395,7 @@ pub fn apo_on<B: TrainBackend>(
     } else {
         Vec::new()
     };
+    let balance = concept_balance(config, &concepts);
     let pad = tok.pad();
     let runner = Runner {
         stage: name,
@@ -375,10 +405,12 @@ pub fn apo_on<B: TrainBackend>(
         run: &config.run,
         model_config: &model_config,
         fingerprint: &fingerprint,
-        units: groups.len(),
+        units: order.len(),
         resume,
     };
     let (model, report) = runner.run(policy, device, observer, |model, which| {
+        let which: Vec<usize> = which.iter().map(|&u| order[u]).collect();
+        let which = which.as_slice();
         let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
         let reference: Vec<&[f32]> = which.iter().map(|&g| ref_lp[g].as_slice()).collect();
         if let Some(k) = which.iter().position(|&g| ref_lp[g].is_empty()) {
@@ -391,7 +423,7 @@ pub fn apo_on<B: TrainBackend>(
         let concept_loss = match model.concepts(&prefix) {
             Some(x) if !concepts.is_empty() => {
                 let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
-                concept_bce(x, &rows, device)
+                concept_bce(x, &rows, balance.as_ref(), device)
             }
             _ => None,
         };
@@ -512,11 +544,144 @@ fn concept_table(
     }
 }
 
+/// The stage's sampling order: unit `u` of the runner is group `order[u]`. Without
+/// `data.oversample` every group once; with it, groups repeated by their image's weight
+/// ([`data::oversampled_units`], from the consensus findings of `prefs`).
+///
+/// # Errors
+/// [`TrainError::Config`] when oversampling is asked for without preference sets.
+fn sampling_order(
+    config: &RunConfig,
+    items: &[Item],
+    prefs: Option<&Preferences>,
+    group_images: &[usize],
+) -> Result<Vec<usize>> {
+    let findings: &[cxr_max::Finding] = match config.data.oversample {
+        Oversample::None => return Ok((0..group_images.len()).collect()),
+        Oversample::Table1 => &cxr_max::Finding::TABLE1,
+        Oversample::All => &cxr_max::Finding::ALL,
+    };
+    let prefs = prefs.ok_or_else(|| TrainError::Config {
+        field: "data.oversample".into(),
+        value: format!("{:?}", config.data.oversample).to_lowercase(),
+        expected: "`none` unless data.preferences names the preference sets whose consensus                    findings are balanced"
+            .into(),
+    })?;
+    let targets = data::consensus_targets(prefs, items);
+    let order =
+        data::oversampled_units(group_images, &targets, findings, config.data.oversample_max);
+    tracing::info!(
+        groups = group_images.len(),
+        units = order.len(),
+        "oversampled sampling order"
+    );
+    Ok(order)
+}
+
+/// Each finding's share of positive concept targets over the images that have targets,
+/// clamped to [0.01, 0.99] (so no class weighs more than 50), when `model.concept_balance`
+/// is set; `None` otherwise.
+fn concept_balance(config: &RunConfig, concepts: &[Option<[f32; 14]>]) -> Option<[f32; 14]> {
+    if !config.model.concept_balance {
+        return None;
+    }
+    let rows: Vec<&[f32; 14]> = concepts.iter().flatten().collect();
+    let mut pi = [0.5f32; 14];
+    if !rows.is_empty() {
+        for (k, p) in pi.iter_mut().enumerate() {
+            let sum: f64 = rows.iter().map(|r| f64::from(r[k])).sum();
+            *p = ((sum / rows.len() as f64) as f32).clamp(0.01, 0.99);
+        }
+    }
+    Some(pi)
+}
+
+/// The encoder pretraining stage (`[pretrain]`): the image encoder and the concept head of
+/// `model` learn the concept targets of the images that have them, `pretrain.optim.batch_size`
+/// images per micro-batch, no text. Writes `OUT/pretrain/{model.bin, model.json,
+/// metrics.jsonl, checkpoints/}` and returns the model stage 1 starts from.
+#[allow(clippy::too_many_arguments)]
+fn pretrain<B: TrainBackend>(
+    config: &RunConfig,
+    model_config: &StudentConfig,
+    model: Student<B>,
+    images: &Images,
+    concepts: &[Option<[f32; 14]>],
+    balance: Option<&[f32; 14]>,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<Student<B>> {
+    let _span = tracing::info_span!("pretrain").entered();
+    let units: Vec<usize> = (0..concepts.len())
+        .filter(|&i| concepts[i].is_some())
+        .collect();
+    if units.is_empty() {
+        return Err(TrainError::Empty(
+            "pretrain: no training image has concept targets".into(),
+        ));
+    }
+    let opt = &config.pretrain.optim;
+    let fingerprint = fnv(&[
+        b"pretrain",
+        serde_json::to_string(opt).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.model)
+            .unwrap_or_default()
+            .as_bytes(),
+        serde_json::to_string(&config.data)
+            .unwrap_or_default()
+            .as_bytes(),
+        &config.run.seed.to_le_bytes(),
+        &(units.len() as u64).to_le_bytes(),
+    ]);
+    let dir = config.run.out.join("pretrain");
+    tracing::info!(images = units.len(), steps = opt.steps, "pretrain data");
+    let runner = Runner {
+        stage: "pretrain",
+        dir: &dir,
+        opt,
+        peak_lr: opt.peak_lr(crate::config::SFT_LR),
+        run: &config.run,
+        model_config,
+        fingerprint: &fingerprint,
+        units: units.len(),
+        resume,
+    };
+    let (model, report) = runner.run(model, device, observer, |model, which| {
+        let chosen: Vec<usize> = which.iter().map(|&u| units[u]).collect();
+        let prefix = model.encode(images.tensor(&chosen, device));
+        let logits = model
+            .concepts(&prefix)
+            .ok_or_else(|| TrainError::Empty("pretrain: the model has no concept head".into()))?;
+        let rows: Vec<_> = chosen.iter().map(|&i| concepts[i]).collect();
+        let bce = concept_bce(logits, &rows, balance, device)
+            .ok_or_else(|| TrainError::Empty("pretrain: a batch without targets".into()))?;
+        Ok(MicroOut {
+            concept: Some(bce.clone().into_scalar().elem()),
+            loss: bce,
+            tokens: 0,
+            extra: None,
+        })
+    })?;
+    let report = save_final(model.clone().valid(), report, &dir, model_config)?;
+    tracing::info!(
+        first = report.first_loss,
+        last = report.last_loss,
+        seconds = report.seconds,
+        "pretrain done"
+    );
+    Ok(model)
+}
+
 /// The mean binary cross-entropy of concept logits `[G, 14]` against `targets` (one row per
-/// group; `None` rows are left out); `None` when no row has targets.
+/// group; `None` rows are left out); `None` when no row has targets. With `balance` (each
+/// finding's share of positive targets, [`concept_balance`]) the terms are class-balanced:
+/// a target `t` of finding `k` weighs `t · ½/π_k + (1 − t) · ½/(1 − π_k)`, which averages 1
+/// over the training targets, so the loss keeps its scale.
 fn concept_bce<B: Backend>(
     logits: Tensor<B, 2>,
     targets: &[Option<[f32; 14]>],
+    balance: Option<&[f32; 14]>,
     device: &B::Device,
 ) -> Option<Tensor<B, 1>> {
     let k = cxr_max::Finding::ALL.len();
@@ -527,8 +692,18 @@ fn concept_bce<B: Backend>(
     let mut t = Vec::with_capacity(targets.len() * k);
     let mut m = Vec::with_capacity(targets.len() * k);
     for row in targets {
-        t.extend(row.unwrap_or([0.0; 14]));
-        m.extend([if row.is_some() { 1f32 } else { 0.0 }; 14]);
+        let row_t = row.unwrap_or([0.0; 14]);
+        t.extend(row_t);
+        match (row, balance) {
+            (None, _) => m.extend([0f32; 14]),
+            (Some(_), None) => m.extend([1f32; 14]),
+            (Some(_), Some(pi)) => m.extend(
+                row_t
+                    .iter()
+                    .zip(pi)
+                    .map(|(&t, &p)| t * 0.5 / p + (1.0 - t) * 0.5 / (1.0 - p)),
+            ),
+        }
     }
     let t = Tensor::<B, 2>::from_data(TensorData::new(t, [targets.len(), k]), device);
     let m = Tensor::<B, 2>::from_data(TensorData::new(m, [targets.len(), k]), device);
@@ -557,6 +732,39 @@ fn average(m: &[apo_loss::Metrics]) -> Option<apo_loss::Metrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The class-balanced concept loss: each finding's positive targets weigh `½/π`, its
+    /// negative ones `½/(1 − π)`, with π the finding's share of positive targets over the
+    /// training images; rows without targets count for nothing.
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn balanced_concept_loss_weighs_each_class_by_its_share() {
+        type Nd = burn::backend::NdArray;
+        let device = Default::default();
+        let mut pos = [0f32; 14];
+        pos[2] = 1.0;
+        let neg = [0f32; 14];
+        let table = vec![Some(pos), Some(neg), Some(neg), Some(neg), None];
+        let mut config = RunConfig::default();
+        assert_eq!(concept_balance(&config, &table), None);
+        config.model.concept_balance = true;
+        let pi = concept_balance(&config, &table).unwrap();
+        assert_eq!(pi[2], 0.25);
+        assert_eq!(pi[0], 0.01, "a finding no image states is clamped");
+        // Logits 0 everywhere: every term is ln 2 times its weight.
+        let logits = Tensor::<Nd, 2>::zeros([5, 14], &device);
+        let plain = concept_bce(logits.clone(), &table, None, &device).unwrap();
+        let plain: f32 = plain.into_scalar();
+        assert!((plain - 2f32.ln()).abs() < 1e-6, "{plain}");
+        let balanced: f32 = concept_bce(logits, &table, Some(&pi), &device)
+            .unwrap()
+            .into_scalar();
+        // Finding 2: one positive at ½/0.25 = 2, three negatives at ½/0.75; the other 13
+        // findings: four negatives at ½/0.99 each. Mean over the 4 · 14 terms.
+        let w = 2.0 + 3.0 * (0.5 / 0.75) + 13.0 * 4.0 * (0.5 / 0.99);
+        let want = 2f32.ln() * w / 56.0;
+        assert!((balanced - want).abs() < 1e-5, "{balanced} vs {want}");
+    }
 
     /// A run folder's tokenizer trained for another `tokenizer.vocab_size` is an error that
     /// names the file and both sizes; the same configuration reuses it.

@@ -609,3 +609,69 @@ fn concept_head_targets_and_stage_one_loss() {
     assert!((b[0].concept_loss.unwrap() - extra).abs() < 1e-3);
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// The encoder pretraining stage: with a concept head pooled by attention and balanced
+/// classes, `[pretrain]` trains the image encoder and the head on the consensus targets alone
+/// (no text), writes `OUT/pretrain/`, and stage 1 starts from its model; without a concept
+/// head it is a configuration error.
+#[test]
+fn encoder_pretraining_feeds_stage_one() {
+    let _serial = serial();
+    let root = temp("pretrain");
+    let mut config = tiny(&root);
+    config.sft.steps = 2;
+    let prefs = root.join("prefs.jsonl");
+    preferences(&config, &prefs);
+    config.data.preferences = Some(prefs);
+    config.model.concept_weight = 1.0;
+    config.model.concept_input = true;
+    config.model.concept_pooling = apo_train::ConceptPooling::Attention;
+    config.model.concept_balance = true;
+    config.pretrain.optim.steps = 8;
+    config.pretrain.optim.batch_size = 4;
+    config.pretrain.optim.learning_rate = Some(1e-2);
+    config.pretrain.optim.warmup_ratio = 0.0;
+
+    let mut no_head = config.clone();
+    no_head.model.concept_weight = 0.0;
+    no_head.model.concept_input = false;
+    let err = no_head.validate().unwrap_err().to_string();
+    assert!(err.contains("pretrain.optim.steps"), "{err}");
+
+    let device = Default::default();
+    let report = train::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    let pre = metrics(&config.run.out.join("pretrain/metrics.jsonl"));
+    assert_eq!(pre.len(), 8);
+    assert!(pre.iter().all(|m| m.stage == "pretrain"));
+    // The loss is the concept cross-entropy alone, balanced: near ln 2 at the start.
+    let first = pre[0].concept_loss.unwrap();
+    assert!((pre[0].loss - first).abs() < 1e-6);
+    assert!((first - 2f64.ln()).abs() < 0.25, "{first}");
+    let last = pre[7].loss;
+    assert!(last < first, "pretraining loss {first} -> {last}");
+    assert!(config.run.out.join("pretrain/model.bin").exists());
+    let (pretrained, model_config) =
+        apo_train::checkpoint::load_model::<NdArray>(&config.run.out.join("pretrain"), &device)
+            .unwrap();
+    assert_eq!(
+        model_config.concept_pooling,
+        apo_train::ConceptPooling::Attention
+    );
+    // Stage 1 starts where pretraining ended: its first step's concept loss is the
+    // pretrained head's (below a fresh head's ln 2).
+    let sft = metrics(&report.metrics);
+    assert!(
+        sft[0].concept_loss.unwrap() < first,
+        "{:?}",
+        sft[0].concept_loss
+    );
+    // Without the stage, stage 1 trains from a fresh model and no OUT/pretrain is written.
+    let mut plain = config.clone();
+    plain.pretrain.optim.steps = 0;
+    plain.run.out = root.join("run-plain");
+    train::sft::<B>(&plain, &device, false, &mut Quiet).unwrap();
+    assert!(!plain.run.out.join("pretrain").exists());
+    assert_ne!(digest(&plain.run.out), digest(&config.run.out));
+    assert_ne!(pretrained.weights_digest(), digest(&config.run.out));
+    std::fs::remove_dir_all(&root).ok();
+}

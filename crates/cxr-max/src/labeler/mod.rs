@@ -55,7 +55,67 @@ pub struct Extraction {
     pub sentences: usize,
 }
 
+/// How a text's earlier statements sit with its final ones (the paper's chain-of-thought
+/// consistency): per finding, whether an earlier statement contradicts the final one (present
+/// against absent) or hedges it (uncertain against a definite final statement, or a definite
+/// earlier statement left uncertain at the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Consistency {
+    /// Findings with an earlier statement that contradicts the final one.
+    pub contradictions: usize,
+    /// Findings with an earlier statement that hedges the final one (and none that
+    /// contradicts it).
+    pub hedges: usize,
+}
+
+impl Consistency {
+    /// Whether any finding's earlier statements contradict or hedge its final one.
+    pub fn inconsistent(self) -> bool {
+        self.contradictions + self.hedges > 0
+    }
+}
+
 impl Extraction {
+    /// Contradictions and hedges of the earlier statements against the final ones.
+    ///
+    /// # Examples
+    /// ```
+    /// use cxr_max::findings;
+    /// let e = findings::extract("Small left pleural effusion. No pleural effusion. Possible edema. Mild pulmonary edema.");
+    /// let c = e.consistency();
+    /// assert_eq!((c.contradictions, c.hedges), (1, 1));
+    /// assert!(!findings::extract("No pneumothorax. No pneumothorax.").consistency().inconsistent());
+    /// ```
+    pub fn consistency(&self) -> Consistency {
+        use LabelStatus::{Negative, Positive, Uncertain};
+        let mut out = Consistency::default();
+        for finding in Finding::ALL {
+            let Some(last) = self.mentions.iter().rposition(|m| m.finding == finding) else {
+                continue;
+            };
+            let end = self.mentions[last].status;
+            let earlier = self.mentions[..last]
+                .iter()
+                .filter(|m| m.finding == finding);
+            let (mut contradicts, mut hedges) = (false, false);
+            for m in earlier {
+                match (m.status, end) {
+                    (Positive, Negative) | (Negative, Positive) => contradicts = true,
+                    (Uncertain, Positive | Negative) | (Positive | Negative, Uncertain) => {
+                        hedges = true;
+                    }
+                    _ => {}
+                }
+            }
+            if contradicts {
+                out.contradictions += 1;
+            } else if hedges {
+                out.hedges += 1;
+            }
+        }
+        out
+    }
+
     /// The status of `finding` after the first `steps` sentences (last statement wins within
     /// the prefix): the per-step state of a trajectory.
     pub fn status_at(&self, finding: Finding, steps: usize) -> LabelStatus {
