@@ -356,8 +356,11 @@ enum Command {
     ///
     /// Each line: {"objective":"plackett-luce","beta":0.1,"chosen":{"policy":-12.5,"reference":-13.0},
     /// "rejected":[{"policy":..,"reference":..},...]} with optional "id", "label_smoothing", "gamma",
-    /// "sft_weight", "aggregation" ("sum"|"mean"), "weights" and per-sequence "tokens".
-    /// Objectives: plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo.
+    /// "sft_weight", "aggregation" ("sum"|"mean"), "reduction" ("mean"|"sum", pairwise
+    /// objectives), "temperature" and "rewards" (infonca: one per sequence, chosen first),
+    /// "weights" and per-sequence "tokens".
+    /// Objectives: plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo,
+    /// plackett-luce-ranking, infonca.
     /// Prints one line per case: {"loss":..,"grad_chosen":..,"grad_rejected":[..]}, or
     /// {"line":N,"error":".."}; exits with status 1 if any case failed.
     Loss {

@@ -10,14 +10,18 @@
 //! ```
 //!
 //! with the optional keys `id` (echoed back), `label_smoothing`, `gamma`, `sft_weight`,
-//! `aggregation` (`sum` | `mean`), `weights` (one per negative) and, per sequence, `tokens`.
+//! `aggregation` (`sum` | `mean`), `reduction` (`mean` | `sum`, pairwise objectives),
+//! `temperature` (`infonca`), `weights` (one per negative), `rewards` (`infonca`: one per
+//! sequence, the chosen one's first) and, per sequence, `tokens`. Any other key is an error.
 //! Each case yields one output line, in order: `{"loss":…,"grad_chosen":…,"grad_rejected":[…]}`
 //! (gradients are d loss / d policy log-prob), plus `"metrics"` when asked. A line that cannot be
 //! evaluated yields `{"line":N,"error":"…"}` and the remaining lines are still answered.
 
 use std::io::{BufRead, Write};
 
-use crate::{Aggregation, Example, LossConfig, LossOutput, Metrics, Objective, Sequence};
+use crate::{
+    Aggregation, Example, LossConfig, LossOutput, Metrics, Objective, Reduction, Sequence,
+};
 use serde::{Deserialize, Serialize};
 
 /// One input case.
@@ -45,6 +49,12 @@ pub struct Case {
     /// Log-prob aggregation (default: the objective's).
     #[serde(default)]
     pub aggregation: Option<Aggregation>,
+    /// InfoNCA temperature α (default 0.1).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Reduction of the pairwise objectives over negatives (default `mean`).
+    #[serde(default)]
+    pub reduction: Reduction,
     /// The chosen sequence.
     pub chosen: Sequence,
     /// The rejected sequences.
@@ -52,6 +62,9 @@ pub struct Case {
     /// Optional per-negative weights.
     #[serde(default)]
     pub weights: Option<Vec<f64>>,
+    /// Optional rewards for `infonca`'s soft targets, one per sequence (chosen first).
+    #[serde(default)]
+    pub rewards: Option<Vec<f64>>,
 }
 
 fn default_beta() -> f64 {
@@ -60,6 +73,10 @@ fn default_beta() -> f64 {
 
 fn default_gamma() -> f64 {
     LossConfig::default().gamma
+}
+
+fn default_temperature() -> f64 {
+    LossConfig::default().temperature
 }
 
 impl Case {
@@ -72,6 +89,8 @@ impl Case {
             gamma: self.gamma,
             sft_weight: self.sft_weight,
             aggregation: self.aggregation,
+            temperature: self.temperature,
+            reduction: self.reduction,
         }
     }
 
@@ -81,6 +100,7 @@ impl Case {
             chosen: self.chosen,
             rejected: self.rejected.clone(),
             weights: self.weights.clone(),
+            rewards: self.rewards.clone(),
         }
     }
 
@@ -280,6 +300,58 @@ not json
         );
         assert_eq!(summary.failed, 0, "{lines:?}");
         assert!((lines[0]["loss"].as_f64().unwrap() - 2f64.ln()).abs() < 1e-15);
+    }
+
+    /// The listwise and reduction keys reach the objective: InfoNCA with rewards and a
+    /// temperature, a summed pairwise loss, and rewards where they do not belong.
+    #[test]
+    fn listwise_keys_are_read() {
+        let seqs = r#""chosen":{"policy":-5,"reference":-6},"rejected":[{"policy":-7,"reference":-7},{"policy":-6,"reference":-6}]"#;
+        let input = [
+            format!(r#"{{"objective":"infonca","temperature":0.5,"rewards":[1,0.5,0.25],{seqs}}}"#),
+            format!(r#"{{"objective":"pairwise-sigmoid","reduction":"sum",{seqs}}}"#),
+            format!(r#"{{"objective":"pairwise-sigmoid",{seqs}}}"#),
+            format!(r#"{{"objective":"plackett-luce-ranking",{seqs}}}"#),
+            format!(r#"{{"objective":"plackett-luce","rewards":[1,0,0],{seqs}}}"#),
+            format!(r#"{{"objective":"infonca","rewards":[1,0],{seqs}}}"#),
+            format!(r#"{{"objective":"infonca","reduction":"max",{seqs}}}"#),
+        ]
+        .join("\n");
+        let (lines, summary) = answer(&input);
+        assert_eq!((summary.answered, summary.failed), (4, 3), "{lines:?}");
+        let ex = Example::new(
+            Sequence::new(-5.0, -6.0),
+            vec![Sequence::new(-7.0, -7.0), Sequence::new(-6.0, -6.0)],
+        );
+        let want = LossConfig::new(Objective::Infonca)
+            .with_temperature(0.5)
+            .init()
+            .unwrap()
+            .compute(&ex.clone().with_rewards(vec![1.0, 0.5, 0.25]))
+            .unwrap();
+        assert_eq!(lines[0]["loss"].as_f64().unwrap(), want.loss);
+        let (sum, mean) = (
+            lines[1]["loss"].as_f64().unwrap(),
+            lines[2]["loss"].as_f64().unwrap(),
+        );
+        assert!((sum - 2.0 * mean).abs() < 1e-15);
+        let ranking = LossConfig::new(Objective::PlackettLuceRanking)
+            .init()
+            .unwrap()
+            .compute(&ex)
+            .unwrap();
+        assert_eq!(lines[3]["loss"].as_f64().unwrap(), ranking.loss);
+        let error = |i: usize| lines[i]["error"].as_str().unwrap().to_owned();
+        assert_eq!(
+            error(4),
+            "objective `plackett-luce` does not use `rewards`; remove it or pick another objective"
+        );
+        assert!(
+            error(5).contains("rewards has 2 entries but 3"),
+            "{}",
+            error(5)
+        );
+        assert!(error(6).contains("unknown variant `max`"), "{}", error(6));
     }
 
     #[test]

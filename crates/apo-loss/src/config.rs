@@ -18,13 +18,27 @@ use crate::{LossError, Result};
 /// hinge             ℓ_u = max(0, 1 − x_u)                               (SLiC / RSO)
 /// robust            ℓ_u = [−(1−ε) ln σ(x_u) + ε ln σ(−x_u)] / (1 − 2ε)   (rDPO)
 /// simpo             ℓ_u = −(1−ε) ln σ(x_u − γ) − ε ln σ(γ − x_u),  s_i = β log π_θ(y_i) / |y_i|
+/// plackett-luce-ranking
+///                   L = Σ_{k=0..N−1} [logsumexp_{j≥k}(t_j) − t_k],  t_i = s_i + ln w_i, w_0 = 1
+/// infonca           L = −Σ_i p_i ln softmax(t)_i,  p = softmax(R / α)   (soft targets)
 /// ```
 ///
 /// The pairwise objectives average over negatives with the per-negative weights,
-/// `L = Σ_u w_u ℓ_u / Σ_u w_u`, which for integer weights is the same as repeating a negative
-/// `w_u` times. `plackett-luce` is the APO objective of the paper; `pairwise-sigmoid` is what the
-/// authors' released ms-swift recipe optimises once every negative is flattened into its own
-/// pair. With N = 1 both are standard DPO.
+/// `L = Σ_u w_u ℓ_u / Σ_u w_u` (`reduction = mean`, the default), which for integer weights is
+/// the same as repeating a negative `w_u` times, or sum them, `L = Σ_u w_u ℓ_u`
+/// (`reduction = sum`). `plackett-luce` is the APO objective of the paper; `pairwise-sigmoid` is
+/// what the authors' released ms-swift recipe optimises once every negative is flattened into
+/// its own pair. With N = 1 both are standard DPO.
+///
+/// The listwise objectives extend `plackett-luce`. `plackett-luce-ranking` is the full
+/// Plackett-Luce likelihood of the list `chosen, rejected[0], rejected[1], …` in that order
+/// (the caller orders the negatives by drift, least drifting first); its `k = 0` term is
+/// `plackett-luce`. `infonca` (Noise Contrastive Alignment, Chen et al. 2024) is the
+/// cross-entropy of the Plackett-Luce choice probabilities against soft targets from explicit
+/// rewards `R` ([`crate::Example::rewards`], index 0 the chosen sequence) at temperature
+/// `α` ([`LossConfig::temperature`]); without rewards the target is one-hot on the chosen
+/// sequence and `infonca` is `plackett-luce`. Negatives of weight 0 are left out of both
+/// (dropped from the ranking, target 0).
 ///
 /// # Examples
 /// ```
@@ -52,20 +66,28 @@ pub enum Objective {
     Robust,
     /// Reference-free, length-normalised SimPO with target margin `gamma`.
     Simpo,
+    /// The full Plackett-Luce ranking of the chosen sequence over the negatives in the order
+    /// given (least drifting first).
+    PlackettLuceRanking,
+    /// InfoNCA: cross-entropy against soft targets `softmax(rewards / temperature)`.
+    Infonca,
 }
 
 impl Objective {
     /// Every objective, in documentation order.
-    pub const ALL: [Objective; 6] = [
+    pub const ALL: [Objective; 8] = [
         Objective::PlackettLuce,
         Objective::PairwiseSigmoid,
         Objective::Ipo,
         Objective::Hinge,
         Objective::Robust,
         Objective::Simpo,
+        Objective::PlackettLuceRanking,
+        Objective::Infonca,
     ];
 
-    const NAMES: &'static str = "plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo";
+    const NAMES: &'static str = "plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo, \
+                                 plackett-luce-ranking, infonca";
 
     /// The kebab-case name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -76,7 +98,19 @@ impl Objective {
             Objective::Hinge => "hinge",
             Objective::Robust => "robust",
             Objective::Simpo => "simpo",
+            Objective::PlackettLuceRanking => "plackett-luce-ranking",
+            Objective::Infonca => "infonca",
         }
+    }
+
+    /// Whether the objective is a weighted combination of per-negative pairwise terms
+    /// (`pairwise-sigmoid`, `ipo`, `hinge`, `robust`, `simpo`), the objectives
+    /// [`LossConfig::reduction`] applies to.
+    pub fn is_pairwise(self) -> bool {
+        !matches!(
+            self,
+            Objective::PlackettLuce | Objective::PlackettLuceRanking | Objective::Infonca
+        )
     }
 
     /// Whether the objective compares the policy with a reference model.
@@ -174,6 +208,80 @@ impl FromStr for Aggregation {
     }
 }
 
+/// How the pairwise objectives combine their per-negative terms `ℓ_u` with the weights `w_u`.
+///
+/// # Examples
+/// ```
+/// use apo_loss::{Example, LossConfig, Objective, Reduction, Sequence};
+/// let ex = Example::new(Sequence::new(-3.0, -3.0), vec![Sequence::new(-4.0, -4.0); 3]);
+/// let mean = LossConfig::new(Objective::PairwiseSigmoid).init()?.compute(&ex)?;
+/// let sum = LossConfig::new(Objective::PairwiseSigmoid)
+///     .with_reduction("sum".parse()?)
+///     .init()?
+///     .compute(&ex)?;
+/// assert_eq!(Reduction::default(), Reduction::Mean);
+/// assert!((sum.loss - 3.0 * mean.loss).abs() < 1e-15);
+/// # Ok::<(), apo_loss::LossError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum Reduction {
+    /// The weighted mean `Σ_u w_u ℓ_u / Σ_u w_u` (TRL and ms-swift with flattened pairs).
+    #[default]
+    Mean,
+    /// The weighted sum `Σ_u w_u ℓ_u`: every negative is a constraint of its own, so a group
+    /// with more negatives weighs more.
+    Sum,
+}
+
+impl Reduction {
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::Mean => "mean",
+            Reduction::Sum => "sum",
+        }
+    }
+}
+
+impl fmt::Display for Reduction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Reduction {
+    type Err = LossError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Reduction::Mean),
+            "sum" => Ok(Reduction::Sum),
+            _ => Err(LossError::UnknownName {
+                kind: "reduction",
+                name: s.to_owned(),
+                expected: "mean, sum",
+            }),
+        }
+    }
+}
+
+/// The default InfoNCA temperature α.
+const DEFAULT_TEMPERATURE: f64 = 0.1;
+
+/// Serialisation skips `temperature` and `reduction` at their defaults, so configurations (and
+/// the keys hashed from them) that do not use them read as they did before the fields existed.
+#[cfg(feature = "serde")]
+fn is_default_temperature(t: &f64) -> bool {
+    *t == DEFAULT_TEMPERATURE
+}
+
+#[cfg(feature = "serde")]
+fn is_default_reduction(r: &Reduction) -> bool {
+    *r == Reduction::Mean
+}
+
 /// Hyperparameters of a preference objective.
 ///
 /// Build one with [`LossConfig::new`] and the `with_*` setters, then call
@@ -203,6 +311,17 @@ pub struct LossConfig {
     pub sft_weight: f64,
     /// Log-prob aggregation; `None` picks [`Objective::default_aggregation`]. Default: `None`.
     pub aggregation: Option<Aggregation>,
+    /// Temperature α > 0 of the soft targets `softmax(R / α)` of `infonca` (used by `infonca`
+    /// only). Default: 0.1.
+    #[cfg_attr(
+        feature = "serde",
+        serde(skip_serializing_if = "is_default_temperature")
+    )]
+    pub temperature: f64,
+    /// How the pairwise objectives combine their per-negative terms (`mean` or `sum`; the
+    /// listwise objectives accept only `mean`). Default: `mean`.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "is_default_reduction"))]
+    pub reduction: Reduction,
 }
 
 impl Default for LossConfig {
@@ -221,6 +340,8 @@ impl LossConfig {
             gamma: 0.5,
             sft_weight: 0.0,
             aggregation: None,
+            temperature: DEFAULT_TEMPERATURE,
+            reduction: Reduction::Mean,
         }
     }
 
@@ -254,6 +375,18 @@ impl LossConfig {
         self
     }
 
+    /// Sets the InfoNCA temperature α.
+    pub fn with_temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// Sets the reduction of the pairwise objectives.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
     /// The aggregation in effect: the configured one or the objective's default.
     pub fn effective_aggregation(&self) -> Aggregation {
         self.aggregation
@@ -264,9 +397,11 @@ impl LossConfig {
     ///
     /// # Errors
     /// [`LossError::InvalidBeta`] for β ≤ 0 or non-finite, [`LossError::OutOfRange`] for ε
-    /// outside [0, 0.5), a non-finite γ or a negative α, and
-    /// [`LossError::UnsupportedOption`] when ε is set for an objective that has no label
-    /// smoothing or γ is changed for an objective other than `simpo`.
+    /// outside [0, 0.5), a non-finite γ, a negative SFT weight or a temperature that is not a
+    /// finite number > 0, and [`LossError::UnsupportedOption`] when ε is set for an objective
+    /// that has no label smoothing, γ is changed for an objective other than `simpo`, the
+    /// temperature for one other than `infonca`, or the reduction is `sum` for one that is
+    /// not pairwise.
     pub fn init(&self) -> Result<PreferenceLoss> {
         self.validate()?;
         Ok(PreferenceLoss {
@@ -310,6 +445,25 @@ impl LossConfig {
                 name: "sft_weight",
                 value: self.sft_weight,
                 expected: "a finite number >= 0",
+            });
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(LossError::OutOfRange {
+                name: "temperature",
+                value: self.temperature,
+                expected: "a finite number > 0",
+            });
+        }
+        if self.temperature != DEFAULT_TEMPERATURE && self.objective != Objective::Infonca {
+            return Err(LossError::UnsupportedOption {
+                objective: self.objective.name(),
+                option: "temperature",
+            });
+        }
+        if self.reduction != Reduction::Mean && !self.objective.is_pairwise() {
+            return Err(LossError::UnsupportedOption {
+                objective: self.objective.name(),
+                option: "reduction",
             });
         }
         Ok(())
@@ -359,6 +513,94 @@ mod tests {
             Err(LossError::UnknownName { .. })
         ));
         assert_eq!("mean".parse::<Aggregation>().unwrap(), Aggregation::Mean);
+        for r in [Reduction::Mean, Reduction::Sum] {
+            assert_eq!(r.to_string().parse::<Reduction>().unwrap(), r);
+        }
+        assert!(matches!(
+            "max".parse::<Reduction>(),
+            Err(LossError::UnknownName {
+                kind: "reduction",
+                ..
+            })
+        ));
+        assert_eq!(
+            "plackett-luce-ranking".parse::<Objective>().unwrap(),
+            Objective::PlackettLuceRanking
+        );
+        assert_eq!("infonca".parse::<Objective>().unwrap(), Objective::Infonca);
+    }
+
+    /// Configurations that leave `temperature` and `reduction` at their defaults serialise
+    /// as before those fields existed (run fingerprints and cache keys hash them); set, they
+    /// round-trip.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn new_fields_serialise_only_when_set() {
+        let json = serde_json::to_string(&LossConfig::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"objective":"plackett-luce","beta":0.1,"label_smoothing":0.0,"gamma":0.5,"sft_weight":0.0,"aggregation":null}"#
+        );
+        let set = [
+            LossConfig::new(Objective::Infonca).with_temperature(0.5),
+            LossConfig::new(Objective::Hinge).with_reduction(Reduction::Sum),
+        ];
+        for config in set {
+            let json = serde_json::to_string(&config).unwrap();
+            assert!(json.contains("temperature") || json.contains(r#""reduction":"sum""#));
+            assert_eq!(serde_json::from_str::<LossConfig>(&json).unwrap(), config);
+        }
+        let read: LossConfig =
+            serde_json::from_str(r#"{"objective":"plackett-luce-ranking"}"#).unwrap();
+        assert_eq!(read, LossConfig::new(Objective::PlackettLuceRanking));
+    }
+
+    #[test]
+    fn listwise_options_are_validated() {
+        let nca = LossConfig::new(Objective::Infonca);
+        assert!(nca.clone().with_temperature(0.5).init().is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                nca.clone().with_temperature(bad).init(),
+                Err(LossError::OutOfRange {
+                    name: "temperature",
+                    ..
+                })
+            ));
+        }
+        assert_eq!(
+            LossConfig::new(Objective::PlackettLuce)
+                .with_temperature(0.5)
+                .init(),
+            Err(LossError::UnsupportedOption {
+                objective: "plackett-luce",
+                option: "temperature",
+            })
+        );
+        for objective in [
+            Objective::PlackettLuce,
+            Objective::PlackettLuceRanking,
+            Objective::Infonca,
+        ] {
+            assert!(!objective.is_pairwise());
+            assert_eq!(
+                LossConfig::new(objective)
+                    .with_reduction(Reduction::Sum)
+                    .init(),
+                Err(LossError::UnsupportedOption {
+                    objective: objective.name(),
+                    option: "reduction",
+                })
+            );
+        }
+        for objective in Objective::ALL.into_iter().filter(|o| o.is_pairwise()) {
+            assert!(
+                LossConfig::new(objective)
+                    .with_reduction(Reduction::Sum)
+                    .init()
+                    .is_ok()
+            );
+        }
     }
 
     #[test]

@@ -10,9 +10,12 @@
 //! ```
 //!
 //! together with the pairwise DPO family beside it (`pairwise-sigmoid`, `ipo`, `hinge`,
-//! `robust`, `simpo`), optional per-negative weights, an optional SFT term on the chosen
-//! sequence, and sum or per-token-mean aggregation. See [`Objective`] for every formula and
-//! `docs/math/plackett-luce.md` for the derivation of the stable form and the gradients.
+//! `robust`, `simpo`, each averaged or summed over negatives), the listwise objectives
+//! (`plackett-luce-ranking`, the full Plackett-Luce ranking of a drift-ordered list, and
+//! `infonca`, soft targets from explicit rewards), optional per-negative weights, an optional
+//! SFT term on the chosen sequence, and sum or per-token-mean aggregation. See [`Objective`]
+//! for every formula and `docs/math/plackett-luce.md` for the derivation of the stable forms
+//! and the gradients.
 //!
 //! Two implementations compute the same numbers:
 //! - an `f64` scalar reference with exact gradients and metrics ([`PreferenceLoss::compute`]),
@@ -60,7 +63,7 @@ mod scalar;
 #[cfg(feature = "burn")]
 pub mod tensor;
 
-pub use config::{Aggregation, LossConfig, Objective, PreferenceLoss};
+pub use config::{Aggregation, LossConfig, Objective, PreferenceLoss, Reduction};
 pub use error::{LossError, Result};
 pub use math::{log_sigmoid, logsumexp, sigmoid, softplus};
 pub use scalar::{Example, LossOutput, Metrics, Sequence};

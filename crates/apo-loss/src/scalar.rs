@@ -1,7 +1,7 @@
 //! The f64 scalar reference: one example, exact gradients, TRL-style metrics.
 
 use crate::math::{logsumexp, sigmoid, softplus};
-use crate::{Aggregation, LossError, Objective, PreferenceLoss, Result};
+use crate::{Aggregation, LossError, Objective, PreferenceLoss, Reduction, Result};
 
 /// One sequence of a preference example: its summed completion log-probs.
 ///
@@ -61,13 +61,16 @@ impl Sequence {
     }
 }
 
-/// One preference example: a chosen sequence, N ≥ 1 rejected ones, optional weights.
+/// One preference example: a chosen sequence, N ≥ 1 rejected ones, optional weights and, for
+/// `infonca`, optional rewards.
 ///
 /// # Examples
 /// ```
 /// use apo_loss::{Example, Sequence};
 /// let ex = Example::new(Sequence::new(-10.0, -11.0), vec![Sequence::new(-12.0, -11.5)]);
 /// assert_eq!(ex.rejected.len(), 1);
+/// let ex = ex.with_rewards(vec![1.0, 0.4]);
+/// assert_eq!(ex.rewards.as_deref(), Some(&[1.0, 0.4][..]));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -83,6 +86,15 @@ pub struct Example {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub weights: Option<Vec<f64>>,
+    /// Optional explicit rewards `R_i`, one per sequence (index 0 the chosen one, then one per
+    /// negative), from which `infonca` forms its soft targets `softmax(R / α)` (in APO, the
+    /// agreement of each trajectory with the consensus). Only `infonca` reads them; without
+    /// them its target is one-hot on the chosen sequence.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub rewards: Option<Vec<f64>>,
 }
 
 impl Example {
@@ -92,12 +104,19 @@ impl Example {
             chosen,
             rejected,
             weights: None,
+            rewards: None,
         }
     }
 
     /// Sets per-negative weights.
     pub fn with_weights(mut self, weights: Vec<f64>) -> Self {
         self.weights = Some(weights);
+        self
+    }
+
+    /// Sets the rewards (`N + 1` values, the chosen sequence's first).
+    pub fn with_rewards(mut self, rewards: Vec<f64>) -> Self {
+        self.rewards = Some(rewards);
         self
     }
 }
@@ -182,6 +201,21 @@ struct Scored {
     log_weights: Vec<f64>,
     /// `w_u` per negative.
     weights: Vec<f64>,
+    /// Validated rewards (`infonca` only), index 0 = chosen.
+    rewards: Option<Vec<f64>>,
+}
+
+impl Scored {
+    /// `ln w_i` of sequence `i` (index 0 = chosen, `w_0 = 1`).
+    fn log_weight(&self, i: usize) -> f64 {
+        if i == 0 { 0.0 } else { self.log_weights[i - 1] }
+    }
+
+    /// `t_i − t_k` for `t_i = s_i + ln w_i`, the difference of the log-ratios taken before the
+    /// scaling by β (one rounding fewer).
+    fn diff(&self, beta: f64, i: usize, k: usize) -> f64 {
+        beta * (self.log_ratios[i] - self.log_ratios[k]) + self.log_weight(i) - self.log_weight(k)
+    }
 }
 
 fn seq_name(i: usize) -> String {
@@ -208,10 +242,11 @@ impl PreferenceLoss {
     /// every policy log-prob and the metrics.
     ///
     /// # Errors
-    /// [`LossError::NoNegatives`], [`LossError::LengthMismatch`] (weights),
-    /// [`LossError::NonFinite`], [`LossError::InvalidWeight`],
+    /// [`LossError::NoNegatives`], [`LossError::LengthMismatch`] (weights, rewards),
+    /// [`LossError::NonFinite`] (log-probs, rewards), [`LossError::InvalidWeight`],
     /// [`LossError::NoActiveNegatives`], [`LossError::MissingReference`],
-    /// [`LossError::MissingTokens`], [`LossError::ZeroTokens`].
+    /// [`LossError::MissingTokens`], [`LossError::ZeroTokens`], and
+    /// [`LossError::UnsupportedOption`] for rewards given to an objective other than `infonca`.
     ///
     /// # Examples
     /// ```
@@ -242,6 +277,11 @@ impl PreferenceLoss {
         let log_norm = softplus(big_d); // ln(1 + Σ_u w_u e^{d_u})
         let p_chosen = (-log_norm).exp();
 
+        // The active sequences in list order: the chosen one, then the negatives of weight > 0.
+        let list: Vec<usize> = std::iter::once(0)
+            .chain(active.iter().map(|&u| u + 1))
+            .collect();
+
         // dL/ds_i for the preference term.
         let mut dl_ds = vec![0.0; n + 1];
         let preference_loss = match cfg.objective {
@@ -252,8 +292,93 @@ impl PreferenceLoss {
                 }
                 log_norm
             }
+            Objective::PlackettLuceRanking => {
+                // Σ_k softplus(D_k), D_k = logsumexp_{j after k} (t_j − t_k): the top-1 loss of
+                // each position over the positions below it; the k = 0 term is `plackett-luce`.
+                let mut loss = 0.0;
+                for (pos, &k) in list.iter().enumerate() {
+                    let rest = &list[pos + 1..];
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (dk, big_dk, term) = if k == 0 {
+                        let dk: Vec<f64> = rest.iter().map(|&i| d[i - 1]).collect();
+                        (dk, big_d, log_norm)
+                    } else {
+                        let dk: Vec<f64> = rest.iter().map(|&i| scored.diff(beta, i, k)).collect();
+                        let big_dk = logsumexp(&dk);
+                        (dk, big_dk, softplus(big_dk))
+                    };
+                    loss += term;
+                    dl_ds[k] -= sigmoid(big_dk);
+                    for (&i, &x) in rest.iter().zip(&dk) {
+                        dl_ds[i] += (x - term).exp();
+                    }
+                }
+                loss
+            }
+            Objective::Infonca => {
+                // Model probabilities q = softmax(t): q_0 = σ(−D), q_u = e^{d_u − softplus(D)};
+                // dL/ds_i = q_i − p_i, here first for the one-hot target (`plackett-luce`).
+                dl_ds[0] = -sigmoid(big_d);
+                for u in 0..n {
+                    dl_ds[u + 1] = (d[u] - log_norm).exp();
+                }
+                match &scored.rewards {
+                    None => log_norm,
+                    Some(r) => {
+                        // p = softmax(R / α) over the active sequences, from differences to R_0.
+                        let alpha = cfg.temperature;
+                        let z: Vec<f64> = list.iter().map(|&i| (r[i] - r[0]) / alpha).collect();
+                        let lse = logsumexp(&z);
+                        let p: Vec<f64> = z.iter().map(|&x| (x - lse).exp()).collect();
+                        // L = Σ_i p_i (−ln q_i), −ln q_i the top-1 loss of i over the others.
+                        let mut loss = p[0] * log_norm;
+                        for (&i, &pi) in list.iter().zip(&p).skip(1) {
+                            if pi > 0.0 {
+                                let others: Vec<f64> = list
+                                    .iter()
+                                    .filter(|&&j| j != i)
+                                    .map(|&j| scored.diff(beta, j, i))
+                                    .collect();
+                                loss += pi * softplus(logsumexp(&others));
+                            }
+                        }
+                        // dL/ds_i = q_i − p_i. Where both are above ½ (at most one sequence),
+                        // it is (1 − p_i) − (1 − q_i) from the others' probabilities, each
+                        // small and accurate: the direct difference of two numbers near 1
+                        // would lose every digit. For the chosen sequence, whose 1 − q_0 is
+                        // σ(D), the same form serves whenever either is above ½.
+                        let q0 = sigmoid(-big_d);
+                        let q: Vec<f64> = list
+                            .iter()
+                            .map(|&i| if i == 0 { q0 } else { dl_ds[i] })
+                            .collect();
+                        let p_rejected: f64 = p[1..].iter().sum();
+                        dl_ds[0] = if p[0] > 0.5 || q0 > 0.5 {
+                            p_rejected - sigmoid(big_d)
+                        } else {
+                            q0 - p[0]
+                        };
+                        for (pos, &i) in list.iter().enumerate().skip(1) {
+                            dl_ds[i] = if p[pos] > 0.5 && q[pos] > 0.5 {
+                                let others = |v: &[f64]| -> f64 {
+                                    (0..v.len()).filter(|&j| j != pos).map(|j| v[j]).sum()
+                                };
+                                others(&p) - others(&q)
+                            } else {
+                                q[pos] - p[pos]
+                            };
+                        }
+                        loss
+                    }
+                }
+            }
             objective => {
-                let total_w: f64 = scored.weights.iter().sum();
+                let total_w: f64 = match cfg.reduction {
+                    Reduction::Mean => scored.weights.iter().sum(),
+                    Reduction::Sum => 1.0,
+                };
                 let mut loss = 0.0;
                 for &u in &active {
                     let x = beta * (a[0] - a[u + 1]);
@@ -338,6 +463,28 @@ impl PreferenceLoss {
         if weights.iter().all(|&w| w == 0.0) {
             return Err(LossError::NoActiveNegatives { row: None });
         }
+        let rewards = match &example.rewards {
+            None => None,
+            Some(_) if objective != Objective::Infonca => {
+                return Err(LossError::UnsupportedOption {
+                    objective: objective.name(),
+                    option: "rewards",
+                });
+            }
+            Some(r) if r.len() != n + 1 => {
+                return Err(LossError::LengthMismatch {
+                    what: "rewards".to_owned(),
+                    expected: n + 1,
+                    got: r.len(),
+                });
+            }
+            Some(r) => {
+                for (i, &value) in r.iter().enumerate() {
+                    check_finite(|| format!("rewards[{i}]"), value)?;
+                }
+                Some(r.clone())
+            }
+        };
         let aggregation = cfg.effective_aggregation();
         let mut log_ratios = Vec::with_capacity(n + 1);
         let mut dscore = Vec::with_capacity(n + 1);
@@ -378,6 +525,7 @@ impl PreferenceLoss {
             dscore,
             log_weights,
             weights,
+            rewards,
         })
     }
 }
@@ -422,7 +570,9 @@ pub(crate) fn pairwise(
             let h = x / beta - 1.0 / (2.0 * beta);
             (h * h, 2.0 * h / beta)
         }
-        Objective::PlackettLuce => unreachable!("plackett-luce is not a pairwise objective"),
+        Objective::PlackettLuce | Objective::PlackettLuceRanking | Objective::Infonca => {
+            unreachable!("listwise objectives are not pairwise")
+        }
     }
 }
 

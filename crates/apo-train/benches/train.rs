@@ -79,6 +79,7 @@ fn main() {
                 })
                 .collect(),
             weights: None,
+            drift: None,
         })
         .collect();
     let reference: Vec<Vec<f32>> = (0..n_groups).map(|_| vec![-500.0; per_group]).collect();

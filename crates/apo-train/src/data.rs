@@ -379,6 +379,10 @@ pub struct Group {
     pub sequences: Vec<Sequence>,
     /// Per-negative weights (stage 2, optional).
     pub weights: Option<Vec<f64>>,
+    /// Per-negative drift from the consensus, in `[0, 1]` (stage 2, from the preference rows):
+    /// the order of `plackett-luce-ranking` ([`order_by_drift`]) and the rewards `1 − drift`
+    /// of `infonca` ([`Batch::rewards`]).
+    pub drift: Option<Vec<f64>>,
 }
 
 /// Stage-1 groups: each image with all its teacher trajectories (`per_group == 0`), or with
@@ -425,6 +429,7 @@ pub fn sft_groups(
                 image: i,
                 sequences,
                 weights: None,
+                drift: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -441,6 +446,7 @@ pub fn sft_groups(
                 image: group.image,
                 sequences: chunk.to_vec(),
                 weights: None,
+                drift: None,
             });
         }
     }
@@ -507,6 +513,7 @@ pub fn preference_groups(
             image,
             sequences,
             weights,
+            drift: Some(row.rejected.iter().map(|r| r.drift).collect()),
         });
     }
     if groups.is_empty() {
@@ -516,6 +523,65 @@ pub fn preference_groups(
         )));
     }
     Ok((groups, unmatched))
+}
+
+/// Orders the negatives of every group by drift, least drifting first (stable: equal drifts
+/// keep teacher order), with their weights and drifts and, where computed (non-empty), their
+/// reference log-probs `reference[group][sequence]`: the list order
+/// `plackett-luce-ranking` ranks. Groups without drift are left as they are.
+///
+/// # Errors
+/// [`TrainError::Empty`] when `reference` does not have one entry per group or a non-empty
+/// entry has not one log-prob per sequence (nothing is reordered then).
+pub fn order_by_drift(groups: &mut [Group], reference: &mut [Vec<f32>]) -> Result<()> {
+    if groups.len() != reference.len() {
+        return Err(TrainError::Empty(format!(
+            "reference log-probs for {} preference groups, expected {}",
+            reference.len(),
+            groups.len()
+        )));
+    }
+    for (g, (group, lp)) in groups.iter().zip(reference.iter()).enumerate() {
+        let n = group.sequences.len();
+        if !lp.is_empty() && lp.len() != n {
+            return Err(TrainError::Empty(format!(
+                "reference log-probs of preference group {g}: {} values for {n} sequences",
+                lp.len()
+            )));
+        }
+        if let Some(d) = &group.drift
+            && d.len() + 1 != n
+        {
+            return Err(TrainError::Empty(format!(
+                "preference group {g} ({}): {} drifts for {} negatives",
+                group.id,
+                d.len(),
+                n.saturating_sub(1)
+            )));
+        }
+    }
+    for (group, lp) in groups.iter_mut().zip(reference.iter_mut()) {
+        let Some(drift) = group.drift.clone() else {
+            continue;
+        };
+        let mut order: Vec<usize> = (0..drift.len()).collect();
+        order.sort_by(|&a, &b| drift[a].total_cmp(&drift[b]));
+        let permute = |v: &[f64]| order.iter().map(|&u| v[u]).collect::<Vec<f64>>();
+        group.drift = Some(permute(&drift));
+        group.weights = group.weights.as_deref().map(permute);
+        let negatives: Vec<Sequence> = order
+            .iter()
+            .map(|&u| group.sequences[u + 1].clone())
+            .collect();
+        group.sequences.truncate(1);
+        group.sequences.extend(negatives);
+        if !lp.is_empty() {
+            let negatives: Vec<f32> = order.iter().map(|&u| lp[u + 1]).collect();
+            lp.truncate(1);
+            lp.extend(negatives);
+        }
+    }
+    Ok(())
 }
 
 /// The unit indices of micro-batch `m` (`batch` units each): the units in a seeded random
@@ -563,6 +629,9 @@ pub struct Batch<B: Backend> {
     pub tokens: Vec<Vec<usize>>,
     /// `[G, S - 1]` per-negative weights when every group has them.
     pub weights: Option<Tensor<B, 2>>,
+    /// `[G, S]` rewards `[1, 1 − drift_1, …, 1 − drift_N]` (the agreement of each sequence with
+    /// the consensus; 0 for padding) when every group has drifts: `infonca`'s soft targets.
+    pub rewards: Option<Tensor<B, 2>>,
     /// Groups.
     pub groups: usize,
     /// Sequences per group.
@@ -595,6 +664,8 @@ pub fn make_batch<B: Backend>(
     let mut tokens = vec![vec![0usize; s]; which.len()];
     let all_weighted = which.iter().all(|&g| groups[g].weights.is_some());
     let mut weights = vec![0f32; which.len() * (s - 1).max(1)];
+    let all_drift = which.iter().all(|&g| groups[g].drift.is_some());
+    let mut rewards = vec![0f32; which.len() * s];
     for (gi, &g) in which.iter().enumerate() {
         let group = &groups[g];
         for j in 0..s {
@@ -615,6 +686,9 @@ pub fn make_batch<B: Backend>(
                     if let Some(w) = &group.weights {
                         weights[gi * (s - 1) + j - 1] = w[j - 1] as f32;
                     }
+                }
+                if let Some(d) = &group.drift {
+                    rewards[row] = if j == 0 { 1.0 } else { (1.0 - d[j - 1]) as f32 };
                 }
             }
         }
@@ -639,6 +713,8 @@ pub fn make_batch<B: Backend>(
                 device,
             )
         }),
+        rewards: all_drift
+            .then(|| Tensor::from_data(TensorData::new(rewards, [which.len(), s]), device)),
         groups: which.len(),
         per_group: s,
     }
@@ -695,6 +771,81 @@ mod tests {
                 other => panic!("{name}: {other:?}"),
             }
         }
+    }
+
+    fn seq(id: u32) -> Sequence {
+        Sequence {
+            ids: vec![1, id, 2, id, 3],
+            prompt_len: 3,
+        }
+    }
+
+    /// A stage-2 group: chosen id 10, negatives ids 11.. with the given drifts and weights.
+    fn group(drift: &[f64], weights: Option<Vec<f64>>) -> Group {
+        Group {
+            id: "g".to_owned(),
+            image: 0,
+            sequences: (0..=drift.len() as u32).map(|i| seq(10 + i)).collect(),
+            weights,
+            drift: Some(drift.to_vec()),
+        }
+    }
+
+    /// Negatives sorted by drift ascending, ties in teacher order, with their weights, drifts
+    /// and reference log-probs; the chosen sequence stays first; groups without drift and
+    /// entries without reference log-probs are untouched.
+    #[test]
+    fn negatives_are_ordered_by_drift_stably() {
+        let mut groups = vec![
+            group(&[0.5, 0.1, 0.5, 0.0], Some(vec![1.0, 2.0, 3.0, 4.0])),
+            group(&[0.3, 0.2], None),
+            Group {
+                drift: None,
+                ..group(&[0.9, 0.1], None)
+            },
+        ];
+        let mut reference = vec![
+            vec![-1.0, -2.0, -3.0, -4.0, -5.0],
+            Vec::new(),
+            vec![-1.0, -2.0, -3.0],
+        ];
+        order_by_drift(&mut groups, &mut reference).unwrap();
+        let mut short = vec![vec![-1.0]];
+        assert!(matches!(
+            order_by_drift(&mut groups[..1], &mut short),
+            Err(TrainError::Empty(_))
+        ));
+        let ids = |g: &Group| g.sequences.iter().map(|q| q.ids[1]).collect::<Vec<_>>();
+        assert_eq!(ids(&groups[0]), [10, 14, 12, 11, 13]);
+        assert_eq!(groups[0].drift.as_deref(), Some(&[0.0, 0.1, 0.5, 0.5][..]));
+        assert_eq!(
+            groups[0].weights.as_deref(),
+            Some(&[4.0, 2.0, 1.0, 3.0][..])
+        );
+        assert_eq!(reference[0], [-1.0, -5.0, -3.0, -2.0, -4.0]);
+        assert_eq!(ids(&groups[1]), [10, 12, 11]);
+        assert!(reference[1].is_empty());
+        assert_eq!(ids(&groups[2]), [10, 11, 12]);
+        assert_eq!(reference[2], [-1.0, -2.0, -3.0]);
+    }
+
+    /// The batch carries `[1, 1 − drift…]` per group (0 in padding columns), and no rewards
+    /// when a group has no drift.
+    #[test]
+    fn batches_carry_rewards_from_drift() {
+        type B = burn::backend::NdArray;
+        let images = Images {
+            size: 2,
+            pixels: vec![vec![0.0; 4]],
+        };
+        let groups = vec![group(&[0.25, 0.5], None), group(&[1.0], None)];
+        let batch: Batch<B> = make_batch(&images, &groups, &[0, 1], 0, &Default::default());
+        let r: Vec<f32> = batch.rewards.unwrap().into_data().to_vec().unwrap();
+        assert_eq!(r, [1.0, 0.75, 0.5, 1.0, 0.0, 0.0]);
+        let mut stage1 = groups.clone();
+        stage1[1].drift = None;
+        let batch: Batch<B> = make_batch(&images, &stage1, &[0, 1], 0, &Default::default());
+        assert!(batch.rewards.is_none());
     }
 
     /// `seed_from_u64` of rand_xoshiro's SplitMix64 sets the state to the seed itself (no

@@ -54,10 +54,10 @@ fn main() -> Result<(), LossError> {
     );
 
     println!();
-    println!("{:<17} {:>10}", "objective", "loss");
+    println!("{:<21} {:>10}", "objective", "loss");
     for objective in Objective::ALL {
         let loss = LossConfig::new(objective).init()?.compute(&group)?.loss;
-        println!("{:<17} {:>10.6}", objective.name(), loss);
+        println!("{:<21} {:>10.6}", objective.name(), loss);
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ fn main() -> Result<(), apo_train::TrainError> {
                 image: g,
                 sequences,
                 weights: None,
+                drift: None,
             }
         })
         .collect();

@@ -26,13 +26,13 @@ pub fn run(mut out: impl Write, json: bool) -> std::io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:<17} {:>9} {:>10} {:>11} {:>9} {:>6} {:>9}",
+        "{:<21} {:>9} {:>10} {:>11} {:>9} {:>6} {:>9}",
         "objective", "loss", "step-0", "dL/dlogp+", "p(cons.)", "top-1", "pairwise"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:<17} {:>9.5} {:>10.5} {:>11.5} {:>9.4} {:>6.2} {:>9.3}",
+            "{:<21} {:>9.5} {:>10.5} {:>11.5} {:>9.4} {:>6.2} {:>9.3}",
             r.objective,
             r.loss,
             r.loss_at_step_zero,

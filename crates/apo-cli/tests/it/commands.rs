@@ -104,5 +104,9 @@ fn demo_objective_table_prints_every_objective_and_teacher() {
     let mut json = Vec::new();
     demo::run(&mut json, true).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    assert_eq!(v["objectives"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        v["objectives"].as_array().unwrap().len(),
+        apo_loss::Objective::ALL.len()
+    );
+    assert!(text.contains("plackett-luce-ranking") && text.contains("infonca"));
 }

@@ -6,7 +6,9 @@
 //!
 //! Layout: a batch of `B` examples with up to `N` negatives each is a `[B, 1 + N]` tensor of
 //! summed log-probs, column 0 the chosen sequence, columns `1..=N` the rejected ones. Ragged
-//! `N` is expressed with a `[B, N]` boolean mask (true = the negative exists).
+//! `N` is expressed with a `[B, N]` boolean mask (true = the negative exists); a masked
+//! negative is a negative of weight 0 (left out of every objective, dropped from the
+//! `plackett-luce-ranking` list, target 0 in `infonca`).
 
 use burn::prelude::{Backend, Bool, Int, Tensor};
 use burn::tensor::{TensorData, activation};
@@ -16,8 +18,14 @@ mod backends;
 mod cpu;
 
 use crate::{
-    Aggregation, Example, LossError, Metrics, Objective, PreferenceLoss, Result, Sequence,
+    Aggregation, Example, LossError, Metrics, Objective, PreferenceLoss, Reduction, Result,
+    Sequence,
 };
+
+/// The finite stand-in for `ln 0 = −∞` of inactive entries in the listwise objectives: far
+/// below any score, `e^{FILL − m}` is exactly 0 in f32, and unlike `−∞` it never meets `−∞`
+/// or `+∞` in a difference (no NaN, forward or backward).
+const FILL: f64 = -1e30;
 
 /// Inputs of a batched preference objective.
 ///
@@ -28,6 +36,8 @@ use crate::{
 ///   `simpo` and the SFT term)
 /// - `mask`: `[B, N]`, true where a negative exists (all true when omitted)
 /// - `weights`: `[B, N]`, per-negative weights ≥ 0 (all one when omitted)
+/// - `rewards`: `[B, 1 + N]`, explicit rewards for `infonca`'s soft targets (column 0 chosen;
+///   detached)
 ///
 /// # Examples
 /// ```
@@ -55,6 +65,8 @@ pub struct PreferenceBatch<B: Backend> {
     pub mask: Option<Tensor<B, 2, Bool>>,
     /// Per-negative weights `[B, N]`.
     pub weights: Option<Tensor<B, 2>>,
+    /// Rewards `[B, 1 + N]` (`infonca` only).
+    pub rewards: Option<Tensor<B, 2>>,
 }
 
 impl<B: Backend> PreferenceBatch<B> {
@@ -66,6 +78,7 @@ impl<B: Backend> PreferenceBatch<B> {
             tokens: None,
             mask: None,
             weights: None,
+            rewards: None,
         }
     }
 
@@ -77,6 +90,7 @@ impl<B: Backend> PreferenceBatch<B> {
             tokens: None,
             mask: None,
             weights: None,
+            rewards: None,
         }
     }
 
@@ -98,6 +112,12 @@ impl<B: Backend> PreferenceBatch<B> {
         self
     }
 
+    /// Sets the rewards of `infonca`'s soft targets.
+    pub fn with_rewards(mut self, rewards: Tensor<B, 2>) -> Self {
+        self.rewards = Some(rewards);
+        self
+    }
+
     /// Batch size `B` and number of negative columns `N`.
     pub fn dims(&self) -> (usize, usize) {
         let [b, k] = self.policy.dims();
@@ -112,6 +132,7 @@ impl<B: Backend> PreferenceBatch<B> {
         let reference = self.reference.as_ref().map(read);
         let tokens = self.tokens.as_ref().map(read);
         let weights = self.weights.as_ref().map(read);
+        let rewards = self.rewards.as_ref().map(read);
         let mask = self
             .mask
             .as_ref()
@@ -139,6 +160,9 @@ impl<B: Backend> PreferenceBatch<B> {
                     chosen: seq(0),
                     rejected: (1..=n).map(seq).collect(),
                     weights: w,
+                    rewards: rewards
+                        .as_ref()
+                        .map(|r| r[row * (n + 1)..(row + 1) * (n + 1)].to_vec()),
                 }
             })
             .collect()
@@ -263,6 +287,9 @@ impl PreferenceLoss {
         if let Some(w) = &batch.weights {
             same("weights", w.dims(), [b, n])?;
         }
+        if let Some(r) = &batch.rewards {
+            same("rewards", r.dims(), [b, k])?;
+        }
         Ok(())
     }
 
@@ -313,6 +340,72 @@ impl PreferenceLoss {
                 let a = Tensor::cat(vec![Tensor::zeros([b, 1], &device), d], 1);
                 logsumexp_rows(a)
             }
+            Objective::PlackettLuceRanking => {
+                // Σ_k softplus(logsumexp_{j > k} (t_j − t_k)) over the active positions k: the
+                // suffix logsumexp of every position, one masked logsumexp per position.
+                let inactive = weights.clone().lower_equal_elem(0.0); // [B, N]
+                let t = Tensor::cat(vec![s0, sn + finite_log(weights, inactive.clone())], 1);
+                let mut loss = Tensor::<B, 1>::zeros([b], &device);
+                for k in 0..n {
+                    let lead = t.clone().slice_dim(1, k..k + 1); // [B, 1]
+                    let below = t.clone().slice_dim(1, k + 1..n + 1); // [B, N − k]
+                    let masked = inactive.clone().slice_dim(1, k..n);
+                    let diff = (below - lead).mask_fill(masked, FILL);
+                    let mut term = softplus(logsumexp_rows(diff));
+                    if k > 0 {
+                        // A masked position leads no term (and its tail is empty).
+                        let off: Tensor<B, 1, Bool> =
+                            inactive.clone().slice_dim(1, k - 1..k).squeeze_dim(1);
+                        term = term.mask_fill(off, 0.0);
+                    }
+                    loss = loss + term;
+                }
+                loss
+            }
+            Objective::Infonca => match &batch.rewards {
+                // One-hot target: the top-1 loss, as `plackett-luce`.
+                None => {
+                    let d = sn - s0 + weights.log();
+                    logsumexp_rows(Tensor::cat(vec![Tensor::zeros([b, 1], &device), d], 1))
+                }
+                Some(r) => {
+                    // L = Σ_i p_i (−ln q_i) with −ln q_i = softplus(logsumexp_{j≠i} (t_j − t_i))
+                    // (a [B, 1 + N, 1 + N] matrix of differences; the diagonal and the inactive
+                    // entries set to FILL), a sum of non-negative terms without cancellation.
+                    let inactive = weights.clone().lower_equal_elem(0.0); // [B, N]
+                    let off = Tensor::cat(
+                        vec![
+                            Tensor::<B, 2, Bool>::zeros([b, 1], &device),
+                            inactive.clone(),
+                        ],
+                        1,
+                    ); // [B, 1 + N]
+                    let t = Tensor::cat(vec![s0, sn + finite_log(weights, inactive)], 1);
+                    let diff = t.clone().unsqueeze_dim::<3>(1).expand([b, k, k])
+                        - t.unsqueeze_dim::<3>(2).expand([b, k, k]); // [b, i, j] = t_j − t_i
+                    let diagonal = Tensor::<B, 2, Bool>::diag_mask([k, k], 0, &device)
+                        .bool_not()
+                        .unsqueeze_dim::<3>(0)
+                        .expand([b, k, k]);
+                    let skip = off
+                        .clone()
+                        .unsqueeze_dim::<3>(1)
+                        .expand([b, k, k])
+                        .bool_or(diagonal);
+                    let diff = diff.mask_fill(skip, FILL);
+                    let m = diff.clone().detach().max_dim(2); // [B, 1 + N, 1]
+                    let lse: Tensor<B, 2> =
+                        ((diff - m.clone()).exp().sum_dim(2).log() + m).squeeze_dim(2);
+                    // Targets p = softmax((R − R_0) / α) over the active sequences (detached).
+                    let r = r.clone().detach();
+                    let z = (r.clone() - r.slice_dim(1, 0..1))
+                        .div_scalar(cfg.temperature)
+                        .mask_fill(off, FILL);
+                    let e = (z.clone() - z.max_dim(1)).exp();
+                    let p = e.clone() / e.sum_dim(1);
+                    (p * softplus(lse)).sum_dim(1).squeeze_dim(1)
+                }
+            },
             objective => {
                 let x = s0 - sn; // [B, N]
                 let eps = cfg.label_smoothing;
@@ -327,10 +420,15 @@ impl PreferenceLoss {
                         let h = x.div_scalar(cfg.beta).sub_scalar(1.0 / (2.0 * cfg.beta));
                         h.clone() * h
                     }
-                    Objective::PlackettLuce => unreachable!("handled above"),
+                    Objective::PlackettLuce
+                    | Objective::PlackettLuceRanking
+                    | Objective::Infonca => unreachable!("handled above"),
                 };
-                let total = weights.clone().sum_dim(1); // [B, 1]
-                ((l * weights).sum_dim(1) / total).squeeze_dim(1)
+                let weighted = (l * weights.clone()).sum_dim(1); // [B, 1]
+                match cfg.reduction {
+                    Reduction::Mean => (weighted / weights.sum_dim(1)).squeeze_dim(1),
+                    Reduction::Sum => weighted.squeeze_dim(1),
+                }
             }
         };
         match (cfg.sft_weight > 0.0, &tokens) {
@@ -393,6 +491,15 @@ fn host_f64(data: TensorData) -> Vec<f64> {
 pub fn logsumexp_rows<B: Backend>(a: Tensor<B, 2>) -> Tensor<B, 1> {
     let m = a.clone().detach().max_dim(1); // [B, 1]
     ((a - m.clone()).exp().sum_dim(1).log() + m).squeeze_dim(1)
+}
+
+/// `ln w` where `inactive` is false and [`FILL`] where it is true, with no `ln 0` anywhere in
+/// the graph.
+fn finite_log<B: Backend>(weights: Tensor<B, 2>, inactive: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
+    weights
+        .mask_fill(inactive.clone(), 1.0)
+        .log()
+        .mask_fill(inactive, FILL)
 }
 
 /// Element-wise `softplus(x) = ln(1 + e^x)`, stable for any `x` and with the exact gradient

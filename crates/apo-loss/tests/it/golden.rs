@@ -1,6 +1,6 @@
 //! Closed-form golden values. Each case cites where its numbers come from.
 
-use apo_loss::{Example, LossConfig, LossError, Objective, Sequence, softplus};
+use apo_loss::{Example, LossConfig, LossError, Objective, Reduction, Sequence, softplus};
 
 use crate::{close, eval, example};
 
@@ -246,5 +246,140 @@ fn zero_weight_is_removal() {
             removed.metrics.margin_max,
             1e-14
         ));
+    }
+}
+
+/// At step 0 every score is 0, so each position of the ranking chooses uniformly among the
+/// sequences left: `L = Σ_{k=0}^{N−1} ln(N + 1 − k) = ln((N + 1)!)`, and
+/// `dL/ds_i = Σ_{k ≤ i} 1/(N + 1 − k) − 1` (every position `k ≤ i` gives sequence `i` the
+/// probability `1/(N + 1 − k)`; the last sequence's sum includes its own certain choice).
+#[test]
+fn ranking_step_zero_is_ln_factorial() {
+    let ex = example((-31.0, -31.0), &[(-50.0, -50.0); 7], 10);
+    let out = eval(&LossConfig::new(Objective::PlackettLuceRanking), &ex);
+    let ln_factorial: f64 = (1..=8).map(|k| f64::from(k).ln()).sum();
+    assert!(close(out.loss, ln_factorial, 1e-15), "{}", out.loss);
+    assert!(close(out.loss, 40320f64.ln(), 1e-15));
+    let grads: Vec<f64> = std::iter::once(out.grad_chosen)
+        .chain(out.grad_rejected.iter().copied())
+        .collect();
+    for (i, g) in grads.iter().enumerate() {
+        let want: f64 = (0..=i).map(|k| 1.0 / (8 - k) as f64).sum::<f64>() - 1.0;
+        assert!(
+            close(*g, 0.1 * want, 1e-15),
+            "seq {i}: {g} vs {}",
+            0.1 * want
+        );
+    }
+    assert!(close(grads[0], 0.1 * (1.0 / 8.0 - 1.0), 1e-15));
+    // The top-1 probability is the first position's.
+    assert!(close(out.metrics.p_chosen, 1.0 / 8.0, 1e-15));
+}
+
+/// A hand-computed ranking: strengths t = [0.3, 0.1 + ln 2, 0.5] (β = 0.1, weights [2, 1]).
+#[test]
+fn ranking_hand_checked() {
+    let ex =
+        example((-7.0, -10.0), &[(-9.0, -10.0), (-5.0, -10.0)], 3).with_weights(vec![2.0, 1.0]);
+    let out = eval(&LossConfig::new(Objective::PlackettLuceRanking), &ex);
+    let e = |x: f64| x.exp();
+    let (t0, t1, t2) = (0.3, 0.1 + 2f64.ln(), 0.5);
+    let want = -(e(t0) / (e(t0) + e(t1) + e(t2))).ln() - (e(t1) / (e(t1) + e(t2))).ln();
+    assert!(close(out.loss, want, 1e-14), "{} vs {want}", out.loss);
+    // Reversing the negatives changes the second position's term only.
+    let rev =
+        example((-7.0, -10.0), &[(-5.0, -10.0), (-9.0, -10.0)], 3).with_weights(vec![1.0, 2.0]);
+    let back = eval(&LossConfig::new(Objective::PlackettLuceRanking), &rev);
+    let want = -(e(t0) / (e(t0) + e(t1) + e(t2))).ln() - (e(t2) / (e(t1) + e(t2))).ln();
+    assert!(close(back.loss, want, 1e-14));
+}
+
+/// InfoNCA at step 0: the model is uniform, so `L = ln(N + 1)` whatever the targets, and
+/// `dL/ds_i = 1/(N + 1) − p_i` with `p = softmax(R / α)`.
+#[test]
+fn infonca_step_zero() {
+    let rewards = vec![1.0, 0.9, 0.5, 0.2];
+    let ex = example((-20.0, -20.0), &[(-30.0, -30.0); 3], 5).with_rewards(rewards.clone());
+    let config = LossConfig::new(Objective::Infonca).with_temperature(0.25);
+    let out = eval(&config, &ex);
+    assert!(close(out.loss, 4f64.ln(), 1e-15), "{}", out.loss);
+    let z: f64 = rewards.iter().map(|r| (r / 0.25).exp()).sum();
+    let grads = std::iter::once(out.grad_chosen).chain(out.grad_rejected.iter().copied());
+    for (g, r) in grads.zip(&rewards) {
+        let p = (r / 0.25).exp() / z;
+        assert!(
+            close(g, 0.1 * (0.25 - p), 1e-15),
+            "{g} vs {}",
+            0.1 * (0.25 - p)
+        );
+    }
+}
+
+/// A hand-computed InfoNCA loss: scores s = [0.3, 0.1, 0.5], rewards [1, 0.5, 0] at α = 0.5,
+/// so p ∝ [e², e, 1] and L = −Σ p_i ln softmax(s)_i.
+#[test]
+fn infonca_hand_checked() {
+    let ex = example((-7.0, -10.0), &[(-9.0, -10.0), (-5.0, -10.0)], 3)
+        .with_rewards(vec![1.0, 0.5, 0.0]);
+    let config = LossConfig::new(Objective::Infonca).with_temperature(0.5);
+    let out = eval(&config, &ex);
+    let s = [0.3f64, 0.1, 0.5];
+    let zq: f64 = s.iter().map(|x| x.exp()).sum();
+    let pz = [2f64.exp(), 1f64.exp(), 1.0];
+    let zp: f64 = pz.iter().sum();
+    let want: f64 = (0..3).map(|i| -(pz[i] / zp) * (s[i].exp() / zq).ln()).sum();
+    assert!(close(out.loss, want, 1e-14), "{} vs {want}", out.loss);
+    // Without rewards, InfoNCA is the top-1 Plackett-Luce loss exactly.
+    let plain = example((-7.0, -10.0), &[(-9.0, -10.0), (-5.0, -10.0)], 3);
+    assert_eq!(eval(&config, &plain), eval(&LossConfig::default(), &plain));
+}
+
+/// Pairwise-sum with weights: `Σ_u w_u ℓ_u` (torchtune's DPO cases summed with weights 1, 2).
+#[test]
+fn pairwise_sum_hand_checked() {
+    let ex =
+        example((-10.0, -10.1), &[(-30.0, -20.1), (-21.0, -0.1)], 1).with_weights(vec![1.0, 2.0]);
+    // β·(π − ρ) differences: x_1 = 0.01 + 0.99 = 1, x_2 = 0.01 + 2.09 = 2.1.
+    let config = LossConfig::new(Objective::PairwiseSigmoid).with_reduction(Reduction::Sum);
+    let out = eval(&config, &ex);
+    let want = softplus(-1.0) + 2.0 * softplus(-2.1);
+    assert!(close(out.loss, want, 1e-13), "{} vs {want}", out.loss);
+    let mean = eval(&LossConfig::new(Objective::PairwiseSigmoid), &ex);
+    assert!(close(out.loss, 3.0 * mean.loss, 1e-14));
+}
+
+#[test]
+fn reward_errors_are_typed() {
+    let nca = LossConfig::new(Objective::Infonca).init().unwrap();
+    let ex = example((-1.0, -1.0), &[(-2.0, -2.0), (-3.0, -3.0)], 2);
+    assert_eq!(
+        nca.compute(&ex.clone().with_rewards(vec![1.0, 0.0]))
+            .unwrap_err(),
+        LossError::LengthMismatch {
+            what: "rewards".to_owned(),
+            expected: 3,
+            got: 2
+        }
+    );
+    let err = nca
+        .compute(&ex.clone().with_rewards(vec![1.0, 0.0, f64::INFINITY]))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "rewards[2] must be finite, got inf");
+    for objective in Objective::ALL
+        .into_iter()
+        .filter(|&o| o != Objective::Infonca)
+    {
+        let err = LossConfig::new(objective)
+            .init()
+            .unwrap()
+            .compute(&ex.clone().with_rewards(vec![1.0, 0.0, 0.0]))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LossError::UnsupportedOption {
+                objective: objective.name(),
+                option: "rewards"
+            }
+        );
     }
 }

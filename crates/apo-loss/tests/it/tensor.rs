@@ -3,7 +3,7 @@
 use apo_loss::tensor::PreferenceBatch;
 #[cfg(feature = "ndarray")]
 use apo_loss::tensor::{LossKernels, sequence_logprobs, token_logprobs, token_logprobs_composite};
-use apo_loss::{Example, LossConfig, LossError, Objective, Sequence};
+use apo_loss::{Example, LossConfig, LossError, Objective, Reduction, Sequence};
 use burn::backend::{Autodiff, NdArray};
 #[cfg(feature = "ndarray")]
 use burn::tensor::Int;
@@ -44,6 +44,17 @@ fn to_batch(
     }
     let policy =
         Tensor::<AB, 2>::from_data(TensorData::new(pol, [b, n + 1]), device).require_grad();
+    // Rewards when every example has them (padding columns repeat the first negative's).
+    let rewards = examples.iter().all(|e| e.rewards.is_some()).then(|| {
+        let r: Vec<f32> = examples
+            .iter()
+            .flat_map(|e| {
+                let r = e.rewards.as_ref().expect("rewards");
+                (0..=n).map(move |i| *r.get(i).unwrap_or(&r[1]) as f32)
+            })
+            .collect();
+        Tensor::<AB, 2>::from_data(TensorData::new(r, [b, n + 1]), device)
+    });
     let batch = PreferenceBatch::new(
         policy.clone(),
         Tensor::from_data(TensorData::new(refs, [b, n + 1]), device),
@@ -54,7 +65,79 @@ fn to_batch(
         device,
     ))
     .with_weights(Tensor::from_data(TensorData::new(w, [b, n]), device));
+    let batch = match rewards {
+        Some(r) => batch.with_rewards(r),
+        None => batch,
+    };
     (batch, policy)
+}
+
+/// The tensor loss of every row and its autodiff gradient against the scalar reference,
+/// within f32 tolerance.
+fn check_parity(config: &LossConfig, examples: &[Example]) -> Result<(), TestCaseError> {
+    let device = Default::default();
+    let loss = config.init().unwrap();
+    let (batch, policy) = to_batch(examples, &device);
+    let out = loss.forward_with_metrics(&batch).unwrap();
+    let per: Vec<f32> = out.per_example.clone().into_data().to_vec().unwrap();
+    let grads = out.loss.backward();
+    let g: Vec<f32> = policy.grad(&grads).unwrap().into_data().to_vec().unwrap();
+    let n = examples.iter().map(|e| e.rejected.len()).max().unwrap();
+    let b = examples.len() as f64;
+    for (row, ex) in examples.iter().enumerate() {
+        let want = eval(config, ex);
+        let tol = 2e-5 * (1.0 + want.loss.abs());
+        prop_assert!(
+            (f64::from(per[row]) - want.loss).abs() <= tol,
+            "{} row {row}: tensor {} vs scalar {}",
+            config.objective,
+            per[row],
+            want.loss
+        );
+        // The metrics are the scalar reference's on the batch read back (f32 inputs).
+        let (m, w) = (
+            out.metrics[row].preference_loss,
+            want.metrics.preference_loss,
+        );
+        prop_assert!(
+            (m - w).abs() <= 1e-6 * (1.0 + w.abs()),
+            "metrics {m} vs {w}"
+        );
+        let all = std::iter::once(want.grad_chosen)
+            .chain((0..n).map(|u| want.grad_rejected.get(u).copied().unwrap_or(0.0)));
+        for (i, want_g) in all.enumerate() {
+            // Gradient of the batch mean: scalar gradient / B.
+            let want_g = want_g / b;
+            let got = f64::from(g[row * (n + 1) + i]);
+            prop_assert!(
+                (got - want_g).abs() <= 2e-5 * (1.0 + want_g.abs()),
+                "{} row {row} grad {i}: {got} vs {want_g}",
+                config.objective
+            );
+        }
+    }
+    Ok(())
+}
+
+/// [`f32_friendly_example`] with some negatives of weight 0 (at least one positive) and
+/// rewards in `[−1, 2]`, all rounded to f32.
+fn listwise_f32_example() -> impl Strategy<Value = Example> {
+    (
+        f32_friendly_example(),
+        prop::collection::vec(any::<bool>(), 7),
+        prop::collection::vec(-1.0..2.0f64, 8),
+    )
+        .prop_map(|(mut ex, zero, r)| {
+            let n = ex.rejected.len();
+            let w = ex.weights.as_mut().expect("weights");
+            for u in 0..n {
+                if zero[u] && u + 1 < n {
+                    w[u] = 0.0;
+                }
+            }
+            ex.rewards = Some(r[..=n].iter().map(|&x| f64::from(x as f32)).collect());
+            ex
+        })
 }
 
 /// Values chosen so that f32 rounding of the inputs stays far below the tolerance.
@@ -113,6 +196,148 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The ranking, InfoNCA with rewards and the summed pairwise objectives, with weight-0 and
+    /// masked negatives, on NdArray f32 with autodiff.
+    #[test]
+    fn listwise_tensor_matches_scalar_reference(
+        examples in prop::collection::vec(listwise_f32_example(), 1..5),
+        beta in 0.05..1.0f64,
+        alpha in 0.1..2.0f64,
+        sft in 0.0..1.0f64,
+    ) {
+        let without: Vec<Example> = examples
+            .iter()
+            .map(|e| Example { rewards: None, ..e.clone() })
+            .collect();
+        let ranking = LossConfig::new(Objective::PlackettLuceRanking).with_beta(beta).with_sft_weight(sft);
+        check_parity(&ranking, &without)?;
+        let nca = LossConfig::new(Objective::Infonca).with_beta(beta).with_temperature(alpha).with_sft_weight(sft);
+        check_parity(&nca, &examples)?;
+        check_parity(&nca, &without)?;
+        for config in all_configs(beta).into_iter().filter(|c| c.objective.is_pairwise()) {
+            check_parity(&config.with_reduction(Reduction::Sum).with_sft_weight(sft), &without)?;
+        }
+    }
+}
+
+/// A fully masked tail (and a weight-0 negative in the middle): the ranking drops those
+/// positions, InfoNCA gives them target 0, nothing is NaN, and the values and gradients are
+/// the scalar reference's, also at extreme scores.
+#[test]
+fn masked_tails_are_dropped_without_nan() {
+    let device = Default::default();
+    for scale in [1.0f32, 1e3] {
+        let policy = Tensor::<AB, 2>::from_floats(
+            [
+                [-5.0 * scale, -7.0 * scale, -scale, -2.0],
+                [-4.0 * scale, -6.0, -3.0 * scale, -9.0 * scale],
+            ],
+            &device,
+        )
+        .require_grad();
+        let reference = Tensor::<AB, 2>::from_floats(
+            [[-6.0, -6.0, -3.0, -1.0], [-4.0, -5.0, -2.0, -8.0]],
+            &device,
+        );
+        let mask = Tensor::<AB, 2, Bool>::from_bool(
+            TensorData::from([[true, false, false], [true, true, true]]),
+            &device,
+        );
+        let weights = Tensor::<AB, 2>::from_floats([[2.0, 1.0, 1.0], [1.0, 0.0, 0.5]], &device);
+        let rewards = Tensor::<AB, 2>::from_floats(
+            [[1.0, 0.2, f32::MAX, 0.3], [1.0, 0.7, 0.9, 0.4]],
+            &device,
+        );
+        for (objective, with_rewards) in [
+            (Objective::PlackettLuceRanking, false),
+            (Objective::Infonca, false),
+            (Objective::Infonca, true),
+        ] {
+            let mut batch = PreferenceBatch::new(policy.clone(), reference.clone())
+                .with_mask(mask.clone())
+                .with_weights(weights.clone());
+            if with_rewards {
+                batch = batch.with_rewards(rewards.clone());
+            }
+            let config = LossConfig::new(objective).with_beta(2.0);
+            let loss = config.init().unwrap();
+            let per: Vec<f32> = loss
+                .forward_no_reduction(&batch)
+                .unwrap()
+                .into_data()
+                .to_vec()
+                .unwrap();
+            let total = loss.forward(&batch).unwrap();
+            let g: Vec<f32> = policy
+                .grad(&total.backward())
+                .unwrap()
+                .into_data()
+                .to_vec()
+                .unwrap();
+            assert!(g.iter().all(|x| x.is_finite()), "{objective}: {g:?}");
+            for (row, ex) in batch.to_examples().iter().enumerate() {
+                let want = eval(&config, ex);
+                let what = format!("{objective} rewards {with_rewards} scale {scale} row {row}");
+                assert!(
+                    (f64::from(per[row]) - want.loss).abs() <= 1e-5 * (1.0 + want.loss.abs()),
+                    "{what}: {} vs {}",
+                    per[row],
+                    want.loss
+                );
+                let want_g = std::iter::once(want.grad_chosen).chain(want.grad_rejected);
+                for (i, w) in want_g.enumerate() {
+                    let got = f64::from(g[row * 4 + i]);
+                    assert!(
+                        (got - w / 2.0).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{what} grad {i}: {got} vs {}",
+                        w / 2.0
+                    );
+                }
+            }
+            // The masked and weight-0 negatives get no gradient.
+            assert_eq!((g[2], g[3], g[6]), (0.0, 0.0, 0.0), "{objective}");
+        }
+    }
+}
+
+#[test]
+fn rewards_are_carried_and_checked() {
+    let device = Default::default();
+    let p = Tensor::<TB, 2>::from_floats([[-1.0, -2.0, -3.0], [-2.0, -2.0, -1.0]], &device);
+    let r = Tensor::<TB, 2>::from_floats([[1.0, 0.5, 0.25], [1.0, 0.0, 0.0]], &device);
+    let batch = PreferenceBatch::new(p.clone(), p.clone()).with_rewards(r);
+    assert_eq!(batch.to_examples()[0].rewards, Some(vec![1.0, 0.5, 0.25]));
+    let nca = LossConfig::new(Objective::Infonca).init().unwrap();
+    assert!(nca.forward(&batch).is_ok());
+    assert_eq!(
+        LossConfig::default()
+            .init()
+            .unwrap()
+            .forward(&batch)
+            .unwrap_err(),
+        LossError::UnsupportedOption {
+            objective: "plackett-luce",
+            option: "rewards"
+        }
+    );
+    let short = Tensor::<TB, 2>::zeros([2, 2], &device);
+    assert!(matches!(
+        nca.forward(&PreferenceBatch::new(p.clone(), p.clone()).with_rewards(short)),
+        Err(LossError::Shape { op: "rewards", .. })
+    ));
+    let nan = Tensor::<TB, 2>::from_floats([[1.0, 0.5, 0.25], [1.0, f32::NAN, 0.0]], &device);
+    match nca
+        .forward(&PreferenceBatch::new(p.clone(), p).with_rewards(nan))
+        .unwrap_err()
+    {
+        LossError::NonFinite { what, .. } => assert_eq!(what, "row 1: rewards[1]"),
+        e => panic!("unexpected {e}"),
     }
 }
 

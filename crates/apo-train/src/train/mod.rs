@@ -328,7 +328,7 @@ pub fn apo_on<B: TrainBackend>(
             expected: tok.vocab_size().to_string(),
         });
     }
-    let (groups, unmatched) = data::preference_groups(
+    let (mut groups, unmatched) = data::preference_groups(
         prefs,
         items,
         &tok,
@@ -362,7 +362,7 @@ pub fn apo_on<B: TrainBackend>(
     .map(|u| order[u])
     .collect();
     needed.dedup();
-    let ref_lp = reference_logprobs(
+    let mut ref_lp = reference_logprobs(
         &config.run.out.join("reference"),
         &key,
         &reference,
@@ -373,6 +373,11 @@ pub fn apo_on<B: TrainBackend>(
         config.apo.optim.batch_size,
         device,
     )?;
+    // The ranking's list: least drifting negative first (the reference pass and its cache
+    // keep teacher order; the cached log-probs are reordered with the groups).
+    if config.apo.loss.objective == apo_loss::Objective::PlackettLuceRanking {
+        data::order_by_drift(&mut groups, &mut ref_lp)?;
+    }
     let fingerprint = fnv(&[
         name.as_bytes(),
         key.as_bytes(),
@@ -513,6 +518,10 @@ pub fn preference_step_on<B: ApoKernels>(
         .with_mask(batch.present.clone());
     if let Some(w) = batch.weights.clone() {
         pb = pb.with_weights(w);
+    }
+    // InfoNCA's soft targets: the agreement `1 − drift` of each sequence with the consensus.
+    if let (apo_loss::Objective::Infonca, Some(r)) = (loss_fn.objective(), batch.rewards.clone()) {
+        pb = pb.with_rewards(r);
     }
     let out = loss_fn.forward_with_metrics(&pb)?;
     Ok((out.loss, out.metrics))

@@ -244,6 +244,142 @@ fn sft_groups_split_each_image_into_units() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// Drifts of the six negatives of each group, in teacher order (two equal).
+const DRIFT: [f64; 6] = [0.6, 0.1, 0.35, 0.1, 0.9, 0.0];
+
+/// [`preferences`] with the drifts of [`DRIFT`] on the negatives.
+fn drift_preferences(config: &RunConfig, path: &Path) {
+    preferences(config, path);
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+        for (r, d) in row["rejected"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(DRIFT)
+        {
+            r["drift"] = d.into();
+        }
+        out.push_str(&row.to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Stage 2 with the listwise objectives: the ranking over negatives ordered by drift, InfoNCA
+/// with the rewards `1 − drift`. Both train, start at their step-0 values (every score is 0:
+/// `ln 7!` for the ranking of seven sequences, `ln 7` for InfoNCA whatever its targets), and
+/// one stage-2 pass through `preference_step` on the drift-ordered batch equals the scalar
+/// reference on the same log-probs.
+#[test]
+fn listwise_objectives_train_on_drift_ordered_groups() {
+    use apo_loss::{Example, LossConfig, Objective, Sequence};
+    let _serial = serial();
+    let root = temp("listwise");
+    let mut config = tiny(&root);
+    config.sft.steps = 2;
+    let device = Default::default();
+    train::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    let prefs = root.join("prefs.jsonl");
+    drift_preferences(&config, &prefs);
+    config.data.preferences = Some(prefs.clone());
+
+    let ln_factorial_7: f64 = (1..=7).map(|k| f64::from(k).ln()).sum();
+    for (objective, step_zero) in [
+        (Objective::PlackettLuceRanking, ln_factorial_7),
+        (Objective::Infonca, 7f64.ln()),
+    ] {
+        config.apo.loss = LossConfig::new(objective);
+        let r = train::apo::<B>(&config, objective.name(), &device, false, &mut Quiet).unwrap();
+        let m = metrics(&r.metrics);
+        assert_eq!(m.len(), 2);
+        assert!(
+            (m[0].loss - step_zero).abs() < 1e-4,
+            "{objective} step-0 loss {} vs {step_zero}",
+            m[0].loss
+        );
+        assert!(
+            m.iter()
+                .all(|x| x.loss.is_finite() && x.grad_norm.is_finite() && x.grad_norm > 0.0),
+            "{objective}: {m:?}"
+        );
+    }
+
+    // One pass on two drift-ordered groups against the scalar reference, with reference
+    // log-probs away from the policy's so that every score (and so the order) matters.
+    let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
+    let tok =
+        apo_train::tokenizer::TextTokenizer::from_file(&config.run.out.join("tokenizer.json"))
+            .unwrap();
+    let (model, model_config) =
+        apo_train::checkpoint::load_model::<B>(&config.run.out.join("sft"), &device).unwrap();
+    let read = apo_train::data::Preferences::read(&prefs).unwrap();
+    let (mut groups, _) =
+        apo_train::data::preference_groups(&read, &items, &tok, model_config.max_text_len, true)
+            .unwrap();
+    let mut reference: Vec<Vec<f32>> = groups
+        .iter()
+        .map(|g| {
+            (0..g.sequences.len())
+                .map(|j| -60.0 - 7.0 * j as f32)
+                .collect()
+        })
+        .collect();
+    apo_train::data::order_by_drift(&mut groups, &mut reference).unwrap();
+    let mut sorted = DRIFT.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(groups[0].drift.as_deref(), Some(&sorted[..]));
+    let paths: Vec<PathBuf> = items.iter().map(|i| i.image.clone()).collect();
+    let images = apo_train::data::Images::load(&paths, model_config.image_size).unwrap();
+    let which = [0, 1];
+    let batch: apo_train::data::Batch<B> =
+        apo_train::data::make_batch(&images, &groups, &which, tok.pad(), &device);
+    let policy: Vec<f64> = model
+        .sequence_logprobs(&batch)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .unwrap();
+    let refs: Vec<&[f32]> = which.iter().map(|&g| reference[g].as_slice()).collect();
+    for objective in [Objective::PlackettLuceRanking, Objective::Infonca] {
+        let loss_fn = LossConfig::new(objective).with_beta(0.05).init().unwrap();
+        let (loss, _) = train::preference_step(&model, &batch, &refs, &loss_fn, &device).unwrap();
+        let got: f64 = loss.into_scalar().into();
+        let s = batch.per_group;
+        let want: f64 = which
+            .iter()
+            .enumerate()
+            .map(|(gi, &g)| {
+                let seq = |j: usize| Sequence::new(policy[gi * s + j], f64::from(reference[g][j]));
+                let mut ex = Example::new(seq(0), (1..s).map(seq).collect());
+                if objective == Objective::Infonca {
+                    let d = groups[g].drift.as_ref().unwrap();
+                    ex = ex.with_rewards(
+                        std::iter::once(1.0)
+                            .chain(d.iter().map(|d| 1.0 - d))
+                            .collect(),
+                    );
+                }
+                loss_fn.compute(&ex).unwrap().loss
+            })
+            .sum::<f64>()
+            / which.len() as f64;
+        assert!(
+            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "{objective}: tensor {got} vs scalar {want}"
+        );
+        // The scores are far from 0: the value is not the step-0 one.
+        assert!(
+            (want - ln_factorial_7).abs() > 0.1 && (want - 7f64.ln()).abs() > 0.1,
+            "{want}"
+        );
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn sft_then_apo_starts_at_ln_n_plus_1_and_learns() {
     let _serial = serial();
