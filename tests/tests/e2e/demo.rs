@@ -41,8 +41,9 @@ impl apo_pipeline::Observer for Recorder {
     ) -> apo_pipeline::Result<Vec<PathBuf>> {
         assert_eq!(table.of_kind(RowKind::Teacher).count(), 7);
         assert_eq!(table.of_kind(RowKind::Student).count(), 3);
-        // All absent, the random guess, the APO student on shuffled images.
-        assert_eq!(table.of_kind(RowKind::Baseline).count(), 3);
+        // All absent, the random guess, the APO student's concept head as a template, the
+        // APO student on shuffled images.
+        assert_eq!(table.of_kind(RowKind::Baseline).count(), 4);
         self.results += 1;
         Ok(Vec::new())
     }
@@ -87,16 +88,42 @@ fn tiny_demo_writes_every_artefact() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let mean = &results["mean_accuracy"];
     assert_eq!(mean["teachers"].as_object().unwrap().len(), 7);
-    // Typed rows: 7 teachers, 2 aggregates, 3 floors, 3 students, each with its kind.
+    // Typed rows: 7 teachers, 2 aggregates, 4 floors, 3 students, each with its kind.
     let rows = results["rows"].as_array().unwrap();
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     for (kind, n) in [
         ("teacher", 7),
         ("aggregate", 2),
-        ("baseline", 3),
+        ("baseline", 4),
         ("student", 3),
     ] {
         assert_eq!(kinds.iter().filter(|k| **k == kind).count(), n, "{kind}");
+    }
+    assert_eq!(results["eval_split"], "test");
+    // Chain-of-thought inconsistency: a share for every row that writes text, none for the
+    // aggregates and floors.
+    for row in rows {
+        let share = &row["inconsistent"];
+        match row["kind"].as_str().unwrap() {
+            "teacher" | "student" => {
+                let v = share.as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&v), "{}: {v}", row["name"]);
+            }
+            _ => assert!(share.is_null(), "{}", row["name"]),
+        }
+    }
+    // The concept head's template row states each finding from the head's probability.
+    assert!(
+        rows.iter()
+            .any(|r| r["name"] == "apo concept head -> template" && r["kind"] == "baseline")
+    );
+    // The demo simulates counterfactual renders: five per scored test image.
+    let cf = &r.counterfactuals.as_ref().expect("counterfactual renders scored");
+    assert_eq!(cf.images, r.test_images.min(200));
+    let renders: usize = cf.findings.iter().map(|c| c.renders).sum();
+    assert_eq!(renders, 5 * cf.images);
+    for c in &cf.findings {
+        assert!(c.flipped <= c.renders && c.followed <= c.renders);
     }
     let fields = [
         "tp",

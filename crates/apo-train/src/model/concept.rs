@@ -61,10 +61,10 @@ mod tests {
     use super::*;
     use burn::backend::NdArray;
 
-    /// The tensor forward against the formula, term by term, in f64.
+    /// The tensor forward against the formula, term by term, in f64 on the tensors' values.
     #[test]
     fn attention_pooling_matches_the_formula() {
-        type Nd = NdArray<f64>;
+        type Nd = NdArray;
         let device = Default::default();
         let (g, p, d, k) = (2, 5, 4, 3);
         let head = ConceptAttention::<Nd>::new(k, d, &device);
@@ -73,11 +73,11 @@ mod tests {
             ..head
         };
         let prefix = Tensor::<Nd, 3>::random([g, p, d], Distribution::Normal(0.0, 1.0), &device);
-        let z: Vec<f64> = head.forward(prefix.clone()).into_data().to_vec().unwrap();
-        let x: Vec<f64> = prefix.into_data().to_vec().unwrap();
-        let q: Vec<f64> = head.queries.val().into_data().to_vec().unwrap();
-        let w: Vec<f64> = head.weight.val().into_data().to_vec().unwrap();
-        let b: Vec<f64> = head.bias.val().into_data().to_vec().unwrap();
+        let z: Vec<f64> = head.forward(prefix.clone()).into_data().convert::<f64>().to_vec().unwrap();
+        let x: Vec<f64> = prefix.into_data().convert::<f64>().to_vec().unwrap();
+        let q: Vec<f64> = head.queries.val().into_data().convert::<f64>().to_vec().unwrap();
+        let w: Vec<f64> = head.weight.val().into_data().convert::<f64>().to_vec().unwrap();
+        let b: Vec<f64> = head.bias.val().into_data().convert::<f64>().to_vec().unwrap();
         for gi in 0..g {
             for c in 0..k {
                 let xs = |pi: usize, j: usize| x[(gi * p + pi) * d + j];
@@ -95,7 +95,7 @@ mod tests {
                     .sum::<f64>()
                     + b[c];
                 let got = z[gi * k + c];
-                assert!((got - want).abs() < 1e-12, "[{gi}, {c}]: {got} vs {want}");
+                assert!((got - want).abs() < 1e-5, "[{gi}, {c}]: {got} vs {want}");
             }
         }
     }
