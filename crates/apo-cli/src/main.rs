@@ -320,6 +320,9 @@ enum Command {
         /// Stage-2 steps per objective.
         #[arg(long = "apo-steps", default_value_t = 200)]
         apo_steps: usize,
+        /// Encoder pretraining steps before stage 1 (0: none).
+        #[arg(long = "pretrain-steps", default_value_t = 600)]
+        pretrain_steps: usize,
         /// Score every row on this split: test (default) or validate (where settings are
         /// chosen without looking at the test split).
         #[arg(long = "eval-split", default_value = "test", value_parser = parse_eval_split)]
@@ -393,6 +396,7 @@ fn main() -> ExitCode {
         device: "cpu".into(),
         sft_steps: 1600,
         apo_steps: 200,
+        pretrain_steps: 600,
         eval_split: cxr_max::tables::Split::Test,
         json: false,
         objectives: false,
@@ -713,6 +717,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             device,
             sft_steps,
             apo_steps,
+            pretrain_steps,
             eval_split,
             json,
             objectives,
@@ -728,6 +733,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 out,
                 sft_steps,
                 apo_steps,
+                pretrain_steps,
                 eval_split,
             };
             let kind = device_kind(&device)?;

@@ -107,6 +107,8 @@ pub struct DemoOptions {
     pub sft_steps: usize,
     /// Stage-2 steps (each objective).
     pub apo_steps: usize,
+    /// Encoder pretraining steps before stage 1 (0: none).
+    pub pretrain_steps: usize,
     /// The split the rows are scored on (test; validate while settings are chosen).
     pub eval_split: cxr_max::tables::Split,
 }
@@ -126,7 +128,14 @@ pub struct DemoOptions {
 ///   embedding (`concept_input`): a student learning vision and language from scratch
 ///   otherwise writes the same image-blind text on every image within the budget; with it,
 ///   a stage-2 peak learning rate of 5e-4 (instead of 2e-4) moves the students' statements
-///   from the teachers' towards the consensus's within the 200 steps.
+///   from the teachers' towards the consensus's within the 200 steps;
+/// - the grounded student (chosen on the validate split of seed 100, docs/results.md): the
+///   concept head pools the image by per-finding attention (`concept_pooling = attention`)
+///   and learns class-balanced targets (`concept_balance`), the encoder and head are
+///   pretrained on the consensus findings for 600 steps of 32 images before stage 1
+///   (`[pretrain]`), and both stages oversample the images whose consensus states a rare
+///   Table 1 finding (`data.oversample = table1`), so that the text's statements follow the
+///   head instead of the teachers' base rates.
 pub fn config(options: &DemoOptions) -> apo_train::RunConfig {
     let mut c = apo_train::RunConfig::default();
     c.data.truncate = true;
@@ -140,6 +149,10 @@ pub fn config(options: &DemoOptions) -> apo_train::RunConfig {
     c.model.concept_weight = 1.0;
     c.model.concept_input = true;
     c.apo.optim.learning_rate = Some(5e-4);
+    c.model.concept_pooling = apo_train::ConceptPooling::Attention;
+    c.model.concept_balance = true;
+    c.pretrain.optim.steps = options.pretrain_steps;
+    c.data.oversample = apo_train::config::Oversample::Table1;
     c
 }
 
@@ -148,7 +161,7 @@ pub const DEFAULT_STUDIES: usize = 10_000;
 
 impl Default for DemoOptions {
     /// `apo demo`'s defaults: seed 0, [`DEFAULT_STUDIES`] studies, the embedded teachers,
-    /// `runs/demo`, 1,600 stage-1 and 200 stage-2 steps.
+    /// `runs/demo`, 600 encoder-pretraining, 1,600 stage-1 and 200 stage-2 steps.
     fn default() -> Self {
         DemoOptions {
             seed: 0,
@@ -157,6 +170,7 @@ impl Default for DemoOptions {
             out: std::path::PathBuf::from("runs/demo"),
             sft_steps: 1600,
             apo_steps: 200,
+            pretrain_steps: 600,
             eval_split: cxr_max::tables::Split::Test,
         }
     }

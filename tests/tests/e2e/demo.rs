@@ -61,12 +61,17 @@ fn tiny_demo_writes_every_artefact() {
         out: out.clone(),
         sft_steps: 3,
         apo_steps: 2,
+        pretrain_steps: 2,
         ..DemoOptions::default()
     };
     let mut seen = Recorder::default();
     let r = run::<Cpu>(&options, &Default::default(), &mut seen).unwrap();
     assert_eq!((seen.drift, seen.results), (1, 1));
-    assert_eq!(seen.steps, 3 + 2 + 2, "every optimiser step is observed");
+    assert_eq!(
+        seen.steps,
+        2 + 3 + 2 + 2,
+        "every optimiser step is observed"
+    );
     assert!(seen.messages.iter().any(|m| m.starts_with("stage 1")));
     for f in [
         "report.md",
@@ -76,6 +81,7 @@ fn tiny_demo_writes_every_artefact() {
         "data-check.json",
         "drift/drift.json",
         "train/tokenizer.json",
+        "train/pretrain/model.bin",
         "train/sft/model.bin",
         "train/sft/metrics.jsonl",
         "train/apo/metrics.jsonl",
@@ -118,7 +124,10 @@ fn tiny_demo_writes_every_artefact() {
             .any(|r| r["name"] == "apo concept head -> template" && r["kind"] == "baseline")
     );
     // The demo simulates counterfactual renders: five per scored test image.
-    let cf = &r.counterfactuals.as_ref().expect("counterfactual renders scored");
+    let cf = &r
+        .counterfactuals
+        .as_ref()
+        .expect("counterfactual renders scored");
     assert_eq!(cf.images, r.test_images.min(200));
     let renders: usize = cf.findings.iter().map(|c| c.renders).sum();
     assert_eq!(renders, 5 * cf.images);

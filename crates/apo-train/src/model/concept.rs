@@ -73,11 +73,34 @@ mod tests {
             ..head
         };
         let prefix = Tensor::<Nd, 3>::random([g, p, d], Distribution::Normal(0.0, 1.0), &device);
-        let z: Vec<f64> = head.forward(prefix.clone()).into_data().convert::<f64>().to_vec().unwrap();
+        let z: Vec<f64> = head
+            .forward(prefix.clone())
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
         let x: Vec<f64> = prefix.into_data().convert::<f64>().to_vec().unwrap();
-        let q: Vec<f64> = head.queries.val().into_data().convert::<f64>().to_vec().unwrap();
-        let w: Vec<f64> = head.weight.val().into_data().convert::<f64>().to_vec().unwrap();
-        let b: Vec<f64> = head.bias.val().into_data().convert::<f64>().to_vec().unwrap();
+        let q: Vec<f64> = head
+            .queries
+            .val()
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
+        let w: Vec<f64> = head
+            .weight
+            .val()
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
+        let b: Vec<f64> = head
+            .bias
+            .val()
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
         for gi in 0..g {
             for c in 0..k {
                 let xs = |pi: usize, j: usize| x[(gi * p + pi) * d + j];

@@ -201,7 +201,10 @@ pub fn sft_on<B: TrainBackend>(
         &config.run.seed.to_le_bytes(),
         &(groups.len() as u64).to_le_bytes(),
     ]);
-    let balance = concept_balance(config, &concepts);
+    let group_images: Vec<usize> = groups.iter().map(|g| g.image).collect();
+    let order = sampling_order(config, items, prefs, &group_images)?;
+    let seen: Vec<usize> = order.iter().map(|&u| group_images[u]).collect();
+    let balance = concept_balance(config, &concepts, Some(&seen));
     B::seed(device, config.run.seed);
     let model = model_config.init::<B>(device)?;
     let model = if config.pretrain.enabled() {
@@ -211,7 +214,7 @@ pub fn sft_on<B: TrainBackend>(
             model,
             &images,
             &concepts,
-            balance.as_ref(),
+            concept_balance(config, &concepts, None).as_ref(),
             device,
             resume,
             observer,
@@ -221,8 +224,6 @@ pub fn sft_on<B: TrainBackend>(
     };
     let pad = tok.pad();
     let dir = config.run.out.join("sft");
-    let group_images: Vec<usize> = groups.iter().map(|g| g.image).collect();
-    let order = sampling_order(config, items, prefs, &group_images)?;
     let runner = Runner {
         stage: "sft",
         dir: &dir,
@@ -400,7 +401,8 @@ pub fn apo_on<B: TrainBackend>(
     } else {
         Vec::new()
     };
-    let balance = concept_balance(config, &concepts);
+    let seen: Vec<usize> = order.iter().map(|&u| group_images[u]).collect();
+    let balance = concept_balance(config, &concepts, Some(&seen));
     let pad = tok.pad();
     let runner = Runner {
         stage: name,
@@ -589,12 +591,24 @@ fn sampling_order(
 
 /// Each finding's share of positive concept targets over the images that have targets,
 /// clamped to [0.01, 0.99] (so no class weighs more than 50), when `model.concept_balance`
-/// is set; `None` otherwise.
-fn concept_balance(config: &RunConfig, concepts: &[Option<[f32; 14]>]) -> Option<[f32; 14]> {
+/// is set; `None` otherwise. `seen`: the image of every unit of the stage's sampling order
+/// (repeats included), so that a stage that oversamples positives is balanced on what it
+/// sees, not balanced twice; `None`: every image with targets once.
+fn concept_balance(
+    config: &RunConfig,
+    concepts: &[Option<[f32; 14]>],
+    seen: Option<&[usize]>,
+) -> Option<[f32; 14]> {
     if !config.model.concept_balance {
         return None;
     }
-    let rows: Vec<&[f32; 14]> = concepts.iter().flatten().collect();
+    let rows: Vec<&[f32; 14]> = match seen {
+        None => concepts.iter().flatten().collect(),
+        Some(images) => images
+            .iter()
+            .filter_map(|&i| concepts.get(i).and_then(Option::as_ref))
+            .collect(),
+    };
     let mut pi = [0.5f32; 14];
     if !rows.is_empty() {
         for (k, p) in pi.iter_mut().enumerate() {
@@ -755,9 +769,12 @@ mod tests {
         let neg = [0f32; 14];
         let table = vec![Some(pos), Some(neg), Some(neg), Some(neg), None];
         let mut config = RunConfig::default();
-        assert_eq!(concept_balance(&config, &table), None);
+        assert_eq!(concept_balance(&config, &table, None), None);
         config.model.concept_balance = true;
-        let pi = concept_balance(&config, &table).unwrap();
+        let pi = concept_balance(&config, &table, None).unwrap();
+        // Balanced on what a stage sees: image 0 twice and image 1 once give π = 2/3.
+        let seen = concept_balance(&config, &table, Some(&[0, 0, 1, 4])).unwrap();
+        assert!((seen[2] - 2.0 / 3.0).abs() < 1e-6, "{}", seen[2]);
         assert_eq!(pi[2], 0.25);
         assert_eq!(pi[0], 0.01, "a finding no image states is clamped");
         // Logits 0 everywhere: every term is ln 2 times its weight.
