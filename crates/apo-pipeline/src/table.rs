@@ -126,7 +126,17 @@ impl TestSet {
                     .collect()
             })
             .collect();
-        let confidence = report.concepts.as_ref().map(|concepts| {
+        (predictions, self.confidences(report, &index))
+    }
+
+    /// A student's concept-head probabilities per test image and finding, when the
+    /// evaluation has them (`index`: sample position by image id).
+    fn confidences(
+        &self,
+        report: &EvalReport,
+        index: &BTreeMap<&str, usize>,
+    ) -> Option<Confidences> {
+        report.concepts.as_ref().map(|concepts| {
             self.ids
                 .iter()
                 .map(|id| {
@@ -137,8 +147,7 @@ impl TestSet {
                         .collect()
                 })
                 .collect()
-        });
-        (predictions, confidence)
+        })
     }
 }
 
@@ -152,8 +161,13 @@ impl TestSet {
         report: &EvalReport,
         threshold: f64,
     ) -> Option<(Predictions, Confidences)> {
-        let (_, confidence) = self.read(report);
-        let confidence = confidence?;
+        let index: BTreeMap<&str, usize> = report
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (s.id.as_str(), k))
+            .collect();
+        let confidence = self.confidences(report, &index)?;
         let predictions = confidence
             .iter()
             .map(|row| {
