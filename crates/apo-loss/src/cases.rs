@@ -10,6 +10,7 @@
 //! ```
 //!
 //! with the optional keys `id` (echoed back), `label_smoothing`, `gamma`, `sft_weight`,
+//! `preference_weight` (default 1; 0 with `sft_weight` > 0 is the NLL-only control),
 //! `aggregation` (`sum` | `mean`), `reduction` (`mean` | `sum`, pairwise objectives),
 //! `temperature` (`infonca`), `weights` (one per negative), `rewards` (`infonca`: one per
 //! sequence, the chosen one's first) and, per sequence, `tokens`. Any other key is an error.
@@ -55,6 +56,9 @@ pub struct Case {
     /// Reduction of the pairwise objectives over negatives (default `mean`).
     #[serde(default)]
     pub reduction: Reduction,
+    /// Weight of the preference term (default 1).
+    #[serde(default = "default_preference_weight")]
+    pub preference_weight: f64,
     /// The chosen sequence.
     pub chosen: Sequence,
     /// The rejected sequences.
@@ -75,6 +79,10 @@ fn default_gamma() -> f64 {
     LossConfig::default().gamma
 }
 
+fn default_preference_weight() -> f64 {
+    1.0
+}
+
 fn default_temperature() -> f64 {
     LossConfig::default().temperature
 }
@@ -91,6 +99,7 @@ impl Case {
             aggregation: self.aggregation,
             temperature: self.temperature,
             reduction: self.reduction,
+            preference_weight: self.preference_weight,
         }
     }
 

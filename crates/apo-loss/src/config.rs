@@ -282,6 +282,16 @@ fn is_default_reduction(r: &Reduction) -> bool {
     *r == Reduction::Mean
 }
 
+#[cfg(feature = "serde")]
+fn is_one(w: &f64) -> bool {
+    *w == 1.0
+}
+
+#[cfg(feature = "serde")]
+fn one() -> f64 {
+    1.0
+}
+
 /// Hyperparameters of a preference objective.
 ///
 /// Build one with [`LossConfig::new`] and the `with_*` setters, then call
@@ -322,6 +332,14 @@ pub struct LossConfig {
     /// listwise objectives accept only `mean`). Default: `mean`.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "is_default_reduction"))]
     pub reduction: Reduction,
+    /// Weight `w ≥ 0` of the preference term: the loss is `w · L_pref + α · NLL(chosen)`.
+    /// `0` with `sft_weight > 0` is the NLL-only control (supervised fine-tuning on the
+    /// chosen sequences, the preference term's metrics still reported). Default: 1.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "one", skip_serializing_if = "is_one")
+    )]
+    pub preference_weight: f64,
 }
 
 impl Default for LossConfig {
@@ -342,7 +360,14 @@ impl LossConfig {
             aggregation: None,
             temperature: DEFAULT_TEMPERATURE,
             reduction: Reduction::Mean,
+            preference_weight: 1.0,
         }
+    }
+
+    /// Sets the weight of the preference term (0 with an SFT weight: the NLL-only control).
+    pub fn with_preference_weight(mut self, preference_weight: f64) -> Self {
+        self.preference_weight = preference_weight;
+        self
     }
 
     /// Sets β.
@@ -445,6 +470,20 @@ impl LossConfig {
                 name: "sft_weight",
                 value: self.sft_weight,
                 expected: "a finite number >= 0",
+            });
+        }
+        if !(self.preference_weight.is_finite() && self.preference_weight >= 0.0) {
+            return Err(LossError::OutOfRange {
+                name: "preference_weight",
+                value: self.preference_weight,
+                expected: "a finite number >= 0",
+            });
+        }
+        if self.preference_weight == 0.0 && self.sft_weight == 0.0 {
+            return Err(LossError::OutOfRange {
+                name: "preference_weight",
+                value: 0.0,
+                expected: "> 0 unless sft_weight > 0 (both 0 leave no loss)",
             });
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {

@@ -393,12 +393,13 @@ impl PreferenceLoss {
             }
         };
 
-        let mut loss = preference_loss;
+        let pw = cfg.preference_weight;
+        let mut loss = pw * preference_loss;
         let nll_chosen = example
             .chosen
             .tokens
             .map(|t| -example.chosen.policy / t as f64);
-        let mut grad: Vec<f64> = (0..=n).map(|i| dl_ds[i] * scored.dscore[i]).collect();
+        let mut grad: Vec<f64> = (0..=n).map(|i| pw * dl_ds[i] * scored.dscore[i]).collect();
         if cfg.sft_weight > 0.0 {
             // Presence of the token count was checked in `score`.
             let t = example.chosen.tokens.unwrap_or(1) as f64;

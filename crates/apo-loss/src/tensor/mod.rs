@@ -431,6 +431,11 @@ impl PreferenceLoss {
                 }
             }
         };
+        let loss = if cfg.preference_weight == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(cfg.preference_weight)
+        };
         match (cfg.sft_weight > 0.0, &tokens) {
             (true, Some(t)) => {
                 let chosen_policy = batch.policy.clone().slice_dim(1, 0..1);

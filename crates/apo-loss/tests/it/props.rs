@@ -462,3 +462,48 @@ fn strengths(beta: f64, ex: &Example) -> (Vec<f64>, Vec<usize>) {
         .collect();
     (t, list)
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `preference_weight = w` scales the preference term and its gradient by `w` and leaves
+    /// the NLL term alone; `w = 0` is the NLL-only control (no gradient on the negatives).
+    #[test]
+    fn preference_weight_scales_the_preference_term(
+        ex in moderate_example(), beta in beta(), w in 0.0..4.0f64, alpha in 0.1..2.0f64,
+    ) {
+        for objective in [Objective::PlackettLuce, Objective::PairwiseSigmoid] {
+            let base = LossConfig::new(objective).with_beta(beta).with_sft_weight(alpha);
+            let one = eval(&base, &ex);
+            let weighted = eval(&base.clone().with_preference_weight(w), &ex);
+            let nll = alpha * one.metrics.nll_chosen.unwrap();
+            let pref = one.metrics.preference_loss;
+            prop_assert!(close(weighted.loss, w * pref + nll, 1e-12));
+            prop_assert!(close(weighted.metrics.preference_loss, pref, 1e-15));
+            let t = ex.chosen.tokens.unwrap() as f64;
+            let g0 = (one.grad_chosen + alpha / t) * w - alpha / t;
+            prop_assert!(close(weighted.grad_chosen, g0, 1e-10));
+            for (a, b) in weighted.grad_rejected.iter().zip(&one.grad_rejected) {
+                prop_assert!(close(*a, w * b, 1e-12));
+            }
+            if w == 0.0 {
+                prop_assert!(weighted.grad_rejected.iter().all(|g| *g == 0.0));
+            }
+        }
+    }
+}
+
+/// A preference weight that is negative, not finite, or 0 without an SFT term is an error.
+#[test]
+fn preference_weight_is_validated() {
+    let cfg = LossConfig::default();
+    for w in [-1.0, f64::NAN, f64::INFINITY, 0.0] {
+        assert!(cfg.clone().with_preference_weight(w).init().is_err(), "{w}");
+    }
+    assert!(
+        cfg.with_sft_weight(1.0)
+            .with_preference_weight(0.0)
+            .init()
+            .is_ok()
+    );
+}
