@@ -342,27 +342,29 @@ pub fn run<B: TrainBackend>(
     let t = Instant::now();
     let test_items = split(options.eval_split);
     let eval_split = options.eval_split.name();
-    let mut test_images = 0;
     let decoding = json(&(config.run.max_new_tokens, config.run.temperature));
-    let mut apo_report = None;
-    for stage in ["sft", "pairwise", "apo"] {
-        let name = format!("eval-{stage}");
+    // One evaluation of `stage`'s student on `items`, cached as stage `name` under the
+    // student's training key, the decoding and the split.
+    let cached_eval = |name: &str, stage: &str, items: &[Item]| -> Result<EvalReport> {
         let k = key(&[
-            &name,
+            name,
             EVAL_VERSION,
             &train_keys[stage],
             &decoding,
             eval_split,
         ]);
-        let report = match stages.done::<EvalReport>(&name, &k) {
-            Some(r) => r,
-            None => {
-                stages.start(&name, &k)?;
-                let r = evaluate::<B>(&config, stage, &test_items, &evaluated, device)?;
-                stages.finish(&name, &k, &r)?;
-                r
-            }
-        };
+        if let Some(r) = stages.done::<EvalReport>(name, &k) {
+            return Ok(r);
+        }
+        stages.start(name, &k)?;
+        let r = evaluate::<B>(&config, stage, items, &evaluated, device)?;
+        stages.finish(name, &k, &r)?;
+        Ok(r)
+    };
+    let mut test_images = 0;
+    let mut apo_report = None;
+    for stage in ["sft", "pairwise", "apo"] {
+        let report = cached_eval(&format!("eval-{stage}"), stage, &test_items)?;
         let samples = out.join(format!("samples-{stage}.jsonl"));
         write_samples(&samples, &report)?;
         files.push(samples);
@@ -407,23 +409,7 @@ pub fn run<B: TrainBackend>(
             if cf_items.is_empty() {
                 None
             } else {
-                let name = "eval-apo-counterfactuals";
-                let k = key(&[
-                    name,
-                    EVAL_VERSION,
-                    &train_keys["apo"],
-                    &decoding,
-                    eval_split,
-                ]);
-                let r = match stages.done::<EvalReport>(name, &k) {
-                    Some(r) => r,
-                    None => {
-                        stages.start(name, &k)?;
-                        let r = evaluate::<B>(&config, "apo", &cf_items, &evaluated, device)?;
-                        stages.finish(name, &k, &r)?;
-                        r
-                    }
-                };
+                let r = cached_eval("eval-apo-counterfactuals", "apo", &cf_items)?;
                 let report = counterfactual::report("apo", &test_items, original, &r, &what);
                 observer.message(&format!(
                     "counterfactuals: the APO student's statement flips on {:.1} % of {} renders \
@@ -441,23 +427,7 @@ pub fn run<B: TrainBackend>(
     // another test image with the same prompt. A student that scores as well with the wrong
     // image does not read the image.
     let (shuffled_items, sources) = shuffle_images(&test_items, config.run.seed);
-    let name = "eval-apo-shuffled";
-    let k = key(&[
-        name,
-        EVAL_VERSION,
-        &train_keys["apo"],
-        &decoding,
-        eval_split,
-    ]);
-    let report = match stages.done::<EvalReport>(name, &k) {
-        Some(r) => r,
-        None => {
-            stages.start(name, &k)?;
-            let r = evaluate::<B>(&config, "apo", &shuffled_items, &evaluated, device)?;
-            stages.finish(name, &k, &r)?;
-            r
-        }
-    };
+    let report = cached_eval("eval-apo-shuffled", "apo", &shuffled_items)?;
     let samples = out.join("samples-apo-shuffled.jsonl");
     write_shuffled_samples(&samples, &report, &sources)?;
     files.push(samples);

@@ -107,12 +107,7 @@ impl TestSet {
     /// image (an image without a sample has no statement), and its concept-head
     /// probabilities when the evaluation has them.
     pub fn read(&self, report: &EvalReport) -> (Predictions, Option<Confidences>) {
-        let index: BTreeMap<&str, usize> = report
-            .samples
-            .iter()
-            .enumerate()
-            .map(|(k, s)| (s.id.as_str(), k))
-            .collect();
+        let index = sample_index(report);
         let predictions = self
             .ids
             .iter()
@@ -161,12 +156,7 @@ impl TestSet {
         report: &EvalReport,
         threshold: f64,
     ) -> Option<(Predictions, Confidences)> {
-        let index: BTreeMap<&str, usize> = report
-            .samples
-            .iter()
-            .enumerate()
-            .map(|(k, s)| (s.id.as_str(), k))
-            .collect();
+        let index = sample_index(report);
         let confidence = self.confidences(report, &index)?;
         let predictions = confidence
             .iter()
@@ -188,6 +178,16 @@ impl TestSet {
 /// ([`TestSet::concept_calls`] at probability 0.5): what the head knows, without the text.
 pub fn concept_row(stage: &str) -> String {
     format!("{stage} concept head -> template")
+}
+
+/// Each sample's position in `report`, by image id.
+fn sample_index(report: &EvalReport) -> BTreeMap<&str, usize> {
+    report
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (s.id.as_str(), k))
+        .collect()
 }
 
 /// Resamples of the paired bootstrap behind [`Comparison`].
