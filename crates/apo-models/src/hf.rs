@@ -1,0 +1,231 @@
+//! A checkpoint folder as one object: the model, its processor (chat template, tokenizer, image
+//! processor), and the two row formats `apo score` and `apo generate` read (JSON Lines).
+//!
+//! A score row `{"images": ["a.png", ...], "prompt": "...", "completion": "..."}` is rendered
+//! as a user message (the images, then the prompt text) and an assistant message (the
+//! completion). Its answer is `{"logprob", "tokens"}`: the sum of the log-probabilities of the
+//! tokens of render(user + assistant) after render(user, add_generation_prompt = true) — TRL's
+//! definition of a completion's log-probability. Relative image paths resolve against the folder
+//! of the input file.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{Content, Message};
+use crate::error::{ModelError, Result};
+use crate::model::{GenerateOptions, Loaded};
+use crate::processor::{PixelValues, Processor};
+use crate::vision::VisionInput;
+
+/// A row of `apo score`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRow {
+    /// Image files, in the order they appear before the prompt.
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
+    /// The user's text.
+    pub prompt: String,
+    /// The assistant's answer to score.
+    pub completion: String,
+}
+
+/// A row of `apo generate`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRow {
+    /// Image files.
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
+    /// The user's text.
+    pub prompt: String,
+}
+
+/// The answer to a score row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Sum of the completion tokens' log-probabilities (natural log).
+    pub logprob: f64,
+    /// How many completion tokens.
+    pub tokens: usize,
+}
+
+/// The answer to a generate row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generated {
+    /// The decoded new tokens (special tokens skipped).
+    pub text: String,
+    /// The new token ids.
+    pub ids: Vec<u32>,
+}
+
+/// What a JSON Lines run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunSummary {
+    /// Non-empty lines read.
+    pub read: usize,
+    /// Lines answered.
+    pub answered: usize,
+    /// Lines answered with an error.
+    pub failed: usize,
+}
+
+/// A checkpoint: model and processor.
+#[derive(Debug)]
+pub struct HfModel<B: Backend> {
+    /// The model.
+    pub model: Loaded<B>,
+    /// Its processor.
+    pub processor: Processor,
+    /// Where it runs.
+    pub device: B::Device,
+}
+
+fn vision_inputs(images: &[PixelValues]) -> Vec<VisionInput> {
+    images.iter().map(|p| VisionInput { pixels: p.data.clone(), grid_thw: p.grid_thw }).collect()
+}
+
+fn user(images: usize, prompt: &str) -> Message {
+    let mut content = vec![Content::Image; images];
+    content.push(Content::Text(prompt.to_string()));
+    Message::new("user", content)
+}
+
+fn resolve(base: &Path, images: &[PathBuf]) -> Vec<PathBuf> {
+    images.iter().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) }).collect()
+}
+
+impl<B: Backend> HfModel<B> {
+    /// Loads the model and its processor from a checkpoint folder.
+    pub fn open(dir: &Path, device: B::Device) -> Result<Self> {
+        let model = Loaded::load(dir, &device)?;
+        let processor = Processor::from_dir(dir)?;
+        let id = processor.tokenizer.image_token_id();
+        if id != model.config.image_token_id {
+            return Err(ModelError::Tokenizer {
+                path: processor.tokenizer.path().to_path_buf(),
+                message: format!(
+                    "the tokenizer's image token has id {id}, config.json says image_token_id {}",
+                    model.config.image_token_id
+                ),
+            });
+        }
+        Ok(HfModel { model, processor, device })
+    }
+
+    /// The token ids of render(user + assistant), the length of render(user, generation prompt),
+    /// and the images.
+    pub fn score_inputs(&self, row: &ScoreRow, base: &Path) -> Result<(Vec<u32>, usize, Vec<PixelValues>)> {
+        if row.completion.is_empty() {
+            return Err(ModelError::Input("the completion is empty".into()));
+        }
+        let paths = resolve(base, &row.images);
+        let u = user(paths.len(), &row.prompt);
+        let prompt = self.processor.prepare(std::slice::from_ref(&u), &paths, true)?;
+        let images = prompt.images;
+        let assistant = Message::text("assistant", row.completion.clone());
+        let full_text = self.processor.template.render(&[u, assistant], false)?;
+        let merge = self.processor.image_processor.merge_size();
+        let counts: Vec<usize> = images.iter().map(|p| p.tokens(merge)).collect();
+        let full = self.processor.tokenizer.encode(&full_text, &counts)?;
+        if full.len() <= prompt.ids.len() || full[..prompt.ids.len()] != prompt.ids[..] {
+            return Err(ModelError::Input(
+                "the chat template's render of the prompt is not a prefix of its render of prompt + completion".into(),
+            ));
+        }
+        Ok((full, prompt.ids.len(), images))
+    }
+
+    /// Scores rows in one batch (right-padded).
+    pub fn score(&self, rows: &[ScoreRow], base: &Path) -> Result<Vec<Score>> {
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut images = Vec::new();
+        for row in rows {
+            let (ids, prompt, imgs) = self.score_inputs(row, base)?;
+            seqs.push((ids, prompt));
+            images.extend(vision_inputs(&imgs));
+        }
+        Ok(self
+            .model
+            .completion_logprobs(&seqs, &images, &self.device)?
+            .into_iter()
+            .map(|(logprob, tokens)| Score { logprob, tokens })
+            .collect())
+    }
+
+    /// Continues a row's prompt.
+    pub fn generate(&self, row: &GenerateRow, base: &Path, opts: &GenerateOptions) -> Result<Generated> {
+        let paths = resolve(base, &row.images);
+        let prompt = self.processor.prepare(&[user(paths.len(), &row.prompt)], &paths, true)?;
+        let mut opts = opts.clone();
+        if opts.stop.is_empty() {
+            opts.stop = self.stop_tokens();
+        }
+        let ids = self.model.generate(&prompt.ids, &vision_inputs(&prompt.images), &opts, &self.device)?;
+        let text = self.processor.tokenizer.decode(&ids, true)?;
+        Ok(Generated { text, ids })
+    }
+
+    /// The tokens that end a turn: the tokenizer's eos and the config's `eos_token_id`s.
+    pub fn stop_tokens(&self) -> Vec<u32> {
+        let mut stop: Vec<u32> = self.model.config.text.eos_token_id.clone();
+        if let Some(e) = self.processor.tokenizer.eos_id() {
+            if !stop.contains(&e) {
+                stop.push(e);
+            }
+        }
+        stop
+    }
+
+    /// `apo score`: one answer line per non-empty input line, `{"line": N, "error": ...}` for a
+    /// line that fails (the rest are still answered).
+    pub fn score_jsonl(&self, input: impl BufRead, mut output: impl Write, base: &Path) -> Result<RunSummary> {
+        run_jsonl(input, &mut output, |row: ScoreRow| {
+            let s = self.score(std::slice::from_ref(&row), base)?;
+            Ok(serde_json::to_value(s[0]).unwrap_or_default())
+        })
+    }
+
+    /// `apo generate`: as [`HfModel::score_jsonl`], answers `{"text", "ids"}`.
+    pub fn generate_jsonl(&self, input: impl BufRead, mut output: impl Write, base: &Path, opts: &GenerateOptions) -> Result<RunSummary> {
+        run_jsonl(input, &mut output, |row: GenerateRow| {
+            let g = self.generate(&row, base, opts)?;
+            Ok(serde_json::to_value(g).unwrap_or_default())
+        })
+    }
+}
+
+fn run_jsonl<R: serde::de::DeserializeOwned>(
+    input: impl BufRead,
+    output: &mut impl Write,
+    mut answer: impl FnMut(R) -> Result<serde_json::Value>,
+) -> Result<RunSummary> {
+    let mut summary = RunSummary::default();
+    let io = |source| ModelError::Io { path: PathBuf::from("<output>"), source };
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|source| ModelError::Io { path: PathBuf::from("<input>"), source })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        summary.read += 1;
+        let result = serde_json::from_str::<R>(&line)
+            .map_err(|e| ModelError::Input(format!("not a valid row: {e}")))
+            .and_then(&mut answer);
+        let value = match result {
+            Ok(v) => {
+                summary.answered += 1;
+                v
+            }
+            Err(e) => {
+                summary.failed += 1;
+                serde_json::json!({ "line": i + 1, "error": e.to_string() })
+            }
+        };
+        writeln!(output, "{value}").map_err(io)?;
+    }
+    output.flush().map_err(io)?;
+    Ok(summary)
+}

@@ -1,0 +1,308 @@
+//! A whole Qwen2-VL / Qwen2.5-VL model: vision tower, language model, positions, forward,
+//! completion log-probabilities and generation.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::rope::{Positions, rope_index};
+use crate::text::{KvCache, TextModel, causal_mask};
+use crate::vision::{VisionInput, VisionTower};
+use crate::weights::Weights;
+
+/// A loaded checkpoint.
+#[derive(Module, Debug)]
+pub struct QwenVl<B: Backend> {
+    /// The vision tower and merger.
+    pub vision: VisionTower<B>,
+    /// The language model.
+    pub text: TextModel<B>,
+}
+
+/// A model with the settings it was loaded with.
+#[derive(Debug)]
+pub struct Loaded<B: Backend> {
+    /// The modules.
+    pub model: QwenVl<B>,
+    /// `config.json`.
+    pub config: ModelConfig,
+}
+
+/// How to pick each new token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Most tokens to produce.
+    pub max_new_tokens: usize,
+    /// 0: greedy; otherwise sample from `softmax(logits / temperature)`.
+    pub temperature: f64,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Tokens that end generation (produced, then stop).
+    pub stop: Vec<u32>,
+}
+
+impl<B: Backend> Loaded<B> {
+    /// Loads `DIR/config.json` and the weights. A tensor the model needs and the checkpoint
+    /// lacks, a shape that differs from the config, and a tensor the model does not use are
+    /// typed errors that name the tensor.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let mut w = Weights::open(dir)?;
+        let vision = VisionTower::load(config.architecture, &config.vision, &mut w, device)?;
+        let text = TextModel::load(&config.text, config.tie_word_embeddings, &mut w, device)?;
+        w.finish()?;
+        tracing::info!(
+            dir = %dir.display(),
+            architecture = config.architecture.class_name(),
+            dtype = ?config.dtype,
+            "checkpoint loaded"
+        );
+        Ok(Loaded { model: QwenVl { vision, text }, config })
+    }
+
+    /// M-RoPE positions of a padded batch; `images` are all the batch's images in order.
+    pub fn positions(&self, ids: &[Vec<u32>], mask: &[Vec<bool>], images: &[VisionInput]) -> Result<Vec<Positions>> {
+        let c = &self.config;
+        let mut next = 0usize;
+        let mut out = Vec::with_capacity(ids.len());
+        for (b, (row, m)) in ids.iter().zip(mask).enumerate() {
+            let blocks = image_blocks(row, m, c.image_token_id);
+            if next + blocks > images.len() {
+                return Err(ModelError::Input(format!(
+                    "sequence {b}: {blocks} image block(s) in the tokens, but only {} image(s) left",
+                    images.len() - next
+                )));
+            }
+            let grids: Vec<[usize; 3]> = images[next..next + blocks].iter().map(|i| i.grid_thw).collect();
+            next += blocks;
+            out.push(
+                rope_index(row, m, &grids, c.vision.spatial_merge_size, c.image_token_id, c.video_token_id)
+                    .map_err(|e| ModelError::Input(format!("sequence {b}: {e}")))?,
+            );
+        }
+        if next != images.len() {
+            return Err(ModelError::Input(format!(
+                "{} image(s) given, the tokens have {next} image block(s)",
+                images.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Input embeddings `[batch, len, hidden]`: token embeddings with each image's merged
+    /// features in place of its `<|image_pad|>` tokens.
+    pub fn embeddings(&self, ids: &[Vec<u32>], images: &[VisionInput], device: &B::Device) -> Result<Tensor<B, 3>> {
+        let x = self.model.text.embed_ids(ids, device);
+        if images.is_empty() {
+            return Ok(x);
+        }
+        let [b, l, d] = x.dims();
+        let feats = self.model.vision.forward(images, device)?;
+        let n = feats.dims()[0];
+        let mut index = Vec::with_capacity(b * l);
+        let mut k = 0usize;
+        for (bi, row) in ids.iter().enumerate() {
+            for (t, &id) in row.iter().enumerate() {
+                if id == self.config.image_token_id {
+                    index.push((b * l + k) as i64);
+                    k += 1;
+                } else {
+                    index.push((bi * l + t) as i64);
+                }
+            }
+        }
+        if k != n {
+            return Err(ModelError::Input(format!("image features and image tokens do not match: {k} tokens, {n} features")));
+        }
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * l]), device);
+        Ok(Tensor::cat(vec![x.reshape([b * l, d]), feats], 0).select(0, idx).reshape([b, l, d]))
+    }
+
+    fn check(&self, ids: &[Vec<u32>], mask: &[Vec<bool>]) -> Result<()> {
+        let l = ids.first().map_or(0, Vec::len);
+        if ids.is_empty() || l == 0 {
+            return Err(ModelError::Input("empty input".into()));
+        }
+        for (b, (row, m)) in ids.iter().zip(mask).enumerate() {
+            if row.len() != l || m.len() != l {
+                return Err(ModelError::Input(format!("sequence {b}: rows of a batch must have one length (padded)")));
+            }
+            if let Some(&bad) = row.iter().find(|&&t| t as usize >= self.config.text.vocab_size) {
+                return Err(ModelError::Input(format!("sequence {b}: token id {bad} is outside the vocabulary ({})", self.config.text.vocab_size)));
+            }
+        }
+        if ids.len() != mask.len() {
+            return Err(ModelError::Input("ids and mask differ in batch size".into()));
+        }
+        if l > self.config.text.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "{l} tokens: longer than the model's max_position_embeddings {}",
+                self.config.text.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    /// Final hidden states `[batch, len, hidden]` of a padded batch, filling `cache` if given.
+    pub fn hidden(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        images: &[VisionInput],
+        cache: Option<&mut KvCache<B>>,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 3>, Vec<Positions>)> {
+        self.check(ids, mask)?;
+        let positions = self.positions(ids, mask, images)?;
+        let x = self.embeddings(ids, images, device)?;
+        let rows: Vec<[Vec<i64>; 3]> = positions.iter().map(|p| p.rows.clone()).collect();
+        let (cos, sin) = self.model.text.rotary(&rows, device);
+        let l = ids[0].len();
+        let m = causal_mask::<B>(mask, l, device);
+        Ok((self.model.text.forward(x, cos, sin, m, cache), positions))
+    }
+
+    /// Logits `[batch, len, vocab]` of a padded batch (values at padding are not meaningful).
+    pub fn forward(&self, ids: &[Vec<u32>], mask: &[Vec<bool>], images: &[VisionInput], device: &B::Device) -> Result<Tensor<B, 3>> {
+        let (h, _) = self.hidden(ids, mask, images, None, device)?;
+        Ok(self.model.text.logits(h))
+    }
+
+    /// `Σ_{p ≥ prompt_len} log p(ids[p] | ids[..p])` of each sequence (TRL's completion
+    /// log-probability) and the number of completion tokens. Sequences are right-padded into
+    /// one batch; the head runs only on the positions that predict completion tokens.
+    pub fn completion_logprobs(
+        &self,
+        seqs: &[(Vec<u32>, usize)],
+        images: &[VisionInput],
+        device: &B::Device,
+    ) -> Result<Vec<(f64, usize)>> {
+        let l = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(seqs.len());
+        let mut mask = Vec::with_capacity(seqs.len());
+        let mut picks = Vec::new();
+        let mut targets = Vec::new();
+        let mut counts = Vec::new();
+        for (b, (s, prompt)) in seqs.iter().enumerate() {
+            if *prompt == 0 || *prompt >= s.len() {
+                return Err(ModelError::Input(format!(
+                    "sequence {b}: the completion is empty (prompt {prompt} of {} tokens)",
+                    s.len()
+                )));
+            }
+            let mut row = s.clone();
+            row.resize(l, 0);
+            let mut m = vec![true; s.len()];
+            m.resize(l, false);
+            ids.push(row);
+            mask.push(m);
+            for p in *prompt..s.len() {
+                picks.push((b * l + p - 1) as i64);
+                targets.push(s[p] as i64);
+            }
+            counts.push(s.len() - prompt);
+        }
+        let (h, _) = self.hidden(&ids, &mask, images, None, device)?;
+        let [b, _, d] = h.dims();
+        let n = picks.len();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(picks, [n]), device);
+        let rows = h.reshape([b * l, d]).select(0, idx);
+        let lp = log_softmax(self.model.text.logits(rows), 1);
+        let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
+        let picked = lp.gather(1, tgt).into_data().convert::<f32>();
+        let values = picked.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0usize;
+        for c in counts {
+            let sum: f64 = values[at..at + c].iter().map(|&v| v as f64).sum();
+            out.push((sum, c));
+            at += c;
+        }
+        Ok(out)
+    }
+
+    /// Continues one sequence: prefill, then one token at a time with the key/value cache.
+    /// Returns the new token ids (ending with a stop token if one was produced).
+    pub fn generate(&self, ids: &[u32], images: &[VisionInput], opts: &GenerateOptions, device: &B::Device) -> Result<Vec<u32>> {
+        let mut cache = self.model.text.cache();
+        let ids = vec![ids.to_vec()];
+        let mut keys = vec![vec![true; ids[0].len()]];
+        let (h, positions) = self.hidden(&ids, &keys, images, Some(&mut cache), device)?;
+        let l = ids[0].len();
+        let [_, _, d] = h.dims();
+        let mut last = h.narrow(1, l - 1, 1).reshape([1, d]);
+        let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(opts.seed);
+        let mut next_pos = l as i64 + positions[0].delta;
+        let mut out = Vec::new();
+        let limit = self.config.text.max_position_embeddings;
+        for step in 0..opts.max_new_tokens {
+            let logits = self.model.text.logits(last).into_data().convert::<f32>();
+            let logits = logits.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+            let token = pick(logits, opts.temperature, &mut rng);
+            out.push(token);
+            if opts.stop.contains(&token) || step + 1 == opts.max_new_tokens {
+                break;
+            }
+            if l + out.len() >= limit {
+                tracing::warn!(limit, "generation stopped at max_position_embeddings");
+                break;
+            }
+            keys[0].push(true);
+            let x = self.model.text.embed_ids(&[vec![token]], device);
+            let pos = [vec![next_pos], vec![next_pos], vec![next_pos]];
+            next_pos += 1;
+            let (cos, sin) = self.model.text.rotary(&[pos], device);
+            let m = causal_mask::<B>(&keys, 1, device);
+            last = self.model.text.forward(x, cos, sin, m, Some(&mut cache)).reshape([1, d]);
+        }
+        Ok(out)
+    }
+}
+
+/// The number of maximal runs of the image token among the real tokens.
+fn image_blocks(ids: &[u32], mask: &[bool], image: u32) -> usize {
+    let mut blocks = 0;
+    let mut inside = false;
+    for (&t, &m) in ids.iter().zip(mask) {
+        if !m {
+            continue;
+        }
+        let is = t == image;
+        if is && !inside {
+            blocks += 1;
+        }
+        inside = is;
+    }
+    blocks
+}
+
+/// Greedy (temperature 0; the first of equal maxima, as `argmax`) or a draw from
+/// `softmax(logits / temperature)` computed in f64.
+fn pick(logits: &[f32], temperature: f64, rng: &mut impl Rng) -> u32 {
+    if temperature <= 0.0 {
+        let mut best = 0usize;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        return best as u32;
+    }
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let weights: Vec<f64> = logits.iter().map(|&v| ((v as f64 - max) / temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        u -= w;
+        if u <= 0.0 {
+            return i as u32;
+        }
+    }
+    (logits.len() - 1) as u32
+}
