@@ -120,8 +120,15 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, key: &str, what: &str) -> ModelError {
-        let at = if self.section.is_empty() { key.to_string() } else { format!("{}.{key}", self.section) };
-        ModelError::Json { path: self.path.to_path_buf(), message: format!("field {at:?}: {what}") }
+        let at = if self.section.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.section)
+        };
+        ModelError::Json {
+            path: self.path.to_path_buf(),
+            message: format!("field {at:?}: {what}"),
+        }
     }
     fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key).filter(|v| !v.is_null())
@@ -144,19 +151,28 @@ impl Fields<'_> {
     fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(key, "expected a number")),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(key, "expected a number")),
         }
     }
     fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.err(key, "expected true or false")),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.err(key, "expected true or false")),
         }
     }
     fn str_opt(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(key, "expected a string")),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.err(key, "expected a string")),
         }
     }
     fn usize_list(&self, key: &str) -> Result<Option<Vec<usize>>> {
@@ -164,7 +180,11 @@ impl Fields<'_> {
             None => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(key, "expected integers")))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|n| n as usize)
+                        .ok_or_else(|| self.err(key, "expected integers"))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
             Some(_) => Err(self.err(key, "expected a list of integers")),
@@ -183,29 +203,55 @@ impl ModelConfig {
     /// Reads `DIR/config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_json(&text, &path)
     }
 
     /// Parses the text of a `config.json`; `path` names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| ModelError::Json { path: path.to_path_buf(), message: e.to_string() })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let Value::Object(root) = value else {
-            return Err(ModelError::Json { path: path.to_path_buf(), message: "expected a JSON object".into() });
+            return Err(ModelError::Json {
+                path: path.to_path_buf(),
+                message: "expected a JSON object".into(),
+            });
         };
-        let top = Fields { path, section: "", map: &root };
+        let top = Fields {
+            path,
+            section: "",
+            map: &root,
+        };
         let architecture = architecture(&top)?;
 
         let nested = top.object("text_config")?;
         let text_fields = match nested {
-            Some(map) => Fields { path, section: "text_config", map },
-            None => Fields { path, section: "", map: &root },
+            Some(map) => Fields {
+                path,
+                section: "text_config",
+                map,
+            },
+            None => Fields {
+                path,
+                section: "",
+                map: &root,
+            },
         };
         let text = text_config(&text_fields, &top)?;
 
-        let vision_map = top.object("vision_config")?.ok_or_else(|| top.err("vision_config", "missing"))?;
-        let vf = Fields { path, section: "vision_config", map: vision_map };
+        let vision_map = top
+            .object("vision_config")?
+            .ok_or_else(|| top.err("vision_config", "missing"))?;
+        let vf = Fields {
+            path,
+            section: "vision_config",
+            map: vision_map,
+        };
         let vision = vision_config(&vf, architecture, text.hidden_size)?;
 
         let token = |key: &str, default: u32| -> Result<u32> {
@@ -215,7 +261,12 @@ impl ModelConfig {
         let tie = match top.bool_opt("tie_word_embeddings")? {
             Some(true) => true,
             // transformers moves a text config's `tie_word_embeddings: true` to the outer config.
-            _ => nested.is_some() && text_fields.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+            _ => {
+                nested.is_some()
+                    && text_fields
+                        .bool_opt("tie_word_embeddings")?
+                        .unwrap_or(false)
+            }
         };
         Ok(ModelConfig {
             architecture,
@@ -240,8 +291,12 @@ fn architecture(top: &Fields<'_>) -> Result<Architecture> {
     if let Some(Value::Array(names)) = top.get("architectures") {
         for name in names.iter().filter_map(Value::as_str) {
             match name {
-                "Qwen2VLForConditionalGeneration" | "Qwen2VLModel" => return Ok(Architecture::Qwen2Vl),
-                "Qwen2_5_VLForConditionalGeneration" | "Qwen2_5_VLModel" => return Ok(Architecture::Qwen25Vl),
+                "Qwen2VLForConditionalGeneration" | "Qwen2VLModel" => {
+                    return Ok(Architecture::Qwen2Vl);
+                }
+                "Qwen2_5_VLForConditionalGeneration" | "Qwen2_5_VLModel" => {
+                    return Ok(Architecture::Qwen25Vl);
+                }
                 other => seen.push(other.to_string()),
             }
         }
@@ -255,7 +310,11 @@ fn architecture(top: &Fields<'_>) -> Result<Architecture> {
             }
             Err(ModelError::UnknownArchitecture {
                 path: top.path.to_path_buf(),
-                found: if seen.is_empty() { "none given".into() } else { seen.join(", ") },
+                found: if seen.is_empty() {
+                    "none given".into()
+                } else {
+                    seen.join(", ")
+                },
             })
         }
     }
@@ -273,7 +332,10 @@ fn text_config(f: &Fields<'_>, top: &Fields<'_>) -> Result<TextConfig> {
     }
     let head_dim = hidden_size / heads;
     if f.bool_opt("use_sliding_window")?.unwrap_or(false) {
-        return Err(f.err("use_sliding_window", "sliding-window attention is not supported"));
+        return Err(f.err(
+            "use_sliding_window",
+            "sliding-window attention is not supported",
+        ));
     }
     // rope_parameters (transformers 5) or rope_scaling (hub), and rope_theta beside them.
     let rope = match f.object("rope_parameters")? {
@@ -282,21 +344,41 @@ fn text_config(f: &Fields<'_>, top: &Fields<'_>) -> Result<TextConfig> {
     };
     let (mut theta, mut section) = (f.f64_opt("rope_theta")?, None);
     if let Some((name, map)) = rope {
-        let rf = Fields { path: f.path, section: name, map };
-        let kind = rf.str_opt("rope_type")?.or(rf.str_opt("type")?).unwrap_or("default");
+        let rf = Fields {
+            path: f.path,
+            section: name,
+            map,
+        };
+        let kind = rf
+            .str_opt("rope_type")?
+            .or(rf.str_opt("type")?)
+            .unwrap_or("default");
         if !matches!(kind, "default" | "mrope") {
-            return Err(rf.err("rope_type", &format!("{kind:?} is not supported (only default / mrope)")));
+            return Err(rf.err(
+                "rope_type",
+                &format!("{kind:?} is not supported (only default / mrope)"),
+            ));
         }
         theta = rf.f64_opt("rope_theta")?.or(theta);
         section = rf.usize_list("mrope_section")?;
     }
     let mrope_section = section.unwrap_or_else(|| vec![16, 24, 24]);
     if mrope_section.len() != 3 || mrope_section.iter().sum::<usize>() * 2 != head_dim {
-        return Err(f.err("mrope_section", &format!("{mrope_section:?} must be 3 numbers summing to head_dim / 2 = {}", head_dim / 2)));
+        return Err(f.err(
+            "mrope_section",
+            &format!(
+                "{mrope_section:?} must be 3 numbers summing to head_dim / 2 = {}",
+                head_dim / 2
+            ),
+        ));
     }
     let eos = match f.get("eos_token_id").or(top.get("eos_token_id")) {
         None => Vec::new(),
-        Some(Value::Array(ids)) => ids.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|v| v as u32)
+            .collect(),
         Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
     };
     Ok(TextConfig {
@@ -317,33 +399,66 @@ fn text_config(f: &Fields<'_>, top: &Fields<'_>) -> Result<TextConfig> {
 
 fn vision_config(f: &Fields<'_>, arch: Architecture, text_hidden: usize) -> Result<VisionConfig> {
     let theta = match f.object("rope_parameters")? {
-        Some(m) => Fields { path: f.path, section: "vision_config.rope_parameters", map: m }.f64_opt("rope_theta")?,
+        Some(m) => Fields {
+            path: f.path,
+            section: "vision_config.rope_parameters",
+            map: m,
+        }
+        .f64_opt("rope_theta")?,
         None => f.f64_opt("rope_theta")?,
     }
     .unwrap_or(10_000.0);
-    let num_heads = f.usize_opt("num_heads")?.or(f.usize_opt("num_attention_heads")?).ok_or_else(|| f.err("num_heads", "missing"))?;
-    let depth = f.usize_opt("depth")?.or(f.usize_opt("num_hidden_layers")?).ok_or_else(|| f.err("depth", "missing"))?;
+    let num_heads = f
+        .usize_opt("num_heads")?
+        .or(f.usize_opt("num_attention_heads")?)
+        .ok_or_else(|| f.err("num_heads", "missing"))?;
+    let depth = f
+        .usize_opt("depth")?
+        .or(f.usize_opt("num_hidden_layers")?)
+        .ok_or_else(|| f.err("depth", "missing"))?;
     let (width, intermediate, out, act, window, full) = match arch {
         Architecture::Qwen2Vl => {
             let embed = f.usize("embed_dim")?;
             let ratio = f.f64_opt("mlp_ratio")?.unwrap_or(4.0);
             let out = f.usize_opt("hidden_size")?.unwrap_or(text_hidden);
             let act = f.str_opt("hidden_act")?.unwrap_or("quick_gelu").to_string();
-            (embed, (embed as f64 * ratio) as usize, out, act, 0, Vec::new())
+            (
+                embed,
+                (embed as f64 * ratio) as usize,
+                out,
+                act,
+                0,
+                Vec::new(),
+            )
         }
         Architecture::Qwen25Vl => {
             let width = f.usize("hidden_size")?;
             let out = f.usize_opt("out_hidden_size")?.unwrap_or(text_hidden);
             let act = f.str_opt("hidden_act")?.unwrap_or("silu").to_string();
-            let full = f.usize_list("fullatt_block_indexes")?.unwrap_or_else(|| vec![7, 15, 23, 31]);
-            (width, f.usize("intermediate_size")?, out, act, f.usize_or("window_size", 112)?, full)
+            let full = f
+                .usize_list("fullatt_block_indexes")?
+                .unwrap_or_else(|| vec![7, 15, 23, 31]);
+            (
+                width,
+                f.usize("intermediate_size")?,
+                out,
+                act,
+                f.usize_or("window_size", 112)?,
+                full,
+            )
         }
     };
     if num_heads == 0 || width % num_heads != 0 || (width / num_heads) % 4 != 0 {
-        return Err(f.err("num_heads", "must divide the vision width into heads whose size is a multiple of 4"));
+        return Err(f.err(
+            "num_heads",
+            "must divide the vision width into heads whose size is a multiple of 4",
+        ));
     }
     if out != text_hidden {
-        return Err(f.err("out_hidden_size", &format!("{out} differs from the language model's hidden_size {text_hidden}")));
+        return Err(f.err(
+            "out_hidden_size",
+            &format!("{out} differs from the language model's hidden_size {text_hidden}"),
+        ));
     }
     let cfg = VisionConfig {
         depth,
@@ -351,7 +466,10 @@ fn vision_config(f: &Fields<'_>, arch: Architecture, text_hidden: usize) -> Resu
         num_heads,
         intermediate_size: intermediate,
         out_hidden_size: out,
-        in_channels: f.usize_opt("in_channels")?.or(f.usize_opt("in_chans")?).unwrap_or(3),
+        in_channels: f
+            .usize_opt("in_channels")?
+            .or(f.usize_opt("in_chans")?)
+            .unwrap_or(3),
         patch_size: f.usize_or("patch_size", 14)?,
         temporal_patch_size: f.usize_or("temporal_patch_size", 2)?,
         spatial_merge_size: f.usize_or("spatial_merge_size", 2)?,

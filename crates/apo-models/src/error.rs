@@ -23,7 +23,9 @@ pub enum ModelError {
         message: String,
     },
     /// `config.json` names an architecture this crate does not implement.
-    #[error("{path}: unsupported architecture {found:?} (supported: Qwen2VLForConditionalGeneration / qwen2_vl, Qwen2_5_VLForConditionalGeneration / qwen2_5_vl)")]
+    #[error(
+        "{path}: unsupported architecture {found:?} (supported: Qwen2VLForConditionalGeneration / qwen2_vl, Qwen2_5_VLForConditionalGeneration / qwen2_5_vl)"
+    )]
     UnknownArchitecture {
         /// The config file.
         path: PathBuf,

@@ -85,7 +85,13 @@ pub struct HfModel<B: Backend> {
 }
 
 fn vision_inputs(images: &[PixelValues]) -> Vec<VisionInput> {
-    images.iter().map(|p| VisionInput { pixels: p.data.clone(), grid_thw: p.grid_thw }).collect()
+    images
+        .iter()
+        .map(|p| VisionInput {
+            pixels: p.data.clone(),
+            grid_thw: p.grid_thw,
+        })
+        .collect()
 }
 
 fn user(images: usize, prompt: &str) -> Message {
@@ -95,7 +101,16 @@ fn user(images: usize, prompt: &str) -> Message {
 }
 
 fn resolve(base: &Path, images: &[PathBuf]) -> Vec<PathBuf> {
-    images.iter().map(|p| if p.is_absolute() { p.clone() } else { base.join(p) }).collect()
+    images
+        .iter()
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        })
+        .collect()
 }
 
 impl<B: Backend> HfModel<B> {
@@ -113,18 +128,28 @@ impl<B: Backend> HfModel<B> {
                 ),
             });
         }
-        Ok(HfModel { model, processor, device })
+        Ok(HfModel {
+            model,
+            processor,
+            device,
+        })
     }
 
     /// The token ids of render(user + assistant), the length of render(user, generation prompt),
     /// and the images.
-    pub fn score_inputs(&self, row: &ScoreRow, base: &Path) -> Result<(Vec<u32>, usize, Vec<PixelValues>)> {
+    pub fn score_inputs(
+        &self,
+        row: &ScoreRow,
+        base: &Path,
+    ) -> Result<(Vec<u32>, usize, Vec<PixelValues>)> {
         if row.completion.is_empty() {
             return Err(ModelError::Input("the completion is empty".into()));
         }
         let paths = resolve(base, &row.images);
         let u = user(paths.len(), &row.prompt);
-        let prompt = self.processor.prepare(std::slice::from_ref(&u), &paths, true)?;
+        let prompt = self
+            .processor
+            .prepare(std::slice::from_ref(&u), &paths, true)?;
         let images = prompt.images;
         let assistant = Message::text("assistant", row.completion.clone());
         let full_text = self.processor.template.render(&[u, assistant], false)?;
@@ -157,14 +182,26 @@ impl<B: Backend> HfModel<B> {
     }
 
     /// Continues a row's prompt.
-    pub fn generate(&self, row: &GenerateRow, base: &Path, opts: &GenerateOptions) -> Result<Generated> {
+    pub fn generate(
+        &self,
+        row: &GenerateRow,
+        base: &Path,
+        opts: &GenerateOptions,
+    ) -> Result<Generated> {
         let paths = resolve(base, &row.images);
-        let prompt = self.processor.prepare(&[user(paths.len(), &row.prompt)], &paths, true)?;
+        let prompt = self
+            .processor
+            .prepare(&[user(paths.len(), &row.prompt)], &paths, true)?;
         let mut opts = opts.clone();
         if opts.stop.is_empty() {
             opts.stop = self.stop_tokens();
         }
-        let ids = self.model.generate(&prompt.ids, &vision_inputs(&prompt.images), &opts, &self.device)?;
+        let ids = self.model.generate(
+            &prompt.ids,
+            &vision_inputs(&prompt.images),
+            &opts,
+            &self.device,
+        )?;
         let text = self.processor.tokenizer.decode(&ids, true)?;
         Ok(Generated { text, ids })
     }
@@ -172,17 +209,22 @@ impl<B: Backend> HfModel<B> {
     /// The tokens that end a turn: the tokenizer's eos and the config's `eos_token_id`s.
     pub fn stop_tokens(&self) -> Vec<u32> {
         let mut stop: Vec<u32> = self.model.config.text.eos_token_id.clone();
-        if let Some(e) = self.processor.tokenizer.eos_id() {
-            if !stop.contains(&e) {
-                stop.push(e);
-            }
+        if let Some(e) = self.processor.tokenizer.eos_id()
+            && !stop.contains(&e)
+        {
+            stop.push(e);
         }
         stop
     }
 
     /// `apo score`: one answer line per non-empty input line, `{"line": N, "error": ...}` for a
     /// line that fails (the rest are still answered).
-    pub fn score_jsonl(&self, input: impl BufRead, mut output: impl Write, base: &Path) -> Result<RunSummary> {
+    pub fn score_jsonl(
+        &self,
+        input: impl BufRead,
+        mut output: impl Write,
+        base: &Path,
+    ) -> Result<RunSummary> {
         run_jsonl(input, &mut output, |row: ScoreRow| {
             let s = self.score(std::slice::from_ref(&row), base)?;
             Ok(serde_json::to_value(s[0]).unwrap_or_default())
@@ -190,7 +232,13 @@ impl<B: Backend> HfModel<B> {
     }
 
     /// `apo generate`: as [`HfModel::score_jsonl`], answers `{"text", "ids"}`.
-    pub fn generate_jsonl(&self, input: impl BufRead, mut output: impl Write, base: &Path, opts: &GenerateOptions) -> Result<RunSummary> {
+    pub fn generate_jsonl(
+        &self,
+        input: impl BufRead,
+        mut output: impl Write,
+        base: &Path,
+        opts: &GenerateOptions,
+    ) -> Result<RunSummary> {
         run_jsonl(input, &mut output, |row: GenerateRow| {
             let g = self.generate(&row, base, opts)?;
             Ok(serde_json::to_value(g).unwrap_or_default())
@@ -204,9 +252,15 @@ fn run_jsonl<R: serde::de::DeserializeOwned>(
     mut answer: impl FnMut(R) -> Result<serde_json::Value>,
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
-    let io = |source| ModelError::Io { path: PathBuf::from("<output>"), source };
+    let io = |source| ModelError::Io {
+        path: PathBuf::from("<output>"),
+        source,
+    };
     for (i, line) in input.lines().enumerate() {
-        let line = line.map_err(|source| ModelError::Io { path: PathBuf::from("<input>"), source })?;
+        let line = line.map_err(|source| ModelError::Io {
+            path: PathBuf::from("<input>"),
+            source,
+        })?;
         if line.trim().is_empty() {
             continue;
         }

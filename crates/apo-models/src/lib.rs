@@ -21,8 +21,8 @@ pub mod vision;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
-pub use hf::{GenerateRow, Generated, HfModel, Score, ScoreRow};
 pub use error::{ModelError, Result};
+pub use hf::{GenerateRow, Generated, HfModel, Score, ScoreRow};
 pub use model::{GenerateOptions, Loaded, QwenVl};
 pub use vision::VisionInput;
 pub use weights::Weights;

@@ -63,11 +63,19 @@ impl<B: Backend> Loaded<B> {
             dtype = ?config.dtype,
             "checkpoint loaded"
         );
-        Ok(Loaded { model: QwenVl { vision, text }, config })
+        Ok(Loaded {
+            model: QwenVl { vision, text },
+            config,
+        })
     }
 
     /// M-RoPE positions of a padded batch; `images` are all the batch's images in order.
-    pub fn positions(&self, ids: &[Vec<u32>], mask: &[Vec<bool>], images: &[VisionInput]) -> Result<Vec<Positions>> {
+    pub fn positions(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        images: &[VisionInput],
+    ) -> Result<Vec<Positions>> {
         let c = &self.config;
         let mut next = 0usize;
         let mut out = Vec::with_capacity(ids.len());
@@ -79,11 +87,21 @@ impl<B: Backend> Loaded<B> {
                     images.len() - next
                 )));
             }
-            let grids: Vec<[usize; 3]> = images[next..next + blocks].iter().map(|i| i.grid_thw).collect();
+            let grids: Vec<[usize; 3]> = images[next..next + blocks]
+                .iter()
+                .map(|i| i.grid_thw)
+                .collect();
             next += blocks;
             out.push(
-                rope_index(row, m, &grids, c.vision.spatial_merge_size, c.image_token_id, c.video_token_id)
-                    .map_err(|e| ModelError::Input(format!("sequence {b}: {e}")))?,
+                rope_index(
+                    row,
+                    m,
+                    &grids,
+                    c.vision.spatial_merge_size,
+                    c.image_token_id,
+                    c.video_token_id,
+                )
+                .map_err(|e| ModelError::Input(format!("sequence {b}: {e}")))?,
             );
         }
         if next != images.len() {
@@ -97,7 +115,12 @@ impl<B: Backend> Loaded<B> {
 
     /// Input embeddings `[batch, len, hidden]`: token embeddings with each image's merged
     /// features in place of its `<|image_pad|>` tokens.
-    pub fn embeddings(&self, ids: &[Vec<u32>], images: &[VisionInput], device: &B::Device) -> Result<Tensor<B, 3>> {
+    pub fn embeddings(
+        &self,
+        ids: &[Vec<u32>],
+        images: &[VisionInput],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
         let x = self.model.text.embed_ids(ids, device);
         if images.is_empty() {
             return Ok(x);
@@ -118,10 +141,14 @@ impl<B: Backend> Loaded<B> {
             }
         }
         if k != n {
-            return Err(ModelError::Input(format!("image features and image tokens do not match: {k} tokens, {n} features")));
+            return Err(ModelError::Input(format!(
+                "image features and image tokens do not match: {k} tokens, {n} features"
+            )));
         }
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * l]), device);
-        Ok(Tensor::cat(vec![x.reshape([b * l, d]), feats], 0).select(0, idx).reshape([b, l, d]))
+        Ok(Tensor::cat(vec![x.reshape([b * l, d]), feats], 0)
+            .select(0, idx)
+            .reshape([b, l, d]))
     }
 
     fn check(&self, ids: &[Vec<u32>], mask: &[Vec<bool>]) -> Result<()> {
@@ -131,14 +158,24 @@ impl<B: Backend> Loaded<B> {
         }
         for (b, (row, m)) in ids.iter().zip(mask).enumerate() {
             if row.len() != l || m.len() != l {
-                return Err(ModelError::Input(format!("sequence {b}: rows of a batch must have one length (padded)")));
+                return Err(ModelError::Input(format!(
+                    "sequence {b}: rows of a batch must have one length (padded)"
+                )));
             }
-            if let Some(&bad) = row.iter().find(|&&t| t as usize >= self.config.text.vocab_size) {
-                return Err(ModelError::Input(format!("sequence {b}: token id {bad} is outside the vocabulary ({})", self.config.text.vocab_size)));
+            if let Some(&bad) = row
+                .iter()
+                .find(|&&t| t as usize >= self.config.text.vocab_size)
+            {
+                return Err(ModelError::Input(format!(
+                    "sequence {b}: token id {bad} is outside the vocabulary ({})",
+                    self.config.text.vocab_size
+                )));
             }
         }
         if ids.len() != mask.len() {
-            return Err(ModelError::Input("ids and mask differ in batch size".into()));
+            return Err(ModelError::Input(
+                "ids and mask differ in batch size".into(),
+            ));
         }
         if l > self.config.text.max_position_embeddings {
             return Err(ModelError::Input(format!(
@@ -169,7 +206,13 @@ impl<B: Backend> Loaded<B> {
     }
 
     /// Logits `[batch, len, vocab]` of a padded batch (values at padding are not meaningful).
-    pub fn forward(&self, ids: &[Vec<u32>], mask: &[Vec<bool>], images: &[VisionInput], device: &B::Device) -> Result<Tensor<B, 3>> {
+    pub fn forward(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        images: &[VisionInput],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
         let (h, _) = self.hidden(ids, mask, images, None, device)?;
         Ok(self.model.text.logits(h))
     }
@@ -202,9 +245,9 @@ impl<B: Backend> Loaded<B> {
             m.resize(l, false);
             ids.push(row);
             mask.push(m);
-            for p in *prompt..s.len() {
+            for (p, &token) in s.iter().enumerate().skip(*prompt) {
                 picks.push((b * l + p - 1) as i64);
-                targets.push(s[p] as i64);
+                targets.push(token as i64);
             }
             counts.push(s.len() - prompt);
         }
@@ -216,7 +259,9 @@ impl<B: Backend> Loaded<B> {
         let lp = log_softmax(self.model.text.logits(rows), 1);
         let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
         let picked = lp.gather(1, tgt).into_data().convert::<f32>();
-        let values = picked.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        let values = picked
+            .as_slice::<f32>()
+            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
         let mut out = Vec::with_capacity(seqs.len());
         let mut at = 0usize;
         for c in counts {
@@ -229,7 +274,13 @@ impl<B: Backend> Loaded<B> {
 
     /// Continues one sequence: prefill, then one token at a time with the key/value cache.
     /// Returns the new token ids (ending with a stop token if one was produced).
-    pub fn generate(&self, ids: &[u32], images: &[VisionInput], opts: &GenerateOptions, device: &B::Device) -> Result<Vec<u32>> {
+    pub fn generate(
+        &self,
+        ids: &[u32],
+        images: &[VisionInput],
+        opts: &GenerateOptions,
+        device: &B::Device,
+    ) -> Result<Vec<u32>> {
         let mut cache = self.model.text.cache();
         let ids = vec![ids.to_vec()];
         let mut keys = vec![vec![true; ids[0].len()]];
@@ -238,12 +289,14 @@ impl<B: Backend> Loaded<B> {
         let [_, _, d] = h.dims();
         let mut last = h.narrow(1, l - 1, 1).reshape([1, d]);
         let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(opts.seed);
-        let mut next_pos = l as i64 + positions[0].delta;
+        let next_pos = l as i64 + positions[0].delta;
         let mut out = Vec::new();
         let limit = self.config.text.max_position_embeddings;
-        for step in 0..opts.max_new_tokens {
+        for (step, pos) in (next_pos..).take(opts.max_new_tokens).enumerate() {
             let logits = self.model.text.logits(last).into_data().convert::<f32>();
-            let logits = logits.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+            let logits = logits
+                .as_slice::<f32>()
+                .map_err(|e| ModelError::Input(format!("{e:?}")))?;
             let token = pick(logits, opts.temperature, &mut rng);
             out.push(token);
             if opts.stop.contains(&token) || step + 1 == opts.max_new_tokens {
@@ -255,11 +308,15 @@ impl<B: Backend> Loaded<B> {
             }
             keys[0].push(true);
             let x = self.model.text.embed_ids(&[vec![token]], device);
-            let pos = [vec![next_pos], vec![next_pos], vec![next_pos]];
-            next_pos += 1;
+            // The token picked at step s is fed at position `len + delta + s`.
+            let pos = [vec![pos], vec![pos], vec![pos]];
             let (cos, sin) = self.model.text.rotary(&[pos], device);
             let m = causal_mask::<B>(&keys, 1, device);
-            last = self.model.text.forward(x, cos, sin, m, Some(&mut cache)).reshape([1, d]);
+            last = self
+                .model
+                .text
+                .forward(x, cos, sin, m, Some(&mut cache))
+                .reshape([1, d]);
         }
         Ok(out)
     }
@@ -294,8 +351,13 @@ fn pick(logits: &[f32], temperature: f64, rng: &mut impl Rng) -> u32 {
         }
         return best as u32;
     }
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    let weights: Vec<f64> = logits.iter().map(|&v| ((v as f64 - max) / temperature).exp()).collect();
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&v| ((v as f64 - max) / temperature).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut u = rng.random::<f64>() * total;
     for (i, w) in weights.iter().enumerate() {

@@ -19,10 +19,28 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     /// Loads `PREFIX.weight` (and `PREFIX.bias` if `bias`).
-    pub fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Result<Self> {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &B::Device,
+    ) -> Result<Self> {
         let weight = w.linear::<B>(&format!("{prefix}.weight"), d_in, d_out, device)?;
-        let bias = if bias { Some(Param::from_tensor(w.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?)) } else { None };
-        Ok(Linear { weight: Param::from_tensor(weight), bias })
+        let bias = if bias {
+            Some(Param::from_tensor(w.tensor::<B, 1>(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
     }
 
     /// Applies the map over the last dimension.
@@ -51,13 +69,31 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     /// Loads `PREFIX.weight`.
-    pub fn load(w: &mut Weights, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<Self> {
-        Ok(RmsNorm { weight: Param::from_tensor(w.tensor::<B, 1>(&format!("{prefix}.weight"), [d], device)?), eps })
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        d: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: Param::from_tensor(w.tensor::<B, 1>(
+                &format!("{prefix}.weight"),
+                [d],
+                device,
+            )?),
+            eps,
+        })
     }
 
     /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let rms = x.clone().powi_scalar(2).mean_dim(D - 1).add_scalar(self.eps).sqrt();
+        let rms = x
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(D - 1)
+            .add_scalar(self.eps)
+            .sqrt();
         x.div(rms).mul(self.weight.val().unsqueeze::<D>())
     }
 }
@@ -75,9 +111,19 @@ pub struct LayerNorm<B: Backend> {
 
 impl<B: Backend> LayerNorm<B> {
     /// Loads `PREFIX.weight` and `PREFIX.bias`.
-    pub fn load(w: &mut Weights, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<Self> {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        d: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self> {
         Ok(LayerNorm {
-            weight: Param::from_tensor(w.tensor::<B, 1>(&format!("{prefix}.weight"), [d], device)?),
+            weight: Param::from_tensor(w.tensor::<B, 1>(
+                &format!("{prefix}.weight"),
+                [d],
+                device,
+            )?),
             bias: Param::from_tensor(w.tensor::<B, 1>(&format!("{prefix}.bias"), [d], device)?),
             eps,
         })
@@ -113,7 +159,9 @@ impl Activation {
             "quick_gelu" => Ok(Activation::QuickGelu),
             "silu" | "swish" => Ok(Activation::Silu),
             "gelu" => Ok(Activation::Gelu),
-            other => Err(ModelError::Input(format!("hidden_act {other:?} is not supported (quick_gelu, silu, gelu)"))),
+            other => Err(ModelError::Input(format!(
+                "hidden_act {other:?} is not supported (quick_gelu, silu, gelu)"
+            ))),
         }
     }
 
@@ -136,7 +184,11 @@ pub fn rotate_half<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 }
 
 /// `x · cos + rotate_half(x) · sin`; `cos` and `sin` broadcast against `x`.
-pub fn apply_rope<B: Backend, const D: usize>(x: Tensor<B, D>, cos: Tensor<B, D>, sin: Tensor<B, D>) -> Tensor<B, D> {
+pub fn apply_rope<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    cos: Tensor<B, D>,
+    sin: Tensor<B, D>,
+) -> Tensor<B, D> {
     x.clone().mul(cos) + rotate_half(x).mul(sin)
 }
 
@@ -156,7 +208,11 @@ pub fn attention<B: Backend>(
         (k, v)
     } else {
         let rep = h / h_kv;
-        let grow = |t: Tensor<B, 4>| t.unsqueeze_dim::<5>(2).expand([b, h_kv, rep, s, d]).reshape([b, h, s, d]);
+        let grow = |t: Tensor<B, 4>| {
+            t.unsqueeze_dim::<5>(2)
+                .expand([b, h_kv, rep, s, d])
+                .reshape([b, h, s, d])
+        };
         (grow(k), grow(v))
     };
     let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
@@ -167,6 +223,10 @@ pub fn attention<B: Backend>(
 }
 
 /// An f32 tensor from host values.
-pub(crate) fn host<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+pub(crate) fn host<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }

@@ -36,7 +36,9 @@ pub fn rope_index(
     while k < real.len() {
         let id = ids[real[k]];
         if id == video_token {
-            return Err(ModelError::Input(format!("token {k} is a video token: video input is not supported")));
+            return Err(ModelError::Input(format!(
+                "token {k} is a video token: video input is not supported"
+            )));
         }
         if id != image_token {
             for row in rows.iter_mut() {
@@ -82,5 +84,8 @@ pub fn rope_index(
             grids.len()
         )));
     }
-    Ok(Positions { rows, delta: max + 1 - real.len() as i64 })
+    Ok(Positions {
+        rows,
+        delta: max + 1 - real.len() as i64,
+    })
 }

@@ -53,7 +53,11 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> KvCache<B> {
     /// How many tokens the cache holds.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dims()[2]).unwrap_or(0)
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
     }
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
@@ -65,18 +69,55 @@ impl<B: Backend> TextModel<B> {
     /// Loads `model.*` and `lm_head.weight` (unless tied).
     pub fn load(cfg: &TextConfig, tied: bool, w: &mut Weights, device: &B::Device) -> Result<Self> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
-        let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (h, kv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let embed = w.tensor::<B, 2>("model.embed_tokens.weight", [cfg.vocab_size, d], device)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(DecoderLayer {
-                input_norm: RmsNorm::load(w, &format!("{p}.input_layernorm"), d, cfg.rms_norm_eps, device)?,
+                input_norm: RmsNorm::load(
+                    w,
+                    &format!("{p}.input_layernorm"),
+                    d,
+                    cfg.rms_norm_eps,
+                    device,
+                )?,
                 q: Linear::load(w, &format!("{p}.self_attn.q_proj"), d, h * hd, true, device)?,
-                k: Linear::load(w, &format!("{p}.self_attn.k_proj"), d, kv * hd, true, device)?,
-                v: Linear::load(w, &format!("{p}.self_attn.v_proj"), d, kv * hd, true, device)?,
-                o: Linear::load(w, &format!("{p}.self_attn.o_proj"), h * hd, d, false, device)?,
-                post_norm: RmsNorm::load(w, &format!("{p}.post_attention_layernorm"), d, cfg.rms_norm_eps, device)?,
+                k: Linear::load(
+                    w,
+                    &format!("{p}.self_attn.k_proj"),
+                    d,
+                    kv * hd,
+                    true,
+                    device,
+                )?,
+                v: Linear::load(
+                    w,
+                    &format!("{p}.self_attn.v_proj"),
+                    d,
+                    kv * hd,
+                    true,
+                    device,
+                )?,
+                o: Linear::load(
+                    w,
+                    &format!("{p}.self_attn.o_proj"),
+                    h * hd,
+                    d,
+                    false,
+                    device,
+                )?,
+                post_norm: RmsNorm::load(
+                    w,
+                    &format!("{p}.post_attention_layernorm"),
+                    d,
+                    cfg.rms_norm_eps,
+                    device,
+                )?,
                 gate: Linear::load(w, &format!("{p}.mlp.gate_proj"), d, f, false, device)?,
                 up: Linear::load(w, &format!("{p}.mlp.up_proj"), d, f, false, device)?,
                 down: Linear::load(w, &format!("{p}.mlp.down_proj"), f, d, false, device)?,
@@ -87,7 +128,14 @@ impl<B: Backend> TextModel<B> {
             w.skip("lm_head.weight");
             None
         } else {
-            Some(Linear::load(w, "lm_head", d, cfg.vocab_size, false, device)?)
+            Some(Linear::load(
+                w,
+                "lm_head",
+                d,
+                cfg.vocab_size,
+                false,
+                device,
+            )?)
         };
         Ok(TextModel {
             embed: Param::from_tensor(embed),
@@ -104,7 +152,9 @@ impl<B: Backend> TextModel<B> {
 
     /// An empty cache.
     pub fn cache(&self) -> KvCache<B> {
-        KvCache { layers: vec![None; self.layers.len()] }
+        KvCache {
+            layers: vec![None; self.layers.len()],
+        }
     }
 
     /// Token embeddings `[batch, len, hidden]` of `ids` (rectangular).
@@ -118,10 +168,17 @@ impl<B: Backend> TextModel<B> {
 
     /// cos/sin `[batch, len, head_dim]` for positions `[3][batch][len]` (M-RoPE: the frequency
     /// index `j < head_dim/2` takes the temporal, height or width row by `mrope_section`).
-    pub fn rotary(&self, positions: &[[Vec<i64>; 3]], device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    #[allow(clippy::needless_range_loop)] // t indexes three rows at once
+    pub fn rotary(
+        &self,
+        positions: &[[Vec<i64>; 3]],
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let hd = self.head_dim;
         let half = hd / 2;
-        let inv: Vec<f32> = (0..half).map(|i| (1.0 / self.theta.powf((2 * i) as f64 / hd as f64)) as f32).collect();
+        let inv: Vec<f32> = (0..half)
+            .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / hd as f64)) as f32)
+            .collect();
         let mut row_of = Vec::with_capacity(half);
         for (r, &n) in self.section.iter().enumerate() {
             row_of.extend(std::iter::repeat_n(r, n));
@@ -133,8 +190,8 @@ impl<B: Backend> TextModel<B> {
         let mut angles = vec![0f32; half];
         for p in positions {
             for t in 0..l {
-                for j in 0..half {
-                    angles[j] = p[row_of[j]][t] as f32 * inv[j];
+                for (j, a) in angles.iter_mut().enumerate() {
+                    *a = p[row_of[j]][t] as f32 * inv[j];
                 }
                 for _ in 0..2 {
                     cos.extend(angles.iter().map(|a| (*a as f64).cos() as f32));
@@ -163,15 +220,25 @@ impl<B: Backend> TextModel<B> {
         let scale = 1.0 / (hd as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
             let hn = layer.input_norm.forward(x.clone());
-            let q = layer.q.forward(hn.clone()).reshape([b, l, h, hd]).swap_dims(1, 2);
-            let k = layer.k.forward(hn.clone()).reshape([b, l, kv, hd]).swap_dims(1, 2);
+            let q = layer
+                .q
+                .forward(hn.clone())
+                .reshape([b, l, h, hd])
+                .swap_dims(1, 2);
+            let k = layer
+                .k
+                .forward(hn.clone())
+                .reshape([b, l, kv, hd])
+                .swap_dims(1, 2);
             let v = layer.v.forward(hn).reshape([b, l, kv, hd]).swap_dims(1, 2);
             let q = apply_rope(q, cos.clone(), sin.clone());
             let k = apply_rope(k, cos.clone(), sin.clone());
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => {
                     let (k, v) = match c.layers[i].take() {
-                        Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                        Some((pk, pv)) => {
+                            (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2))
+                        }
                         None => (k, v),
                     };
                     c.layers[i] = Some((k.clone(), v.clone()));
@@ -179,10 +246,15 @@ impl<B: Backend> TextModel<B> {
                 }
                 None => (k, v),
             };
-            let a = attention(q, k, v, Some(mask.clone()), scale).swap_dims(1, 2).reshape([b, l, h * hd]);
+            let a = attention(q, k, v, Some(mask.clone()), scale)
+                .swap_dims(1, 2)
+                .reshape([b, l, h * hd]);
             x = x + layer.o.forward(a);
             let hn = layer.post_norm.forward(x.clone());
-            let y = layer.down.forward(burn::tensor::activation::silu(layer.gate.forward(hn.clone())).mul(layer.up.forward(hn)));
+            let y = layer.down.forward(
+                burn::tensor::activation::silu(layer.gate.forward(hn.clone()))
+                    .mul(layer.up.forward(hn)),
+            );
             x = x + y;
         }
         let _ = d;
@@ -196,7 +268,9 @@ impl<B: Backend> TextModel<B> {
             None => {
                 let dims = hidden.dims();
                 let rows = dims[..D - 1].iter().product::<usize>();
-                let y = hidden.reshape([rows, dims[D - 1]]).matmul(self.embed.val().transpose());
+                let y = hidden
+                    .reshape([rows, dims[D - 1]])
+                    .matmul(self.embed.val().transpose());
                 let mut out = dims;
                 out[D - 1] = y.dims()[1];
                 y.reshape(out)

@@ -31,7 +31,13 @@ pub enum Norm<B: Backend> {
 }
 
 impl<B: Backend> Norm<B> {
-    fn load(arch: Architecture, w: &mut Weights, prefix: &str, d: usize, device: &B::Device) -> Result<Self> {
+    fn load(
+        arch: Architecture,
+        w: &mut Weights,
+        prefix: &str,
+        d: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
         Ok(match arch {
             Architecture::Qwen2Vl => Norm::Layer(LayerNorm::load(w, prefix, d, 1e-6, device)?),
             Architecture::Qwen25Vl => Norm::Rms(RmsNorm::load(w, prefix, d, 1e-6, device)?),
@@ -105,7 +111,12 @@ fn act_of(code: usize) -> Activation {
 
 impl<B: Backend> VisionTower<B> {
     /// Loads `visual.*`.
-    pub fn load(arch: Architecture, cfg: &VisionConfig, w: &mut Weights, device: &B::Device) -> Result<Self> {
+    pub fn load(
+        arch: Architecture,
+        cfg: &VisionConfig,
+        w: &mut Weights,
+        device: &B::Device,
+    ) -> Result<Self> {
         let d = cfg.width;
         let (c, tp, p) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size);
         let patch_dim = c * tp * p * p;
@@ -118,13 +129,48 @@ impl<B: Backend> VisionTower<B> {
             let mlp = match arch {
                 Architecture::Qwen2Vl => VisionMlp {
                     gate: None,
-                    up: Linear::load(w, &format!("{pre}.mlp.fc1"), d, cfg.intermediate_size, true, device)?,
-                    down: Linear::load(w, &format!("{pre}.mlp.fc2"), cfg.intermediate_size, d, true, device)?,
+                    up: Linear::load(
+                        w,
+                        &format!("{pre}.mlp.fc1"),
+                        d,
+                        cfg.intermediate_size,
+                        true,
+                        device,
+                    )?,
+                    down: Linear::load(
+                        w,
+                        &format!("{pre}.mlp.fc2"),
+                        cfg.intermediate_size,
+                        d,
+                        true,
+                        device,
+                    )?,
                 },
                 Architecture::Qwen25Vl => VisionMlp {
-                    gate: Some(Linear::load(w, &format!("{pre}.mlp.gate_proj"), d, cfg.intermediate_size, true, device)?),
-                    up: Linear::load(w, &format!("{pre}.mlp.up_proj"), d, cfg.intermediate_size, true, device)?,
-                    down: Linear::load(w, &format!("{pre}.mlp.down_proj"), cfg.intermediate_size, d, true, device)?,
+                    gate: Some(Linear::load(
+                        w,
+                        &format!("{pre}.mlp.gate_proj"),
+                        d,
+                        cfg.intermediate_size,
+                        true,
+                        device,
+                    )?),
+                    up: Linear::load(
+                        w,
+                        &format!("{pre}.mlp.up_proj"),
+                        d,
+                        cfg.intermediate_size,
+                        true,
+                        device,
+                    )?,
+                    down: Linear::load(
+                        w,
+                        &format!("{pre}.mlp.down_proj"),
+                        cfg.intermediate_size,
+                        d,
+                        true,
+                        device,
+                    )?,
                 },
             };
             blocks.push(VisionBlock {
@@ -141,7 +187,14 @@ impl<B: Backend> VisionTower<B> {
             blocks,
             merger_norm: Norm::load(arch, w, "visual.merger.ln_q", d, device)?,
             merger_fc1: Linear::load(w, "visual.merger.mlp.0", d * m2, d * m2, true, device)?,
-            merger_fc2: Linear::load(w, "visual.merger.mlp.2", d * m2, cfg.out_hidden_size, true, device)?,
+            merger_fc2: Linear::load(
+                w,
+                "visual.merger.mlp.2",
+                d * m2,
+                cfg.out_hidden_size,
+                true,
+                device,
+            )?,
             heads: cfg.num_heads,
             width: d,
             merge: cfg.spatial_merge_size,
@@ -201,11 +254,20 @@ impl<B: Backend> VisionTower<B> {
         }
         let unit = self.merge * self.merge;
         let (mut x, cos, sin, windows, order) = if self.windowed {
-            let (index, windows) = window_index(&grids, self.merge, self.window / self.merge / self.patch);
-            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(index.iter().map(|&i| i as i64).collect::<Vec<_>>(), [index.len()]), device);
+            let (index, windows) =
+                window_index(&grids, self.merge, self.window / self.merge / self.patch);
+            let idx = Tensor::<B, 1, Int>::from_data(
+                TensorData::new(
+                    index.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [index.len()],
+                ),
+                device,
+            );
             let permute = |t: Tensor<B, 2>| {
                 let d = t.dims()[1];
-                t.reshape([n / unit, unit * d]).select(0, idx.clone()).reshape([n, d])
+                t.reshape([n / unit, unit * d])
+                    .select(0, idx.clone())
+                    .reshape([n, d])
             };
             (permute(x), permute(cos), permute(sin), windows, Some(index))
         } else {
@@ -214,11 +276,20 @@ impl<B: Backend> VisionTower<B> {
         let cos = cos.reshape([n, 1, head_dim]);
         let sin = sin.reshape([n, 1, head_dim]);
         for (i, block) in self.blocks.iter().enumerate() {
-            let segments = if self.windowed && !self.full_blocks.contains(&i) { &windows } else { &full };
+            let segments = if self.windowed && !self.full_blocks.contains(&i) {
+                &windows
+            } else {
+                &full
+            };
             x = self.block(block, x, cos.clone(), sin.clone(), segments);
         }
-        let merged = self.merger_norm.forward(x).reshape([n / unit, unit * self.width]);
-        let merged = self.merger_fc2.forward(burn::tensor::activation::gelu(self.merger_fc1.forward(merged)));
+        let merged = self
+            .merger_norm
+            .forward(x)
+            .reshape([n / unit, unit * self.width]);
+        let merged = self.merger_fc2.forward(burn::tensor::activation::gelu(
+            self.merger_fc1.forward(merged),
+        ));
         Ok(match order {
             None => merged,
             Some(index) => {
@@ -226,16 +297,27 @@ impl<B: Backend> VisionTower<B> {
                 for (pos, &src) in index.iter().enumerate() {
                     reverse[src] = pos as i64;
                 }
-                let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(reverse, [index.len()]), device);
+                let idx =
+                    Tensor::<B, 1, Int>::from_data(TensorData::new(reverse, [index.len()]), device);
                 merged.select(0, idx)
             }
         })
     }
 
-    fn block(&self, b: &VisionBlock<B>, x: Tensor<B, 2>, cos: Tensor<B, 3>, sin: Tensor<B, 3>, segments: &[usize]) -> Tensor<B, 2> {
+    fn block(
+        &self,
+        b: &VisionBlock<B>,
+        x: Tensor<B, 2>,
+        cos: Tensor<B, 3>,
+        sin: Tensor<B, 3>,
+        segments: &[usize],
+    ) -> Tensor<B, 2> {
         let [n, d] = x.dims();
         let hd = d / self.heads;
-        let qkv = b.qkv.forward(b.norm1.forward(x.clone())).reshape([n, 3, self.heads, hd]);
+        let qkv = b
+            .qkv
+            .forward(b.norm1.forward(x.clone()))
+            .reshape([n, 3, self.heads, hd]);
         let q = qkv.clone().narrow(1, 0, 1).reshape([n, self.heads, hd]);
         let k = qkv.clone().narrow(1, 1, 1).reshape([n, self.heads, hd]);
         let v = qkv.narrow(1, 2, 1).reshape([n, self.heads, hd]);
@@ -254,7 +336,12 @@ impl<B: Backend> VisionTower<B> {
             }
             let m = j - i;
             if len > 0 {
-                let take = |t: &Tensor<B, 3>| t.clone().narrow(0, start, m * len).reshape([m, len, self.heads, hd]).swap_dims(1, 2);
+                let take = |t: &Tensor<B, 3>| {
+                    t.clone()
+                        .narrow(0, start, m * len)
+                        .reshape([m, len, self.heads, hd])
+                        .swap_dims(1, 2)
+                };
                 let o = attention(take(&q), take(&k), take(&v), None, scale);
                 outs.push(o.swap_dims(1, 2).reshape([m * len, d]));
             }
@@ -268,13 +355,20 @@ impl<B: Backend> VisionTower<B> {
         let m = &b.mlp;
         let y = match &m.gate {
             None => m.down.forward(act.apply(m.up.forward(h))),
-            Some(gate) => m.down.forward(act.apply(gate.forward(h.clone())).mul(m.up.forward(h))),
+            Some(gate) => m
+                .down
+                .forward(act.apply(gate.forward(h.clone())).mul(m.up.forward(h))),
         };
         x + y
     }
 
     /// cos/sin `[patches, head_dim]` of the 2-D rotary embedding, positions in merge-block order.
-    fn rotary(&self, grids: &[[usize; 3]], head_dim: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    fn rotary(
+        &self,
+        grids: &[[usize; 3]],
+        head_dim: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let spatial = head_dim / 2;
         let inv: Vec<f32> = (0..spatial / 2)
             .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / spatial as f64)) as f32)
@@ -302,7 +396,10 @@ impl<B: Backend> VisionTower<B> {
             }
         }
         let n = cos.len() / head_dim;
-        (host(cos, [n, head_dim], device), host(sin, [n, head_dim], device))
+        (
+            host(cos, [n, head_dim], device),
+            host(sin, [n, head_dim], device),
+        )
     }
 }
 

@@ -82,13 +82,21 @@ impl Weights {
     pub fn open(dir: &Path) -> Result<Self> {
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index.clone(), source })?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| ModelError::Json { path: index.clone(), message: e.to_string() })?;
-            let map = value.get("weight_map").and_then(Value::as_object).ok_or_else(|| ModelError::Json {
+            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
                 path: index.clone(),
-                message: "field \"weight_map\": missing or not an object".into(),
+                source,
             })?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Json {
+                path: index.clone(),
+                message: e.to_string(),
+            })?;
+            let map = value
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| ModelError::Json {
+                    path: index.clone(),
+                    message: "field \"weight_map\": missing or not an object".into(),
+                })?;
             let mut shards = BTreeSet::new();
             for (name, file) in map {
                 let file = file.as_str().ok_or_else(|| ModelError::Json {
@@ -98,7 +106,9 @@ impl Weights {
                 if file.contains('/') || file.contains('\\') || file.starts_with('.') {
                     return Err(ModelError::Json {
                         path: index.clone(),
-                        message: format!("weight_map[{name:?}]: {file:?} is not a file in the checkpoint folder"),
+                        message: format!(
+                            "weight_map[{name:?}]: {file:?} is not a file in the checkpoint folder"
+                        ),
                     });
                 }
                 shards.insert(file.to_string());
@@ -130,7 +140,11 @@ impl Weights {
                 if let Some(prev) = entries.insert(key.clone(), entry) {
                     return Err(ModelError::Safetensors {
                         path: path.clone(),
-                        message: format!("tensor {:?} is stored twice (also in {})", prev.stored, files[prev.file].display()),
+                        message: format!(
+                            "tensor {:?} is stored twice (also in {})",
+                            prev.stored,
+                            files[prev.file].display()
+                        ),
                     });
                 }
             }
@@ -141,7 +155,13 @@ impl Weights {
             .filter(|(_, n)| *n > 0)
             .max_by_key(|(_, n)| *n)
             .map(|(d, _)| d);
-        Ok(Weights { dir: dir.to_path_buf(), files, entries, used: BTreeSet::new(), dominant })
+        Ok(Weights {
+            dir: dir.to_path_buf(),
+            files,
+            entries,
+            used: BTreeSet::new(),
+            dominant,
+        })
     }
 
     /// The checkpoint folder.
@@ -176,7 +196,10 @@ impl Weights {
         let entry = self
             .entries
             .get(name)
-            .ok_or_else(|| ModelError::MissingTensor { dir: self.dir.clone(), name: name.to_string() })?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
         if entry.shape != expected {
             return Err(ModelError::ShapeMismatch {
                 dir: self.dir.clone(),
@@ -186,15 +209,27 @@ impl Weights {
             });
         }
         let path = &self.files[entry.file];
-        let io = |source| ModelError::Io { path: path.clone(), source };
+        let io = |source| ModelError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut file = File::open(path).map_err(io)?;
         file.seek(SeekFrom::Start(entry.start)).map_err(io)?;
         let mut bytes = vec![0u8; entry.len];
         file.read_exact(&mut bytes).map_err(io)?;
         let values = match entry.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::Bf16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::Bf16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
         };
         self.used.insert(name.to_string());
         Ok(values)
@@ -212,8 +247,16 @@ impl Weights {
     }
 
     /// A `[out, in]` linear weight stored the PyTorch way, returned as Burn's `[in, out]`.
-    pub fn linear<B: Backend>(&mut self, name: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Tensor<B, 2>> {
-        Ok(self.tensor::<B, 2>(name, [d_out, d_in], device)?.transpose())
+    pub fn linear<B: Backend>(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        Ok(self
+            .tensor::<B, 2>(name, [d_out, d_in], device)?
+            .transpose())
     }
 
     /// Fails with [`ModelError::UnusedTensors`] if the checkpoint holds tensors the model never read.
@@ -227,30 +270,44 @@ impl Weights {
         if unused.is_empty() {
             Ok(())
         } else {
-            Err(ModelError::UnusedTensors { dir: self.dir, names: unused })
+            Err(ModelError::UnusedTensors {
+                dir: self.dir,
+                names: unused,
+            })
         }
     }
 }
 
 /// Parses and checks one file's header.
 fn read_header(path: &Path, file_index: usize) -> Result<Vec<Entry>> {
-    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
-    let bad = |message: String| ModelError::Safetensors { path: path.to_path_buf(), message };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |message: String| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
     let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     let mut len_bytes = [0u8; 8];
     if file_len < 8 {
-        return Err(bad(format!("{file_len} bytes: shorter than the 8-byte header length")));
+        return Err(bad(format!(
+            "{file_len} bytes: shorter than the 8-byte header length"
+        )));
     }
     file.read_exact(&mut len_bytes).map_err(io)?;
     let header_len = u64::from_le_bytes(len_bytes);
     // The format caps headers at 100 MB.
     if header_len > 100_000_000 || 8 + header_len > file_len {
-        return Err(bad(format!("header length {header_len} does not fit the file ({file_len} bytes)")));
+        return Err(bad(format!(
+            "header length {header_len} does not fit the file ({file_len} bytes)"
+        )));
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(io)?;
-    let value: Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(bad("header is not a JSON object".into()));
     };
@@ -261,7 +318,10 @@ fn read_header(path: &Path, file_index: usize) -> Result<Vec<Entry>> {
         if name == "__metadata__" {
             continue;
         }
-        let field = |key: &str| info.get(key).ok_or_else(|| bad(format!("tensor {name:?}: no {key:?}")));
+        let field = |key: &str| {
+            info.get(key)
+                .ok_or_else(|| bad(format!("tensor {name:?}: no {key:?}")))
+        };
         let dtype = match field("dtype")?.as_str() {
             Some("F32") => Dtype::F32,
             Some("F16") => Dtype::F16,
@@ -277,7 +337,11 @@ fn read_header(path: &Path, file_index: usize) -> Result<Vec<Entry>> {
         };
         let shape: Vec<usize> = field("shape")?
             .as_array()
-            .and_then(|a| a.iter().map(|v| v.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| v.as_u64().map(|n| n as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
             .ok_or_else(|| bad(format!("tensor {name:?}: shape is not a list of integers")))?;
         let offsets: Vec<u64> = field("data_offsets")?
             .as_array()

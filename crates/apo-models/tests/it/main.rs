@@ -1,0 +1,4 @@
+//! apo-models' integration tests: one binary (burn is linked once).
+
+mod model;
+mod processor;
