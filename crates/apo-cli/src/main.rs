@@ -366,6 +366,63 @@ enum Command {
     /// plackett-luce-ranking, infonca.
     /// Prints one line per case: {"loss":..,"grad_chosen":..,"grad_rejected":[..]}, or
     /// {"line":N,"error":".."}; exits with status 1 if any case failed.
+    /// Scores completions with a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint.
+    ///
+    /// Each line: {"images": ["a.png", ...], "prompt": "...", "completion": "..."}; relative
+    /// image paths resolve against the input file's folder. The images and the prompt form a
+    /// user message, the completion an assistant message, both rendered by the checkpoint's
+    /// own chat template. Prints one line per row: {"logprob": <sum of the log-probs of the
+    /// completion's tokens, TRL's definition>, "tokens": N}, or {"line": N, "error": ".."};
+    /// exits with status 1 if any row failed.
+    Score {
+        /// The checkpoint folder (config.json, safetensors, tokenizer, chat template,
+        /// preprocessor config), e.g. a download of Qwen/Qwen2.5-VL-7B-Instruct.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input file, or `-` for standard input (image paths then resolve against the
+        /// working folder).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// f32, bf16 (cuda) or f16 (GPU backends).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Continues prompts with a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint.
+    ///
+    /// Each line: {"images": [...], "prompt": "..."}; prints {"text": "..", "ids": [..]} per
+    /// row (greedy unless --temperature > 0), or {"line": N, "error": ".."}.
+    Generate {
+        /// The checkpoint folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input file, or `-` for standard input.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Most new tokens per row (generation also stops at the end-of-turn token).
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// 0 for greedy decoding; otherwise sample from softmax(logits / T).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Seed of the sampler.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// f32, bf16 (cuda) or f16 (GPU backends).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
     Loss {
         /// Input file, or `-` for standard input.
         #[arg(long, short)]
@@ -423,6 +480,55 @@ fn parse_eval_split(s: &str) -> Result<cxr_max::tables::Split, String> {
 fn device_kind(name: &str) -> Result<apo_train::device::DeviceKind, String> {
     name.parse()
         .map_err(|e: apo_train::TrainError| e.to_string())
+}
+
+/// `apo score` / `apo generate`.
+fn hf_command(
+    model: &std::path::Path,
+    input: &PathBuf,
+    output: Option<&PathBuf>,
+    device: &str,
+    dtype: &str,
+    task: apo_cli::commands::hf::Task,
+) -> Result<ExitCode, String> {
+    let kind = device_kind(device)?;
+    let precision: apo_cli::commands::hf::Precision = dtype.parse()?;
+    let base = if input.as_os_str() == "-" {
+        PathBuf::from(".")
+    } else {
+        input
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("."))
+    };
+    let reader = open_input(input)?;
+    if let Some(path) = output
+        && path.exists()
+    {
+        return Err(format!(
+            "{}: exists; choose another --output or remove it",
+            path.display()
+        ));
+    }
+    let writer: Box<dyn io::Write> = match output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let summary = apo_cli::commands::hf::run(model, reader, writer, &base, kind, precision, task)
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    tracing::info!(
+        read = summary.read,
+        answered = summary.answered,
+        failed = summary.failed,
+        "finished"
+    );
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn open_input(input: &PathBuf) -> Result<Box<dyn io::BufRead>, String> {
@@ -798,6 +904,50 @@ fn run(command: Command) -> Result<ExitCode, String> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Score {
+            model,
+            input,
+            output,
+            device,
+            dtype,
+        } => hf_command(
+            &model,
+            &input,
+            output.as_ref(),
+            &device,
+            &dtype,
+            apo_cli::commands::hf::Task::Score,
+        ),
+        Command::Generate {
+            model,
+            input,
+            output,
+            max_new_tokens,
+            temperature,
+            seed,
+            device,
+            dtype,
+        } => {
+            if !(temperature >= 0.0 && temperature.is_finite()) {
+                return Err(format!(
+                    "--temperature {temperature}: expected a number >= 0"
+                ));
+            }
+            let opts = apo_models::model::GenerateOptions {
+                max_new_tokens,
+                temperature,
+                seed,
+                stop: Vec::new(),
+            };
+            hf_command(
+                &model,
+                &input,
+                output.as_ref(),
+                &device,
+                &dtype,
+                apo_cli::commands::hf::Task::Generate(opts),
+            )
         }
         Command::Loss {
             input,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod hf;
 mod pipeline_plots;
 mod plot;
 mod train_kill;
