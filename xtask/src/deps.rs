@@ -78,6 +78,21 @@ const RULES: &[Rule] = &[
         why: "cxr-max depends on no apo-* crate",
     },
     Rule {
+        krate: "apo-models",
+        features: &[],
+        forbidden: &[
+            "apo-loss",
+            "apo-drift",
+            "apo-consensus",
+            "apo-train",
+            "apo-pipeline",
+            "cxr-max",
+            "polars",
+        ],
+        only: None,
+        why: "apo-models depends on no other apo-* crate (a model crate, no training logic)",
+    },
+    Rule {
         krate: "apo-train",
         features: &[],
         forbidden: &[
