@@ -482,3 +482,39 @@ fn score_jsonl_answers_good_lines_and_names_bad_ones() {
     );
     assert!(lines[3]["tokens"].as_u64().expect("t") > 0);
 }
+
+/// Sampling with a temperature is a pure function of the seed; another seed draws another
+/// continuation; temperature 0 is greedy.
+#[test]
+fn sampling_is_seeded() {
+    let hf = open("qwen2.5-vl-nested-f32");
+    let row = apo_models::hf::GenerateRow {
+        images: vec!["images/square.png".into()],
+        prompt: "Findings?".into(),
+    };
+    let opts = |temperature: f64, seed: u64| GenerateOptions {
+        max_new_tokens: 12,
+        temperature,
+        seed,
+        stop: vec![u32::MAX],
+    };
+    let a = hf
+        .generate(&row, &fixtures(), &opts(1.5, 7))
+        .expect("generate");
+    let b = hf
+        .generate(&row, &fixtures(), &opts(1.5, 7))
+        .expect("generate");
+    let c = hf
+        .generate(&row, &fixtures(), &opts(1.5, 8))
+        .expect("generate");
+    assert_eq!(a.ids, b.ids);
+    assert_eq!(a.ids.len(), 12);
+    assert_ne!(a.ids, c.ids, "seeds 7 and 8 drew the same 12 tokens");
+    let g1 = hf
+        .generate(&row, &fixtures(), &opts(0.0, 1))
+        .expect("generate");
+    let g2 = hf
+        .generate(&row, &fixtures(), &opts(0.0, 2))
+        .expect("generate");
+    assert_eq!(g1.ids, g2.ids);
+}
