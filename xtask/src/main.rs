@@ -189,10 +189,16 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             cargo(&args, &[])?;
             let python = std::env::var("APO_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
             let script = "crates/apo-models/benches/hf_transformers.py";
-            match std::process::Command::new(&python).arg(script).args(rest).status() {
+            match std::process::Command::new(&python)
+                .arg(script)
+                .args(rest)
+                .status()
+            {
                 Ok(s) if s.success() => Ok(()),
                 _ => {
-                    eprintln!("bench hf: the transformers side did not run (`{python} {script}` needs the packages of crates/apo-models/tests/fixtures/requirements.txt; set APO_BENCH_PYTHON to a Python that has them)");
+                    eprintln!(
+                        "bench hf: the transformers side did not run (`{python} {script}` needs the packages of crates/apo-models/tests/fixtures/requirements.txt; set APO_BENCH_PYTHON to a Python that has them)"
+                    );
                     Ok(())
                 }
             }

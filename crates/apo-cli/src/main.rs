@@ -510,12 +510,7 @@ fn hf_command(
             path.display()
         ));
     }
-    let writer: Box<dyn io::Write> = match output {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        )),
-        None => Box::new(BufWriter::new(io::stdout().lock())),
-    };
+    let writer = open_output(output)?;
     let summary = apo_cli::commands::hf::run(model, reader, writer, &base, kind, precision, task)
         .map_err(|e| format!("{}: {e}", input.display()))?;
     tracing::info!(
@@ -528,6 +523,16 @@ fn hf_command(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// `--output FILE` (created) or standard output, buffered.
+fn open_output(output: Option<&PathBuf>) -> Result<Box<dyn io::Write>, String> {
+    Ok(match output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
     })
 }
 
@@ -955,12 +960,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             metrics,
         } => {
             let reader = open_input(&input)?;
-            let writer: Box<dyn io::Write> = match &output {
-                Some(path) => Box::new(BufWriter::new(
-                    File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
-                )),
-                None => Box::new(BufWriter::new(io::stdout().lock())),
-            };
+            let writer = open_output(output.as_ref())?;
             let options = loss::LossOptions { metrics };
             let summary = loss::run(reader, writer, options)
                 .map_err(|e| format!("{}: {e}", input.display()))?;

@@ -6,7 +6,7 @@
 //! (transformers 5): `text_config` with `rope_parameters: {rope_type, rope_theta, mrope_section}`.
 //! Both read into one [`ModelConfig`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -485,9 +485,4 @@ fn vision_config(f: &Fields<'_>, arch: Architecture, text_hidden: usize) -> Resu
         return Err(f.err("window_size", "must hold at least one merged patch"));
     }
     Ok(cfg)
-}
-
-/// The path of `DIR/config.json`, for messages.
-pub fn config_path(dir: &Path) -> PathBuf {
-    dir.join("config.json")
 }

@@ -84,14 +84,17 @@ pub struct HfModel<B: Backend> {
     pub device: B::Device,
 }
 
-fn vision_inputs(images: &[PixelValues]) -> Vec<VisionInput> {
-    images
-        .iter()
-        .map(|p| VisionInput {
+impl From<&PixelValues> for VisionInput {
+    fn from(p: &PixelValues) -> Self {
+        VisionInput {
             pixels: p.data.clone(),
             grid_thw: p.grid_thw,
-        })
-        .collect()
+        }
+    }
+}
+
+fn vision_inputs(images: &[PixelValues]) -> Vec<VisionInput> {
+    images.iter().map(VisionInput::from).collect()
 }
 
 fn user(images: usize, prompt: &str) -> Message {

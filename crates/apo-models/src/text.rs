@@ -213,7 +213,7 @@ impl<B: Backend> TextModel<B> {
         mask: Tensor<B, 4>,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        let [b, l, d] = x.dims();
+        let [b, l, _] = x.dims();
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let cos = cos.unsqueeze_dim::<4>(1);
         let sin = sin.unsqueeze_dim::<4>(1);
@@ -257,7 +257,6 @@ impl<B: Backend> TextModel<B> {
             );
             x = x + y;
         }
-        let _ = d;
         self.norm.forward(x)
     }
 

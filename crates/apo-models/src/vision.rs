@@ -384,8 +384,7 @@ impl<B: Backend> VisionTower<B> {
                                 let (ph, pw) = ((bh * m + ih) as f32, (bw * m + iw) as f32);
                                 let mut row: Vec<f32> = inv.iter().map(|f| ph * f).collect();
                                 row.extend(inv.iter().map(|f| pw * f));
-                                for rep in 0..2 {
-                                    let _ = rep;
+                                for _ in 0..2 {
                                     cos.extend(row.iter().map(|a| (*a as f64).cos() as f32));
                                     sin.extend(row.iter().map(|a| (*a as f64).sin() as f32));
                                 }

@@ -10,6 +10,13 @@ fn fixtures() -> PathBuf {
     ))
 }
 
+/// `expected/<name>.json` of a checkpoint.
+fn expected(name: &str) -> serde_json::Value {
+    let path = fixtures().join("expected").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).expect("expected values");
+    serde_json::from_str(&text).expect("json")
+}
+
 /// Every row of `score.jsonl` answered with transformers' log-prob (1e-4 relative); a bad row
 /// answered with its line number and exit status 1, the others still answered.
 #[test]
@@ -28,9 +35,7 @@ fn apo_score_answers_rows_and_reports_bad_lines() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = std::fs::read_to_string(f.join("expected").join(format!("{name}.json")))
-            .expect("expected");
-        let expected: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let expected = expected(name);
         let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
             .expect("utf8")
             .lines()
@@ -94,9 +99,7 @@ fn apo_score_answers_rows_and_reports_bad_lines() {
 fn apo_generate_gives_the_greedy_tokens() {
     let f = fixtures();
     let name = "qwen2.5-vl-nested-f32";
-    let text =
-        std::fs::read_to_string(f.join("expected").join(format!("{name}.json"))).expect("expected");
-    let expected: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let expected = expected(name);
     let g = &expected["generate"];
     let dir = std::env::temp_dir().join(format!("apo-generate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

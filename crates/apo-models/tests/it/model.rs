@@ -11,18 +11,9 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use serde_json::Value;
 
+use crate::{CHECKPOINTS, fixtures};
+
 type B = NdArray<f32>;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
-}
-
-const CHECKPOINTS: [&str; 4] = [
-    "qwen2-vl-flat-f32",
-    "qwen2-vl-nested-bf16",
-    "qwen2.5-vl-flat-f16-sharded",
-    "qwen2.5-vl-nested-f32",
-];
 
 fn expected(name: &str) -> (Value, Vec<u8>) {
     let dir = fixtures().join("expected");
@@ -81,10 +72,7 @@ fn images(hf: &HfModel<B>, case: &Value) -> Vec<VisionInput> {
                 .image_processor
                 .open(fixtures().join(img.as_str().expect("path")))
                 .expect("image");
-            out.push(VisionInput {
-                pixels: p.data,
-                grid_thw: p.grid_thw,
-            });
+            out.push(VisionInput::from(&p));
         }
     }
     out
@@ -291,14 +279,7 @@ fn greedy_tokens_match_transformers() {
             .prepare(&[Message::new("user", content)], &paths, true)
             .expect("prepare");
         assert_eq!(prepared.ids, prompt_ids, "{name}: prompt ids");
-        let imgs: Vec<VisionInput> = prepared
-            .images
-            .iter()
-            .map(|p| VisionInput {
-                pixels: p.data.clone(),
-                grid_thw: p.grid_thw,
-            })
-            .collect();
+        let imgs: Vec<VisionInput> = prepared.images.iter().map(VisionInput::from).collect();
         let opts = GenerateOptions {
             max_new_tokens: want.len(),
             temperature: 0.0,

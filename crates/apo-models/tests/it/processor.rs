@@ -9,18 +9,7 @@ use apo_models::processor::{ImageProcessor, PixelValues, Processor};
 use apo_models::tokenizer::{PaddingSide, Tokenizer};
 use serde_json::Value;
 
-/// The fixtures folder.
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
-}
-
-/// The four checkpoint folders.
-const CHECKPOINTS: [&str; 4] = [
-    "qwen2-vl-flat-f32",
-    "qwen2-vl-nested-bf16",
-    "qwen2.5-vl-flat-f16-sharded",
-    "qwen2.5-vl-nested-f32",
-];
+use crate::{CHECKPOINTS, fixtures};
 
 /// `image_std` of the fixtures' processor config, to undo the normalisation.
 const IMAGE_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
