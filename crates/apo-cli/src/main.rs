@@ -379,6 +379,10 @@ enum Command {
         /// preprocessor config), e.g. a download of Qwen/Qwen2.5-VL-7B-Instruct.
         #[arg(long)]
         model: PathBuf,
+        /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to
+        /// apply to the model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// Input file, or `-` for standard input (image paths then resolve against the
         /// working folder).
         #[arg(long, short)]
@@ -401,6 +405,10 @@ enum Command {
         /// The checkpoint folder.
         #[arg(long)]
         model: PathBuf,
+        /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to
+        /// apply to the model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// Input file, or `-` for standard input.
         #[arg(long, short)]
         input: PathBuf,
@@ -423,6 +431,9 @@ enum Command {
         #[arg(long, default_value = "f32")]
         dtype: String,
     },
+    /// Writes a model in a format other tools load.
+    #[command(subcommand)]
+    Export(ExportCommand),
     Loss {
         /// Input file, or `-` for standard input.
         #[arg(long, short)]
@@ -433,6 +444,25 @@ enum Command {
         /// Add every case's metrics (rewards, margins, accuracies, p_chosen) to its answer.
         #[arg(long)]
         metrics: bool,
+    },
+}
+
+/// `apo export ...`.
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Folds a PEFT LoRA adapter into its base checkpoint and writes the result in the base's
+    /// own layout (shards, key names, dtypes; config, tokenizer and processor files copied), a
+    /// folder transformers and vLLM load as they load the base.
+    Merged {
+        /// The base checkpoint folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// The adapter folder (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The new folder (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -485,6 +515,7 @@ fn device_kind(name: &str) -> Result<apo_train::device::DeviceKind, String> {
 /// `apo score` / `apo generate`.
 fn hf_command(
     model: &std::path::Path,
+    adapter: Option<&std::path::Path>,
     input: &PathBuf,
     output: Option<&PathBuf>,
     device: &str,
@@ -511,7 +542,9 @@ fn hf_command(
         ));
     }
     let writer = open_output(output)?;
-    let summary = apo_cli::commands::hf::run(model, reader, writer, &base, kind, precision, task)
+    let summary = apo_cli::commands::hf::run(
+        model, adapter, reader, writer, &base, kind, precision, task,
+    )
         .map_err(|e| format!("{}: {e}", input.display()))?;
     tracing::info!(
         read = summary.read,
@@ -912,12 +945,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Score {
             model,
+            adapter,
             input,
             output,
             device,
             dtype,
         } => hf_command(
             &model,
+            adapter.as_deref(),
             &input,
             output.as_ref(),
             &device,
@@ -926,6 +961,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         ),
         Command::Generate {
             model,
+            adapter,
             input,
             output,
             max_new_tokens,
@@ -947,12 +983,29 @@ fn run(command: Command) -> Result<ExitCode, String> {
             };
             hf_command(
                 &model,
+                adapter.as_deref(),
                 &input,
                 output.as_ref(),
                 &device,
                 &dtype,
                 apo_cli::commands::hf::Task::Generate(opts),
             )
+        }
+        Command::Export(ExportCommand::Merged {
+            model,
+            adapter,
+            out,
+        }) => {
+            let s = apo_models::lora::export_merged(&model, &adapter, &out)
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "wrote {}: {} tensors ({} with the adapter folded in), {} other files copied",
+                out.display(),
+                s.tensors,
+                s.merged,
+                s.copied
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Loss {
             input,

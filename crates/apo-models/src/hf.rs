@@ -119,7 +119,17 @@ fn resolve(base: &Path, images: &[PathBuf]) -> Vec<PathBuf> {
 impl<B: Backend> HfModel<B> {
     /// Loads the model and its processor from a checkpoint folder.
     pub fn open(dir: &Path, device: B::Device) -> Result<Self> {
-        let model = Loaded::load(dir, &device)?;
+        Self::open_with_adapter(dir, None, device)
+    }
+
+    /// [`HfModel::open`], then applies the PEFT LoRA adapter in folder `adapter` if given.
+    pub fn open_with_adapter(dir: &Path, adapter: Option<&Path>, device: B::Device) -> Result<Self> {
+        let mut model = Loaded::load(dir, &device)?;
+        if let Some(a) = adapter {
+            let adapter = crate::lora::Adapter::read(a)?;
+            model.model = adapter.attach(model.model, 0.0, &device)?;
+            tracing::info!(adapter = %a.display(), modules = adapter.modules.len(), "adapter applied");
+        }
         let processor = Processor::from_dir(dir)?;
         let id = processor.tokenizer.image_token_id();
         if id != model.config.image_token_id {

@@ -4,13 +4,15 @@
 //! A checkpoint folder as the hub or `save_pretrained` writes it (`config.json` flat or nested,
 //! `model.safetensors` or shards, F32/F16/BF16) loads into [`Loaded`]; its tokenizer, chat template
 //! and image processor come from the same folder. The model computes logits, TRL's completion
-//! log-probabilities and greedy or sampled continuations. Generic over the Burn backend; no
-//! training logic.
+//! log-probabilities and greedy or sampled continuations; LoRA adapters attach, train, merge and
+//! round-trip in PEFT's format ([`lora`]). Generic over the Burn backend; the training loops are
+//! `apo-train`'s.
 
 pub mod chat;
 pub mod config;
 pub mod error;
 pub mod hf;
+pub mod lora;
 pub mod model;
 pub mod nn;
 pub mod processor;
@@ -23,6 +25,7 @@ pub mod weights;
 pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
 pub use hf::{GenerateRow, Generated, HfModel, Score, ScoreRow};
+pub use lora::{Adapter, LoraConfig, TargetModules};
 pub use model::{GenerateOptions, Loaded, QwenVl};
 pub use vision::VisionInput;
 pub use weights::Weights;

@@ -25,6 +25,22 @@ pub struct QwenVl<B: Backend> {
     pub text: TextModel<B>,
 }
 
+impl<B: Backend> QwenVl<B> {
+    /// Every linear map with its hub name: the vision tower's, then the language model's.
+    pub fn linears(&self) -> Vec<(String, &crate::nn::Linear<B>)> {
+        let mut v = self.vision.linears();
+        v.extend(self.text.linears());
+        v
+    }
+
+    /// [`QwenVl::linears`], mutable.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut crate::nn::Linear<B>)> {
+        let mut v = self.vision.linears_mut();
+        v.extend(self.text.linears_mut());
+        v
+    }
+}
+
 /// A model with the settings it was loaded with.
 #[derive(Debug)]
 pub struct Loaded<B: Backend> {
@@ -226,6 +242,55 @@ impl<B: Backend> Loaded<B> {
         images: &[VisionInput],
         device: &B::Device,
     ) -> Result<Vec<(f64, usize)>> {
+        let (lp, counts) = self.completion_token_logprobs(seqs, images, device)?;
+        let values = lp
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        // Summed in f64 on the host.
+        let mut out = Vec::with_capacity(counts.len());
+        let mut at = 0usize;
+        for c in counts {
+            let sum: f64 = values[at..at + c].iter().map(|&v| f64::from(v)).sum();
+            out.push((sum, c));
+            at += c;
+        }
+        Ok(out)
+    }
+
+    /// [`Loaded::completion_logprobs`] as a tensor `[sequences]` that gradients flow through
+    /// (into whatever parameters require them: the LoRA adapters), and the token counts.
+    pub fn completion_logprobs_tensor(
+        &self,
+        seqs: &[(Vec<u32>, usize)],
+        images: &[VisionInput],
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 1>, Vec<usize>)> {
+        let (lp, counts) = self.completion_token_logprobs(seqs, images, device)?;
+        let n = lp.dims()[0];
+        // Segment sums as one matmul with the 0/1 matrix of which sequence each token is in.
+        let mut seg = vec![0f32; seqs.len() * n];
+        let mut at = 0usize;
+        for (s, &c) in counts.iter().enumerate() {
+            for t in at..at + c {
+                seg[s * n + t] = 1.0;
+            }
+            at += c;
+        }
+        let seg = Tensor::<B, 2>::from_data(TensorData::new(seg, [seqs.len(), n]), device);
+        let sums = seg.matmul(lp.unsqueeze_dim::<2>(1)).reshape([seqs.len()]);
+        Ok((sums, counts))
+    }
+
+    /// The log-probability of every completion token `[tokens]` (sequence by sequence, in
+    /// order) and each sequence's count; gradients flow through it.
+    pub fn completion_token_logprobs(
+        &self,
+        seqs: &[(Vec<u32>, usize)],
+        images: &[VisionInput],
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 1>, Vec<usize>)> {
         let l = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(seqs.len());
         let mut mask = Vec::with_capacity(seqs.len());
@@ -258,18 +323,7 @@ impl<B: Backend> Loaded<B> {
         let rows = h.reshape([b * l, d]).select(0, idx);
         let lp = log_softmax(self.model.text.logits(rows), 1);
         let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
-        let picked = lp.gather(1, tgt).into_data().convert::<f32>();
-        let values = picked
-            .as_slice::<f32>()
-            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
-        let mut out = Vec::with_capacity(seqs.len());
-        let mut at = 0usize;
-        for c in counts {
-            let sum: f64 = values[at..at + c].iter().map(|&v| v as f64).sum();
-            out.push((sum, c));
-            at += c;
-        }
-        Ok(out)
+        Ok((lp.gather(1, tgt).reshape([n]), counts))
     }
 
     /// Continues one sequence: prefill, then one token at a time with the key/value cache.

@@ -1,20 +1,24 @@
 //! The layers both model families are built from, loaded from checkpoint tensors.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{gelu, sigmoid, silu, softmax};
+use burn::tensor::activation::{sigmoid, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{ModelError, Result};
+use crate::lora::Lora;
 use crate::weights::Weights;
 
-/// A linear map `x W + b` with `W: [in, out]` (transposed from PyTorch's `[out, in]` on load).
+/// A linear map `x W + b` with `W: [in, out]` (transposed from PyTorch's `[out, in]` on load),
+/// plus `scale · dropout(x) A B` when a LoRA adapter is attached.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[in, out]`.
     pub weight: Param<Tensor<B, 2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
+    /// The low-rank update, if any.
+    pub lora: Option<Lora<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -40,7 +44,14 @@ impl<B: Backend> Linear<B> {
         Ok(Linear {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
         })
+    }
+
+    /// `(in, out)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let [i, o] = self.weight.dims();
+        (i, o)
     }
 
     /// Applies the map over the last dimension.
@@ -48,9 +59,13 @@ impl<B: Backend> Linear<B> {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = dims[..D - 1].iter().product::<usize>();
-        let mut y = x.reshape([rows, d_in]).matmul(self.weight.val());
+        let x = x.reshape([rows, d_in]);
+        let mut y = x.clone().matmul(self.weight.val());
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze::<2>();
+        }
+        if let Some(lora) = &self.lora {
+            y = y + lora.delta(x);
         }
         let mut out = dims;
         out[D - 1] = y.dims()[1];
@@ -170,7 +185,13 @@ impl Activation {
         match self {
             Activation::QuickGelu => x.clone().mul(sigmoid(x.mul_scalar(1.702))),
             Activation::Silu => silu(x),
-            Activation::Gelu => gelu(x),
+            // The exact (erf) GELU as a composition: burn 0.21's `gelu` computes the erf form
+            // but differentiates the tanh approximation, which puts every vision-tower gradient
+            // ~2e-4 (relative) off PyTorch's.
+            Activation::Gelu => x
+                .clone()
+                .mul(x.div_scalar(std::f64::consts::SQRT_2).erf().add_scalar(1.0))
+                .mul_scalar(0.5),
         }
     }
 }

@@ -150,6 +150,45 @@ impl<B: Backend> TextModel<B> {
         })
     }
 
+    /// Every linear map with its hub name (`model.layers.{i}.self_attn.q_proj`, …,
+    /// `model.layers.{i}.mlp.down_proj`, and `lm_head` when untied), in layer order.
+    pub fn linears(&self) -> Vec<(String, &Linear<B>)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7 + 1);
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &l.q));
+            out.push((format!("{p}.self_attn.k_proj"), &l.k));
+            out.push((format!("{p}.self_attn.v_proj"), &l.v));
+            out.push((format!("{p}.self_attn.o_proj"), &l.o));
+            out.push((format!("{p}.mlp.gate_proj"), &l.gate));
+            out.push((format!("{p}.mlp.up_proj"), &l.up));
+            out.push((format!("{p}.mlp.down_proj"), &l.down));
+        }
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head".to_string(), h));
+        }
+        out
+    }
+
+    /// [`TextModel::linears`], mutable.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear<B>)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7 + 1);
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut l.q));
+            out.push((format!("{p}.self_attn.k_proj"), &mut l.k));
+            out.push((format!("{p}.self_attn.v_proj"), &mut l.v));
+            out.push((format!("{p}.self_attn.o_proj"), &mut l.o));
+            out.push((format!("{p}.mlp.gate_proj"), &mut l.gate));
+            out.push((format!("{p}.mlp.up_proj"), &mut l.up));
+            out.push((format!("{p}.mlp.down_proj"), &mut l.down));
+        }
+        if let Some(h) = &mut self.lm_head {
+            out.push(("lm_head".to_string(), h));
+        }
+        out
+    }
+
     /// An empty cache.
     pub fn cache(&self) -> KvCache<B> {
         KvCache {

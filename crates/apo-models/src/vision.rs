@@ -208,6 +208,47 @@ impl<B: Backend> VisionTower<B> {
         })
     }
 
+    /// Every linear map with its hub name (`visual.blocks.{i}.attn.qkv`, `….attn.proj`, the MLP's
+    /// `fc1`/`fc2` or `gate_proj`/`up_proj`/`down_proj`, `visual.merger.mlp.0` and `.2`).
+    pub fn linears(&self) -> Vec<(String, &Linear<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 5 + 2);
+        let qwen25 = self.windowed;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("visual.blocks.{i}");
+            out.push((format!("{p}.attn.qkv"), &b.qkv));
+            out.push((format!("{p}.attn.proj"), &b.proj));
+            if let Some(g) = &b.mlp.gate {
+                out.push((format!("{p}.mlp.gate_proj"), g));
+            }
+            let (up, down) = if qwen25 { ("up_proj", "down_proj") } else { ("fc1", "fc2") };
+            out.push((format!("{p}.mlp.{up}"), &b.mlp.up));
+            out.push((format!("{p}.mlp.{down}"), &b.mlp.down));
+        }
+        out.push(("visual.merger.mlp.0".to_string(), &self.merger_fc1));
+        out.push(("visual.merger.mlp.2".to_string(), &self.merger_fc2));
+        out
+    }
+
+    /// [`VisionTower::linears`], mutable.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 5 + 2);
+        let qwen25 = self.windowed;
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("visual.blocks.{i}");
+            out.push((format!("{p}.attn.qkv"), &mut b.qkv));
+            out.push((format!("{p}.attn.proj"), &mut b.proj));
+            if let Some(g) = &mut b.mlp.gate {
+                out.push((format!("{p}.mlp.gate_proj"), g));
+            }
+            let (up, down) = if qwen25 { ("up_proj", "down_proj") } else { ("fc1", "fc2") };
+            out.push((format!("{p}.mlp.{up}"), &mut b.mlp.up));
+            out.push((format!("{p}.mlp.{down}"), &mut b.mlp.down));
+        }
+        out.push(("visual.merger.mlp.0".to_string(), &mut self.merger_fc1));
+        out.push(("visual.merger.mlp.2".to_string(), &mut self.merger_fc2));
+        out
+    }
+
     /// How many language-model tokens an image of this grid becomes.
     pub fn tokens(&self, grid_thw: [usize; 3]) -> usize {
         grid_thw[0] * grid_thw[1] * grid_thw[2] / (self.merge * self.merge)
@@ -287,9 +328,9 @@ impl<B: Backend> VisionTower<B> {
             .merger_norm
             .forward(x)
             .reshape([n / unit, unit * self.width]);
-        let merged = self.merger_fc2.forward(burn::tensor::activation::gelu(
-            self.merger_fc1.forward(merged),
-        ));
+        let merged = self
+            .merger_fc2
+            .forward(Activation::Gelu.apply(self.merger_fc1.forward(merged)));
         Ok(match order {
             None => merged,
             Some(index) => {

@@ -63,7 +63,7 @@ pub struct Weights {
 
 /// The hub's names for both key layouts: transformers 5 may write `model.language_model.*` and
 /// `model.visual.*` where the original checkpoints have `model.*` and `visual.*`.
-fn canonical(name: &str) -> String {
+pub(crate) fn canonical(name: &str) -> String {
     if let Some(rest) = name.strip_prefix("model.language_model.") {
         format!("model.{rest}")
     } else if let Some(rest) = name.strip_prefix("model.visual.") {
@@ -127,6 +127,16 @@ impl Weights {
             }
             vec![single]
         };
+        Self::from_files(dir, files)
+    }
+
+    /// Opens one safetensors file (an adapter's `adapter_model.safetensors`).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::from_files(&dir, vec![path.to_path_buf()])
+    }
+
+    fn from_files(dir: &Path, files: Vec<PathBuf>) -> Result<Self> {
         let mut entries = BTreeMap::new();
         let mut counts = [0usize; 3];
         for (i, path) in files.iter().enumerate() {
@@ -184,6 +194,43 @@ impl Weights {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
+    /// The files, in shard order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Every tensor as `(canonical name, stored name, file index, dtype, shape)`, by file and
+    /// then by offset in the file (the order the data is stored in).
+    pub fn entries(&self) -> Vec<(String, String, usize, Dtype, Vec<usize>)> {
+        let mut v: Vec<_> = self.entries.iter().collect();
+        v.sort_by_key(|(_, e)| (e.file, e.start));
+        v.into_iter()
+            .map(|(k, e)| (k.clone(), e.stored.clone(), e.file, e.dtype, e.shape.clone()))
+            .collect()
+    }
+
+    /// A tensor's stored bytes (little-endian, its own dtype), without conversion.
+    pub fn read_raw(&mut self, name: &str) -> Result<Vec<u8>> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
+        let path = &self.files[entry.file];
+        let io = |source| ModelError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        file.seek(SeekFrom::Start(entry.start)).map_err(io)?;
+        let mut bytes = vec![0u8; entry.len];
+        file.read_exact(&mut bytes).map_err(io)?;
+        self.used.insert(name.to_string());
+        Ok(bytes)
+    }
+
     /// Marks a tensor as used without reading it (a tied `lm_head.weight`).
     pub fn skip(&mut self, name: &str) {
         if self.entries.contains_key(name) {
@@ -208,31 +255,9 @@ impl Weights {
                 expected: expected.to_vec(),
             });
         }
-        let path = &self.files[entry.file];
-        let io = |source| ModelError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = File::open(path).map_err(io)?;
-        file.seek(SeekFrom::Start(entry.start)).map_err(io)?;
-        let mut bytes = vec![0u8; entry.len];
-        file.read_exact(&mut bytes).map_err(io)?;
-        let values = match entry.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::Bf16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        };
-        self.used.insert(name.to_string());
-        Ok(values)
+        let dtype = entry.dtype;
+        let bytes = self.read_raw(name)?;
+        Ok(decode(dtype, &bytes))
     }
 
     /// Reads a tensor onto `device` in the backend's float type, checking its shape.
@@ -275,6 +300,165 @@ impl Weights {
                 names: unused,
             })
         }
+    }
+}
+
+/// Little-endian bytes of `dtype` as f32 values.
+pub fn decode(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::Bf16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// f32 values as little-endian bytes of `dtype` (round to nearest even, as PyTorch's `.to()`).
+pub fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        Dtype::Bf16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+    }
+}
+
+impl Dtype {
+    /// The safetensors name (`F32`, `F16`, `BF16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::Bf16 => "BF16",
+        }
+    }
+}
+
+/// A safetensors file written tensor by tensor: the header (names, dtypes, shapes, offsets) is
+/// fixed first, then each tensor's bytes are appended in header order, so a file of any size is
+/// written without holding it in memory. The file appears under its name only when complete.
+#[derive(Debug)]
+pub struct SafetensorsWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<File>,
+    pending: std::collections::VecDeque<(String, usize)>,
+}
+
+impl SafetensorsWriter {
+    /// Starts `path` with tensors `(name, dtype, shape)` in the order their data will follow.
+    /// `metadata` goes to `__metadata__` (PEFT and transformers write `{"format": "pt"}`).
+    pub fn create(
+        path: &Path,
+        tensors: &[(String, Dtype, Vec<usize>)],
+        metadata: &[(&str, &str)],
+    ) -> Result<Self> {
+        use std::io::Write as _;
+        let mut header = serde_json::Map::new();
+        if !metadata.is_empty() {
+            let m: serde_json::Map<String, Value> = metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            header.insert("__metadata__".into(), Value::Object(m));
+        }
+        let mut offset = 0usize;
+        let mut pending = std::collections::VecDeque::new();
+        for (name, dtype, shape) in tensors {
+            let len = shape.iter().product::<usize>() * dtype.size();
+            header.insert(
+                name.clone(),
+                serde_json::json!({
+                    "dtype": dtype.name(),
+                    "shape": shape,
+                    "data_offsets": [offset, offset + len],
+                }),
+            );
+            pending.push_back((name.clone(), len));
+            offset += len;
+        }
+        let mut text = serde_json::to_vec(&Value::Object(header)).map_err(|e| ModelError::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // The data starts 8-byte aligned, the header padded with spaces (as the reference writer).
+        while text.len() % 8 != 0 {
+            text.push(b' ');
+        }
+        let tmp = path.with_extension("safetensors.partial");
+        let io = |source| ModelError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let mut file = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
+        file.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        file.write_all(&text).map_err(io)?;
+        Ok(SafetensorsWriter {
+            path: path.to_path_buf(),
+            tmp,
+            file,
+            pending,
+        })
+    }
+
+    /// Appends the next tensor's bytes (it must be the next in header order, of its size).
+    pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        match self.pending.pop_front() {
+            Some((n, len)) if n == name && len == bytes.len() => {}
+            other => {
+                return Err(ModelError::Input(format!(
+                    "{}: tensor {name:?} ({} bytes) written out of order, expected {other:?}",
+                    self.path.display(),
+                    bytes.len()
+                )));
+            }
+        }
+        self.file.write_all(bytes).map_err(|source| ModelError::Io {
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+
+    /// Flushes and renames the file into place; every tensor must have been written.
+    pub fn finish(self) -> Result<()> {
+        use std::io::Write as _;
+        if let Some((n, _)) = self.pending.front() {
+            return Err(ModelError::Input(format!(
+                "{}: tensor {n:?} was never written",
+                self.path.display()
+            )));
+        }
+        let tmp = self.tmp.clone();
+        let io = |source| ModelError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let file = self.file.into_inner().map_err(|e| ModelError::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io)?;
+        let mut file = file;
+        file.flush().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| ModelError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

@@ -43,13 +43,16 @@ pub enum Task {
     Generate(GenerateOptions),
 }
 
-/// Loads the checkpoint at `model` on the backend of `device` and answers every line of `input`.
+/// Loads the checkpoint at `model` (with the PEFT adapter `adapter` applied, if given) on the
+/// backend of `device` and answers every line of `input`.
 ///
 /// # Errors
 /// The checkpoint cannot be loaded, the backend is not built or has no device, or the output
 /// cannot be written. Bad rows are answered with `{"line", "error"}` and counted, not errors.
+#[allow(clippy::too_many_arguments)] // one per command-line option
 pub fn run(
     model: &Path,
+    adapter: Option<&Path>,
     input: Box<dyn BufRead>,
     output: Box<dyn Write>,
     base: &Path,
@@ -59,6 +62,7 @@ pub fn run(
 ) -> Result<RunSummary, String> {
     let job = Job {
         model: model.to_path_buf(),
+        adapter: adapter.map(Path::to_path_buf),
         input,
         output,
         base: base.to_path_buf(),
@@ -122,6 +126,7 @@ pub fn run(
 
 struct Job {
     model: PathBuf,
+    adapter: Option<PathBuf>,
     input: Box<dyn BufRead>,
     output: Box<dyn Write>,
     base: PathBuf,
@@ -130,7 +135,7 @@ struct Job {
 
 impl Job {
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary, String> {
-        let hf = HfModel::<B>::open(&self.model, device).map_err(|e| e.to_string())?;
+        let hf = HfModel::<B>::open_with_adapter(&self.model, self.adapter.as_deref(), device).map_err(|e| e.to_string())?;
         let result = match &self.task {
             Task::Score => hf.score_jsonl(self.input, self.output, &self.base),
             Task::Generate(opts) => hf.generate_jsonl(self.input, self.output, &self.base, opts),

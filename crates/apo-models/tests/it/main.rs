@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+mod lora;
 mod model;
 mod processor;
 
