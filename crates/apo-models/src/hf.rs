@@ -155,26 +155,48 @@ impl<B: Backend> HfModel<B> {
         row: &ScoreRow,
         base: &Path,
     ) -> Result<(Vec<u32>, usize, Vec<PixelValues>)> {
-        if row.completion.is_empty() {
-            return Err(ModelError::Input("the completion is empty".into()));
-        }
-        let paths = resolve(base, &row.images);
-        let u = user(paths.len(), &row.prompt);
-        let prompt = self
+        let (mut seqs, images) =
+            self.completion_inputs(&row.images, &row.prompt, &[&row.completion], base)?;
+        let (ids, prompt) = seqs.remove(0);
+        Ok((ids, prompt, images))
+    }
+
+    /// [`HfModel::score_inputs`] for several completions of one prompt: each completion's
+    /// `(ids, prompt length)`, and the images once (every sequence shows them).
+    pub fn completion_inputs(
+        &self,
+        images: &[PathBuf],
+        prompt: &str,
+        completions: &[&str],
+        base: &Path,
+    ) -> Result<(Vec<(Vec<u32>, usize)>, Vec<PixelValues>)> {
+        let paths = resolve(base, images);
+        let u = user(paths.len(), prompt);
+        let prepared = self
             .processor
             .prepare(std::slice::from_ref(&u), &paths, true)?;
-        let images = prompt.images;
-        let assistant = Message::text("assistant", row.completion.clone());
-        let full_text = self.processor.template.render(&[u, assistant], false)?;
+        let images = prepared.images;
         let merge = self.processor.image_processor.merge_size();
         let counts: Vec<usize> = images.iter().map(|p| p.tokens(merge)).collect();
-        let full = self.processor.tokenizer.encode(&full_text, &counts)?;
-        if full.len() <= prompt.ids.len() || full[..prompt.ids.len()] != prompt.ids[..] {
-            return Err(ModelError::Input(
-                "the chat template's render of the prompt is not a prefix of its render of prompt + completion".into(),
-            ));
+        let mut seqs = Vec::with_capacity(completions.len());
+        for completion in completions {
+            if completion.is_empty() {
+                return Err(ModelError::Input("the completion is empty".into()));
+            }
+            let assistant = Message::text("assistant", completion.to_string());
+            let full_text = self
+                .processor
+                .template
+                .render(&[u.clone(), assistant], false)?;
+            let full = self.processor.tokenizer.encode(&full_text, &counts)?;
+            if full.len() <= prepared.ids.len() || full[..prepared.ids.len()] != prepared.ids[..] {
+                return Err(ModelError::Input(
+                    "the chat template's render of the prompt is not a prefix of its render of prompt + completion".into(),
+                ));
+            }
+            seqs.push((full, prepared.ids.len()));
         }
-        Ok((full, prompt.ids.len(), images))
+        Ok((seqs, images))
     }
 
     /// Scores rows in one batch (right-padded).

@@ -309,6 +309,14 @@ pub fn merge<B: Backend>(mut model: QwenVl<B>) -> QwenVl<B> {
     model
 }
 
+/// Removes every adapter (without folding it in).
+pub fn remove<B: Backend>(mut model: QwenVl<B>) -> QwenVl<B> {
+    for (_, lin) in model.linears_mut() {
+        lin.lora = None;
+    }
+    model
+}
+
 /// One module's adapter on the host, PEFT's layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterTensors {

@@ -18,6 +18,8 @@ pub struct RunConfig {
     pub tokenizer: TokenizerConfig,
     /// The student's architecture (the vocabulary comes from the tokenizer).
     pub model: ModelConfig,
+    /// A Hugging Face student instead of the small one: `[student] hf = "DIR"`.
+    pub student: StudentSection,
     /// Before stage 1: the image encoder and the concept head learn the concept targets
     /// alone (off unless `pretrain.optim.steps > 0`).
     pub pretrain: PretrainConfig,
@@ -27,6 +29,29 @@ pub struct RunConfig {
     pub apo: ApoConfig,
     /// Run folder, seed, checkpoints, logging.
     pub run: RunSettings,
+}
+
+/// `[student]`: a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint trained with LoRA through both
+/// stages ([`crate::hf`]). Without `hf` the small student of `[model]` is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StudentSection {
+    /// The checkpoint folder (config.json, safetensors, tokenizer, chat template, processor
+    /// config), e.g. a download of `Qwen/Qwen2.5-VL-7B-Instruct`.
+    pub hf: Option<PathBuf>,
+    /// A PEFT adapter stage 1 starts from (otherwise fresh adapters per `lora`).
+    pub adapter: Option<PathBuf>,
+    /// The adapters stage 1 attaches (rank, α, dropout, target modules, rsLoRA, vision).
+    pub lora: apo_models::LoraConfig,
+    /// Sequences per forward pass (0: all of a micro-batch's sequences, or all 1 + N of a
+    /// preference group, at once). Smaller bounds the activation memory; stage 2 then runs one
+    /// pass without gradients to get the group's loss, and one with gradients per chunk,
+    /// weighted by the loss's derivative (the same gradient).
+    pub sequences_per_pass: usize,
+    /// Longest sequence in tokens (prompt, image tokens and completion); 0: the model's
+    /// `max_position_embeddings`. Longer completions are cut when `data.truncate`, else an
+    /// error naming the record.
+    pub max_length: usize,
 }
 
 /// Data sources.
@@ -477,6 +502,28 @@ impl RunConfig {
     /// [`TrainError::Config`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         self.sft.validate("sft")?;
+        if self.student.hf.is_some() {
+            self.student.lora.validate().map_err(|e| {
+                bad(
+                    "student.lora",
+                    serde_json::to_string(&self.student.lora).unwrap_or_default(),
+                    &e.to_string(),
+                )
+            })?;
+            if self.pretrain.enabled() {
+                return Err(bad(
+                    "pretrain.optim.steps",
+                    self.pretrain.optim.steps,
+                    "0 with a Hugging Face student (encoder pretraining is the small student's)",
+                ));
+            }
+        } else if self.student.adapter.is_some() {
+            return Err(bad(
+                "student.adapter",
+                self.student.adapter.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "set only with student.hf (the base model the adapter belongs to)",
+            ));
+        }
         if self.data.oversample != Oversample::None && self.data.oversample_max == 0 {
             return Err(bad("data.oversample_max", 0, "at least 1"));
         }

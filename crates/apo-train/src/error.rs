@@ -85,6 +85,20 @@ pub enum TrainError {
         /// The maximum.
         max: usize,
     },
+    /// A sequence longer than a Hugging Face student takes.
+    #[error(
+        "{what} `{id}` has {tokens} tokens, more than student.max_length = {max}; raise student.max_length or set data.truncate = true"
+    )]
+    TooLongForStudent {
+        /// Trajectory or prompt.
+        what: &'static str,
+        /// The record (item id, or id/teacher).
+        id: String,
+        /// Its length in tokens.
+        tokens: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// A requested device that is not available.
     #[error("{0}")]
     Device(String),
@@ -94,6 +108,9 @@ pub enum TrainError {
     /// Loss errors (non-finite log-probs, bad weights).
     #[error(transparent)]
     Loss(#[from] apo_loss::LossError),
+    /// A Hugging Face checkpoint, adapter or input the model rejects.
+    #[error(transparent)]
+    Model(#[from] apo_models::ModelError),
     /// Tokenizer errors.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -9,6 +9,8 @@
 //!   reference (log-probs cached on disk), any `apo-loss` objective, optional LoRA.
 //! - Checkpoints ([`checkpoint`]) written atomically; a resumed run ends bitwise identical to
 //!   an uninterrupted one on the CPU backend.
+//! - [`hf`]: a Hugging Face Qwen2-VL / Qwen2.5-VL student (`[student] hf = "DIR"`) trained
+//!   with LoRA through both stages, adapters in PEFT's format.
 //! - [`eval`]: generation and per-finding accuracy through the `cxr-max` labeler.
 //! - [`train::sft_on`], [`train::apo_on`] and [`eval::evaluate_dir_on`] take data already
 //!   opened (the data set's items, the parsed [`data::Preferences`]), for a pipeline that
@@ -28,6 +30,7 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod eval;
+pub mod hf;
 #[cfg(feature = "ndarray")]
 mod fused;
 pub mod kernels;

@@ -104,12 +104,19 @@ impl WithBackend for TrainJob<'_> {
     type Error = TrainError;
 
     fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<StageReport> {
-        match &self.stage {
-            Stage::Sft => {
+        let hf = self.config.student.hf.is_some();
+        match (&self.stage, hf) {
+            (Stage::Sft, false) => {
                 apo_train::train::sft::<B>(self.config, &device, self.resume, self.observer)
             }
-            Stage::Apo(name) => {
+            (Stage::Apo(name), false) => {
                 apo_train::train::apo::<B>(self.config, name, &device, self.resume, self.observer)
+            }
+            (Stage::Sft, true) => {
+                apo_train::hf::sft::<B>(self.config, &device, self.resume, self.observer)
+            }
+            (Stage::Apo(name), true) => {
+                apo_train::hf::apo::<B>(self.config, name, &device, self.resume, self.observer)
             }
         }
     }

@@ -77,14 +77,14 @@ pub struct StageReport {
 }
 
 /// A stage's `metrics.jsonl`, one [`StepMetrics`] line per step.
-pub(super) struct MetricsFile {
-    pub(super) path: PathBuf,
+pub(crate) struct MetricsFile {
+    pub(crate) path: PathBuf,
 }
 
 impl MetricsFile {
     /// Opens the stage's metrics file, dropping lines beyond `keep_steps` (a resumed run
     /// rewrites the steps after its checkpoint).
-    pub(super) fn open(path: PathBuf, keep_steps: usize) -> Result<Self> {
+    pub(crate) fn open(path: PathBuf, keep_steps: usize) -> Result<Self> {
         if path.exists() {
             let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
             let kept: Vec<&str> = text
@@ -104,7 +104,7 @@ impl MetricsFile {
         Ok(MetricsFile { path })
     }
 
-    pub(super) fn write(&self, m: &StepMetrics) -> Result<()> {
+    pub(crate) fn write(&self, m: &StepMetrics) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.path)

@@ -30,10 +30,13 @@ mod runner;
 
 pub use metrics::{StageReport, StepMetrics};
 pub use observer::{Observer, Quiet};
-pub use optim::{Adam, clip, optimizer};
+pub use optim::{Adam, adamw, clip, optimizer};
+pub(crate) use metrics::MetricsFile;
+pub(crate) use optim::micro_seed;
 pub use progress::{LINE_EVERY, TrainProgress, format_duration, plain_line};
 
 use reference::reference_logprobs;
+pub(crate) use reference::visited;
 use runner::{MicroOut, Runner};
 
 /// The run's tokenizer: `OUT/tokenizer.json` if present, else the configured file, else one

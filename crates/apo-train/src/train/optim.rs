@@ -16,12 +16,20 @@ pub type Adam<B> = OptimizerAdaptor<AdamW, Student<B>, B>;
 
 /// AdamW with the stage's β₁, β₂ and decoupled weight decay (ε = 1e-8).
 pub fn optimizer<B: AutodiffBackend>(c: &OptimConfig) -> Adam<B> {
+    adamw::<B, Student<B>>(c)
+}
+
+/// [`optimizer`] for any module (it updates the parameters that receive gradients: the
+/// adapters of a LoRA model).
+pub fn adamw<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
+    c: &OptimConfig,
+) -> OptimizerAdaptor<AdamW, M, B> {
     AdamWConfig::new()
         .with_beta_1(c.beta1 as f32)
         .with_beta_2(c.beta2 as f32)
         .with_epsilon(1e-8)
         .with_weight_decay(c.weight_decay as f32)
-        .init::<B, Student<B>>()
+        .init::<B, M>()
 }
 
 struct SquaredNorm<'a, B: AutodiffBackend> {
@@ -54,8 +62,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
 }
 
 /// Global gradient norm, and clipping of all gradients together to `max_norm` (0 = off).
-pub fn clip<B: AutodiffBackend>(
-    model: &Student<B>,
+pub fn clip<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> f64 {
@@ -79,7 +87,7 @@ pub fn clip<B: AutodiffBackend>(
 
 /// The per-micro-batch backend seed: a function of the run seed and the data position, so a
 /// resumed run draws the same dropout masks as an uninterrupted one.
-pub(super) fn micro_seed(seed: u64, m: usize) -> u64 {
+pub(crate) fn micro_seed(seed: u64, m: usize) -> u64 {
     let mut x = seed ^ (m as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x ^= x >> 31;
     x.wrapping_mul(0xBF58_476D_1CE4_E5B9)

@@ -83,7 +83,7 @@ pub(super) fn reference_logprobs<B: ApoKernels>(
 }
 
 /// The groups that micro-batches `0..micro_batches` of a stage visit, sorted.
-pub(super) fn visited(seed: u64, units: usize, batch: usize, micro_batches: usize) -> Vec<usize> {
+pub(crate) fn visited(seed: u64, units: usize, batch: usize, micro_batches: usize) -> Vec<usize> {
     let mut seen = vec![false; units];
     for m in 0..micro_batches {
         for g in data::micro_batch(seed, units, batch, m) {

@@ -1,4 +1,5 @@
 //! apo-train integration tests, one test binary.
 
+mod hf;
 mod progress;
 mod train;

@@ -12,7 +12,7 @@ type B = Autodiff<NdArray>;
 /// it (initialisation, dropout) run one at a time.
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     BACKEND_RNG
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

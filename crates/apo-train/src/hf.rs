@@ -1,0 +1,970 @@
+//! Hugging Face students: a Qwen2-VL / Qwen2.5-VL checkpoint ([`apo_models`]) trained with
+//! LoRA through both stages, from the same run configuration, data, schedule, metrics,
+//! progress, checkpoints and resume as the small student.
+//!
+//! - Stage 1 ([`sft`]): every teacher trajectory of every image is one training row (the image
+//!   and the record's prompt as the user turn, the trajectory as the assistant turn, rendered by
+//!   the checkpoint's chat template); the loss is the mean NLL over the completion tokens of a
+//!   micro-batch. The adapters start fresh (`student.lora`) or from `student.adapter`.
+//! - Stage 2 ([`apo`]): each preference group (the consensus and every negative of one image)
+//!   goes through the configured `apo-loss` objective. The policy starts from the stage-1
+//!   adapter and keeps training it; the reference is the base with that adapter frozen, its
+//!   log-probs computed once for the groups the run visits and cached in `OUT/reference/`.
+//! - Only the adapters are trained: the base weights are frozen (no gradient, no optimiser
+//!   state). Each stage writes `OUT/STAGE/adapter/` (a PEFT adapter folder that transformers,
+//!   PEFT and vLLM load), `metrics.jsonl` and `checkpoints/step-N/` (the adapter, the optimiser
+//!   state and `state.json`); resuming from a checkpoint continues bitwise on the CPU backend.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use apo_models::hf::HfModel;
+use apo_models::lora::{self, Adapter};
+use apo_models::{QwenVl, VisionInput};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use cxr_max::dataset::Item;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::fnv;
+use crate::config::{OptimConfig, RunConfig};
+use crate::data::{self, Preferences};
+use crate::error::io_err;
+use crate::train::{MetricsFile, Observer, StageReport, StepMetrics, adamw, clip, micro_seed};
+use crate::{Result, TrainBackend, TrainError};
+
+/// The adapter folder of a finished stage: `OUT/STAGE/adapter`.
+pub fn adapter_dir(out: &Path, stage: &str) -> PathBuf {
+    out.join(stage).join("adapter")
+}
+
+/// Stage-1 peak learning rate of a LoRA student when none is configured (ms-swift's and
+/// PEFT's usual LoRA SFT rate).
+pub const HF_SFT_LR: f64 = 1e-4;
+/// Stage-2 peak learning rate of a LoRA student when none is configured.
+pub const HF_APO_LR: f64 = 5e-6;
+
+/// What a checkpoint of a Hugging Face student records besides the adapter and the optimiser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HfState {
+    /// `sft` or the stage-2 name.
+    pub stage: String,
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Micro-batches consumed.
+    pub micro_batches: usize,
+    /// The run seed.
+    pub seed: u64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Fingerprint of everything that must not change on resume.
+    pub fingerprint: String,
+    /// The base checkpoint folder.
+    pub base: PathBuf,
+}
+
+fn base_dir(config: &RunConfig) -> Result<&Path> {
+    config
+        .student
+        .hf
+        .as_deref()
+        .ok_or_else(|| TrainError::Config {
+            field: "student.hf".into(),
+            value: "(none)".into(),
+            expected: "the Hugging Face checkpoint folder of the student".into(),
+        })
+}
+
+/// A stable identity of a checkpoint folder without reading its weights: `config.json`, the
+/// shard index and every safetensors file's name and size.
+fn checkpoint_identity(dir: &Path) -> Result<String> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for f in ["config.json", "model.safetensors.index.json"] {
+        let p = dir.join(f);
+        if p.exists() {
+            parts.push(std::fs::read(&p).map_err(io_err(&p))?);
+        }
+    }
+    let mut files: Vec<(String, u64)> = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") {
+            let len = e.metadata().map_err(io_err(&e.path()))?.len();
+            files.push((name, len));
+        }
+    }
+    files.sort();
+    for (n, l) in files {
+        parts.push(format!("{n}:{l}").into_bytes());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(fnv(&refs))
+}
+
+fn adapter_bytes(dir: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for f in [lora::ADAPTER_CONFIG, lora::ADAPTER_WEIGHTS] {
+        let p = dir.join(f);
+        out.extend(std::fs::read(&p).map_err(io_err(&p))?);
+    }
+    Ok(out)
+}
+
+/// One training row: the image, the prompt, the completion, and the record it names in errors.
+#[derive(Debug, Clone)]
+struct Row {
+    image: PathBuf,
+    prompt: String,
+    completions: Vec<String>,
+    id: String,
+}
+
+/// Encodes a row's completions: `(ids, prompt length)` each (cut to `max_len` when `truncate`)
+/// and one vision input per sequence.
+fn encode<B: Backend>(
+    hf: &HfModel<B>,
+    row: &Row,
+    max_len: usize,
+    truncate: bool,
+) -> Result<(Vec<(Vec<u32>, usize)>, Vec<VisionInput>)> {
+    let completions: Vec<&str> = row.completions.iter().map(String::as_str).collect();
+    let (mut seqs, images) = hf
+        .completion_inputs(
+            std::slice::from_ref(&row.image),
+            &row.prompt,
+            &completions,
+            Path::new(""),
+        )
+        .map_err(|e| {
+            TrainError::Model(apo_models::ModelError::Input(format!("record `{}`: {e}", row.id)))
+        })?;
+    for (ids, prompt) in &mut seqs {
+        if ids.len() > max_len {
+            if truncate && *prompt < max_len {
+                ids.truncate(max_len);
+            } else {
+                return Err(TrainError::TooLongForStudent {
+                    what: if *prompt >= max_len { "prompt" } else { "trajectory" },
+                    id: row.id.clone(),
+                    tokens: ids.len(),
+                    max: max_len,
+                });
+            }
+        }
+    }
+    let vision: Vec<VisionInput> = images.iter().map(VisionInput::from).collect();
+    let per_seq = seqs.iter().flat_map(|_| vision.iter().cloned()).collect();
+    Ok((seqs, per_seq))
+}
+
+/// The images of sequences `range` when every sequence shows `per` images.
+fn images_of(all: &[VisionInput], per: usize, range: std::ops::Range<usize>) -> Vec<VisionInput> {
+    all[range.start * per..range.end * per].to_vec()
+}
+
+/// The chunks of `n` sequences one forward pass takes (`per_pass == 0`: all).
+fn chunks(n: usize, per_pass: usize) -> Vec<std::ops::Range<usize>> {
+    let step = if per_pass == 0 { n.max(1) } else { per_pass };
+    (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect()
+}
+
+/// The model, its processor and the settings the loop needs.
+struct Student<B: Backend> {
+    hf: HfModel<B>,
+    max_len: usize,
+}
+
+fn open_student<B: TrainBackend>(
+    config: &RunConfig,
+    adapter: Option<&Path>,
+    device: &B::Device,
+) -> Result<Student<B>> {
+    let base = base_dir(config)?;
+    let hf = HfModel::<B>::open(base, device.clone())?;
+    let HfModel {
+        model: mut loaded,
+        processor,
+        device,
+    } = hf;
+    let lcfg = &config.student.lora;
+    loaded.model = match adapter {
+        Some(dir) => Adapter::read(dir)?.attach(loaded.model, lcfg.dropout, &device)?,
+        None => lora::attach(loaded.model, lcfg, config.run.seed, &device)?,
+    };
+    let limit = loaded.config.text.max_position_embeddings;
+    let max_len = match config.student.max_length {
+        0 => limit,
+        n => n.min(limit),
+    };
+    tracing::info!(
+        base = %base.display(),
+        adapter = adapter.map(|a| a.display().to_string()).unwrap_or_else(|| "fresh".into()),
+        adapted = lora::adapted(&loaded.model).len(),
+        "Hugging Face student"
+    );
+    Ok(Student {
+        hf: HfModel {
+            model: loaded,
+            processor,
+            device,
+        },
+        max_len,
+    })
+}
+
+/// Replaces the student's modules (the loop's optimiser step returns new ones).
+fn with_model<B: Backend>(s: Student<B>, f: impl FnOnce(QwenVl<B>) -> QwenVl<B>) -> Student<B> {
+    let Student { hf, max_len } = s;
+    let HfModel {
+        model: mut loaded,
+        processor,
+        device,
+    } = hf;
+    loaded.model = f(loaded.model);
+    Student {
+        hf: HfModel {
+            model: loaded,
+            processor,
+            device,
+        },
+        max_len,
+    }
+}
+
+/// The log-probs of `seqs` without recording gradients (the inner backend).
+fn logprobs_no_grad<B: AutodiffBackend>(
+    model: &QwenVl<B>,
+    config: &apo_models::ModelConfig,
+    seqs: &[(Vec<u32>, usize)],
+    images: &[VisionInput],
+    device: &B::Device,
+) -> Result<Vec<f64>> {
+    let inner = apo_models::Loaded {
+        model: model.valid(),
+        config: config.clone(),
+    };
+    let lp = inner.completion_logprobs(seqs, images, device)?;
+    Ok(lp.into_iter().map(|(v, _)| v).collect())
+}
+
+/// One micro-batch's contribution: its loss value, tokens, metrics; gradients accumulated.
+struct Micro {
+    loss: f64,
+    tokens: usize,
+    metrics: Vec<apo_loss::Metrics>,
+}
+
+/// The loop both stages share. `micro(student, units, accumulate)` computes a micro-batch and
+/// accumulates its gradients (already divided by `grad_accum`).
+#[allow(clippy::too_many_arguments)] // the stage's settings, one each
+fn run_loop<B, F>(
+    stage: &str,
+    dir: &Path,
+    opt: &OptimConfig,
+    peak_lr: f64,
+    config: &RunConfig,
+    fingerprint: &str,
+    units: usize,
+    mut student: Student<B>,
+    resume: bool,
+    observer: &mut dyn Observer,
+    mut micro: F,
+) -> Result<(Student<B>, StageReport)>
+where
+    B: TrainBackend,
+    F: FnMut(&Student<B>, &[usize], f64, &mut GradientsAccumulator<QwenVl<B>>) -> Result<Micro>,
+{
+    let run = &config.run;
+    let start_time = Instant::now();
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let device = student.hf.device.clone();
+    let mut optim = adamw::<B, QwenVl<B>>(opt);
+    let mut start = 0;
+    let mut resumed_from = None;
+    let existing = crate::checkpoint::list(dir)?;
+    let rec = BinFileRecorder::<FullPrecisionSettings>::new();
+    if resume {
+        if let Some((_, path)) = existing.last() {
+            let state = read_state(path, stage, fingerprint)?;
+            let adapter = Adapter::read(path)?;
+            student = replace_adapters(student, &adapter, config.student.lora.dropout)?;
+            let record = Recorder::<B>::load(&rec, path.join("optim"), &device).map_err(|e| {
+                TrainError::CorruptCheckpoint {
+                    path: path.join("optim.bin"),
+                    message: e.to_string(),
+                }
+            })?;
+            optim = optim.load_record(record);
+            start = state.step;
+            resumed_from = Some(state.step);
+            tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
+        }
+    } else {
+        for (_, path) in existing {
+            std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        }
+    }
+    let metrics = MetricsFile::open(dir.join("metrics.jsonl"), start)?;
+    for step in start..opt.steps {
+        let t0 = Instant::now();
+        let lr = opt.lr_at(step, peak_lr);
+        let mut acc = GradientsAccumulator::<QwenVl<B>>::new();
+        let (mut loss_sum, mut tokens) = (0.0, 0usize);
+        let mut extras: Vec<apo_loss::Metrics> = Vec::new();
+        for a in 0..opt.grad_accum {
+            let m = step * opt.grad_accum + a;
+            let which = data::micro_batch(run.seed, units, opt.batch_size, m);
+            B::seed(&device, micro_seed(run.seed, m));
+            let out = micro(&student, &which, 1.0 / opt.grad_accum as f64, &mut acc)?;
+            if !out.loss.is_finite() {
+                return Err(TrainError::Empty(format!(
+                    "{stage} step {}: the loss is {}; lower the learning rate",
+                    step + 1,
+                    out.loss
+                )));
+            }
+            loss_sum += out.loss;
+            tokens += out.tokens;
+            extras.extend(out.metrics);
+        }
+        let mut grads = acc.grads();
+        let grad_norm = clip(&student.hf.model.model, &mut grads, opt.grad_clip);
+        student = with_model(student, |m| optim.step(lr, m, grads));
+        let mean = |f: &dyn Fn(&apo_loss::Metrics) -> f64| {
+            (!extras.is_empty()).then(|| extras.iter().map(f).sum::<f64>() / extras.len() as f64)
+        };
+        let m = StepMetrics {
+            stage: stage.to_owned(),
+            step: step + 1,
+            loss: loss_sum / opt.grad_accum as f64,
+            lr,
+            grad_norm,
+            tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            reward_chosen: mean(&|x| x.reward_chosen),
+            reward_rejected: mean(&|x| x.reward_rejected_mean),
+            margin: mean(&|x| x.margin_mean),
+            margin_max: mean(&|x| x.margin_max),
+            top1_accuracy: mean(&|x| x.top1_accuracy),
+            pairwise_accuracy: mean(&|x| x.pairwise_accuracy),
+            p_chosen: mean(&|x| x.p_chosen),
+            concept_loss: None,
+        };
+        metrics.write(&m)?;
+        observer.step(opt.steps, &m);
+        tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
+        let every = run.checkpoint_every;
+        if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps {
+            let state = HfState {
+                stage: stage.to_owned(),
+                step: step + 1,
+                micro_batches: (step + 1) * opt.grad_accum,
+                seed: run.seed,
+                lr,
+                fingerprint: fingerprint.to_owned(),
+                base: base_dir(config)?.to_path_buf(),
+            };
+            save_checkpoint(dir, config, &student, &optim, &state, &rec)?;
+        }
+    }
+    let logged: Vec<StepMetrics> = std::fs::read_to_string(&metrics.path)
+        .map_err(io_err(&metrics.path))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let report = StageReport {
+        stage: stage.to_owned(),
+        steps: opt.steps,
+        resumed_from,
+        first_loss: logged.first().map_or(f64::NAN, |m| m.loss),
+        last_loss: logged.last().map_or(f64::NAN, |m| m.loss),
+        groups: units,
+        seconds: start_time.elapsed().as_secs_f64(),
+        model_dir: adapter_dir(&config.run.out, stage),
+        metrics: dir.join("metrics.jsonl"),
+        weights_digest: String::new(),
+    };
+    Ok((student, report))
+}
+
+/// The student with its adapters replaced by `adapter` (a checkpoint's).
+fn replace_adapters<B: Backend>(s: Student<B>, adapter: &Adapter, dropout: f64) -> Result<Student<B>> {
+    let Student { hf, max_len } = s;
+    let HfModel {
+        model: mut loaded,
+        processor,
+        device,
+    } = hf;
+    loaded.model = adapter.attach(lora::remove(loaded.model), dropout, &device)?;
+    Ok(Student {
+        hf: HfModel {
+            model: loaded,
+            processor,
+            device,
+        },
+        max_len,
+    })
+}
+
+fn read_state(path: &Path, stage: &str, fingerprint: &str) -> Result<HfState> {
+    let file = path.join("state.json");
+    let corrupt = |e: String| TrainError::CorruptCheckpoint {
+        path: file.clone(),
+        message: e,
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| corrupt(e.to_string()))?;
+    let state: HfState = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    if state.stage != stage {
+        return Err(TrainError::CheckpointMismatch {
+            path: path.to_owned(),
+            what: "stage",
+            found: state.stage,
+            expected: stage.to_owned(),
+        });
+    }
+    if state.fingerprint != fingerprint {
+        return Err(TrainError::CheckpointMismatch {
+            path: path.to_owned(),
+            what: "run configuration (data, student, optimiser, loss or seed)",
+            found: state.fingerprint,
+            expected: fingerprint.to_owned(),
+        });
+    }
+    Ok(state)
+}
+
+fn save_checkpoint<B, O>(
+    dir: &Path,
+    config: &RunConfig,
+    student: &Student<B>,
+    optim: &O,
+    state: &HfState,
+    rec: &BinFileRecorder<FullPrecisionSettings>,
+) -> Result<()>
+where
+    B: AutodiffBackend,
+    O: Optimizer<QwenVl<B>, B>,
+{
+    let root = dir.join("checkpoints");
+    std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+    let name = format!("step-{:06}", state.step);
+    let tmp = root.join(format!("{name}.partial"));
+    let done = root.join(&name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    write_adapter(&tmp, config, student)?;
+    Recorder::<B>::record(rec, optim.to_record(), tmp.join("optim")).map_err(|e| {
+        TrainError::CorruptCheckpoint {
+            path: tmp.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| TrainError::Empty(e.to_string()))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(io_err(&tmp))?;
+    if done.exists() {
+        std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
+    }
+    std::fs::rename(&tmp, &done).map_err(io_err(&done))?;
+    let mut all = crate::checkpoint::list(dir)?;
+    while all.len() > config.run.keep_checkpoints.max(1) {
+        let (_, old) = all.remove(0);
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+fn write_adapter<B: Backend>(dir: &Path, config: &RunConfig, student: &Student<B>) -> Result<()> {
+    let base = base_dir(config)?;
+    let adapter = Adapter::from_model(
+        &student.hf.model.model,
+        &effective_lora(config, student),
+        &base.display().to_string(),
+    )?;
+    adapter.write(dir, true)?;
+    Ok(())
+}
+
+/// The LoRA settings that describe the student's adapters: the configured ones, with the rank
+/// and scale of the adapters actually attached (an initial adapter may have its own).
+fn effective_lora<B: Backend>(config: &RunConfig, student: &Student<B>) -> apo_models::LoraConfig {
+    let mut c = config.student.lora.clone();
+    if let Some((_, lin)) = student
+        .hf
+        .model
+        .model
+        .linears()
+        .into_iter()
+        .find(|(_, l)| l.lora.is_some())
+        && let Some(l) = &lin.lora
+    {
+        c.r = l.rank();
+        c.alpha = if c.use_rslora {
+            l.scale * (c.r as f64).sqrt()
+        } else {
+            l.scale * c.r as f64
+        };
+    }
+    c
+}
+
+/// Writes the stage's final adapter to `OUT/STAGE/adapter` (replacing a previous run's) and
+/// returns the report with the adapter's digest.
+fn save_final<B: Backend>(
+    config: &RunConfig,
+    stage: &str,
+    student: &Student<B>,
+    report: StageReport,
+) -> Result<StageReport> {
+    let dir = adapter_dir(&config.run.out, stage);
+    write_adapter(&dir, config, student)?;
+    let digest = fnv(&[&adapter_bytes(&dir)?]);
+    Ok(StageReport {
+        weights_digest: digest,
+        ..report
+    })
+}
+
+fn prompt_of(item: &Item) -> String {
+    item.sample
+        .prompt
+        .clone()
+        .unwrap_or_else(|| cxr_max::sim::PROMPT.to_owned())
+}
+
+/// Stage 1 of a Hugging Face student on the data set of `config.data`: [`sft_on`].
+///
+/// # Errors
+/// As [`sft_on`]; data set errors.
+pub fn sft<B: TrainBackend>(
+    config: &RunConfig,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    sft_on::<B>(config, &items, device, resume, observer)
+}
+
+/// Stage 1 on `items`: every teacher trajectory is a row; mean completion-token NLL per
+/// micro-batch of `sft.batch_size` rows. Writes `OUT/sft/{adapter/, metrics.jsonl,
+/// checkpoints/}`.
+///
+/// # Errors
+/// Configuration, checkpoint, adapter, model-input and file errors.
+pub fn sft_on<B: TrainBackend>(
+    config: &RunConfig,
+    items: &[Item],
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let _span = tracing::info_span!("sft", student = "hf").entered();
+    let rows: Vec<Row> = items
+        .iter()
+        .flat_map(|it| {
+            it.sample.trajectories.iter().map(move |t| Row {
+                image: it.image.clone(),
+                prompt: prompt_of(it),
+                completions: vec![t.text.clone()],
+                id: format!("{}/{}", it.sample.dicom_id, t.teacher),
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Err(TrainError::Empty("no trajectory to train on".into()));
+    }
+    let student = open_student::<B>(config, config.student.adapter.as_deref(), device)?;
+    let fingerprint = fnv(&[
+        b"hf-sft",
+        serde_json::to_string(&config.sft).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.data).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.student).unwrap_or_default().as_bytes(),
+        checkpoint_identity(base_dir(config)?)?.as_bytes(),
+        &config.run.seed.to_le_bytes(),
+        &(rows.len() as u64).to_le_bytes(),
+    ]);
+    tracing::info!(images = items.len(), rows = rows.len(), "stage 1 data");
+    let dir = config.run.out.join("sft");
+    let per_pass = config.student.sequences_per_pass;
+    let truncate = config.data.truncate;
+    let (student, report) = run_loop(
+        "sft",
+        &dir,
+        &config.sft,
+        config.sft.peak_lr(HF_SFT_LR),
+        config,
+        &fingerprint,
+        rows.len(),
+        student,
+        resume,
+        observer,
+        |s, which, factor, acc| {
+            let mut seqs = Vec::new();
+            let mut images = Vec::new();
+            let mut per = 0;
+            for &u in which {
+                let (q, v) = encode(&s.hf, &rows[u], s.max_len, truncate)?;
+                per = v.len() / q.len().max(1);
+                seqs.extend(q);
+                images.extend(v);
+            }
+            let tokens: usize = seqs.iter().map(|(ids, p)| ids.len() - p).sum();
+            let mut total = 0.0;
+            for r in chunks(seqs.len(), per_pass) {
+                let (lp, _) = s.hf.model.completion_logprobs_tensor(
+                    &seqs[r.clone()],
+                    &images_of(&images, per, r),
+                    &s.hf.device,
+                )?;
+                let loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+                let v: f64 = loss.clone().into_scalar().elem();
+                total += v;
+                let grads = loss.mul_scalar(factor).backward();
+                acc.accumulate(
+                    &s.hf.model.model,
+                    GradientsParams::from_grads(grads, &s.hf.model.model),
+                );
+            }
+            Ok(Micro {
+                loss: total,
+                tokens,
+                metrics: Vec::new(),
+            })
+        },
+    )?;
+    save_final(config, "sft", &student, report)
+}
+
+/// Stage 2 of a Hugging Face student on `config.data` and `config.data.preferences`:
+/// [`apo_on`].
+///
+/// # Errors
+/// As [`apo_on`]; data set and preference-file errors.
+pub fn apo<B: TrainBackend>(
+    config: &RunConfig,
+    name: &str,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
+    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    let prefs = Preferences::read(path)?;
+    apo_on::<B>(config, name, &items, &prefs, device, resume, observer)
+}
+
+/// The adapter stage 2 starts from: `apo.init` (a stage folder holding `adapter/`, or an
+/// adapter folder itself), else this run's `sft/adapter` if it exists, else
+/// `student.adapter`, else none (fresh adapters on the base).
+fn stage2_init(config: &RunConfig) -> Option<PathBuf> {
+    let is_adapter = |p: &Path| p.join(lora::ADAPTER_CONFIG).exists();
+    if let Some(init) = &config.apo.init {
+        let inner = init.join("adapter");
+        return Some(if is_adapter(&inner) { inner } else { init.clone() });
+    }
+    let sft = adapter_dir(&config.run.out, "sft");
+    if is_adapter(&sft) {
+        return Some(sft);
+    }
+    config.student.adapter.clone()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReferenceCache {
+    key: String,
+    /// Per group: the reference log-probs of its sequences (empty when not visited).
+    logprobs: Vec<Vec<f64>>,
+}
+
+/// Stage 2 on `items` and `prefs`: the configured objective on the consensus and every
+/// negative of each group, against the frozen start (base + stage-1 adapter). Writes
+/// `OUT/NAME/{adapter/, metrics.jsonl, checkpoints/}` and `OUT/reference/KEY.json`.
+///
+/// # Errors
+/// Configuration, data, checkpoint, adapter, loss, model-input and file errors.
+#[allow(clippy::too_many_lines)] // the stage reads as one piece
+pub fn apo_on<B: TrainBackend>(
+    config: &RunConfig,
+    name: &str,
+    items: &[Item],
+    prefs: &Preferences,
+    device: &B::Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<StageReport> {
+    config.validate()?;
+    let _span = tracing::info_span!("apo", name, student = "hf").entered();
+    let index: std::collections::HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.sample.dicom_id.as_str(), i))
+        .collect();
+    let mut groups: Vec<(Row, Option<Vec<f64>>, Vec<f64>)> = Vec::new();
+    let mut unmatched = 0usize;
+    for (line, row) in &prefs.rows {
+        if row.rejected.is_empty() {
+            return Err(TrainError::NoNegatives {
+                source_file: prefs.source.clone(),
+                line: *line,
+                id: row.id.clone(),
+            });
+        }
+        let Some(&i) = index.get(row.id.as_str()) else {
+            unmatched += 1;
+            continue;
+        };
+        let mut completions = vec![row.chosen.clone()];
+        completions.extend(row.rejected.iter().map(|r| r.text.clone()));
+        let weights = row
+            .rejected
+            .iter()
+            .all(|r| r.weight.is_some())
+            .then(|| row.rejected.iter().map(|r| r.weight.unwrap_or(1.0)).collect());
+        let drift = row.rejected.iter().map(|r| r.drift).collect();
+        groups.push((
+            Row {
+                image: items[i].image.clone(),
+                prompt: row.prompt.clone(),
+                completions,
+                id: row.id.clone(),
+            },
+            weights,
+            drift,
+        ));
+    }
+    if groups.is_empty() {
+        return Err(TrainError::Empty(format!(
+            "{}: no preference group matches an image of the data set ({unmatched} rows unmatched)",
+            prefs.source.display()
+        )));
+    }
+    if config.apo.loss.objective == apo_loss::Objective::PlackettLuceRanking {
+        // The ranking's list: least drifting negative first (stable).
+        for (row, weights, drift) in &mut groups {
+            let mut order: Vec<usize> = (0..drift.len()).collect();
+            order.sort_by(|&a, &b| drift[a].total_cmp(&drift[b]));
+            let negs: Vec<String> = order.iter().map(|&k| row.completions[k + 1].clone()).collect();
+            row.completions.truncate(1);
+            row.completions.extend(negs);
+            if let Some(w) = weights {
+                *w = order.iter().map(|&k| w[k]).collect();
+            }
+            *drift = order.iter().map(|&k| drift[k]).collect();
+        }
+    }
+    tracing::info!(groups = groups.len(), unmatched, "stage 2 data");
+    let init = stage2_init(config);
+    let student = open_student::<B>(config, init.as_deref(), device)?;
+    let base = base_dir(config)?;
+    let init_bytes = match &init {
+        Some(d) => adapter_bytes(d)?,
+        None => Vec::new(),
+    };
+    let key = fnv(&[
+        prefs.content(),
+        checkpoint_identity(base)?.as_bytes(),
+        &init_bytes,
+        serde_json::to_string(&config.data).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.student).unwrap_or_default().as_bytes(),
+        if config.apo.loss.objective == apo_loss::Objective::PlackettLuceRanking {
+            b"drift order"
+        } else {
+            b"file order "
+        },
+    ]);
+    let opt = &config.apo.optim;
+    let mut needed: Vec<usize> = crate::train::visited(
+        config.run.seed,
+        groups.len(),
+        opt.batch_size,
+        opt.steps * opt.grad_accum,
+    );
+    needed.sort_unstable();
+    needed.dedup();
+    let truncate = config.data.truncate;
+    let per_pass = config.student.sequences_per_pass;
+    let ref_dir = config.run.out.join("reference");
+    let ref_path = ref_dir.join(format!("{key}.json"));
+    let reference: Vec<Vec<f64>> = match std::fs::read_to_string(&ref_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<ReferenceCache>(&t).ok())
+        .filter(|c| c.key == key && c.logprobs.len() == groups.len())
+        .filter(|c| needed.iter().all(|&g| !c.logprobs[g].is_empty()))
+    {
+        Some(c) => {
+            tracing::info!(path = %ref_path.display(), "reference log-probs from the cache");
+            c.logprobs
+        }
+        None => {
+            let t0 = Instant::now();
+            let mut lps = vec![Vec::new(); groups.len()];
+            for &g in &needed {
+                let (seqs, images) = encode(&student.hf, &groups[g].0, student.max_len, truncate)?;
+                let per = images.len() / seqs.len().max(1);
+                let mut v = Vec::with_capacity(seqs.len());
+                for r in chunks(seqs.len(), per_pass) {
+                    v.extend(logprobs_no_grad(
+                        &student.hf.model.model,
+                        &student.hf.model.config,
+                        &seqs[r.clone()],
+                        &images_of(&images, per, r),
+                        &student.hf.device,
+                    )?);
+                }
+                lps[g] = v;
+            }
+            std::fs::create_dir_all(&ref_dir).map_err(io_err(&ref_dir))?;
+            let cache = ReferenceCache {
+                key: key.clone(),
+                logprobs: lps,
+            };
+            let json = serde_json::to_string(&cache).map_err(|e| TrainError::Empty(e.to_string()))?;
+            let tmp = ref_path.with_extension("json.partial");
+            std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, &ref_path).map_err(io_err(&ref_path))?;
+            tracing::info!(
+                groups = needed.len(),
+                seconds = t0.elapsed().as_secs_f64(),
+                "reference log-probs computed"
+            );
+            cache.logprobs
+        }
+    };
+    let fingerprint = fnv(&[
+        b"hf-apo",
+        name.as_bytes(),
+        key.as_bytes(),
+        serde_json::to_string(&config.apo).unwrap_or_default().as_bytes(),
+        &config.run.seed.to_le_bytes(),
+    ]);
+    let loss_fn = config.apo.loss.init()?;
+    let dir = config.run.out.join(name);
+    let (student, report) = run_loop(
+        name,
+        &dir,
+        opt,
+        opt.peak_lr(HF_APO_LR),
+        config,
+        &fingerprint,
+        groups.len(),
+        student,
+        resume,
+        observer,
+        |s, which, factor, acc| {
+            let g_count = which.len() as f64;
+            let mut total = 0.0;
+            let mut tokens = 0usize;
+            let mut metrics = Vec::new();
+            for &g in which {
+                let (row, weights, drift) = &groups[g];
+                let refs = &reference[g];
+                if refs.is_empty() {
+                    return Err(TrainError::Empty(format!(
+                        "no reference log-probs for preference group `{}`",
+                        row.id
+                    )));
+                }
+                let (seqs, images) = encode(&s.hf, row, s.max_len, truncate)?;
+                let n = seqs.len();
+                let per = images.len() / n.max(1);
+                let counts: Vec<f32> = seqs.iter().map(|(ids, p)| (ids.len() - p) as f32).collect();
+                tokens += counts.iter().map(|&c| c as usize).sum::<usize>();
+                let dev = &s.hf.device;
+                let batch = |policy: Tensor<B, 2>| {
+                    let reference = Tensor::<B, 2>::from_data(
+                        TensorData::new(refs.iter().map(|&v| v as f32).collect::<Vec<_>>(), [1, n]),
+                        dev,
+                    );
+                    let tok = Tensor::<B, 2>::from_data(TensorData::new(counts.clone(), [1, n]), dev);
+                    let mut pb = apo_loss::tensor::PreferenceBatch::new(policy, reference).with_tokens(tok);
+                    if let Some(w) = weights {
+                        let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+                        pb = pb.with_weights(Tensor::from_data(TensorData::new(w, [1, n - 1]), dev));
+                    }
+                    if loss_fn.objective() == apo_loss::Objective::Infonca {
+                        let mut r = vec![1f32];
+                        r.extend(drift.iter().map(|&d| (1.0 - d) as f32));
+                        pb = pb.with_rewards(Tensor::from_data(TensorData::new(r, [1, n]), dev));
+                    }
+                    pb
+                };
+                let parts = chunks(n, per_pass);
+                if parts.len() == 1 {
+                    let (lp, _) = s.hf.model.completion_logprobs_tensor(&seqs, &images, dev)?;
+                    let out = loss_fn.forward_with_metrics(&batch(lp.reshape([1, n])))?;
+                    let v: f64 = out.loss.clone().into_scalar().elem();
+                    total += v / g_count;
+                    metrics.extend(out.metrics);
+                    let grads = out.loss.mul_scalar(factor / g_count).backward();
+                    acc.accumulate(
+                        &s.hf.model.model,
+                        GradientsParams::from_grads(grads, &s.hf.model.model),
+                    );
+                } else {
+                    // Pass 1 without gradients: the loss and its derivative in each log-prob.
+                    let mut values = Vec::with_capacity(n);
+                    for r in &parts {
+                        values.extend(logprobs_no_grad(
+                            &s.hf.model.model,
+                            &s.hf.model.config,
+                            &seqs[r.clone()],
+                            &images_of(&images, per, r.clone()),
+                            dev,
+                        )?);
+                    }
+                    let leaf = Tensor::<B, 2>::from_data(
+                        TensorData::new(values.iter().map(|&v| v as f32).collect::<Vec<_>>(), [1, n]),
+                        dev,
+                    )
+                    .require_grad();
+                    let out = loss_fn.forward_with_metrics(&batch(leaf.clone()))?;
+                    let v: f64 = out.loss.clone().into_scalar().elem();
+                    total += v / g_count;
+                    metrics.extend(out.metrics);
+                    let lgrads = out.loss.backward();
+                    let dl: Vec<f32> = leaf
+                        .grad(&lgrads)
+                        .map(|t| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default())
+                        .unwrap_or_default();
+                    if dl.len() != n {
+                        return Err(TrainError::Empty(format!(
+                            "preference group `{}`: no gradient of the loss in the log-probs",
+                            row.id
+                        )));
+                    }
+                    // Pass 2 per chunk: Σ_i dL/dlp_i · lp_i has the loss's gradient.
+                    for r in parts {
+                        let (lp, _) = s.hf.model.completion_logprobs_tensor(
+                            &seqs[r.clone()],
+                            &images_of(&images, per, r.clone()),
+                            dev,
+                        )?;
+                        let w = Tensor::<B, 1>::from_data(
+                            TensorData::new(dl[r.clone()].to_vec(), [r.len()]),
+                            dev,
+                        );
+                        let surrogate = lp.mul(w).sum().mul_scalar(factor / g_count);
+                        let grads = surrogate.backward();
+                        acc.accumulate(
+                            &s.hf.model.model,
+                            GradientsParams::from_grads(grads, &s.hf.model.model),
+                        );
+                    }
+                }
+            }
+            Ok(Micro {
+                loss: total,
+                tokens,
+                metrics,
+            })
+        },
+    )?;
+    save_final(config, name, &student, report)
+}
