@@ -134,3 +134,129 @@ fn apo_generate_gives_the_greedy_tokens() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn apo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_apo"))
+        .args(args)
+        .output()
+        .expect("run apo")
+}
+
+fn scores(out: &std::process::Output) -> Vec<f64> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("line");
+            v["logprob"].as_f64().expect("logprob")
+        })
+        .collect()
+}
+
+/// `[student] hf = DIR` through `apo train sft` and `apo train apo`, then the stage-2 adapter
+/// applied by `apo score --adapter` and folded in by `apo export merged`: the merged checkpoint
+/// scores as the adapter does, and a second export into the same folder is refused.
+#[test]
+fn apo_train_a_hugging_face_student_then_score_and_export() {
+    let root = std::env::temp_dir().join(format!("apo-cli-hf-train-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let data = root.join("data");
+    cxr_max::sim::synthesize(
+        &data,
+        &cxr_max::sim::SynthConfig {
+            studies: 4,
+            image_size: 32,
+            seed: 2,
+            ..Default::default()
+        },
+    )
+    .expect("simulate");
+    let ckpt = fixtures().join("qwen2.5-vl-nested-f32");
+    let prefs = root.join("prefs.jsonl");
+    let (items, _) =
+        cxr_max::dataset::Dataset::open(&data, &Default::default()).expect("open data");
+    let mut rows = String::new();
+    for item in &items.items {
+        let t = &item.sample.trajectories;
+        let row = serde_json::json!({
+            "id": item.sample.dicom_id, "prompt": "Describe the image.",
+            "images": [item.image.display().to_string()], "chosen": t[0].text,
+            "rejected": t[1..4].iter().map(|r| serde_json::json!({"teacher": r.teacher,
+                "text": r.text, "contradictions": 0, "hedges": 0, "omissions": 0,
+                "drift": 0.0})).collect::<Vec<_>>(),
+            "consensus": {}, "agreement": 1.0});
+        rows.push_str(&format!("{row}\n"));
+    }
+    std::fs::write(&prefs, rows).expect("prefs");
+    let out = root.join("run");
+    let cfg = root.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[data]
+dir = "{data}"
+preferences = "{prefs}"
+truncate = true
+[student]
+hf = "{ckpt}"
+max_length = 120
+[student.lora]
+r = 2
+alpha = 4
+dropout = 0.0
+target_modules = ["q_proj", "v_proj"]
+[sft]
+steps = 2
+batch_size = 2
+[apo.optim]
+steps = 1
+batch_size = 1
+learning_rate = 0.001
+[run]
+out = "{out}"
+"#,
+            data = data.display(),
+            prefs = prefs.display(),
+            ckpt = ckpt.display(),
+            out = out.display()
+        ),
+    )
+    .expect("config");
+    let cfg = cfg.to_str().expect("utf8");
+    for stage in ["sft", "apo"] {
+        let o = apo(&["train", stage, "--json", "--config", cfg]);
+        assert!(o.status.success(), "{stage}: {}", String::from_utf8_lossy(&o.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report");
+        assert_eq!(report["steps"], if stage == "sft" { 2 } else { 1 });
+    }
+    let adapter = out.join("apo/adapter");
+    let a = apo_models::Adapter::read(&adapter).expect("adapter");
+    assert_eq!(a.modules.len(), 4, "q_proj and v_proj of 2 layers");
+
+    let input = fixtures().join("score.jsonl");
+    let input = input.to_str().expect("utf8");
+    let ckpt_s = ckpt.to_str().expect("utf8");
+    let adapted = scores(&apo(&[
+        "score", "--model", ckpt_s, "--adapter", adapter.to_str().expect("utf8"), "--input", input,
+    ]));
+    let base = scores(&apo(&["score", "--model", ckpt_s, "--input", input]));
+    assert!(adapted.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-4), "the adapter acts");
+    let merged = root.join("merged");
+    let export = |_: ()| {
+        apo(&[
+            "export", "merged", "--model", ckpt_s, "--adapter", adapter.to_str().expect("utf8"),
+            "--out", merged.to_str().expect("utf8"),
+        ])
+    };
+    let o = export(());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let folded = scores(&apo(&["score", "--model", merged.to_str().expect("utf8"), "--input", input]));
+    for (a, b) in adapted.iter().zip(&folded) {
+        assert!(((a - b) / a).abs() < 1e-5, "merged {b} vs adapter {a}");
+    }
+    let again = export(());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    std::fs::remove_dir_all(&root).ok();
+}
