@@ -542,10 +542,9 @@ fn hf_command(
         ));
     }
     let writer = open_output(output)?;
-    let summary = apo_cli::commands::hf::run(
-        model, adapter, reader, writer, &base, kind, precision, task,
-    )
-        .map_err(|e| format!("{}: {e}", input.display()))?;
+    let summary =
+        apo_cli::commands::hf::run(model, adapter, reader, writer, &base, kind, precision, task)
+            .map_err(|e| format!("{}: {e}", input.display()))?;
     tracing::info!(
         read = summary.read,
         answered = summary.answered,

@@ -20,6 +20,9 @@ use crate::model::{GenerateOptions, Loaded};
 use crate::processor::{PixelValues, Processor};
 use crate::vision::VisionInput;
 
+/// A tokenised sequence and the length of its prompt (the completion is the rest).
+pub type Sequence = (Vec<u32>, usize);
+
 /// A row of `apo score`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +126,11 @@ impl<B: Backend> HfModel<B> {
     }
 
     /// [`HfModel::open`], then applies the PEFT LoRA adapter in folder `adapter` if given.
-    pub fn open_with_adapter(dir: &Path, adapter: Option<&Path>, device: B::Device) -> Result<Self> {
+    pub fn open_with_adapter(
+        dir: &Path,
+        adapter: Option<&Path>,
+        device: B::Device,
+    ) -> Result<Self> {
         let mut model = Loaded::load(dir, &device)?;
         if let Some(a) = adapter {
             let adapter = crate::lora::Adapter::read(a)?;
@@ -169,7 +176,7 @@ impl<B: Backend> HfModel<B> {
         prompt: &str,
         completions: &[&str],
         base: &Path,
-    ) -> Result<(Vec<(Vec<u32>, usize)>, Vec<PixelValues>)> {
+    ) -> Result<(Vec<Sequence>, Vec<PixelValues>)> {
         let paths = resolve(base, images);
         let u = user(paths.len(), prompt);
         let prepared = self

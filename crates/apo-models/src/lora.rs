@@ -153,8 +153,11 @@ fn scale(alpha: f64, r: usize, rslora: bool) -> f64 {
 }
 
 fn full_regex(p: &str) -> Result<regex::Regex> {
-    regex::Regex::new(&format!("^(?:{p})$"))
-        .map_err(|e| ModelError::Input(format!("lora: target_modules {p:?} is not a regular expression: {e}")))
+    regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+        ModelError::Input(format!(
+            "lora: target_modules {p:?} is not a regular expression: {e}"
+        ))
+    })
 }
 
 /// A module's name in transformers 5's layout (`model.language_model.layers.*`,
@@ -192,10 +195,9 @@ pub fn select<B: Backend>(model: &QwenVl<B>, config: &LoraConfig) -> Result<Vec<
             match (&config.target_modules, &regex) {
                 (_, Some(re)) => both.iter().any(|x| re.is_match(x)),
                 (TargetModules::Pattern(_), None) => n != "lm_head",
-                (TargetModules::Names(list), None) => list.iter().any(|t| {
-                    both.iter()
-                        .any(|x| x == t || x.ends_with(&format!(".{t}")))
-                }),
+                (TargetModules::Names(list), None) => list
+                    .iter()
+                    .any(|t| both.iter().any(|x| x == t || x.ends_with(&format!(".{t}")))),
             }
         })
         .collect();
@@ -203,7 +205,11 @@ pub fn select<B: Backend>(model: &QwenVl<B>, config: &LoraConfig) -> Result<Vec<
         return Err(ModelError::Input(format!(
             "lora: target_modules {:?} selects no linear map of the model{}",
             config.target_modules,
-            if config.vision { "" } else { " (vision tower excluded)" }
+            if config.vision {
+                ""
+            } else {
+                " (vision tower excluded)"
+            }
         )));
     }
     Ok(chosen)
@@ -401,7 +407,10 @@ impl Adapter {
         if let Some(b) = get("bias").and_then(Value::as_str)
             && b != "none"
         {
-            return Err(cfg_err(&path, format!("bias {b:?}: only \"none\" is supported")));
+            return Err(cfg_err(
+                &path,
+                format!("bias {b:?}: only \"none\" is supported"),
+            ));
         }
         if let Some(m) = get("modules_to_save")
             && !(m.is_null() || m.as_array().is_some_and(Vec::is_empty))
@@ -411,9 +420,12 @@ impl Adapter {
                 format!("modules_to_save {m}: fully trained modules are not supported"),
             ));
         }
-        let alpha = get("lora_alpha")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| cfg_err(&path, "field \"lora_alpha\": missing or not a number".into()))?;
+        let alpha = get("lora_alpha").and_then(Value::as_f64).ok_or_else(|| {
+            cfg_err(
+                &path,
+                "field \"lora_alpha\": missing or not a number".into(),
+            )
+        })?;
         let rslora = flag("use_rslora");
         let alpha_pattern = get("alpha_pattern").and_then(Value::as_object);
         let weights_path = dir.join(ADAPTER_WEIGHTS);
@@ -427,7 +439,8 @@ impl Adapter {
             });
         }
         let mut w = Weights::open_file(&weights_path)?;
-        let mut halves: BTreeMap<String, [Option<(Vec<f32>, Vec<usize>)>; 2]> = BTreeMap::new();
+        type Half = Option<(Vec<f32>, Vec<usize>)>;
+        let mut halves: BTreeMap<String, [Half; 2]> = BTreeMap::new();
         for (key, stored, _, _, shape) in w.entries() {
             let bare = key.strip_prefix("base_model.model.").unwrap_or(&key);
             let (module, which) = if let Some(m) = bare.strip_suffix(".lora_A.weight") {
@@ -596,7 +609,8 @@ impl Adapter {
             }
         }
         wr.finish()?;
-        let text = serde_json::to_string_pretty(&self.config).map_err(|e| cfg_err(&cfg, e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&self.config).map_err(|e| cfg_err(&cfg, e.to_string()))?;
         write_atomic(&cfg, format!("{text}\n").as_bytes())
     }
 
@@ -655,7 +669,10 @@ pub fn module_pattern(modules: &[&str]) -> String {
         let split = m
             .strip_prefix("model.layers.")
             .map(|r| ("model.layers.", r))
-            .or_else(|| m.strip_prefix("visual.blocks.").map(|r| ("visual.blocks.", r)));
+            .or_else(|| {
+                m.strip_prefix("visual.blocks.")
+                    .map(|r| ("visual.blocks.", r))
+            });
         match split.and_then(|(p, r)| r.split_once('.').map(|(i, s)| (p, i, s))) {
             Some((p, i, s)) if i.parse::<usize>().is_ok() => {
                 by_suffix
@@ -812,7 +829,10 @@ pub fn export_merged(base: &Path, adapter: &Path, out: &Path) -> Result<ExportSu
             name: format!("{m}.weight (adapted by the adapter)"),
         });
     }
-    let shards: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.file_name().map(PathBuf::from)).collect();
+    let shards: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(PathBuf::from))
+        .collect();
     let listing = std::fs::read_dir(base).map_err(|source| ModelError::Io {
         path: base.to_path_buf(),
         source,
@@ -880,7 +900,10 @@ mod tests {
             "lm_head",
         ] {
             assert!(!re.is_match(m), "{m} matched {p}");
-            assert!(!re.is_match(&transformers5_name(m)), "{m} (tf5) matched {p}");
+            assert!(
+                !re.is_match(&transformers5_name(m)),
+                "{m} (tf5) matched {p}"
+            );
         }
     }
 

@@ -220,7 +220,11 @@ impl<B: Backend> VisionTower<B> {
             if let Some(g) = &b.mlp.gate {
                 out.push((format!("{p}.mlp.gate_proj"), g));
             }
-            let (up, down) = if qwen25 { ("up_proj", "down_proj") } else { ("fc1", "fc2") };
+            let (up, down) = if qwen25 {
+                ("up_proj", "down_proj")
+            } else {
+                ("fc1", "fc2")
+            };
             out.push((format!("{p}.mlp.{up}"), &b.mlp.up));
             out.push((format!("{p}.mlp.{down}"), &b.mlp.down));
         }
@@ -240,7 +244,11 @@ impl<B: Backend> VisionTower<B> {
             if let Some(g) = &mut b.mlp.gate {
                 out.push((format!("{p}.mlp.gate_proj"), g));
             }
-            let (up, down) = if qwen25 { ("up_proj", "down_proj") } else { ("fc1", "fc2") };
+            let (up, down) = if qwen25 {
+                ("up_proj", "down_proj")
+            } else {
+                ("fc1", "fc2")
+            };
             out.push((format!("{p}.mlp.{up}"), &mut b.mlp.up));
             out.push((format!("{p}.mlp.{down}"), &mut b.mlp.down));
         }

@@ -205,7 +205,15 @@ impl Weights {
         let mut v: Vec<_> = self.entries.iter().collect();
         v.sort_by_key(|(_, e)| (e.file, e.start));
         v.into_iter()
-            .map(|(k, e)| (k.clone(), e.stored.clone(), e.file, e.dtype, e.shape.clone()))
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    e.stored.clone(),
+                    e.file,
+                    e.dtype,
+                    e.shape.clone(),
+                )
+            })
             .collect()
     }
 
@@ -390,10 +398,11 @@ impl SafetensorsWriter {
             pending.push_back((name.clone(), len));
             offset += len;
         }
-        let mut text = serde_json::to_vec(&Value::Object(header)).map_err(|e| ModelError::Json {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut text =
+            serde_json::to_vec(&Value::Object(header)).map_err(|e| ModelError::Json {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         // The data starts 8-byte aligned, the header padded with spaces (as the reference writer).
         while text.len() % 8 != 0 {
             text.push(b' ');

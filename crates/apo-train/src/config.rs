@@ -520,7 +520,11 @@ impl RunConfig {
         } else if self.student.adapter.is_some() {
             return Err(bad(
                 "student.adapter",
-                self.student.adapter.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                self.student
+                    .adapter
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 "set only with student.hf (the base model the adapter belongs to)",
             ));
         }

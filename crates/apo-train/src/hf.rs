@@ -130,7 +130,7 @@ fn encode<B: Backend>(
     row: &Row,
     max_len: usize,
     truncate: bool,
-) -> Result<(Vec<(Vec<u32>, usize)>, Vec<VisionInput>)> {
+) -> Result<(Vec<apo_models::hf::Sequence>, Vec<VisionInput>)> {
     let completions: Vec<&str> = row.completions.iter().map(String::as_str).collect();
     let (mut seqs, images) = hf
         .completion_inputs(
@@ -140,7 +140,10 @@ fn encode<B: Backend>(
             Path::new(""),
         )
         .map_err(|e| {
-            TrainError::Model(apo_models::ModelError::Input(format!("record `{}`: {e}", row.id)))
+            TrainError::Model(apo_models::ModelError::Input(format!(
+                "record `{}`: {e}",
+                row.id
+            )))
         })?;
     for (ids, prompt) in &mut seqs {
         if ids.len() > max_len {
@@ -148,7 +151,11 @@ fn encode<B: Backend>(
                 ids.truncate(max_len);
             } else {
                 return Err(TrainError::TooLongForStudent {
-                    what: if *prompt >= max_len { "prompt" } else { "trajectory" },
+                    what: if *prompt >= max_len {
+                        "prompt"
+                    } else {
+                        "trajectory"
+                    },
                     id: row.id.clone(),
                     tokens: ids.len(),
                     max: max_len,
@@ -391,7 +398,11 @@ where
 }
 
 /// The student with its adapters replaced by `adapter` (a checkpoint's).
-fn replace_adapters<B: Backend>(s: Student<B>, adapter: &Adapter, dropout: f64) -> Result<Student<B>> {
+fn replace_adapters<B: Backend>(
+    s: Student<B>,
+    adapter: &Adapter,
+    dropout: f64,
+) -> Result<Student<B>> {
     let Student { hf, max_len } = s;
     let HfModel {
         model: mut loaded,
@@ -582,9 +593,15 @@ pub fn sft_on<B: TrainBackend>(
     let student = open_student::<B>(config, config.student.adapter.as_deref(), device)?;
     let fingerprint = fnv(&[
         b"hf-sft",
-        serde_json::to_string(&config.sft).unwrap_or_default().as_bytes(),
-        serde_json::to_string(&config.data).unwrap_or_default().as_bytes(),
-        serde_json::to_string(&config.student).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.sft)
+            .unwrap_or_default()
+            .as_bytes(),
+        serde_json::to_string(&config.data)
+            .unwrap_or_default()
+            .as_bytes(),
+        serde_json::to_string(&config.student)
+            .unwrap_or_default()
+            .as_bytes(),
         checkpoint_identity(base_dir(config)?)?.as_bytes(),
         &config.run.seed.to_le_bytes(),
         &(rows.len() as u64).to_le_bytes(),
@@ -667,7 +684,11 @@ fn stage2_init(config: &RunConfig) -> Option<PathBuf> {
     let is_adapter = |p: &Path| p.join(lora::ADAPTER_CONFIG).exists();
     if let Some(init) = &config.apo.init {
         let inner = init.join("adapter");
-        return Some(if is_adapter(&inner) { inner } else { init.clone() });
+        return Some(if is_adapter(&inner) {
+            inner
+        } else {
+            init.clone()
+        });
     }
     let sft = adapter_dir(&config.run.out, "sft");
     if is_adapter(&sft) {
@@ -722,11 +743,12 @@ pub fn apo_on<B: TrainBackend>(
         };
         let mut completions = vec![row.chosen.clone()];
         completions.extend(row.rejected.iter().map(|r| r.text.clone()));
-        let weights = row
-            .rejected
-            .iter()
-            .all(|r| r.weight.is_some())
-            .then(|| row.rejected.iter().map(|r| r.weight.unwrap_or(1.0)).collect());
+        let weights = row.rejected.iter().all(|r| r.weight.is_some()).then(|| {
+            row.rejected
+                .iter()
+                .map(|r| r.weight.unwrap_or(1.0))
+                .collect()
+        });
         let drift = row.rejected.iter().map(|r| r.drift).collect();
         groups.push((
             Row {
@@ -750,7 +772,10 @@ pub fn apo_on<B: TrainBackend>(
         for (row, weights, drift) in &mut groups {
             let mut order: Vec<usize> = (0..drift.len()).collect();
             order.sort_by(|&a, &b| drift[a].total_cmp(&drift[b]));
-            let negs: Vec<String> = order.iter().map(|&k| row.completions[k + 1].clone()).collect();
+            let negs: Vec<String> = order
+                .iter()
+                .map(|&k| row.completions[k + 1].clone())
+                .collect();
             row.completions.truncate(1);
             row.completions.extend(negs);
             if let Some(w) = weights {
@@ -771,8 +796,12 @@ pub fn apo_on<B: TrainBackend>(
         prefs.content(),
         checkpoint_identity(base)?.as_bytes(),
         &init_bytes,
-        serde_json::to_string(&config.data).unwrap_or_default().as_bytes(),
-        serde_json::to_string(&config.student).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.data)
+            .unwrap_or_default()
+            .as_bytes(),
+        serde_json::to_string(&config.student)
+            .unwrap_or_default()
+            .as_bytes(),
         if config.apo.loss.objective == apo_loss::Objective::PlackettLuceRanking {
             b"drift order"
         } else {
@@ -825,7 +854,8 @@ pub fn apo_on<B: TrainBackend>(
                 key: key.clone(),
                 logprobs: lps,
             };
-            let json = serde_json::to_string(&cache).map_err(|e| TrainError::Empty(e.to_string()))?;
+            let json =
+                serde_json::to_string(&cache).map_err(|e| TrainError::Empty(e.to_string()))?;
             let tmp = ref_path.with_extension("json.partial");
             std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
             std::fs::rename(&tmp, &ref_path).map_err(io_err(&ref_path))?;
@@ -841,7 +871,9 @@ pub fn apo_on<B: TrainBackend>(
         b"hf-apo",
         name.as_bytes(),
         key.as_bytes(),
-        serde_json::to_string(&config.apo).unwrap_or_default().as_bytes(),
+        serde_json::to_string(&config.apo)
+            .unwrap_or_default()
+            .as_bytes(),
         &config.run.seed.to_le_bytes(),
     ]);
     let loss_fn = config.apo.loss.init()?;
@@ -882,11 +914,14 @@ pub fn apo_on<B: TrainBackend>(
                         TensorData::new(refs.iter().map(|&v| v as f32).collect::<Vec<_>>(), [1, n]),
                         dev,
                     );
-                    let tok = Tensor::<B, 2>::from_data(TensorData::new(counts.clone(), [1, n]), dev);
-                    let mut pb = apo_loss::tensor::PreferenceBatch::new(policy, reference).with_tokens(tok);
+                    let tok =
+                        Tensor::<B, 2>::from_data(TensorData::new(counts.clone(), [1, n]), dev);
+                    let mut pb =
+                        apo_loss::tensor::PreferenceBatch::new(policy, reference).with_tokens(tok);
                     if let Some(w) = weights {
                         let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
-                        pb = pb.with_weights(Tensor::from_data(TensorData::new(w, [1, n - 1]), dev));
+                        pb =
+                            pb.with_weights(Tensor::from_data(TensorData::new(w, [1, n - 1]), dev));
                     }
                     if loss_fn.objective() == apo_loss::Objective::Infonca {
                         let mut r = vec![1f32];
@@ -920,7 +955,10 @@ pub fn apo_on<B: TrainBackend>(
                         )?);
                     }
                     let leaf = Tensor::<B, 2>::from_data(
-                        TensorData::new(values.iter().map(|&v| v as f32).collect::<Vec<_>>(), [1, n]),
+                        TensorData::new(
+                            values.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                            [1, n],
+                        ),
                         dev,
                     )
                     .require_grad();
@@ -931,7 +969,12 @@ pub fn apo_on<B: TrainBackend>(
                     let lgrads = out.loss.backward();
                     let dl: Vec<f32> = leaf
                         .grad(&lgrads)
-                        .map(|t| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default())
+                        .map(|t| {
+                            t.into_data()
+                                .convert::<f32>()
+                                .into_vec::<f32>()
+                                .unwrap_or_default()
+                        })
                         .unwrap_or_default();
                     if dl.len() != n {
                         return Err(TrainError::Empty(format!(

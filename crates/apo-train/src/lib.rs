@@ -30,9 +30,9 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod eval;
-pub mod hf;
 #[cfg(feature = "ndarray")]
 mod fused;
+pub mod hf;
 pub mod kernels;
 pub mod memory;
 mod model;

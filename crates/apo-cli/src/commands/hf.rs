@@ -135,7 +135,8 @@ struct Job {
 
 impl Job {
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary, String> {
-        let hf = HfModel::<B>::open_with_adapter(&self.model, self.adapter.as_deref(), device).map_err(|e| e.to_string())?;
+        let hf = HfModel::<B>::open_with_adapter(&self.model, self.adapter.as_deref(), device)
+            .map_err(|e| e.to_string())?;
         let result = match &self.task {
             Task::Score => hf.score_jsonl(self.input, self.output, &self.base),
             Task::Generate(opts) => hf.generate_jsonl(self.input, self.output, &self.base, opts),

@@ -143,7 +143,11 @@ fn apo(args: &[&str]) -> std::process::Output {
 }
 
 fn scores(out: &std::process::Output) -> Vec<f64> {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -226,7 +230,11 @@ out = "{out}"
     let cfg = cfg.to_str().expect("utf8");
     for stage in ["sft", "apo"] {
         let o = apo(&["train", stage, "--json", "--config", cfg]);
-        assert!(o.status.success(), "{stage}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{stage}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report");
         assert_eq!(report["steps"], if stage == "sft" { 2 } else { 1 });
     }
@@ -238,20 +246,41 @@ out = "{out}"
     let input = input.to_str().expect("utf8");
     let ckpt_s = ckpt.to_str().expect("utf8");
     let adapted = scores(&apo(&[
-        "score", "--model", ckpt_s, "--adapter", adapter.to_str().expect("utf8"), "--input", input,
+        "score",
+        "--model",
+        ckpt_s,
+        "--adapter",
+        adapter.to_str().expect("utf8"),
+        "--input",
+        input,
     ]));
     let base = scores(&apo(&["score", "--model", ckpt_s, "--input", input]));
-    assert!(adapted.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-4), "the adapter acts");
+    assert!(
+        adapted.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-4),
+        "the adapter acts"
+    );
     let merged = root.join("merged");
     let export = |_: ()| {
         apo(&[
-            "export", "merged", "--model", ckpt_s, "--adapter", adapter.to_str().expect("utf8"),
-            "--out", merged.to_str().expect("utf8"),
+            "export",
+            "merged",
+            "--model",
+            ckpt_s,
+            "--adapter",
+            adapter.to_str().expect("utf8"),
+            "--out",
+            merged.to_str().expect("utf8"),
         ])
     };
     let o = export(());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let folded = scores(&apo(&["score", "--model", merged.to_str().expect("utf8"), "--input", input]));
+    let folded = scores(&apo(&[
+        "score",
+        "--model",
+        merged.to_str().expect("utf8"),
+        "--input",
+        input,
+    ]));
     for (a, b) in adapted.iter().zip(&folded) {
         assert!(((a - b) / a).abs() < 1e-5, "merged {b} vs adapter {a}");
     }

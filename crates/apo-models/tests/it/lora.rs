@@ -50,9 +50,17 @@ fn assert_scores(hf: &HfModel<impl Backend>, rows: &[ScoreRow], want: &Value, wh
     let got = hf.score(rows, &fixtures()).expect("score");
     for (i, (g, w)) in got.iter().zip(want.as_array().expect("score")).enumerate() {
         let lp = w["logprob"].as_f64().expect("logprob");
-        assert_eq!(g.tokens as u64, w["tokens"].as_u64().expect("tokens"), "{what} row {i}");
+        assert_eq!(
+            g.tokens as u64,
+            w["tokens"].as_u64().expect("tokens"),
+            "{what} row {i}"
+        );
         let rel = ((g.logprob - lp) / lp).abs();
-        assert!(rel < 1e-4, "{what} row {i}: {} vs PEFT {lp} (relative {rel})", g.logprob);
+        assert!(
+            rel < 1e-4,
+            "{what} row {i}: {} vs PEFT {lp} (relative {rel})",
+            g.logprob
+        );
     }
 }
 
@@ -72,8 +80,15 @@ fn peft_adapters_give_peft_log_probs() {
             info["tensors"].as_u64().expect("n") as usize,
             "{name}"
         );
-        let vision = adapter.modules.keys().filter(|m| m.starts_with("visual.")).count();
-        assert_eq!(vision * 2, info["vision_tensors"].as_u64().expect("n") as usize);
+        let vision = adapter
+            .modules
+            .keys()
+            .filter(|m| m.starts_with("visual."))
+            .count();
+        assert_eq!(
+            vision * 2,
+            info["vision_tensors"].as_u64().expect("n") as usize
+        );
         let hf = HfModel::<B>::open_with_adapter(&ckpt, Some(&dir), Default::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_scores(&hf, &rows, &info["score"], name);
@@ -106,7 +121,11 @@ fn merged_export_gives_peft_log_probs() {
         let out = tmp.join(name);
         let s = lora::export_merged(&ckpt, &lora_dir().join(name), &out)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(s.merged * 2, info["tensors"].as_u64().expect("n") as usize, "{name}");
+        assert_eq!(
+            s.merged * 2,
+            info["tensors"].as_u64().expect("n") as usize,
+            "{name}"
+        );
         for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
             assert!(out.join(f).exists(), "{name}: {f} not copied");
         }
@@ -238,9 +257,16 @@ fn training_step_matches_peft() {
     let loss = lp.sum().neg().div_scalar(n as f64);
     let value = f64::from(host(loss.clone())[0]);
     let want = step["sft_loss"].as_f64().expect("loss");
-    assert!(((value - want) / want).abs() < 1e-5, "sft loss {value} vs PEFT {want}");
+    assert!(
+        ((value - want) / want).abs() < 1e-5,
+        "sft loss {value} vs PEFT {want}"
+    );
     let grads = loss.backward();
-    assert_grads(&lora_grads(&hf.model.model, &grads), &expected_grads("sft"), "sft");
+    assert_grads(
+        &lora_grads(&hf.model.model, &grads),
+        &expected_grads("sft"),
+        "sft",
+    );
 
     // Plackett-Luce
     let rows = rows_of(&step["pl_rows"]);
@@ -266,7 +292,12 @@ fn training_step_matches_peft() {
         .collect();
     // The reference is the base model: scoring without the adapter reproduces it.
     let base = HfModel::<B>::open(&ckpt, Default::default()).expect("base");
-    for (g, w) in base.score(&rows, &fixtures()).expect("score").iter().zip(&reference) {
+    for (g, w) in base
+        .score(&rows, &fixtures())
+        .expect("score")
+        .iter()
+        .zip(&reference)
+    {
         assert!(((g.logprob - f64::from(*w)) / f64::from(*w)).abs() < 1e-5);
     }
     let beta = exp["beta"].as_f64().expect("beta");
@@ -279,9 +310,16 @@ fn training_step_matches_peft() {
     let loss = pl(pol.clone(), r);
     let value = f64::from(host(loss.clone())[0]);
     let want = step["pl_loss"].as_f64().expect("loss");
-    assert!(((value - want) / want).abs() < 1e-5, "pl loss {value} vs PEFT {want}");
+    assert!(
+        ((value - want) / want).abs() < 1e-5,
+        "pl loss {value} vs PEFT {want}"
+    );
     let grads = loss.backward();
-    assert_grads(&lora_grads(&hf.model.model, &grads), &expected_grads("pl"), "pl");
+    assert_grads(
+        &lora_grads(&hf.model.model, &grads),
+        &expected_grads("pl"),
+        "pl",
+    );
 
     // Step 0 of stage 2 (the reference is the policy itself): ln(N + 1).
     let (pol, _) = hf
@@ -315,7 +353,10 @@ fn attach_selects_as_peft_and_starts_at_the_base() {
         target_modules: TargetModules::Names(vec!["q_proj".into(), "v_proj".into()]),
         ..LoraConfig::default()
     };
-    assert_eq!(lora::select(&hf.model.model, &names).expect("names").len(), 4);
+    assert_eq!(
+        lora::select(&hf.model.model, &names).expect("names").len(),
+        4
+    );
     let pattern = LoraConfig {
         target_modules: TargetModules::Pattern(
             r"model\.language_model\.layers\.1\.mlp\.(gate|up)_proj".into(),
@@ -423,7 +464,8 @@ fn apo_trained_adapter() -> (Adapter, LoraConfig) {
             device,
         };
     }
-    let adapter = Adapter::from_model(&hf.model.model, &cfg, "qwen2.5-vl-nested-f32").expect("adapter");
+    let adapter =
+        Adapter::from_model(&hf.model.model, &cfg, "qwen2.5-vl-nested-f32").expect("adapter");
     (adapter, cfg)
 }
 
@@ -435,7 +477,10 @@ fn apo_written_adapter_round_trips_and_peft_reads_it() {
     let (adapter, _) = apo_trained_adapter();
     assert_eq!(adapter.modules.len(), 14);
     assert!(
-        adapter.modules.values().all(|t| t.b.iter().any(|v| *v != 0.0)),
+        adapter
+            .modules
+            .values()
+            .all(|t| t.b.iter().any(|v| *v != 0.0)),
         "training moved every B"
     );
     let tmp = tempdir("written");
@@ -471,7 +516,12 @@ fn apo_written_adapter_round_trips_and_peft_reads_it() {
         Default::default(),
     )
     .expect("open");
-    assert_scores(&hf, &score_rows(), &info["score"], "apo-written adapter under PEFT");
+    assert_scores(
+        &hf,
+        &score_rows(),
+        &info["score"],
+        "apo-written adapter under PEFT",
+    );
 }
 
 fn copy_adapter(from: &Path, to: &Path) {
@@ -515,11 +565,18 @@ fn bad_adapters_are_typed_errors() {
     }
 
     let good = Adapter::read(&src).expect("adapter");
-    let base = || HfModel::<B>::open(&ckpt, Default::default()).expect("base").model.model;
+    let base = || {
+        HfModel::<B>::open(&ckpt, Default::default())
+            .expect("base")
+            .model
+            .model
+    };
     // a module the model does not have
     let mut extra = good.clone();
     let t = extra.modules["model.layers.0.self_attn.q_proj"].clone();
-    extra.modules.insert("model.layers.9.self_attn.q_proj".into(), t);
+    extra
+        .modules
+        .insert("model.layers.9.self_attn.q_proj".into(), t);
     let e = extra.attach(base(), 0.0, &Default::default());
     assert!(
         matches!(&e, Err(ModelError::Input(m)) if m.contains("model.layers.9.self_attn.q_proj")),
@@ -534,12 +591,22 @@ fn bad_adapters_are_typed_errors() {
         .expect("q");
     t.dims.0 += 1;
     let e = wrong.attach(base(), 0.0, &Default::default());
-    assert!(matches!(&e, Err(ModelError::ShapeMismatch { .. })), "{:?}", e.err());
+    assert!(
+        matches!(&e, Err(ModelError::ShapeMismatch { .. })),
+        "{:?}",
+        e.err()
+    );
 
     // an A without its B, and a tensor that is not a LoRA matrix
     for (tag, names) in [
-        ("half", vec!["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]),
-        ("stray", vec!["base_model.model.model.language_model.layers.0.self_attn.q_proj.weight"]),
+        (
+            "half",
+            vec!["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"],
+        ),
+        (
+            "stray",
+            vec!["base_model.model.model.language_model.layers.0.self_attn.q_proj.weight"],
+        ),
     ] {
         let d = tmp.join(tag);
         copy_adapter(&src, &d);
@@ -549,7 +616,8 @@ fn bad_adapters_are_typed_errors() {
             .collect();
         let path = d.join(lora::ADAPTER_WEIGHTS);
         std::fs::remove_file(&path).expect("rm");
-        let mut w = apo_models::weights::SafetensorsWriter::create(&path, &tensors, &[]).expect("w");
+        let mut w =
+            apo_models::weights::SafetensorsWriter::create(&path, &tensors, &[]).expect("w");
         for n in &names {
             w.write(n, &vec![0u8; 4 * 64 * 4]).expect("write");
         }

@@ -28,11 +28,11 @@ mod progress;
 mod reference;
 mod runner;
 
+pub(crate) use metrics::MetricsFile;
 pub use metrics::{StageReport, StepMetrics};
 pub use observer::{Observer, Quiet};
-pub use optim::{Adam, adamw, clip, optimizer};
-pub(crate) use metrics::MetricsFile;
 pub(crate) use optim::micro_seed;
+pub use optim::{Adam, adamw, clip, optimizer};
 pub use progress::{LINE_EVERY, TrainProgress, format_duration, plain_line};
 
 use reference::reference_logprobs;

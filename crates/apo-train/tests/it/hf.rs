@@ -89,7 +89,10 @@ fn preferences(config: &RunConfig, path: &Path) {
 
 fn adapter_values(dir: &Path) -> Vec<f32> {
     let a = apo_models::Adapter::read(dir).unwrap();
-    a.modules.values().flat_map(|t| t.a.iter().chain(&t.b).copied()).collect()
+    a.modules
+        .values()
+        .flat_map(|t| t.a.iter().chain(&t.b).copied())
+        .collect()
 }
 
 struct CrashAt(usize);
@@ -112,8 +115,16 @@ fn hf_student_trains_both_stages() {
     let r = apo_train::hf::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
     let m = metrics(&r.metrics);
     assert_eq!(m.len(), 4);
-    assert!(m[3].loss < m[0].loss, "SFT loss falls: {} -> {}", m[0].loss, m[3].loss);
-    assert!(m.iter().all(|x| x.grad_norm.is_finite() && x.grad_norm > 0.0));
+    assert!(
+        m[3].loss < m[0].loss,
+        "SFT loss falls: {} -> {}",
+        m[0].loss,
+        m[3].loss
+    );
+    assert!(
+        m.iter()
+            .all(|x| x.grad_norm.is_finite() && x.grad_norm > 0.0)
+    );
     let sft_adapter = config.run.out.join("sft/adapter");
     assert_eq!(r.model_dir, sft_adapter);
     let a = apo_models::Adapter::read(&sft_adapter).unwrap();
@@ -126,13 +137,23 @@ fn hf_student_trains_both_stages() {
     let r = apo_train::hf::apo::<B>(&config, "apo", &device, false, &mut Quiet).unwrap();
     let m = metrics(&r.metrics);
     assert_eq!(m.len(), 2);
-    assert!((m[0].loss - 7f64.ln()).abs() < 1e-5, "step-0 loss {}", m[0].loss);
+    assert!(
+        (m[0].loss - 7f64.ln()).abs() < 1e-5,
+        "step-0 loss {}",
+        m[0].loss
+    );
     assert!(m[0].reward_chosen.unwrap().abs() < 1e-5);
     assert!(m[1].loss.is_finite());
-    let cached: Vec<_> = std::fs::read_dir(config.run.out.join("reference")).unwrap().collect();
+    let cached: Vec<_> = std::fs::read_dir(config.run.out.join("reference"))
+        .unwrap()
+        .collect();
     assert_eq!(cached.len(), 1);
     let one_pass = adapter_values(&config.run.out.join("apo/adapter"));
-    assert_ne!(one_pass, adapter_values(&sft_adapter), "stage 2 moved the adapter");
+    assert_ne!(
+        one_pass,
+        adapter_values(&sft_adapter),
+        "stage 2 moved the adapter"
+    );
 
     config.student.sequences_per_pass = 3;
     let r2 = apo_train::hf::apo::<B>(&config, "apo-chunked", &device, false, &mut Quiet).unwrap();
@@ -177,7 +198,10 @@ fn hf_resume_is_bitwise() {
         "resumed adapter differs"
     );
     assert_eq!(
-        metrics(&r.metrics).iter().map(|m| m.step).collect::<Vec<_>>(),
+        metrics(&r.metrics)
+            .iter()
+            .map(|m| m.step)
+            .collect::<Vec<_>>(),
         [1, 2, 3, 4]
     );
     std::fs::remove_dir_all(&root).ok();
