@@ -25,6 +25,8 @@ commands:
   bench data    cxr-max read + join and image decode throughput (release build), JSON
   bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON
   bench train      stage-2 steps/s and memory of the reference student config (CPU), JSON
+  bench hf-train   LoRA stage-2 step time and memory over 100 steps (tiny Qwen2.5-VL, CPU),
+                   beside transformers + PEFT (APO_BENCH_PYTHON)
   bench hf         Qwen2.5-VL score throughput and memory (tiny checkpoint, CPU), beside
                    transformers when `python3` (or $APO_BENCH_PYTHON) has it, JSON
   check-backends   cargo check of apo with --features wgpu,cuda, and of a
@@ -203,13 +205,33 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
                 }
             }
         }
+        "hf-train" => {
+            let mut args = vec!["bench", "-p", "apo-train", "--bench", "hf_train", "--"];
+            args.extend(rest);
+            cargo(&args, &[])?;
+            let python = std::env::var("APO_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+            let script = "crates/apo-train/benches/hf_train_peft.py";
+            match std::process::Command::new(&python)
+                .arg(script)
+                .args(rest)
+                .status()
+            {
+                Ok(s) if s.success() => Ok(()),
+                _ => {
+                    eprintln!(
+                        "bench hf-train: the transformers + PEFT side did not run (`{python} {script}` needs the packages of crates/apo-models/tests/fixtures/requirements.txt; set APO_BENCH_PYTHON to a Python that has them)"
+                    );
+                    Ok(())
+                }
+            }
+        }
         "train" => {
             let mut args = vec!["bench", "-p", "apo-train", "--bench", "train", "--"];
             args.extend_from_slice(rest);
             cargo(&args, &[])
         }
         other => Err(format!(
-            "unknown benchmark area `{other}`; available: loss, drift, data, consensus, train, hf"
+            "unknown benchmark area `{other}`; available: loss, drift, data, consensus, train, hf, hf-train"
         )),
     }
 }

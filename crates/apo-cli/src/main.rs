@@ -193,6 +193,11 @@ struct TrainArgs {
     /// Continue from the newest checkpoint of the stage.
     #[arg(long)]
     resume: bool,
+    /// Float type of a Hugging Face student (`[student] hf`) on a GPU backend: f32, bf16
+    /// (cuda) or f16. Weights, adapters, optimiser state and activations all take it; the
+    /// small student and the CPU backend train in f32.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// Print the stage report as JSON.
     #[arg(long)]
     json: bool,
@@ -654,16 +659,19 @@ fn run(command: Command) -> Result<ExitCode, String> {
             };
             let config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
             let kind = device_kind(&common.device)?;
+            let precision: apo_cli::commands::hf::Precision = common.dtype.parse()?;
             let mut bar = apo_train::train::TrainProgress::stderr();
-            let report = t::dispatch(
-                kind,
-                t::TrainJob {
-                    config: &config,
-                    stage,
-                    resume: common.resume,
-                    observer: &mut bar,
-                },
-            )
+            let job = t::TrainJob {
+                config: &config,
+                stage,
+                resume: common.resume,
+                observer: &mut bar,
+            };
+            let report = if precision == apo_cli::commands::hf::Precision::F32 {
+                t::dispatch(kind, job)
+            } else {
+                t::dispatch_hf_precision(kind, precision, job)
+            }
             .map_err(|e| e.to_string())?;
             if common.json {
                 println!(

@@ -34,7 +34,7 @@ use crate::config::{OptimConfig, RunConfig};
 use crate::data::{self, Preferences};
 use crate::error::io_err;
 use crate::train::{MetricsFile, Observer, StageReport, StepMetrics, adamw, clip, micro_seed};
-use crate::{Result, TrainBackend, TrainError};
+use crate::{Result, TrainError};
 
 /// The adapter folder of a finished stage: `OUT/STAGE/adapter`.
 pub fn adapter_dir(out: &Path, stage: &str) -> PathBuf {
@@ -185,7 +185,7 @@ struct Student<B: Backend> {
     max_len: usize,
 }
 
-fn open_student<B: TrainBackend>(
+fn open_student<B: AutodiffBackend>(
     config: &RunConfig,
     adapter: Option<&Path>,
     device: &B::Device,
@@ -282,7 +282,7 @@ fn run_loop<B, F>(
     mut micro: F,
 ) -> Result<(Student<B>, StageReport)>
 where
-    B: TrainBackend,
+    B: AutodiffBackend,
     F: FnMut(&Student<B>, &[usize], f64, &mut GradientsAccumulator<QwenVl<B>>) -> Result<Micro>,
 {
     let run = &config.run;
@@ -550,7 +550,7 @@ fn prompt_of(item: &Item) -> String {
 ///
 /// # Errors
 /// As [`sft_on`]; data set errors.
-pub fn sft<B: TrainBackend>(
+pub fn sft<B: AutodiffBackend>(
     config: &RunConfig,
     device: &B::Device,
     resume: bool,
@@ -567,7 +567,7 @@ pub fn sft<B: TrainBackend>(
 ///
 /// # Errors
 /// Configuration, checkpoint, adapter, model-input and file errors.
-pub fn sft_on<B: TrainBackend>(
+pub fn sft_on<B: AutodiffBackend>(
     config: &RunConfig,
     items: &[Item],
     device: &B::Device,
@@ -663,7 +663,7 @@ pub fn sft_on<B: TrainBackend>(
 ///
 /// # Errors
 /// As [`apo_on`]; data set and preference-file errors.
-pub fn apo<B: TrainBackend>(
+pub fn apo<B: AutodiffBackend>(
     config: &RunConfig,
     name: &str,
     device: &B::Device,
@@ -711,7 +711,7 @@ struct ReferenceCache {
 /// # Errors
 /// Configuration, data, checkpoint, adapter, loss, model-input and file errors.
 #[allow(clippy::too_many_lines)] // the stage reads as one piece
-pub fn apo_on<B: TrainBackend>(
+pub fn apo_on<B: AutodiffBackend>(
     config: &RunConfig,
     name: &str,
     items: &[Item],

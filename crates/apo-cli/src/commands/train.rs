@@ -69,6 +69,95 @@ pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::
     }
 }
 
+/// A Hugging Face student's stage in a float type other than f32 (`apo train --dtype`): the
+/// autodiff CUDA backend in bf16 or f16, or wgpu in f16.
+///
+/// # Errors
+/// [`TrainError::Config`] for the small student or the CPU backend, [`TrainError::Device`],
+/// and the stage's errors.
+pub fn dispatch_hf_precision(
+    kind: DeviceKind,
+    precision: crate::commands::hf::Precision,
+    job: TrainJob<'_>,
+) -> Result<StageReport, TrainError> {
+    use crate::commands::hf::Precision;
+    if job.config.student.hf.is_none() {
+        return Err(TrainError::Config {
+            field: "--dtype".into(),
+            value: format!("{precision:?}").to_lowercase(),
+            expected: "f32 for the small student (only a Hugging Face student, [student] hf, trains in bf16/f16)".into(),
+        });
+    }
+    match (kind, precision) {
+        (_, Precision::F32) => dispatch(kind, job),
+        (DeviceKind::Cpu, p) => Err(TrainError::Config {
+            field: "--dtype".into(),
+            value: format!("{p:?}").to_lowercase(),
+            expected: "f32 on the CPU backend (bf16 and f16 need --device cuda or wgpu)".into(),
+        }),
+        (DeviceKind::Cuda, p) => {
+            #[cfg(feature = "cuda")]
+            {
+                use burn::backend::cuda::{Cuda, CudaDevice};
+                let device = CudaDevice::default();
+                let probe = device.clone();
+                apo_train::device::check(kind, move || {
+                    let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
+                })?;
+                match p {
+                    Precision::Bf16 => job.run_hf::<Autodiff<Cuda<half::bf16>>>(device),
+                    _ => job.run_hf::<Autodiff<Cuda<half::f16>>>(device),
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = (job, p);
+                Err(kind.not_built().into())
+            }
+        }
+        (DeviceKind::Wgpu, p) => {
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::backend::wgpu::{Wgpu, WgpuDevice};
+                if p == Precision::Bf16 {
+                    return Err(TrainError::Config {
+                        field: "--dtype".into(),
+                        value: "bf16".into(),
+                        expected: "f16 or f32 on wgpu".into(),
+                    });
+                }
+                let device = WgpuDevice::default();
+                let probe = device.clone();
+                apo_train::device::check(kind, move || {
+                    let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
+                })?;
+                job.run_hf::<Autodiff<Wgpu<half::f16>>>(device)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = (job, p);
+                Err(kind.not_built().into())
+            }
+        }
+    }
+}
+
+impl TrainJob<'_> {
+    /// The stage of a Hugging Face student on any autodiff backend.
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // GPU precisions only
+    fn run_hf<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+    ) -> apo_train::Result<StageReport> {
+        match &self.stage {
+            Stage::Sft => apo_train::hf::sft::<B>(self.config, &device, self.resume, self.observer),
+            Stage::Apo(name) => {
+                apo_train::hf::apo::<B>(self.config, name, &device, self.resume, self.observer)
+            }
+        }
+    }
+}
+
 /// Which stage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stage {
