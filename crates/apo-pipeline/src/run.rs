@@ -536,10 +536,9 @@ fn train_stage<B: TrainBackend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
-    if let Some(r) = stages
-        .done::<StageReport>(name, key)
-        .filter(|r| r.model_dir.join("model.bin").is_file())
-    {
+    if let Some(r) = stages.done::<StageReport>(name, key).filter(|r| {
+        r.model_dir.join("model.bin").is_file() || r.model_dir.join("adapter_config.json").is_file()
+    }) {
         observer.message(&format!("  {name}: done before ({} steps)", r.steps));
         return Ok(r);
     }
@@ -555,12 +554,17 @@ fn train_stage<B: TrainBackend>(
     }
     let mut steps = Steps(observer);
     let (items, prefs) = (data.items, data.preferences);
-    let report = match apo {
-        None => {
+    let hf = config.student.hf.is_some();
+    let report = match (apo, hf) {
+        (None, false) => {
             apo_train::train::sft_on::<B>(config, items, Some(prefs), device, resume, &mut steps)?
         }
-        Some(folder) => {
+        (Some(folder), false) => {
             apo_train::train::apo_on::<B>(config, folder, items, prefs, device, resume, &mut steps)?
+        }
+        (None, true) => apo_train::hf::sft_on::<B>(config, items, device, resume, &mut steps)?,
+        (Some(folder), true) => {
+            apo_train::hf::apo_on::<B>(config, folder, items, prefs, device, resume, &mut steps)?
         }
     };
     stages.finish(name, key, &report)?;
@@ -635,6 +639,16 @@ fn evaluate<B: TrainBackend>(
     evaluated: &[Finding],
     device: &B::Device,
 ) -> Result<EvalReport> {
+    if config.student.hf.is_some() {
+        return Ok(apo_train::hf::evaluate_on::<B::InnerBackend>(
+            config,
+            stage,
+            test,
+            &generation(config),
+            evaluated,
+            device,
+        )?);
+    }
     Ok(apo_train::eval::evaluate_dir_on::<B::InnerBackend>(
         &config.run.out.join(stage),
         &config.run.out.join("tokenizer.json"),

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use apo_models::VisionInput;
 use apo_models::hf::{HfModel, ScoreRow};
 use apo_models::lora::{self, LoraConfig};
-use apo_models::VisionInput;
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
@@ -55,7 +55,8 @@ fn main() {
         &std::fs::read_to_string(fixtures.join("lora/expected/lora.json")).expect("lora.json"),
     )
     .expect("json");
-    let rows: Vec<ScoreRow> = serde_json::from_value(expected["step"]["pl_rows"].clone()).expect("rows");
+    let rows: Vec<ScoreRow> =
+        serde_json::from_value(expected["step"]["pl_rows"].clone()).expect("rows");
     let completions: Vec<&str> = rows.iter().map(|r| r.completion.as_str()).collect();
     let (seqs, images) = hf
         .completion_inputs(&rows[0].images, &rows[0].prompt, &completions, &fixtures)

@@ -257,6 +257,18 @@ pub fn evaluate<B: ApoKernels>(
             texts[i] = t;
         }
     }
+    Ok(report_from_texts(items, texts, evaluated, concepts))
+}
+
+/// Scores generated trajectories (`texts[i]` for `items[i]`): the labeler reads each one's
+/// findings back and they are compared with the labels; `concepts` (per item, a probability
+/// per finding in `Finding::ALL` order) give the AUROC when a model has them.
+pub fn report_from_texts(
+    items: &[Item],
+    texts: Vec<String>,
+    evaluated: &[Finding],
+    concepts: Option<Vec<Vec<f32>>>,
+) -> EvalReport {
     let read: Vec<_> = texts
         .iter()
         .map(|t| findings::extract(t).findings)
@@ -281,7 +293,7 @@ pub fn evaluate<B: ApoKernels>(
         |i, f| cxr_max::eval::Call::from(cxr_max::eval::prediction(&read[i], f)),
         score_ref,
     );
-    Ok(EvalReport {
+    EvalReport {
         images: items.len(),
         accuracy,
         samples: items
@@ -294,7 +306,7 @@ pub fn evaluate<B: ApoKernels>(
             .collect(),
         concepts,
         scores,
-    })
+    }
 }
 
 /// The concept head's probabilities (σ of its logits) for the images `which`, `batch` at a

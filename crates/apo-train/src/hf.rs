@@ -1011,3 +1011,83 @@ pub fn apo_on<B: AutodiffBackend>(
     )?;
     save_final(config, name, &student, report)
 }
+
+/// Generates a trajectory for every item with the base checkpoint and the adapter in `adapter`
+/// (none: the base alone), one image at a time (greedy, or sampled with `settings.temperature`
+/// and a per-item seed), and scores the findings the labeler reads back
+/// ([`crate::eval::report_from_texts`]).
+///
+/// # Errors
+/// Checkpoint, adapter, image and generation errors, naming the item.
+pub fn evaluate_adapter<B: Backend>(
+    base: &Path,
+    adapter: Option<&Path>,
+    items: &[Item],
+    settings: &crate::eval::Generation,
+    evaluated: &[cxr_max::Finding],
+    device: &B::Device,
+) -> Result<crate::eval::EvalReport> {
+    let hf = HfModel::<B>::open_with_adapter(base, adapter, device.clone())?;
+    let t0 = Instant::now();
+    let mut texts = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let row = apo_models::hf::GenerateRow {
+            images: vec![item.image.clone()],
+            prompt: prompt_of(item),
+        };
+        let opts = apo_models::GenerateOptions {
+            max_new_tokens: settings.max_new_tokens,
+            temperature: settings.temperature,
+            seed: settings.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            stop: Vec::new(),
+        };
+        let g = hf.generate(&row, Path::new(""), &opts).map_err(|e| {
+            TrainError::Model(apo_models::ModelError::Input(format!(
+                "record `{}`: {e}",
+                item.sample.dicom_id
+            )))
+        })?;
+        texts.push(g.text);
+        if (i + 1) % 20 == 0 || i + 1 == items.len() {
+            tracing::info!(
+                images = i + 1,
+                of = items.len(),
+                seconds = t0.elapsed().as_secs_f64(),
+                "generated"
+            );
+        }
+    }
+    Ok(crate::eval::report_from_texts(
+        items, texts, evaluated, None,
+    ))
+}
+
+/// [`evaluate_adapter`] with the run's base checkpoint and the adapter of stage `stage`
+/// (`OUT/STAGE/adapter`).
+///
+/// # Errors
+/// As [`evaluate_adapter`]; [`TrainError::NoModel`] when the stage has no adapter.
+pub fn evaluate_on<B: Backend>(
+    config: &RunConfig,
+    stage: &str,
+    items: &[Item],
+    settings: &crate::eval::Generation,
+    evaluated: &[cxr_max::Finding],
+    device: &B::Device,
+) -> Result<crate::eval::EvalReport> {
+    let dir = adapter_dir(&config.run.out, stage);
+    if !dir.join(lora::ADAPTER_CONFIG).is_file() {
+        return Err(TrainError::NoModel {
+            path: dir,
+            reason: format!("stage `{stage}` has no adapter; train it first"),
+        });
+    }
+    evaluate_adapter::<B>(
+        base_dir(config)?,
+        Some(&dir),
+        items,
+        settings,
+        evaluated,
+        device,
+    )
+}

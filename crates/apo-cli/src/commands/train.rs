@@ -226,6 +226,8 @@ pub struct EvalJob {
     pub generation: Generation,
     /// Findings averaged in the mean.
     pub evaluated: Vec<Finding>,
+    /// A Hugging Face student: the base checkpoint (then `model` is the adapter folder).
+    pub hf_base: Option<PathBuf>,
 }
 
 impl WithBackend for EvalJob {
@@ -233,6 +235,17 @@ impl WithBackend for EvalJob {
     type Error = TrainError;
 
     fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
+        if let Some(base) = &self.hf_base {
+            let items = apo_train::data::open_items(&self.data, self.split.as_deref())?;
+            return apo_train::hf::evaluate_adapter::<B::InnerBackend>(
+                base,
+                Some(&self.model),
+                &items,
+                &self.generation,
+                &self.evaluated,
+                &device,
+            );
+        }
         apo_train::eval::evaluate_dir::<B::InnerBackend>(
             &self.model,
             &self.tokenizer,
@@ -245,11 +258,19 @@ impl WithBackend for EvalJob {
     }
 }
 
-/// The evaluation job for a run configuration: the model in `OUT/STAGE`, the run's
-/// tokenizer, the configured data set, `split`.
+/// The evaluation job for a run configuration: the model in `OUT/STAGE` (a Hugging Face
+/// student: the base checkpoint with the adapter `OUT/STAGE/adapter`), the run's tokenizer, the
+/// configured data set, `split`.
 pub fn eval_job(config: &RunConfig, model: Option<&Path>, stage: &str, split: &str) -> EvalJob {
+    let hf_base = config.student.hf.clone();
+    let default_model = if hf_base.is_some() {
+        apo_train::hf::adapter_dir(&config.run.out, stage)
+    } else {
+        config.run.out.join(stage)
+    };
     EvalJob {
-        model: model.map_or_else(|| config.run.out.join(stage), Path::to_path_buf),
+        hf_base,
+        model: model.map_or(default_model, Path::to_path_buf),
         tokenizer: config.run.out.join("tokenizer.json"),
         data: config.data.dir.clone(),
         split: (split != "all").then(|| split.to_owned()),

@@ -219,6 +219,7 @@ batch_size = 1
 learning_rate = 0.001
 [run]
 out = "{out}"
+max_new_tokens = 6
 "#,
             data = data.display(),
             prefs = prefs.display(),
@@ -238,6 +239,16 @@ out = "{out}"
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report");
         assert_eq!(report["steps"], if stage == "sft" { 2 } else { 1 });
     }
+    let o = apo(&[
+        "eval", "--config", cfg, "--stage", "apo", "--split", "all", "--json",
+    ]);
+    assert!(
+        o.status.success(),
+        "eval: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("eval report");
+    assert_eq!(report["images"], 4);
     let adapter = out.join("apo/adapter");
     let a = apo_models::Adapter::read(&adapter).expect("adapter");
     assert_eq!(a.modules.len(), 4, "q_proj and v_proj of 2 layers");
@@ -287,5 +298,80 @@ out = "{out}"
     let again = export(());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// `apo run` with `[train.student] hf`: the whole pipeline (validate, drift, consensus, both
+/// stages with LoRA, Plackett-Luce and pairwise stage 2, generation and evaluation of the
+/// students) on a tiny simulated set and the tiny checkpoint, adapters per stage.
+#[test]
+fn apo_run_trains_and_evaluates_a_hugging_face_student() {
+    let root = std::env::temp_dir().join(format!("apo-cli-hf-run-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let data = root.join("data");
+    cxr_max::sim::synthesize(
+        &data,
+        &cxr_max::sim::SynthConfig {
+            studies: 24,
+            image_size: 32,
+            seed: 4,
+            ..Default::default()
+        },
+    )
+    .expect("simulate");
+    let out = root.join("run");
+    let cfg = root.join("pipeline.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+data = "{data}"
+out = "{out}"
+[train.data]
+truncate = true
+[train.student]
+hf = "{ckpt}"
+max_length = 520
+[train.student.lora]
+r = 2
+alpha = 4
+dropout = 0.0
+[train.sft]
+steps = 2
+batch_size = 2
+[train.apo.optim]
+steps = 1
+batch_size = 1
+[train.run]
+max_new_tokens = 8
+"#,
+            data = data.display(),
+            out = out.display(),
+            ckpt = fixtures().join("qwen2.5-vl-nested-f32").display()
+        ),
+    )
+    .expect("config");
+    let o = apo(&["run", "--config", cfg.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for stage in ["sft", "apo"] {
+        let a = out.join("train").join(stage).join("adapter");
+        assert!(
+            a.join("adapter_model.safetensors").is_file(),
+            "{}",
+            a.display()
+        );
+    }
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    let students: Vec<&str> = results["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["kind"] == "student")
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert!(students.len() >= 3, "{students:?}");
     std::fs::remove_dir_all(&root).ok();
 }
