@@ -26,6 +26,6 @@ pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
 pub use hf::{GenerateRow, Generated, HfModel, Score, ScoreRow};
 pub use lora::{Adapter, LoraConfig, TargetModules};
-pub use model::{GenerateOptions, Loaded, QwenVl};
+pub use model::{GenerateOptions, Images, Loaded, QwenVl};
 pub use vision::VisionInput;
 pub use weights::Weights;

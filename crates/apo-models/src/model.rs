@@ -41,6 +41,15 @@ impl<B: Backend> QwenVl<B> {
     }
 }
 
+/// Where a batch's images come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Images<'a> {
+    /// All the batch's images, sequence by sequence, in order.
+    PerSequence(&'a [VisionInput]),
+    /// The images every sequence shows (the same for all): encoded once.
+    Shared(&'a [VisionInput]),
+}
+
 /// A model with the settings it was loaded with.
 #[derive(Debug)]
 pub struct Loaded<B: Backend> {
@@ -92,27 +101,35 @@ impl<B: Backend> Loaded<B> {
         mask: &[Vec<bool>],
         images: &[VisionInput],
     ) -> Result<Vec<Positions>> {
+        let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
+        self.positions_of_grids(ids, mask, &grids)
+    }
+
+    /// [`Loaded::positions`] from the images' patch grids `[t, h, w]` alone.
+    pub fn positions_of_grids(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        grids: &[[usize; 3]],
+    ) -> Result<Vec<Positions>> {
         let c = &self.config;
         let mut next = 0usize;
         let mut out = Vec::with_capacity(ids.len());
         for (b, (row, m)) in ids.iter().zip(mask).enumerate() {
             let blocks = image_blocks(row, m, c.image_token_id);
-            if next + blocks > images.len() {
+            if next + blocks > grids.len() {
                 return Err(ModelError::Input(format!(
                     "sequence {b}: {blocks} image block(s) in the tokens, but only {} image(s) left",
-                    images.len() - next
+                    grids.len() - next
                 )));
             }
-            let grids: Vec<[usize; 3]> = images[next..next + blocks]
-                .iter()
-                .map(|i| i.grid_thw)
-                .collect();
+            let these = &grids[next..next + blocks];
             next += blocks;
             out.push(
                 rope_index(
                     row,
                     m,
-                    &grids,
+                    these,
                     c.vision.spatial_merge_size,
                     c.image_token_id,
                     c.video_token_id,
@@ -120,10 +137,10 @@ impl<B: Backend> Loaded<B> {
                 .map_err(|e| ModelError::Input(format!("sequence {b}: {e}")))?,
             );
         }
-        if next != images.len() {
+        if next != grids.len() {
             return Err(ModelError::Input(format!(
                 "{} image(s) given, the tokens have {next} image block(s)",
-                images.len()
+                grids.len()
             )));
         }
         Ok(out)
@@ -137,12 +154,23 @@ impl<B: Backend> Loaded<B> {
         images: &[VisionInput],
         device: &B::Device,
     ) -> Result<Tensor<B, 3>> {
-        let x = self.model.text.embed_ids(ids, device);
         if images.is_empty() {
-            return Ok(x);
+            return Ok(self.model.text.embed_ids(ids, device));
         }
-        let [b, l, d] = x.dims();
         let feats = self.model.vision.forward(images, device)?;
+        self.place_features(ids, feats, device)
+    }
+
+    /// Token embeddings with `feats` (`[image tokens, hidden]`, in the order the image tokens
+    /// appear in the batch) in place of the `<|image_pad|>` tokens.
+    pub fn place_features(
+        &self,
+        ids: &[Vec<u32>],
+        feats: Tensor<B, 2>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>> {
+        let x = self.model.text.embed_ids(ids, device);
+        let [b, l, d] = x.dims();
         let n = feats.dims()[0];
         let mut index = Vec::with_capacity(b * l);
         let mut k = 0usize;
@@ -211,9 +239,44 @@ impl<B: Backend> Loaded<B> {
         cache: Option<&mut KvCache<B>>,
         device: &B::Device,
     ) -> Result<(Tensor<B, 3>, Vec<Positions>)> {
+        self.hidden_with(ids, mask, Images::PerSequence(images), cache, device)
+    }
+
+    /// [`Loaded::hidden`] with the images given either per sequence or once for all.
+    pub fn hidden_with(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        images: Images<'_>,
+        cache: Option<&mut KvCache<B>>,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 3>, Vec<Positions>)> {
         self.check(ids, mask)?;
-        let positions = self.positions(ids, mask, images)?;
-        let x = self.embeddings(ids, images, device)?;
+        let (positions, x) = match images {
+            Images::PerSequence(images) => (
+                self.positions(ids, mask, images)?,
+                self.embeddings(ids, images, device)?,
+            ),
+            Images::Shared(images) => {
+                let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
+                let all: Vec<[usize; 3]> =
+                    (0..ids.len()).flat_map(|_| grids.iter().copied()).collect();
+                let positions = self.positions_of_grids(ids, mask, &all)?;
+                let x = if images.is_empty() {
+                    self.model.text.embed_ids(ids, device)
+                } else {
+                    // The tower runs once; every sequence reads the same features (their
+                    // gradients add up in the tower).
+                    let feats = self.model.vision.forward(images, device)?;
+                    let f = feats.dims()[0];
+                    let idx: Vec<i64> = (0..ids.len()).flat_map(|_| 0..f as i64).collect();
+                    let n = idx.len();
+                    let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), device);
+                    self.place_features(ids, feats.select(0, idx), device)?
+                };
+                (positions, x)
+            }
+        };
         let rows: Vec<[Vec<i64>; 3]> = positions.iter().map(|p| p.rows.clone()).collect();
         let (cos, sin) = self.model.text.rotary(&rows, device);
         let l = ids[0].len();
@@ -242,6 +305,16 @@ impl<B: Backend> Loaded<B> {
         images: &[VisionInput],
         device: &B::Device,
     ) -> Result<Vec<(f64, usize)>> {
+        self.completion_logprobs_with(seqs, Images::PerSequence(images), device)
+    }
+
+    /// [`Loaded::completion_logprobs`] with the images per sequence or shared.
+    pub fn completion_logprobs_with(
+        &self,
+        seqs: &[(Vec<u32>, usize)],
+        images: Images<'_>,
+        device: &B::Device,
+    ) -> Result<Vec<(f64, usize)>> {
         let (lp, counts) = self.completion_token_logprobs(seqs, images, device)?;
         let values = lp
             .into_data()
@@ -267,6 +340,17 @@ impl<B: Backend> Loaded<B> {
         images: &[VisionInput],
         device: &B::Device,
     ) -> Result<(Tensor<B, 1>, Vec<usize>)> {
+        self.completion_logprobs_tensor_with(seqs, Images::PerSequence(images), device)
+    }
+
+    /// [`Loaded::completion_logprobs_tensor`] with the images per sequence or shared: a
+    /// preference group's 1 + N sequences of one image run the vision tower once.
+    pub fn completion_logprobs_tensor_with(
+        &self,
+        seqs: &[(Vec<u32>, usize)],
+        images: Images<'_>,
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 1>, Vec<usize>)> {
         let (lp, counts) = self.completion_token_logprobs(seqs, images, device)?;
         let n = lp.dims()[0];
         // Segment sums as one matmul with the 0/1 matrix of which sequence each token is in.
@@ -288,7 +372,7 @@ impl<B: Backend> Loaded<B> {
     pub fn completion_token_logprobs(
         &self,
         seqs: &[(Vec<u32>, usize)],
-        images: &[VisionInput],
+        images: Images<'_>,
         device: &B::Device,
     ) -> Result<(Tensor<B, 1>, Vec<usize>)> {
         let l = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
@@ -316,7 +400,7 @@ impl<B: Backend> Loaded<B> {
             }
             counts.push(s.len() - prompt);
         }
-        let (h, _) = self.hidden(&ids, &mask, images, None, device)?;
+        let (h, _) = self.hidden_with(&ids, &mask, images, None, device)?;
         let [b, _, d] = h.dims();
         let n = picks.len();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(picks, [n]), device);

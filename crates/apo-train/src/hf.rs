@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use apo_models::hf::HfModel;
 use apo_models::lora::{self, Adapter};
-use apo_models::{QwenVl, VisionInput};
+use apo_models::{Images, QwenVl, VisionInput};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
@@ -124,7 +124,7 @@ struct Row {
 }
 
 /// Encodes a row's completions: `(ids, prompt length)` each (cut to `max_len` when `truncate`)
-/// and one vision input per sequence.
+/// and the row's images once (every completion shows them).
 fn encode<B: Backend>(
     hf: &HfModel<B>,
     row: &Row,
@@ -163,14 +163,7 @@ fn encode<B: Backend>(
             }
         }
     }
-    let vision: Vec<VisionInput> = images.iter().map(VisionInput::from).collect();
-    let per_seq = seqs.iter().flat_map(|_| vision.iter().cloned()).collect();
-    Ok((seqs, per_seq))
-}
-
-/// The images of sequences `range` when every sequence shows `per` images.
-fn images_of(all: &[VisionInput], per: usize, range: std::ops::Range<usize>) -> Vec<VisionInput> {
-    all[range.start * per..range.end * per].to_vec()
+    Ok((seqs, images.iter().map(VisionInput::from).collect()))
 }
 
 /// The chunks of `n` sequences one forward pass takes (`per_pass == 0`: all).
@@ -254,7 +247,7 @@ fn logprobs_no_grad<B: AutodiffBackend>(
         model: model.valid(),
         config: config.clone(),
     };
-    let lp = inner.completion_logprobs(seqs, images, device)?;
+    let lp = inner.completion_logprobs_with(seqs, Images::Shared(images), device)?;
     Ok(lp.into_iter().map(|(v, _)| v).collect())
 }
 
@@ -622,21 +615,21 @@ pub fn sft_on<B: AutodiffBackend>(
         resume,
         observer,
         |s, which, factor, acc| {
+            // One sequence per row; a row's images belong to its sequence.
             let mut seqs = Vec::new();
-            let mut images = Vec::new();
-            let mut per = 0;
+            let mut images: Vec<Vec<VisionInput>> = Vec::new();
             for &u in which {
                 let (q, v) = encode(&s.hf, &rows[u], s.max_len, truncate)?;
-                per = v.len() / q.len().max(1);
                 seqs.extend(q);
-                images.extend(v);
+                images.push(v);
             }
             let tokens: usize = seqs.iter().map(|(ids, p)| ids.len() - p).sum();
             let mut total = 0.0;
             for r in chunks(seqs.len(), per_pass) {
+                let these: Vec<VisionInput> = images[r.clone()].concat();
                 let (lp, _) = s.hf.model.completion_logprobs_tensor(
                     &seqs[r.clone()],
-                    &images_of(&images, per, r),
+                    &these,
                     &s.hf.device,
                 )?;
                 let loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
@@ -836,14 +829,13 @@ pub fn apo_on<B: AutodiffBackend>(
             let mut lps = vec![Vec::new(); groups.len()];
             for &g in &needed {
                 let (seqs, images) = encode(&student.hf, &groups[g].0, student.max_len, truncate)?;
-                let per = images.len() / seqs.len().max(1);
                 let mut v = Vec::with_capacity(seqs.len());
                 for r in chunks(seqs.len(), per_pass) {
                     v.extend(logprobs_no_grad(
                         &student.hf.model.model,
                         &student.hf.model.config,
-                        &seqs[r.clone()],
-                        &images_of(&images, per, r),
+                        &seqs[r],
+                        &images,
                         &student.hf.device,
                     )?);
                 }
@@ -905,7 +897,6 @@ pub fn apo_on<B: AutodiffBackend>(
                 }
                 let (seqs, images) = encode(&s.hf, row, s.max_len, truncate)?;
                 let n = seqs.len();
-                let per = images.len() / n.max(1);
                 let counts: Vec<f32> = seqs.iter().map(|(ids, p)| (ids.len() - p) as f32).collect();
                 tokens += counts.iter().map(|&c| c as usize).sum::<usize>();
                 let dev = &s.hf.device;
@@ -932,7 +923,11 @@ pub fn apo_on<B: AutodiffBackend>(
                 };
                 let parts = chunks(n, per_pass);
                 if parts.len() == 1 {
-                    let (lp, _) = s.hf.model.completion_logprobs_tensor(&seqs, &images, dev)?;
+                    let (lp, _) = s.hf.model.completion_logprobs_tensor_with(
+                        &seqs,
+                        Images::Shared(&images),
+                        dev,
+                    )?;
                     let out = loss_fn.forward_with_metrics(&batch(lp.reshape([1, n])))?;
                     let v: f64 = out.loss.clone().into_scalar().elem();
                     total += v / g_count;
@@ -950,7 +945,7 @@ pub fn apo_on<B: AutodiffBackend>(
                             &s.hf.model.model,
                             &s.hf.model.config,
                             &seqs[r.clone()],
-                            &images_of(&images, per, r.clone()),
+                            &images,
                             dev,
                         )?);
                     }
@@ -984,9 +979,9 @@ pub fn apo_on<B: AutodiffBackend>(
                     }
                     // Pass 2 per chunk: Σ_i dL/dlp_i · lp_i has the loss's gradient.
                     for r in parts {
-                        let (lp, _) = s.hf.model.completion_logprobs_tensor(
+                        let (lp, _) = s.hf.model.completion_logprobs_tensor_with(
                             &seqs[r.clone()],
-                            &images_of(&images, per, r.clone()),
+                            Images::Shared(&images),
                             dev,
                         )?;
                         let w = Tensor::<B, 1>::from_data(

@@ -321,6 +321,36 @@ fn training_step_matches_peft() {
         "pl",
     );
 
+    // The same step with the image encoded once for the four sequences: the same loss and
+    // gradients (the tower's gradient is the sum over the sequences that read it).
+    let once = &images[..1];
+    assert!(images.iter().all(|v| v.pixels == once[0].pixels));
+    let (shared, _) = hf
+        .model
+        .completion_logprobs_tensor_with(&seqs, apo_models::Images::Shared(once), &hf.device)
+        .expect("shared");
+    for (a, b) in host(shared.clone()).iter().zip(host(pol.clone())) {
+        assert!((a - b).abs() < 1e-4, "shared {a} vs per-sequence {b}");
+    }
+    let r = Tensor::<AD, 1>::from_data(
+        TensorData::new(
+            step["pl_reference"]
+                .as_array()
+                .expect("reference")
+                .iter()
+                .map(|v| v.as_f64().expect("f") as f32)
+                .collect::<Vec<_>>(),
+            [rows.len()],
+        ),
+        &hf.device,
+    );
+    let grads = pl(shared, r).backward();
+    assert_grads(
+        &lora_grads(&hf.model.model, &grads),
+        &expected_grads("pl"),
+        "pl (shared image)",
+    );
+
     // Step 0 of stage 2 (the reference is the policy itself): ln(N + 1).
     let (pol, _) = hf
         .model
