@@ -388,6 +388,10 @@ enum Command {
         /// apply to the model.
         #[arg(long)]
         adapter: Option<PathBuf>,
+        /// Rows per batch (a right-padded forward pass for score, a left-padded generation
+        /// for generate); every row's answer is what it gets alone.
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
         /// Input file, or `-` for standard input (image paths then resolve against the
         /// working folder).
         #[arg(long, short)]
@@ -414,6 +418,10 @@ enum Command {
         /// apply to the model.
         #[arg(long)]
         adapter: Option<PathBuf>,
+        /// Rows per batch (a right-padded forward pass for score, a left-padded generation
+        /// for generate); every row's answer is what it gets alone.
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
         /// Input file, or `-` for standard input.
         #[arg(long, short)]
         input: PathBuf,
@@ -518,9 +526,11 @@ fn device_kind(name: &str) -> Result<apo_train::device::DeviceKind, String> {
 }
 
 /// `apo score` / `apo generate`.
+#[allow(clippy::too_many_arguments)] // one per command-line option
 fn hf_command(
     model: &std::path::Path,
     adapter: Option<&std::path::Path>,
+    batch: usize,
     input: &PathBuf,
     output: Option<&PathBuf>,
     device: &str,
@@ -529,6 +539,9 @@ fn hf_command(
 ) -> Result<ExitCode, String> {
     let kind = device_kind(device)?;
     let precision: apo_cli::commands::hf::Precision = dtype.parse()?;
+    if batch == 0 {
+        return Err("--batch-size 0: expected at least 1 row per batch".into());
+    }
     let base = if input.as_os_str() == "-" {
         PathBuf::from(".")
     } else {
@@ -547,9 +560,10 @@ fn hf_command(
         ));
     }
     let writer = open_output(output)?;
-    let summary =
-        apo_cli::commands::hf::run(model, adapter, reader, writer, &base, kind, precision, task)
-            .map_err(|e| format!("{}: {e}", input.display()))?;
+    let summary = apo_cli::commands::hf::run(
+        model, adapter, batch, reader, writer, &base, kind, precision, task,
+    )
+    .map_err(|e| format!("{}: {e}", input.display()))?;
     tracing::info!(
         read = summary.read,
         answered = summary.answered,
@@ -953,6 +967,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Score {
             model,
             adapter,
+            batch_size,
             input,
             output,
             device,
@@ -960,6 +975,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => hf_command(
             &model,
             adapter.as_deref(),
+            batch_size,
             &input,
             output.as_ref(),
             &device,
@@ -969,6 +985,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Generate {
             model,
             adapter,
+            batch_size,
             input,
             output,
             max_new_tokens,
@@ -991,6 +1008,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             hf_command(
                 &model,
                 adapter.as_deref(),
+                batch_size,
                 &input,
                 output.as_ref(),
                 &device,

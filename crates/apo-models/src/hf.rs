@@ -248,6 +248,43 @@ impl<B: Backend> HfModel<B> {
         Ok(Generated { text, ids })
     }
 
+    /// Continues several rows' prompts in one left-padded batch ([`Loaded::generate_batch`]);
+    /// row `i` samples with seed `seeds[i]` (`None`: every row with `opts.seed`, so each row
+    /// gives what [`HfModel::generate`] gives it alone).
+    pub fn generate_batch(
+        &self,
+        rows: &[GenerateRow],
+        base: &Path,
+        opts: &GenerateOptions,
+        seeds: Option<&[u64]>,
+    ) -> Result<Vec<Generated>> {
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut images = Vec::new();
+        for row in rows {
+            let paths = resolve(base, &row.images);
+            let prompt = self
+                .processor
+                .prepare(&[user(paths.len(), &row.prompt)], &paths, true)?;
+            ids.push(prompt.ids);
+            images.extend(vision_inputs(&prompt.images));
+        }
+        let mut opts = opts.clone();
+        if opts.stop.is_empty() {
+            opts.stop = self.stop_tokens();
+        }
+        let same = vec![opts.seed; rows.len()];
+        let seeds = seeds.unwrap_or(&same);
+        let out = self
+            .model
+            .generate_batch(&ids, &images, &opts, seeds, &self.device)?;
+        out.into_iter()
+            .map(|ids| {
+                let text = self.processor.tokenizer.decode(&ids, true)?;
+                Ok(Generated { text, ids })
+            })
+            .collect()
+    }
+
     /// The tokens that end a turn: the tokenizer's eos and the config's `eos_token_id`s.
     pub fn stop_tokens(&self) -> Vec<u32> {
         let mut stop: Vec<u32> = self.model.config.text.eos_token_id.clone();
@@ -267,10 +304,25 @@ impl<B: Backend> HfModel<B> {
         mut output: impl Write,
         base: &Path,
     ) -> Result<RunSummary> {
-        run_jsonl(input, &mut output, |row: ScoreRow| {
-            let s = self.score(std::slice::from_ref(&row), base)?;
-            Ok(serde_json::to_value(s[0]).unwrap_or_default())
-        })
+        self.score_jsonl_batched(input, &mut output, base, 1)
+    }
+
+    /// [`HfModel::score_jsonl`], `batch` rows per right-padded forward pass.
+    pub fn score_jsonl_batched(
+        &self,
+        input: impl BufRead,
+        mut output: impl Write,
+        base: &Path,
+        batch: usize,
+    ) -> Result<RunSummary> {
+        let value = |s: Score| serde_json::to_value(s).unwrap_or_default();
+        run_jsonl(
+            input,
+            &mut output,
+            batch,
+            |rows: &[ScoreRow]| Ok(self.score(rows, base)?.into_iter().map(value).collect()),
+            |row: &ScoreRow| Ok(value(self.score(std::slice::from_ref(row), base)?[0])),
+        )
     }
 
     /// `apo generate`: as [`HfModel::score_jsonl`], answers `{"text", "ids"}`.
@@ -281,22 +333,94 @@ impl<B: Backend> HfModel<B> {
         base: &Path,
         opts: &GenerateOptions,
     ) -> Result<RunSummary> {
-        run_jsonl(input, &mut output, |row: GenerateRow| {
-            let g = self.generate(&row, base, opts)?;
-            Ok(serde_json::to_value(g).unwrap_or_default())
-        })
+        self.generate_jsonl_batched(input, &mut output, base, opts, 1)
+    }
+
+    /// [`HfModel::generate_jsonl`], `batch` rows per left-padded batch (each row gives what it
+    /// gives alone).
+    pub fn generate_jsonl_batched(
+        &self,
+        input: impl BufRead,
+        mut output: impl Write,
+        base: &Path,
+        opts: &GenerateOptions,
+        batch: usize,
+    ) -> Result<RunSummary> {
+        let value = |g: Generated| serde_json::to_value(g).unwrap_or_default();
+        run_jsonl(
+            input,
+            &mut output,
+            batch,
+            |rows: &[GenerateRow]| {
+                Ok(self
+                    .generate_batch(rows, base, opts, None)?
+                    .into_iter()
+                    .map(value)
+                    .collect())
+            },
+            |row: &GenerateRow| Ok(value(self.generate(row, base, opts)?)),
+        )
     }
 }
 
+/// Answers JSON Lines `batch` rows at a time: every non-empty line is parsed; the rows that
+/// parse go through `many` together, and if that fails, one at a time through `one`, so a bad
+/// row is answered `{"line", "error"}` and the others are still answered. Answers keep input
+/// order.
 fn run_jsonl<R: serde::de::DeserializeOwned>(
     input: impl BufRead,
     output: &mut impl Write,
-    mut answer: impl FnMut(R) -> Result<serde_json::Value>,
+    batch: usize,
+    mut many: impl FnMut(&[R]) -> Result<Vec<serde_json::Value>>,
+    mut one: impl FnMut(&R) -> Result<serde_json::Value>,
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
     let io = |source| ModelError::Io {
         path: PathBuf::from("<output>"),
         source,
+    };
+    let mut pending: Vec<(usize, Result<R>)> = Vec::new();
+    let mut flush = |pending: &mut Vec<(usize, Result<R>)>,
+                     output: &mut dyn Write,
+                     summary: &mut RunSummary|
+     -> Result<()> {
+        let (lines, parsed): (Vec<usize>, Vec<Result<R>>) = pending.drain(..).unzip();
+        let mut good: Vec<R> = Vec::new();
+        let mut slots: Vec<std::result::Result<usize, String>> = Vec::new();
+        for p in parsed {
+            match p {
+                Ok(r) => {
+                    slots.push(Ok(good.len()));
+                    good.push(r);
+                }
+                Err(e) => slots.push(Err(e.to_string())),
+            }
+        }
+        let answers: Vec<std::result::Result<serde_json::Value, String>> = if good.is_empty() {
+            Vec::new()
+        } else if good.len() > 1
+            && let Ok(v) = many(&good)
+        {
+            v.into_iter().map(Ok).collect()
+        } else {
+            good.iter()
+                .map(|r| one(r).map_err(|e| e.to_string()))
+                .collect()
+        };
+        for (line, slot) in lines.into_iter().zip(slots) {
+            let value = match slot.and_then(|k| answers[k].clone()) {
+                Ok(v) => {
+                    summary.answered += 1;
+                    v
+                }
+                Err(e) => {
+                    summary.failed += 1;
+                    serde_json::json!({ "line": line, "error": e })
+                }
+            };
+            writeln!(output, "{value}").map_err(io)?;
+        }
+        Ok(())
     };
     for (i, line) in input.lines().enumerate() {
         let line = line.map_err(|source| ModelError::Io {
@@ -307,21 +431,14 @@ fn run_jsonl<R: serde::de::DeserializeOwned>(
             continue;
         }
         summary.read += 1;
-        let result = serde_json::from_str::<R>(&line)
-            .map_err(|e| ModelError::Input(format!("not a valid row: {e}")))
-            .and_then(&mut answer);
-        let value = match result {
-            Ok(v) => {
-                summary.answered += 1;
-                v
-            }
-            Err(e) => {
-                summary.failed += 1;
-                serde_json::json!({ "line": i + 1, "error": e.to_string() })
-            }
-        };
-        writeln!(output, "{value}").map_err(io)?;
+        let parsed = serde_json::from_str::<R>(&line)
+            .map_err(|e| ModelError::Input(format!("not a valid row: {e}")));
+        pending.push((i + 1, parsed));
+        if pending.len() >= batch.max(1) {
+            flush(&mut pending, output, &mut summary)?;
+        }
     }
+    flush(&mut pending, output, &mut summary)?;
     output.flush().map_err(io)?;
     Ok(summary)
 }

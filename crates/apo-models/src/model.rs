@@ -460,6 +460,116 @@ impl<B: Backend> Loaded<B> {
     }
 }
 
+impl<B: Backend> Loaded<B> {
+    /// Continues several sequences at once: left-padded into one batch, prefilled together,
+    /// then one token per row per step with the key/value cache. Each row stops at a stop token
+    /// or `max_new_tokens` (finished rows are carried along, masked, until all are done); row
+    /// `b` samples with its own generator seeded by `seeds[b]`, so a row gives what
+    /// [`Loaded::generate`] gives it alone with that seed (greedy: the same argmax, up to the
+    /// rounding differences of a padded batch). `images` are all rows' images, row by row.
+    pub fn generate_batch(
+        &self,
+        rows: &[Vec<u32>],
+        images: &[VisionInput],
+        opts: &GenerateOptions,
+        seeds: &[u64],
+        device: &B::Device,
+    ) -> Result<Vec<Vec<u32>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        if seeds.len() != rows.len() {
+            return Err(ModelError::Input(format!(
+                "{} seeds for {} rows",
+                seeds.len(),
+                rows.len()
+            )));
+        }
+        let l = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in rows {
+            let pad = l - r.len();
+            let mut row = vec![0u32; pad];
+            row.extend_from_slice(r);
+            let mut m = vec![false; pad];
+            m.extend(std::iter::repeat_n(true, r.len()));
+            ids.push(row);
+            keys.push(m);
+        }
+        let mut cache = self.model.text.cache();
+        let (h, positions) = self.hidden(&ids, &keys, images, Some(&mut cache), device)?;
+        let [b, _, d] = h.dims();
+        let mut last = h.narrow(1, l - 1, 1).reshape([b, d]);
+        let mut rngs: Vec<_> = seeds
+            .iter()
+            .map(|&s| rand_xoshiro::SplitMix64::seed_from_u64(s))
+            .collect();
+        // The next position of each row: its real length plus its M-RoPE delta.
+        let next: Vec<i64> = rows
+            .iter()
+            .zip(&positions)
+            .map(|(r, p)| r.len() as i64 + p.delta)
+            .collect();
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        let limit = self.config.text.max_position_embeddings;
+        let vocab = self.config.text.vocab_size;
+        for step in 0..opts.max_new_tokens {
+            let logits = self.model.text.logits(last).into_data().convert::<f32>();
+            let logits = logits
+                .as_slice::<f32>()
+                .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+            let mut fed = Vec::with_capacity(b);
+            for (row, rng) in rngs.iter_mut().enumerate() {
+                if done[row] {
+                    fed.push(0u32);
+                    continue;
+                }
+                let token = pick(
+                    &logits[row * vocab..(row + 1) * vocab],
+                    opts.temperature,
+                    rng,
+                );
+                out[row].push(token);
+                if opts.stop.contains(&token) || out[row].len() == opts.max_new_tokens {
+                    done[row] = true;
+                }
+                if rows[row].len() + out[row].len() >= limit && !done[row] {
+                    tracing::warn!(limit, row, "generation stopped at max_position_embeddings");
+                    done[row] = true;
+                }
+                fed.push(token);
+            }
+            if done.iter().all(|&x| x) || step + 1 == opts.max_new_tokens {
+                break;
+            }
+            for (row, k) in keys.iter_mut().enumerate() {
+                k.push(!done[row]);
+            }
+            let x = self
+                .model
+                .text
+                .embed_ids(&fed.iter().map(|&t| vec![t]).collect::<Vec<_>>(), device);
+            let pos: Vec<[Vec<i64>; 3]> = next
+                .iter()
+                .map(|&p| {
+                    let q = p + step as i64;
+                    [vec![q], vec![q], vec![q]]
+                })
+                .collect();
+            let (cos, sin) = self.model.text.rotary(&pos, device);
+            let m = causal_mask::<B>(&keys, 1, device);
+            last = self
+                .model
+                .text
+                .forward(x, cos, sin, m, Some(&mut cache))
+                .reshape([b, d]);
+        }
+        Ok(out)
+    }
+}
+
 /// The number of maximal runs of the image token among the real tokens.
 fn image_blocks(ids: &[u32], mask: &[bool], image: u32) -> usize {
     let mut blocks = 0;

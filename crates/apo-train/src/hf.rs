@@ -1008,9 +1008,9 @@ pub fn apo_on<B: AutodiffBackend>(
 }
 
 /// Generates a trajectory for every item with the base checkpoint and the adapter in `adapter`
-/// (none: the base alone), one image at a time (greedy, or sampled with `settings.temperature`
-/// and a per-item seed), and scores the findings the labeler reads back
-/// ([`crate::eval::report_from_texts`]).
+/// (none: the base alone), `settings.batch` images per left-padded batch (greedy, or sampled
+/// with `settings.temperature` and a per-item seed), and scores the findings the labeler reads
+/// back ([`crate::eval::report_from_texts`]).
 ///
 /// # Errors
 /// Checkpoint, adapter, image and generation errors, naming the item.
@@ -1025,32 +1025,54 @@ pub fn evaluate_adapter<B: Backend>(
     let hf = HfModel::<B>::open_with_adapter(base, adapter, device.clone())?;
     let t0 = Instant::now();
     let mut texts = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let row = apo_models::hf::GenerateRow {
-            images: vec![item.image.clone()],
-            prompt: prompt_of(item),
+    let opts = apo_models::GenerateOptions {
+        max_new_tokens: settings.max_new_tokens,
+        temperature: settings.temperature,
+        seed: settings.seed,
+        stop: Vec::new(),
+    };
+    let batch = settings.batch.max(1);
+    for (c, chunk) in items.chunks(batch).enumerate() {
+        let rows: Vec<apo_models::hf::GenerateRow> = chunk
+            .iter()
+            .map(|item| apo_models::hf::GenerateRow {
+                images: vec![item.image.clone()],
+                prompt: prompt_of(item),
+            })
+            .collect();
+        let seeds: Vec<u64> = (0..chunk.len())
+            .map(|k| {
+                let i = (c * batch + k) as u64;
+                settings.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            })
+            .collect();
+        let generated = match hf.generate_batch(&rows, Path::new(""), &opts, Some(&seeds)) {
+            Ok(g) => g,
+            Err(_) => {
+                // Name the item that fails: one at a time.
+                let mut g = Vec::with_capacity(rows.len());
+                for ((row, item), &seed) in rows.iter().zip(chunk).zip(&seeds) {
+                    let o = apo_models::GenerateOptions {
+                        seed,
+                        ..opts.clone()
+                    };
+                    g.push(hf.generate(row, Path::new(""), &o).map_err(|e| {
+                        TrainError::Model(apo_models::ModelError::Input(format!(
+                            "record `{}`: {e}",
+                            item.sample.dicom_id
+                        )))
+                    })?);
+                }
+                g
+            }
         };
-        let opts = apo_models::GenerateOptions {
-            max_new_tokens: settings.max_new_tokens,
-            temperature: settings.temperature,
-            seed: settings.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            stop: Vec::new(),
-        };
-        let g = hf.generate(&row, Path::new(""), &opts).map_err(|e| {
-            TrainError::Model(apo_models::ModelError::Input(format!(
-                "record `{}`: {e}",
-                item.sample.dicom_id
-            )))
-        })?;
-        texts.push(g.text);
-        if (i + 1) % 20 == 0 || i + 1 == items.len() {
-            tracing::info!(
-                images = i + 1,
-                of = items.len(),
-                seconds = t0.elapsed().as_secs_f64(),
-                "generated"
-            );
-        }
+        texts.extend(generated.into_iter().map(|g| g.text));
+        tracing::info!(
+            images = texts.len(),
+            of = items.len(),
+            seconds = t0.elapsed().as_secs_f64(),
+            "generated"
+        );
     }
     Ok(crate::eval::report_from_texts(
         items, texts, evaluated, None,

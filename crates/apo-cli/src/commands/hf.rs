@@ -53,6 +53,7 @@ pub enum Task {
 pub fn run(
     model: &Path,
     adapter: Option<&Path>,
+    batch: usize,
     input: Box<dyn BufRead>,
     output: Box<dyn Write>,
     base: &Path,
@@ -63,6 +64,7 @@ pub fn run(
     let job = Job {
         model: model.to_path_buf(),
         adapter: adapter.map(Path::to_path_buf),
+        batch,
         input,
         output,
         base: base.to_path_buf(),
@@ -127,6 +129,7 @@ pub fn run(
 struct Job {
     model: PathBuf,
     adapter: Option<PathBuf>,
+    batch: usize,
     input: Box<dyn BufRead>,
     output: Box<dyn Write>,
     base: PathBuf,
@@ -138,8 +141,10 @@ impl Job {
         let hf = HfModel::<B>::open_with_adapter(&self.model, self.adapter.as_deref(), device)
             .map_err(|e| e.to_string())?;
         let result = match &self.task {
-            Task::Score => hf.score_jsonl(self.input, self.output, &self.base),
-            Task::Generate(opts) => hf.generate_jsonl(self.input, self.output, &self.base, opts),
+            Task::Score => hf.score_jsonl_batched(self.input, self.output, &self.base, self.batch),
+            Task::Generate(opts) => {
+                hf.generate_jsonl_batched(self.input, self.output, &self.base, opts, self.batch)
+            }
         };
         result.map_err(|e| e.to_string())
     }

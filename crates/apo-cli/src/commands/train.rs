@@ -112,7 +112,7 @@ pub fn dispatch_hf_precision(
             #[cfg(not(feature = "cuda"))]
             {
                 let _ = (job, p);
-                Err(kind.not_built().into())
+                Err(kind.not_built())
             }
         }
         (DeviceKind::Wgpu, p) => {
@@ -136,7 +136,7 @@ pub fn dispatch_hf_precision(
             #[cfg(not(feature = "wgpu"))]
             {
                 let _ = (job, p);
-                Err(kind.not_built().into())
+                Err(kind.not_built())
             }
         }
     }

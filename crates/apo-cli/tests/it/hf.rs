@@ -91,6 +91,38 @@ fn apo_score_answers_rows_and_reports_bad_lines() {
         "{stdout}"
     );
     assert!(lines[2]["tokens"].as_u64().expect("t") > 0);
+    // In batches (a bad row, an undecodable image): the same answers, the same order.
+    std::fs::write(
+        &rows,
+        "{\"images\": [\"images/square.png\"], \"prompt\": \"Effusion?\", \"completion\": \"No.\"}\n{\"prompt\": \"no completion\"}\n{\"images\": [], \"prompt\": \"a\", \"completion\": \"b\"}\n{\"images\": [\"images/missing.png\"], \"prompt\": \"a\", \"completion\": \"b\"}\n{\"images\": [], \"prompt\": \"c\", \"completion\": \"d\"}\n",
+    )
+    .expect("rows");
+    let run = |batch: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_apo"))
+            .args(["score", "--batch-size", batch, "--model"])
+            .arg(f.join("qwen2-vl-flat-f32"))
+            .arg("--input")
+            .arg(&rows)
+            .output()
+            .expect("run apo");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line"))
+            .collect::<Vec<_>>()
+    };
+    let one = run("1");
+    let three = run("3");
+    assert_eq!(one.len(), 5);
+    assert_eq!(three.len(), 5);
+    for (i, (a, b)) in one.iter().zip(&three).enumerate() {
+        match (a["logprob"].as_f64(), b["logprob"].as_f64()) {
+            (Some(x), Some(y)) => assert!(((x - y) / x).abs() < 1e-5, "row {i}: {x} vs {y}"),
+            _ => assert_eq!(a, b, "row {i}"),
+        }
+    }
+    assert_eq!(three[3]["line"], 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -294,6 +294,96 @@ fn greedy_tokens_match_transformers() {
     }
 }
 
+/// Batched generation (left-padded prompts of different lengths, with and without images, one
+/// row that stops early at a stop token) gives every row what it gets alone: greedy, and
+/// sampled with per-row seeds; the fixture's row keeps transformers' 16 greedy tokens.
+#[test]
+fn batched_generation_equals_one_row_at_a_time() {
+    use apo_models::hf::GenerateRow;
+    for name in ["qwen2-vl-flat-f32", "qwen2.5-vl-nested-f32"] {
+        let hf = open(name);
+        let (exp, _) = expected(name);
+        let g = &exp["generate"];
+        let rows = vec![
+            GenerateRow {
+                images: vec![PathBuf::from("images/square.png")],
+                prompt: g["prompt"].as_str().expect("prompt").into(),
+            },
+            GenerateRow {
+                images: vec![],
+                prompt: "What is the impression of this study, briefly?".into(),
+            },
+            GenerateRow {
+                images: vec![
+                    PathBuf::from("images/wide.png"),
+                    PathBuf::from("images/gray.png"),
+                ],
+                prompt: "Compare.".into(),
+            },
+        ];
+        for (temperature, seeds) in [(0.0, [0u64, 0, 0]), (0.8, [3u64, 11, 5])] {
+            let alone: Vec<Vec<u32>> = rows
+                .iter()
+                .zip(seeds)
+                .map(|(r, seed)| {
+                    let opts = GenerateOptions {
+                        max_new_tokens: 16,
+                        temperature,
+                        seed,
+                        stop: Vec::new(),
+                    };
+                    hf.generate(r, &fixtures(), &opts).expect("generate").ids
+                })
+                .collect();
+            // A stop token that one row produces early: that row ends there, the others go on.
+            let stop = alone[1][3];
+            let opts = GenerateOptions {
+                max_new_tokens: 16,
+                temperature,
+                seed: 0,
+                stop: Vec::new(),
+            };
+            let batched = hf
+                .generate_batch(&rows, &fixtures(), &opts, Some(&seeds))
+                .expect("batch");
+            for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+                assert_eq!(&b.ids, a, "{name} T={temperature} row {i}");
+            }
+            if temperature == 0.0 {
+                let want: Vec<u32> = g["new_ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|x| x.as_u64().expect("id") as u32)
+                    .collect();
+                assert_eq!(batched[0].ids, want, "{name}: transformers' greedy tokens");
+            }
+            let mut stops = hf.stop_tokens();
+            stops.push(stop);
+            let with_stop = GenerateOptions {
+                stop: stops,
+                ..opts.clone()
+            };
+            let stopped = hf
+                .generate_batch(&rows, &fixtures(), &with_stop, Some(&seeds))
+                .expect("batch");
+            let cut = alone[1].iter().position(|&t| t == stop).expect("stop") + 1;
+            assert_eq!(
+                stopped[1].ids,
+                alone[1][..cut],
+                "{name}: row 1 stops at its stop token"
+            );
+            for i in [0, 2] {
+                let cut = alone[i]
+                    .iter()
+                    .position(|&t| t == stop)
+                    .map_or(alone[i].len(), |p| p + 1);
+                assert_eq!(stopped[i].ids, alone[i][..cut], "{name}: row {i}");
+            }
+        }
+    }
+}
+
 /// Edits a safetensors header and its data.
 type Edit = dyn Fn(&mut serde_json::Map<String, Value>, &mut Vec<u8>);
 
