@@ -681,12 +681,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 resume: common.resume,
                 observer: &mut bar,
             };
-            let report = if precision == apo_cli::commands::hf::Precision::F32 {
-                t::dispatch(kind, job)
-            } else {
-                t::dispatch_hf_precision(kind, precision, job)
-            }
-            .map_err(|e| e.to_string())?;
+            let report = t::dispatch_hf(kind, precision, job).map_err(|e| e.to_string())?;
             if common.json {
                 println!(
                     "{}",

@@ -14,7 +14,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
 
-type B = Autodiff<NdArray<f32>>;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::tensor::backend::AutodiffBackend;
 
 fn rss_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -24,15 +25,27 @@ fn rss_mib(field: &str) -> Option<f64> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100);
+    let long = args.iter().any(|a| a == "--long");
+    if args.iter().any(|a| a == "--checkpointing") {
+        bench::<Autodiff<NdArray<f32>, BalancedCheckpointing>>(steps, long, "balanced");
+    } else {
+        bench::<Autodiff<NdArray<f32>>>(steps, long, "none");
+    }
+}
+
+/// `--long`: each completion repeated until the sequence is about 450 tokens (the tiny model's
+/// `max_position_embeddings` is 512), where activations outweigh the fixed costs.
+fn bench<B: AutodiffBackend>(steps: usize, long: bool, checkpointing: &str)
+where
+    B::Device: Default,
+{
     let fixtures = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../apo-models/tests/fixtures"
     ));
-    let steps: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100);
-    let device = Default::default();
+    let device = B::Device::default();
     let hf = HfModel::<B>::open(&fixtures.join("qwen2.5-vl-nested-f32"), device).expect("open");
     let HfModel {
         model: mut loaded,
@@ -55,8 +68,16 @@ fn main() {
         &std::fs::read_to_string(fixtures.join("lora/expected/lora.json")).expect("lora.json"),
     )
     .expect("json");
-    let rows: Vec<ScoreRow> =
+    let mut rows: Vec<ScoreRow> =
         serde_json::from_value(expected["step"]["pl_rows"].clone()).expect("rows");
+    if long {
+        for r in &mut rows {
+            let one = r.completion.clone();
+            while r.completion.len() < 540 {
+                r.completion = format!("{} {one}", r.completion);
+            }
+        }
+    }
     let completions: Vec<&str> = rows.iter().map(|r| r.completion.as_str()).collect();
     let (seqs, images) = hf
         .completion_inputs(&rows[0].images, &rows[0].prompt, &completions, &fixtures)
@@ -74,6 +95,7 @@ fn main() {
         .into_iter()
         .map(|(v, _)| v as f32)
         .collect();
+    let tokens_max = seqs.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
     let loss_fn = apo_loss::LossConfig::default().init().expect("loss");
     let mut optim = apo_train::train::adamw::<B, apo_models::QwenVl<B>>(&Default::default());
     let mut timed = 0.0;
@@ -89,7 +111,7 @@ fn main() {
         let r = Tensor::<B, 2>::from_data(TensorData::new(reference.clone(), [1, n]), &hf.device);
         let batch = apo_loss::tensor::PreferenceBatch::new(lp.reshape([1, n]), r);
         let loss = loss_fn.forward(&batch).expect("loss");
-        let value: f32 = loss.clone().into_scalar();
+        let value: f32 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &hf.model.model);
         let HfModel {
             model: mut loaded,
@@ -121,8 +143,11 @@ fn main() {
             "implementation": "apo (burn ndarray autodiff, f32)",
             "checkpoint": "qwen2.5-vl-nested-f32",
             "lora": {"r": 8, "alpha": 16, "targets": "all-linear (language model)"},
+            "checkpointing": checkpointing,
+            "long": long,
             "sequences": n,
             "tokens_per_step": tokens,
+            "longest_sequence": tokens_max,
             "steps": steps,
             "seconds_per_step": timed / 20.0,
             "first_loss": first_loss,

@@ -48,6 +48,10 @@ pub struct StudentSection {
     /// pass without gradients to get the group's loss, and one with gradients per chunk,
     /// weighted by the loss's derivative (the same gradient).
     pub sequences_per_pass: usize,
+    /// Burn's balanced activation checkpointing (`apo train`): memory-bound operations
+    /// (element-wise, normalisation, activation) are recomputed in the backward pass instead of
+    /// keeping their outputs; matrix products keep theirs. The same gradients.
+    pub checkpointing: bool,
     /// Longest sequence in tokens (prompt, image tokens and completion); 0: the model's
     /// `max_position_embeddings`. Longer completions are cut when `data.truncate`, else an
     /// error naming the record.

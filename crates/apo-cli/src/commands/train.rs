@@ -69,32 +69,51 @@ pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::
     }
 }
 
-/// A Hugging Face student's stage in a float type other than f32 (`apo train --dtype`): the
-/// autodiff CUDA backend in bf16 or f16, or wgpu in f16.
+/// A Hugging Face student's stage (`[student] hf`) on the backend of `kind` in float type
+/// `precision` (`apo train --dtype`: f32 everywhere, bf16 on CUDA, f16 on CUDA and wgpu), with
+/// burn's balanced activation checkpointing when `student.checkpointing` is set.
 ///
 /// # Errors
-/// [`TrainError::Config`] for the small student or the CPU backend, [`TrainError::Device`],
-/// and the stage's errors.
-pub fn dispatch_hf_precision(
+/// [`TrainError::Config`] for a precision the backend does not train in, or for the small
+/// student in anything but f32; [`TrainError::Device`]; the stage's errors.
+pub fn dispatch_hf(
     kind: DeviceKind,
     precision: crate::commands::hf::Precision,
     job: TrainJob<'_>,
 ) -> Result<StageReport, TrainError> {
     use crate::commands::hf::Precision;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    let bad = |p: Precision, expected: &str| TrainError::Config {
+        field: "--dtype".into(),
+        value: format!("{p:?}").to_lowercase(),
+        expected: expected.into(),
+    };
     if job.config.student.hf.is_none() {
-        return Err(TrainError::Config {
-            field: "--dtype".into(),
-            value: format!("{precision:?}").to_lowercase(),
-            expected: "f32 for the small student (only a Hugging Face student, [student] hf, trains in bf16/f16)".into(),
-        });
+        if precision == Precision::F32 {
+            return dispatch(kind, job);
+        }
+        return Err(bad(
+            precision,
+            "f32 for the small student (only a Hugging Face student, [student] hf, trains in bf16/f16)",
+        ));
+    }
+    let checkpointing = job.config.student.checkpointing;
+    // The stage on `Autodiff<$inner>`, with or without checkpointing.
+    macro_rules! on {
+        ($inner:ty, $device:expr) => {
+            if checkpointing {
+                job.run_hf::<burn::backend::Autodiff<$inner, BalancedCheckpointing>>($device)
+            } else {
+                job.run_hf::<burn::backend::Autodiff<$inner>>($device)
+            }
+        };
     }
     match (kind, precision) {
-        (_, Precision::F32) => dispatch(kind, job),
-        (DeviceKind::Cpu, p) => Err(TrainError::Config {
-            field: "--dtype".into(),
-            value: format!("{p:?}").to_lowercase(),
-            expected: "f32 on the CPU backend (bf16 and f16 need --device cuda or wgpu)".into(),
-        }),
+        (DeviceKind::Cpu, Precision::F32) => on!(burn::backend::NdArray<f32>, Default::default()),
+        (DeviceKind::Cpu, p) => Err(bad(
+            p,
+            "f32 on the CPU backend (bf16 and f16 need --device cuda or wgpu)",
+        )),
         (DeviceKind::Cuda, p) => {
             #[cfg(feature = "cuda")]
             {
@@ -105,13 +124,14 @@ pub fn dispatch_hf_precision(
                     let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
                 })?;
                 match p {
-                    Precision::Bf16 => job.run_hf::<Autodiff<Cuda<half::bf16>>>(device),
-                    _ => job.run_hf::<Autodiff<Cuda<half::f16>>>(device),
+                    Precision::F32 => on!(Cuda<f32>, device),
+                    Precision::Bf16 => on!(Cuda<half::bf16>, device),
+                    Precision::F16 => on!(Cuda<half::f16>, device),
                 }
             }
             #[cfg(not(feature = "cuda"))]
             {
-                let _ = (job, p);
+                let _ = (job, p, checkpointing);
                 Err(kind.not_built())
             }
         }
@@ -119,23 +139,20 @@ pub fn dispatch_hf_precision(
             #[cfg(feature = "wgpu")]
             {
                 use burn::backend::wgpu::{Wgpu, WgpuDevice};
-                if p == Precision::Bf16 {
-                    return Err(TrainError::Config {
-                        field: "--dtype".into(),
-                        value: "bf16".into(),
-                        expected: "f16 or f32 on wgpu".into(),
-                    });
-                }
                 let device = WgpuDevice::default();
                 let probe = device.clone();
                 apo_train::device::check(kind, move || {
                     let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
                 })?;
-                job.run_hf::<Autodiff<Wgpu<half::f16>>>(device)
+                match p {
+                    Precision::F32 => on!(Wgpu<f32>, device),
+                    Precision::F16 => on!(Wgpu<half::f16>, device),
+                    Precision::Bf16 => Err(bad(p, "f16 or f32 on wgpu")),
+                }
             }
             #[cfg(not(feature = "wgpu"))]
             {
-                let _ = (job, p);
+                let _ = (job, p, checkpointing);
                 Err(kind.not_built())
             }
         }
@@ -144,7 +161,6 @@ pub fn dispatch_hf_precision(
 
 impl TrainJob<'_> {
     /// The stage of a Hugging Face student on any autodiff backend.
-    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // GPU precisions only
     fn run_hf<B: burn::tensor::backend::AutodiffBackend>(
         self,
         device: B::Device,

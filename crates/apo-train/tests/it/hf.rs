@@ -231,3 +231,32 @@ fn hf_bad_inputs_are_typed_errors() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Burn's balanced activation checkpointing (recompute memory-bound operations in the backward
+/// pass) trains the same adapter.
+#[test]
+fn hf_checkpointing_trains_the_same_adapter() {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    let _serial = crate::train::serial();
+    let root = temp("ckpt");
+    let mut config = tiny(&root);
+    config.sft.steps = 2;
+    let device = Default::default();
+    let mut plain = config.clone();
+    plain.run.out = root.join("plain");
+    apo_train::hf::sft::<B>(&plain, &device, false, &mut Quiet).unwrap();
+    let mut ck = config.clone();
+    ck.run.out = root.join("checkpointed");
+    ck.student.checkpointing = true;
+    apo_train::hf::sft::<Autodiff<NdArray, BalancedCheckpointing>>(&ck, &device, false, &mut Quiet)
+        .unwrap();
+    let a = adapter_values(&plain.run.out.join("sft/adapter"));
+    let b = adapter_values(&ck.run.out.join("sft/adapter"));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "checkpointed training differs by {worst}");
+    std::fs::remove_dir_all(&root).ok();
+}
