@@ -193,6 +193,10 @@ struct TrainArgs {
     /// Continue from the newest checkpoint of the stage.
     #[arg(long)]
     resume: bool,
+    /// Train the stage again over a model it already wrote (without it, a trained stage is
+    /// kept and the command stops: `--resume` continues it instead).
+    #[arg(long)]
+    force: bool,
     /// Float type of a Hugging Face student (`[student] hf`) on a GPU backend: f32, bf16
     /// (cuda) or f16. Weights, adapters, optimiser state and activations all take it; the
     /// small student and the CPU backend train in f32.
@@ -291,6 +295,10 @@ enum Command {
         /// (`counterfactuals/{dicom_id}/{finding}.jpg`, listed in `counterfactuals.jsonl`).
         #[arg(long)]
         counterfactuals: bool,
+        /// Write into a folder that already has files (records, tables, teachers.toml and
+        /// images there are replaced).
+        #[arg(long)]
+        force: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -488,20 +496,23 @@ fn main() -> ExitCode {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    let default = Command::Demo {
-        seed: 0,
-        teachers: None,
-        studies: apo_pipeline::demo::DEFAULT_STUDIES,
-        out: PathBuf::from("runs/demo"),
-        device: "cpu".into(),
-        sft_steps: 1600,
-        apo_steps: 200,
-        pretrain_steps: 600,
-        eval_split: cxr_max::tables::Split::Test,
-        json: false,
-        objectives: false,
+    let Some(command) = cli.command else {
+        // A bare `apo` says what there is, and what the main job costs, instead of starting it.
+        use clap::CommandFactory as _;
+        let mut help = Cli::command();
+        println!("{}", help.render_help());
+        println!(
+            "\nThe main job is `apo demo` (or `cargo run --release -- demo`): it simulates {} studies \
+             with the seven default teachers and runs the whole method on them (drift report, \
+             consensus, stage 1, stage 2 with Plackett-Luce and pairwise DPO, evaluation). It \
+             takes 10-15 minutes on 2 cores with a release build and writes about 200 MB to \
+             runs/demo (report.md, results.json, table.txt, plots; the simulated data set is \
+             170 MB of it). `apo demo --help` lists its settings.",
+            apo_pipeline::demo::DEFAULT_STUDIES
+        );
+        return ExitCode::SUCCESS;
     };
-    match run(cli.command.unwrap_or(default)) {
+    match run(command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -674,6 +685,23 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
             let kind = device_kind(&common.device)?;
             let precision: apo_cli::commands::hf::Precision = common.dtype.parse()?;
+            if !common.resume && !common.force {
+                let name = match &stage {
+                    t::Stage::Sft => "sft",
+                    t::Stage::Apo(n) => n.as_str(),
+                };
+                let dir = config.run.out.join(name);
+                let trained = [
+                    dir.join("model.bin"),
+                    dir.join("adapter/adapter_config.json"),
+                ];
+                if let Some(found) = trained.iter().find(|p| p.exists()) {
+                    return Err(format!(
+                        "{}: stage `{name}` is already trained; pass --resume to continue it, --force to train it again, or choose another run.out",
+                        found.display()
+                    ));
+                }
+            }
             let mut bar = apo_train::train::TrainProgress::stderr();
             let job = t::TrainJob {
                 config: &config,
@@ -769,8 +797,23 @@ fn run(command: Command) -> Result<ExitCode, String> {
             teachers,
             image_size,
             counterfactuals,
+            force,
             json,
         } => {
+            if !force && let Ok(entries) = std::fs::read_dir(&out) {
+                let names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                if !names.is_empty() {
+                    return Err(format!(
+                        "{}: the folder is not empty ({} entries, e.g. {}); choose a new folder or pass --force to write over its files",
+                        out.display(),
+                        names.len(),
+                        names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
             let profiles = match &teachers {
                 Some(path) => cxr_max::sim::Profiles::from_file(path).map_err(|e| e.to_string())?,
                 None => cxr_max::sim::Profiles::embedded(),

@@ -36,6 +36,49 @@ pub struct State {
     /// The architecture.
     #[serde(deserialize_with = "deserialize_student")]
     pub model: StudentConfig,
+    /// FNV-1a digest of each file of the checkpoint (`model.bin`, `optim.bin`), checked before
+    /// resuming: a checkpoint whose bytes changed is refused, not resumed from.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// The digest of every named file in `dir`.
+///
+/// # Errors
+/// File errors.
+pub fn digest_files(
+    dir: &Path,
+    names: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for n in names {
+        let p = dir.join(n);
+        let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+        out.insert((*n).to_owned(), fnv(&[&bytes]));
+    }
+    Ok(out)
+}
+
+/// Checks the files of a checkpoint against the digests its `state.json` recorded (a
+/// checkpoint written before digests were recorded has none and passes).
+///
+/// # Errors
+/// [`TrainError::CorruptCheckpoint`] naming the first file whose bytes changed or is missing.
+pub fn verify_files(dir: &Path, files: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    for (name, want) in files {
+        let p = dir.join(name);
+        let bytes = std::fs::read(&p).map_err(|e| corrupt(&p, e))?;
+        let got = fnv(&[&bytes]);
+        if &got != want {
+            return Err(TrainError::CorruptCheckpoint {
+                path: p,
+                message: format!(
+                    "its contents changed since the checkpoint was written (digest {got}, recorded {want}); resume from an earlier checkpoint or start the stage again"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// FNV-1a, 64 bit: a stable fingerprint of bytes (not cryptographic).
@@ -90,7 +133,11 @@ where
         .map_err(|e| corrupt(&tmp, e))?;
     Recorder::<B>::record(&rec, optim.to_record(), tmp.join("optim"))
         .map_err(|e| corrupt(&tmp, e))?;
-    let json = serde_json::to_string_pretty(state).map_err(|e| corrupt(&tmp, e))?;
+    let state = State {
+        files: digest_files(&tmp, &["model.bin", "optim.bin"])?,
+        ..state.clone()
+    };
+    let json = serde_json::to_string_pretty(&state).map_err(|e| corrupt(&tmp, e))?;
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(&tmp))?;
     if done.exists() {
         std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
@@ -166,6 +213,7 @@ pub fn read_state(
             expected: fingerprint.to_owned(),
         });
     }
+    verify_files(path, &state.files)?;
     Ok(state)
 }
 
@@ -360,6 +408,7 @@ mod tests {
             lr: 1e-3,
             fingerprint: "f".into(),
             model: StudentConfig::new(300).with_d_model(64),
+            files: Default::default(),
         };
         let mut json = serde_json::to_value(&state).unwrap();
         json["model"].as_object_mut().unwrap().remove("n_concepts");

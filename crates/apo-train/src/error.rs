@@ -99,6 +99,16 @@ pub enum TrainError {
         /// The maximum.
         max: usize,
     },
+    /// Another running trainer holds the stage folder.
+    #[error(
+        "{path}: another trainer (process {pid}) is training this stage; wait for it, or remove the file if no such process runs"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Its owner's process id.
+        pid: u32,
+    },
     /// A requested device that is not available.
     #[error("{0}")]
     Device(String),

@@ -64,6 +64,9 @@ pub struct HfState {
     pub fingerprint: String,
     /// The base checkpoint folder.
     pub base: PathBuf,
+    /// FNV-1a digest of each file of the checkpoint, checked before resuming.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 fn base_dir(config: &RunConfig) -> Result<&Path> {
@@ -281,6 +284,7 @@ where
     let run = &config.run;
     let start_time = Instant::now();
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let _lock = crate::lock::StageLock::acquire(dir)?;
     let device = student.hf.device.clone();
     let mut optim = adamw::<B, QwenVl<B>>(opt);
     let mut start = 0;
@@ -366,6 +370,7 @@ where
                 lr,
                 fingerprint: fingerprint.to_owned(),
                 base: base_dir(config)?.to_path_buf(),
+                files: Default::default(),
             };
             save_checkpoint(dir, config, &student, &optim, &state, &rec)?;
         }
@@ -437,6 +442,7 @@ fn read_state(path: &Path, stage: &str, fingerprint: &str) -> Result<HfState> {
             expected: fingerprint.to_owned(),
         });
     }
+    crate::checkpoint::verify_files(path, &state.files)?;
     Ok(state)
 }
 
@@ -467,7 +473,15 @@ where
             message: e.to_string(),
         }
     })?;
-    let json = serde_json::to_string_pretty(state).map_err(|e| TrainError::Empty(e.to_string()))?;
+    let state = HfState {
+        files: crate::checkpoint::digest_files(
+            &tmp,
+            &[lora::ADAPTER_CONFIG, lora::ADAPTER_WEIGHTS, "optim.bin"],
+        )?,
+        ..state.clone()
+    };
+    let json =
+        serde_json::to_string_pretty(&state).map_err(|e| TrainError::Empty(e.to_string()))?;
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(&tmp))?;
     if done.exists() {
         std::fs::remove_dir_all(&done).map_err(io_err(&done))?;

@@ -34,6 +34,7 @@ pub mod eval;
 mod fused;
 pub mod hf;
 pub mod kernels;
+pub mod lock;
 pub mod memory;
 mod model;
 pub mod tokenizer;

@@ -380,3 +380,60 @@ fn bad_input(name: &str) -> std::path::PathBuf {
         .join("../../tests/fixtures/bad-inputs")
         .join(name)
 }
+
+/// `apo synth --out` into a folder with files refuses without `--force`.
+#[test]
+fn synth_refuses_a_folder_with_files_without_force() {
+    let root = std::env::temp_dir().join(format!("apo-cli-synth-force-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("records.jsonl"), "mine\n").unwrap();
+    let args = [
+        "synth",
+        "--out",
+        root.to_str().unwrap(),
+        "--studies",
+        "4",
+        "--image-size",
+        "16",
+    ];
+    let (code, _, stderr) = apo(&args, "");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("records.jsonl")).unwrap(),
+        "mine\n"
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (code, _, stderr) = apo(&forced, "");
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A bare `apo` prints the usage and what `apo demo` costs; it starts nothing.
+#[test]
+fn bare_apo_prints_usage_and_the_demo_cost() {
+    let dir = std::env::temp_dir().join(format!("apo-cli-bare-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apo"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("Usage") && stdout.contains("demo"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("10-15 minutes") && stdout.contains("runs/demo"),
+        "{stdout}"
+    );
+    assert!(!dir.join("runs").exists(), "nothing was started");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -271,6 +271,26 @@ max_new_tokens = 6
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report");
         assert_eq!(report["steps"], if stage == "sft" { 2 } else { 1 });
     }
+    // A trained stage is kept: training it again needs --force (or --resume to continue).
+    let again = apo(&["train", "sft", "--config", cfg]);
+    assert!(!again.status.success());
+    let msg = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        msg.contains("already trained") && msg.contains("--force"),
+        "{msg}"
+    );
+    let before = std::fs::read(out.join("sft/adapter/adapter_model.safetensors")).expect("adapter");
+    let forced = apo(&["train", "sft", "--force", "--json", "--config", cfg]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    // The same seed and data: the same adapter again.
+    assert_eq!(
+        std::fs::read(out.join("sft/adapter/adapter_model.safetensors")).expect("adapter"),
+        before
+    );
     let o = apo(&[
         "eval", "--config", cfg, "--stage", "apo", "--split", "all", "--json",
     ]);

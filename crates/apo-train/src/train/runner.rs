@@ -76,6 +76,7 @@ impl Runner<'_> {
         } = *self;
         let start_time = Instant::now();
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let _lock = crate::lock::StageLock::acquire(dir)?;
         let mut optim = optimizer::<B>(opt);
         let mut start = 0;
         let mut resumed_from = None;
@@ -161,6 +162,7 @@ impl Runner<'_> {
                     lr,
                     fingerprint: fingerprint.to_owned(),
                     model: model_config.clone(),
+                    files: Default::default(),
                 };
                 checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)?;
             }

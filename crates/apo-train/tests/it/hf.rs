@@ -260,3 +260,29 @@ fn hf_checkpointing_trains_the_same_adapter() {
     assert!(worst < 1e-6, "checkpointed training differs by {worst}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A Hugging Face student's checkpoint whose adapter bytes changed is refused on `--resume`.
+#[test]
+fn hf_corrupt_checkpoint_is_refused() {
+    let _serial = crate::train::serial();
+    let root = temp("corrupt");
+    let mut config = tiny(&root);
+    config.sft.steps = 2;
+    let device = Default::default();
+    apo_train::hf::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    let (_, newest) = apo_train::checkpoint::list(&config.run.out.join("sft"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let w = newest.join("adapter_model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let k = bytes.len() - 3;
+    bytes[k] ^= 0x11;
+    std::fs::write(&w, bytes).unwrap();
+    let e = apo_train::hf::sft::<B>(&config, &device, true, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(&e, apo_train::TrainError::CorruptCheckpoint { path, .. } if path == &w),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -811,3 +811,49 @@ fn encoder_pretraining_feeds_stage_one() {
     assert_ne!(pretrained.weights_digest(), digest(&config.run.out));
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A checkpoint whose bytes changed after it was written is refused on `--resume`, naming the
+/// file, and the stage's final model stays as it was; a stage folder another running trainer
+/// holds is refused.
+#[test]
+fn corrupt_checkpoints_and_a_held_stage_are_refused() {
+    let _serial = serial();
+    let root = temp("corrupt");
+    let config = tiny(&root);
+    let device = Default::default();
+    train::sft::<B>(&config, &device, false, &mut Quiet).unwrap();
+    let final_model = config.run.out.join("sft/model.bin");
+    let before = std::fs::read(&final_model).unwrap();
+    let (_, newest) = apo_train::checkpoint::list(&config.run.out.join("sft"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let bin = newest.join("model.bin");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 0x5a;
+    std::fs::write(&bin, bytes).unwrap();
+    let e = train::sft::<B>(&config, &device, true, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(&e, apo_train::TrainError::CorruptCheckpoint { path, .. } if path == &bin),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&final_model).unwrap(),
+        before,
+        "the final model is kept"
+    );
+
+    // pid 1 always runs on Linux: a lock it holds blocks the stage.
+    if cfg!(target_os = "linux") {
+        let lock = config.run.out.join("sft/.lock");
+        std::fs::write(&lock, "1\n").unwrap();
+        let e = train::sft::<B>(&config, &device, false, &mut Quiet).unwrap_err();
+        assert!(
+            matches!(&e, apo_train::TrainError::Locked { pid: 1, .. }),
+            "{e}"
+        );
+        std::fs::remove_file(&lock).unwrap();
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
