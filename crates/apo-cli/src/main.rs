@@ -127,6 +127,10 @@ enum ConsensusCommand {
         /// trajectory of the teacher needing the fewest edits, edited in place).
         #[arg(long, default_value = "merged")]
         positive: String,
+        /// Write image paths relative to this folder (a portable set, e.g. the folder the
+        /// trainer runs in); by default they are absolute and resolve from any working folder.
+        #[arg(long = "relative-to")]
+        relative_to: Option<PathBuf>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -640,6 +644,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             min_confidence,
             min_support,
             positive,
+            relative_to,
             json,
         }) => {
             use apo_pipeline::consensus as cb;
@@ -665,6 +670,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             options.min_votes = min_votes;
             options.claims.min_support = min_support;
             options.claims.style = positive.parse().map_err(consensus_err)?;
+            options.relative_to = relative_to;
             let summary = cb::build(&options).map_err(|e| e.to_string())?;
             if json {
                 println!(

@@ -96,6 +96,14 @@ pub struct TrlMessage {
 /// A TRL vision DPO row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrlRow {
+    /// The item (image) id.
+    pub id: String,
+    /// The teacher whose trajectory is the negative.
+    pub teacher: String,
+    /// The negative's weight (`--negative-weights drift`; absent when uniform). Stock
+    /// trainers ignore the column: TRL's `DPOTrainer` weighs every row alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
     /// Image paths (cast to `datasets.Image` when loading).
     pub images: Vec<String>,
     /// The user turn: an image part, then the prompt text.
@@ -118,6 +126,14 @@ pub struct SwiftMessage {
 /// An ms-swift RLHF row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SwiftRow {
+    /// The item (image) id.
+    pub id: String,
+    /// The teacher whose trajectory is the negative.
+    pub teacher: String,
+    /// The negative's weight (`--negative-weights drift`; absent when uniform). ms-swift's DPO
+    /// ignores the column and weighs every row alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
     /// The user turn and the chosen assistant turn.
     pub messages: Vec<SwiftMessage>,
     /// One negative.
@@ -171,6 +187,9 @@ pub fn trl_rows(set: &PreferenceSet, ctx: &ItemContext<'_>) -> Vec<TrlRow> {
     set.rejected
         .iter()
         .map(|n| TrlRow {
+            id: set.id.clone(),
+            teacher: n.teacher.clone(),
+            weight: n.weight,
             images: ctx.images.to_vec(),
             prompt: prompt.clone(),
             chosen: assistant(&set.chosen),
@@ -188,6 +207,9 @@ pub fn swift_rows(set: &PreferenceSet, ctx: &ItemContext<'_>) -> Vec<SwiftRow> {
     set.rejected
         .iter()
         .map(|n| SwiftRow {
+            id: set.id.clone(),
+            teacher: n.teacher.clone(),
+            weight: n.weight,
             messages: vec![
                 user.clone(),
                 SwiftMessage {

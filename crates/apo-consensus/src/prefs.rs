@@ -199,6 +199,11 @@ pub struct PreferenceSet {
     pub rendered: Vec<usize>,
     /// The teacher whose trajectory the chosen one is an edit of (`None` for a merged text).
     pub base: Option<String>,
+    /// Negatives left out because their text is the chosen text (possible when the chosen
+    /// trajectory is a teacher's own, `closest-teacher`): a pair with nothing to prefer, which
+    /// ms-swift rejects and TRL trains on with zero gradient.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub identical_dropped: usize,
 }
 
 /// Why an item has no preference set.
@@ -304,19 +309,27 @@ pub fn build_preference(
     if negatives.is_empty() {
         return Ok(Err(SkipReason::NoNegatives));
     }
-    if config.weighting == NegativeWeighting::Drift {
-        let raw: Vec<f64> = negatives.iter().map(|n| 0.1 + n.drift).collect();
-        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
-        for (n, r) in negatives.iter_mut().zip(raw) {
-            n.weight = Some(r / mean);
-        }
-    }
     let synthesis = match input.readings {
         Some(readings) => synthesizer.synthesize_read(input.sources, readings, &consensus)?,
         None => synthesizer.synthesize(input.sources, &consensus)?,
     };
     if config.require_verified && !synthesis.verified {
         return Ok(Err(SkipReason::Unverified));
+    }
+    // A negative that says exactly what the chosen text says is no constraint.
+    let before = negatives.len();
+    let chosen = synthesis.text.trim();
+    negatives.retain(|n| n.text.trim() != chosen);
+    let identical_dropped = before - negatives.len();
+    if negatives.is_empty() {
+        return Ok(Err(SkipReason::NoNegatives));
+    }
+    if config.weighting == NegativeWeighting::Drift {
+        let raw: Vec<f64> = negatives.iter().map(|n| 0.1 + n.drift).collect();
+        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+        for (n, r) in negatives.iter_mut().zip(raw) {
+            n.weight = Some(r / mean);
+        }
     }
     Ok(Ok(PreferenceSet {
         id: input.id.to_owned(),
@@ -326,5 +339,6 @@ pub fn build_preference(
         agreement,
         rendered: synthesis.rendered,
         base: synthesis.base,
+        identical_dropped,
     }))
 }

@@ -10,7 +10,7 @@
 //! otherwise), and the teacher trajectories become the negatives.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use apo_consensus::export::{self, Export, ItemContext};
 use apo_consensus::{
@@ -55,6 +55,9 @@ pub struct BuildOptions {
     pub split: Option<Split>,
     /// Findings averaged in the summary's mean accuracy.
     pub evaluated: Vec<Finding>,
+    /// Write image paths relative to this folder (a portable set); `None`: absolute paths,
+    /// which resolve from any working folder.
+    pub relative_to: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -72,8 +75,34 @@ impl BuildOptions {
             export: Export::Ours,
             split: None,
             evaluated: Finding::TABLE1.to_vec(),
+            relative_to: None,
         }
     }
+}
+
+/// `path` as an absolute path (against the working folder when relative), without resolving
+/// links.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(PipelineError::io(path))
+}
+
+/// `path` relative to folder `base` (both made absolute first): the common prefix removed and
+/// one `..` per remaining component of `base`.
+pub fn relative_path(path: &Path, base: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let path = absolute(path)?;
+    let base = absolute(base)?;
+    let p: Vec<Component<'_>> = path.components().collect();
+    let b: Vec<Component<'_>> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c.as_os_str());
+    }
+    Ok(out)
 }
 
 /// The summary of a build.
@@ -93,6 +122,9 @@ pub struct BuildSummary {
     pub negatives_max: usize,
     /// Rows written (one per image for `ours`, one per negative otherwise).
     pub rows: usize,
+    /// Negatives left out because their text is the chosen text (no constraint: ms-swift
+    /// rejects such a pair, TRL trains on it with zero gradient).
+    pub negatives_identical_dropped: usize,
     /// Share of consensus sentences rendered from templates rather than kept from a teacher.
     pub rendered_share: f64,
     /// How the consensus trajectories were written (`merged`, `closest-teacher`).
@@ -248,6 +280,17 @@ pub fn build_on(
         .iter()
         .map(|f| f.column_name().to_owned())
         .collect();
+    // Absolute (from any working folder) or relative to `relative_to`.
+    let image_paths: Vec<String> = items
+        .iter()
+        .map(|it| {
+            let p = match &options.relative_to {
+                Some(base) => relative_path(&it.image, base)?,
+                None => absolute(&it.image)?,
+            };
+            Ok(p.display().to_string())
+        })
+        .collect::<Result<_>>()?;
     let mut rows = 0usize;
     write_atomic(&options.out, |w| {
         for (i, set) in sets.iter().enumerate() {
@@ -257,7 +300,7 @@ pub fn build_on(
                 .prompt
                 .clone()
                 .unwrap_or_else(|| cxr_max::sim::PROMPT.to_owned());
-            let images = vec![items[i].image.display().to_string()];
+            let images = vec![image_paths[i].clone()];
             let ctx = ItemContext {
                 prompt: &prompt,
                 images: &images,
@@ -284,6 +327,7 @@ pub fn build_on(
     let mut skipped = BTreeMap::new();
     let (mut written, mut neg_total, mut neg_min, mut neg_max) = (0, 0, usize::MAX, 0);
     let (mut sentences, mut rendered) = (0usize, 0usize);
+    let mut identical = 0usize;
     let mut positive_bases: BTreeMap<String, usize> = BTreeMap::new();
     for s in &sets {
         match s {
@@ -292,6 +336,7 @@ pub fn build_on(
                     *positive_bases.entry(b.clone()).or_insert(0) += 1;
                 }
                 written += 1;
+                identical += set.identical_dropped;
                 neg_total += set.rejected.len();
                 neg_min = neg_min.min(set.rejected.len());
                 neg_max = neg_max.max(set.rejected.len());
@@ -319,6 +364,7 @@ pub fn build_on(
         negatives_min: if written == 0 { 0 } else { neg_min },
         negatives_max: neg_max,
         rows,
+        negatives_identical_dropped: identical,
         rendered_share: rendered as f64 / sentences.max(1) as f64,
         positive: options.claims.style.name().to_owned(),
         positive_bases,
@@ -367,6 +413,13 @@ impl BuildSummary {
             s.negatives_max,
             100.0 * s.rendered_share
         );
+        if s.negatives_identical_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "negatives left out because they equal the chosen text: {}",
+                s.negatives_identical_dropped
+            );
+        }
         if !s.positive_bases.is_empty() {
             let edited: usize = s.positive_bases.values().sum();
             let _ = writeln!(

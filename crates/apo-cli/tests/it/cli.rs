@@ -437,3 +437,91 @@ fn bare_apo_prints_usage_and_the_demo_cost() {
     assert!(!dir.join("runs").exists(), "nothing was started");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Exported image paths resolve from any working folder: absolute by default, relative to
+/// `--relative-to DIR` on request; rows carry the item id and the teacher.
+#[test]
+fn consensus_exports_resolve_images_from_anywhere() {
+    let root = std::env::temp_dir().join(format!("apo-cli-export-paths-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_apo"))
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The data set named relative to the working folder.
+    run(&[
+        "synth",
+        "--out",
+        "data",
+        "--studies",
+        "12",
+        "--image-size",
+        "16",
+    ]);
+    run(&[
+        "consensus",
+        "build",
+        "data",
+        "--export",
+        "trl",
+        "--out",
+        "trl.jsonl",
+    ]);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(root.join("trl.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let image = std::path::PathBuf::from(first["images"][0].as_str().unwrap());
+    assert!(
+        image.is_absolute() && image.is_file(),
+        "{}",
+        image.display()
+    );
+    assert!(first["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(first["teacher"].as_str().is_some_and(|s| !s.is_empty()));
+    std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+    run(&[
+        "consensus",
+        "build",
+        "data",
+        "--export",
+        "swift",
+        "--out",
+        "swift.jsonl",
+        "--relative-to",
+        "elsewhere",
+    ]);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(root.join("swift.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let rel = std::path::PathBuf::from(first["images"][0].as_str().unwrap());
+    assert!(
+        rel.is_relative() && rel.starts_with(".."),
+        "{}",
+        rel.display()
+    );
+    assert!(
+        root.join("elsewhere").join(&rel).is_file(),
+        "{}",
+        rel.display()
+    );
+    std::fs::remove_dir_all(&root).ok();
+}

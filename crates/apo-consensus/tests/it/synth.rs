@@ -283,7 +283,10 @@ fn exports_have_each_trainers_layout() {
     );
     assert_eq!(row["chosen"][0]["content"][0]["text"], set.chosen.as_str());
     assert_eq!(row["rejected"][0]["content"][0]["text"], srcs[2].text);
-    assert_eq!(row.as_object().unwrap().len(), 4);
+    // TRL's four columns, the image id and the negative's teacher (no weight when uniform).
+    assert_eq!(row.as_object().unwrap().len(), 6);
+    assert_eq!(row["id"], set.id.as_str());
+    assert_eq!(row["teacher"], srcs[2].teacher);
 
     let swift = export::swift_rows(&set, &ctx);
     let row = serde_json::to_value(&swift[0]).unwrap();
@@ -455,4 +458,126 @@ fn thresholds_outside_zero_one_and_all_zero_weights_are_errors() {
         Err(ConsensusError::ZeroWeights)
     );
     assert_eq!(check_weights(&workers, &[("a", 0.0), ("b", 0.5)]), Ok(()));
+}
+
+/// A synthesizer whose consensus text is one teacher's trajectory, as `closest-teacher` writes
+/// it when that teacher needs no edit.
+struct Copies(usize);
+
+impl apo_consensus::Synthesizer for Copies {
+    fn synthesize(
+        &self,
+        sources: &[apo_consensus::Source<'_>],
+        _consensus: &[Option<Polarity>],
+    ) -> apo_consensus::Result<apo_consensus::Synthesis> {
+        Ok(apo_consensus::Synthesis {
+            text: sources[self.0].text.to_owned(),
+            sentences: Vec::new(),
+            rendered: Vec::new(),
+            dropped: 0,
+            verified: true,
+            base: Some(sources[self.0].teacher.to_owned()),
+        })
+    }
+}
+
+/// A negative whose text is the chosen text (white space aside) is left out and counted, the
+/// drift weights are normalised over the negatives that stay, and every TRL / ms-swift row
+/// carries the item id, the teacher and the weight.
+#[test]
+fn a_negative_equal_to_the_chosen_text_is_dropped_and_counted() {
+    let sources = [
+        apo_consensus::Source {
+            teacher: "A",
+            text: "No effusion.",
+        },
+        apo_consensus::Source {
+            teacher: "B",
+            text: "Effusion present.",
+        },
+        apo_consensus::Source {
+            teacher: "C",
+            text: "Maybe effusion.",
+        },
+    ];
+    let finals = vec![
+        vec![Some(Polarity::Absent)],
+        vec![Some(Polarity::Present)],
+        vec![Some(Polarity::Uncertain)],
+    ];
+    let input = PreferenceInput {
+        id: "img-1",
+        sources: &sources,
+        finals: &finals,
+        consensus: &[Some(Polarity::Absent)],
+        confidence: &[0.9],
+        readings: None,
+    };
+    let config = PreferenceConfig {
+        weighting: NegativeWeighting::Drift,
+        ..PreferenceConfig::default()
+    };
+    let set = apo_consensus::build_preference(&input, &Copies(0), &config)
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.chosen, "No effusion.");
+    assert_eq!(set.identical_dropped, 1);
+    let teachers: Vec<&str> = set.rejected.iter().map(|n| n.teacher.as_str()).collect();
+    assert_eq!(teachers, ["B", "C"]);
+    let mean: f64 = set.rejected.iter().map(|n| n.weight.unwrap()).sum::<f64>() / 2.0;
+    assert!(
+        (mean - 1.0).abs() < 1e-12,
+        "weights normalised over what stays"
+    );
+    // B contradicts (drift 1), C hedges (drift 0.5): weights (1.1, 0.6) / 0.85.
+    assert!((set.rejected[0].weight.unwrap() - 1.1 / 0.85).abs() < 1e-12);
+
+    let topics = vec!["Pleural Effusion".to_owned()];
+    let images = vec!["/data/img-1.jpg".to_owned()];
+    let ctx = apo_consensus::export::ItemContext {
+        prompt: "Describe.",
+        images: &images,
+        topics: &topics,
+    };
+    let trl = apo_consensus::export::trl_rows(&set, &ctx);
+    assert_eq!(trl.len(), 2);
+    assert_eq!(
+        (trl[0].id.as_str(), trl[0].teacher.as_str()),
+        ("img-1", "B")
+    );
+    assert_eq!(trl[0].weight, set.rejected[0].weight);
+    let line = serde_json::to_value(&trl[1]).unwrap();
+    assert_eq!(line["teacher"], "C");
+    assert!(line["weight"].as_f64().is_some());
+    let swift = apo_consensus::export::swift_rows(&set, &ctx);
+    assert_eq!(swift[1].teacher, "C");
+    assert_eq!(swift[1].id, "img-1");
+
+    // Uniform weights: no weight column.
+    let uniform = apo_consensus::build_preference(&input, &Copies(0), &PreferenceConfig::default())
+        .unwrap()
+        .unwrap();
+    let line = serde_json::to_value(&apo_consensus::export::trl_rows(&uniform, &ctx)[0]).unwrap();
+    assert!(line.get("weight").is_none());
+
+    // Every negative equal to the chosen text: no preference set.
+    let same = [
+        apo_consensus::Source {
+            teacher: "A",
+            text: "No effusion.",
+        },
+        apo_consensus::Source {
+            teacher: "B",
+            text: " No effusion. ",
+        },
+    ];
+    let finals2 = vec![vec![Some(Polarity::Absent)], vec![Some(Polarity::Absent)]];
+    let input2 = PreferenceInput {
+        sources: &same,
+        finals: &finals2,
+        ..input
+    };
+    let r =
+        apo_consensus::build_preference(&input2, &Copies(0), &PreferenceConfig::default()).unwrap();
+    assert_eq!(r, Err(apo_consensus::SkipReason::NoNegatives));
 }
