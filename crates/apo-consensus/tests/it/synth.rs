@@ -532,33 +532,39 @@ fn a_negative_equal_to_the_chosen_text_is_dropped_and_counted() {
     // B contradicts (drift 1), C hedges (drift 0.5): weights (1.1, 0.6) / 0.85.
     assert!((set.rejected[0].weight.unwrap() - 1.1 / 0.85).abs() < 1e-12);
 
-    let topics = vec!["Pleural Effusion".to_owned()];
-    let images = vec!["/data/img-1.jpg".to_owned()];
-    let ctx = apo_consensus::export::ItemContext {
-        prompt: "Describe.",
-        images: &images,
-        topics: &topics,
-    };
-    let trl = apo_consensus::export::trl_rows(&set, &ctx);
-    assert_eq!(trl.len(), 2);
-    assert_eq!(
-        (trl[0].id.as_str(), trl[0].teacher.as_str()),
-        ("img-1", "B")
-    );
-    assert_eq!(trl[0].weight, set.rejected[0].weight);
-    let line = serde_json::to_value(&trl[1]).unwrap();
-    assert_eq!(line["teacher"], "C");
-    assert!(line["weight"].as_f64().is_some());
-    let swift = apo_consensus::export::swift_rows(&set, &ctx);
-    assert_eq!(swift[1].teacher, "C");
-    assert_eq!(swift[1].id, "img-1");
+    // The exports (behind the `serde` feature).
+    #[cfg(feature = "serde")]
+    {
+        let topics = vec!["Pleural Effusion".to_owned()];
+        let images = vec!["/data/img-1.jpg".to_owned()];
+        let ctx = apo_consensus::export::ItemContext {
+            prompt: "Describe.",
+            images: &images,
+            topics: &topics,
+        };
+        let trl = apo_consensus::export::trl_rows(&set, &ctx);
+        assert_eq!(trl.len(), 2);
+        assert_eq!(
+            (trl[0].id.as_str(), trl[0].teacher.as_str()),
+            ("img-1", "B")
+        );
+        assert_eq!(trl[0].weight, set.rejected[0].weight);
+        let line = serde_json::to_value(&trl[1]).unwrap();
+        assert_eq!(line["teacher"], "C");
+        assert!(line["weight"].as_f64().is_some());
+        let swift = apo_consensus::export::swift_rows(&set, &ctx);
+        assert_eq!(swift[1].teacher, "C");
+        assert_eq!(swift[1].id, "img-1");
 
-    // Uniform weights: no weight column.
-    let uniform = apo_consensus::build_preference(&input, &Copies(0), &PreferenceConfig::default())
-        .unwrap()
-        .unwrap();
-    let line = serde_json::to_value(&apo_consensus::export::trl_rows(&uniform, &ctx)[0]).unwrap();
-    assert!(line.get("weight").is_none());
+        // Uniform weights: no weight column.
+        let uniform =
+            apo_consensus::build_preference(&input, &Copies(0), &PreferenceConfig::default())
+                .unwrap()
+                .unwrap();
+        let line =
+            serde_json::to_value(&apo_consensus::export::trl_rows(&uniform, &ctx)[0]).unwrap();
+        assert!(line.get("weight").is_none());
+    }
 
     // Every negative equal to the chosen text: no preference set.
     let same = [
