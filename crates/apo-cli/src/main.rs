@@ -475,6 +475,28 @@ enum Command {
 /// `apo export ...`.
 #[derive(Subcommand, Debug)]
 enum ExportCommand {
+    /// Writes the stage-1 training set for another trainer: one row per image and teacher
+    /// trajectory that states a finding (refusals are left out and counted), image paths
+    /// absolute, in our layout, TRL's conversational vision SFT layout or ms-swift's.
+    Sft {
+        /// The data set folder.
+        dir: PathBuf,
+        /// Output JSON Lines file (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// ours, trl or swift.
+        #[arg(long, default_value = "ours")]
+        format: String,
+        /// Only this split (train, validate, test); default: every image.
+        #[arg(long)]
+        split: Option<String>,
+        /// Write image paths relative to this folder instead of absolute.
+        #[arg(long = "relative-to")]
+        relative_to: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Folds a PEFT LoRA adapter into its base checkpoint and writes the result in the base's
     /// own layout (shards, key names, dtypes; config, tokenizer and processor files copied), a
     /// folder transformers and vLLM load as they load the base.
@@ -1059,6 +1081,44 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 &dtype,
                 apo_cli::commands::hf::Task::Generate(opts),
             )
+        }
+        Command::Export(ExportCommand::Sft {
+            dir,
+            out,
+            format,
+            split,
+            relative_to,
+            json,
+        }) => {
+            if out.exists() {
+                return Err(format!(
+                    "{}: exists; choose another --out or remove it",
+                    out.display()
+                ));
+            }
+            let options = apo_pipeline::sft_export::SftExportOptions {
+                dir,
+                out,
+                format: format.parse()?,
+                split: split
+                    .map(|s| {
+                        s.parse::<cxr_max::tables::Split>()
+                            .map_err(|e| e.to_string())
+                    })
+                    .transpose()?,
+                relative_to,
+            };
+            let summary =
+                apo_pipeline::sft_export::export_sft(&options).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", summary.render());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Export(ExportCommand::Merged {
             model,

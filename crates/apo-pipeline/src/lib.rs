@@ -32,6 +32,7 @@ mod error;
 pub mod io;
 pub mod labels;
 mod run;
+pub mod sft_export;
 pub mod stages;
 pub mod table;
 

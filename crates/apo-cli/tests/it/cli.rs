@@ -525,3 +525,83 @@ fn consensus_exports_resolve_images_from_anywhere() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `apo export sft`: one row per image and trajectory that states a finding, counts that add
+/// up, absolute image paths, each layout; an existing output is refused.
+#[test]
+fn export_sft_writes_every_trajectory_once_and_reconciles_counts() {
+    let root = std::env::temp_dir().join(format!("apo-cli-export-sft-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_apo"))
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "synth",
+        "--out",
+        "data",
+        "--studies",
+        "20",
+        "--image-size",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let synth: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for format in ["ours", "trl", "swift"] {
+        let out = format!("sft-{format}.jsonl");
+        let o = run(&[
+            "export", "sft", "data", "--format", format, "--out", &out, "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let refused: u64 = s["refusals"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            s["trajectories"].as_u64().unwrap(),
+            s["rows"].as_u64().unwrap() + refused
+        );
+        assert_eq!(
+            s["records_read"].as_u64().unwrap(),
+            s["records_kept"].as_u64().unwrap() + s["records_rejected"].as_u64().unwrap()
+        );
+        assert_eq!(s["images"], 20);
+        assert_eq!(s["trajectories"], 140, "20 images × 7 teachers");
+        // The simulator's refusals are exactly the trajectories left out.
+        assert_eq!(Some(refused), synth["refusals"].as_u64());
+        let text = std::fs::read_to_string(root.join(&out)).unwrap();
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len() as u64, s["rows"].as_u64().unwrap());
+        let image = std::path::PathBuf::from(rows[0]["images"][0].as_str().unwrap());
+        assert!(image.is_absolute() && image.is_file());
+        assert!(
+            rows.iter()
+                .all(|r| r["id"].is_string() && r["teacher"].is_string())
+        );
+        match format {
+            "ours" => assert!(rows[0]["completion"].is_string()),
+            "trl" => assert_eq!(rows[0]["messages"][0]["content"][0]["type"], "image"),
+            _ => assert!(
+                rows[0]["messages"][0]["content"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("<image>")
+            ),
+        }
+    }
+    let o = run(&["export", "sft", "data", "--out", "sft-ours.jsonl"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
+    std::fs::remove_dir_all(&root).ok();
+}
