@@ -201,6 +201,10 @@ struct TrainArgs {
     /// kept and the command stops: `--resume` continues it instead).
     #[arg(long)]
     force: bool,
+    /// Resume from this checkpoint (`step-000040` or `40`) instead of the newest; the newer
+    /// ones are removed. Implies `--resume`.
+    #[arg(long = "from-checkpoint")]
+    from_checkpoint: Option<String>,
     /// Float type of a Hugging Face student (`[student] hf`) on a GPU backend: f32, bf16
     /// (cuda) or f16. Weights, adapters, optimiser state and activations all take it; the
     /// small student and the CPU backend train in f32.
@@ -710,9 +714,26 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 TrainCommand::Sft { common } => (common, t::Stage::Sft),
                 TrainCommand::Apo { common, name } => (common, t::Stage::Apo(name)),
             };
-            let config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
+            let mut config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
             let kind = device_kind(&common.device)?;
             let precision: apo_cli::commands::hf::Precision = common.dtype.parse()?;
+            let mut common = common;
+            if let Some(c) = &common.from_checkpoint {
+                let step: usize = c.strip_prefix("step-").unwrap_or(c).parse().map_err(|_| {
+                    format!("--from-checkpoint {c}: expected a step number or step-NNNNNN")
+                })?;
+                config.run.from_checkpoint = Some(step);
+                common.resume = true;
+            }
+            // Ctrl-C: finish the step, write a checkpoint and stop; a second Ctrl-C exits now.
+            #[cfg(unix)]
+            {
+                use signal_hook::consts::SIGINT;
+                let flag = apo_train::train::stop_flag();
+                signal_hook::flag::register_conditional_shutdown(SIGINT, 130, flag.clone())
+                    .and_then(|_| signal_hook::flag::register(SIGINT, flag))
+                    .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+            }
             if !common.resume && !common.force {
                 let name = match &stage {
                     t::Stage::Sft => "sft",
@@ -737,7 +758,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 resume: common.resume,
                 observer: &mut bar,
             };
-            let report = t::dispatch_hf(kind, precision, job).map_err(|e| e.to_string())?;
+            let report = match t::dispatch_hf(kind, precision, job) {
+                Ok(r) => r,
+                Err(e @ apo_train::TrainError::Interrupted { .. }) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(130));
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             if common.json {
                 println!(
                     "{}",

@@ -25,6 +25,9 @@ pub struct State {
     pub stage: String,
     /// Optimiser steps done.
     pub step: usize,
+    /// The stage's configured step count when it was written (0 in older checkpoints).
+    #[serde(default)]
+    pub steps: usize,
     /// Micro-batches consumed (the data position: the order is a function of the seed).
     pub micro_batches: usize,
     /// The run seed (data order, initialisation, per-micro-batch backend seeds).
@@ -33,6 +36,9 @@ pub struct State {
     pub lr: f64,
     /// Fingerprint of everything that must not change on resume.
     pub fingerprint: String,
+    /// The settings behind the fingerprint (named parts), so a mismatch names the fields.
+    #[serde(default)]
+    pub identity: serde_json::Value,
     /// The architecture.
     #[serde(deserialize_with = "deserialize_student")]
     pub model: StudentConfig,
@@ -183,7 +189,7 @@ pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
 pub fn read_state(
     path: &Path,
     stage: &str,
-    fingerprint: &str,
+    fingerprint: &crate::train::ResumeKey,
     model: &StudentConfig,
 ) -> Result<State> {
     let file = path.join("state.json");
@@ -205,12 +211,12 @@ pub fn read_state(
             expected: serde_json::to_string(model).unwrap_or_default(),
         });
     }
-    if state.fingerprint != fingerprint {
+    if let Err((found, expected)) = fingerprint.check(&state.fingerprint, &state.identity) {
         return Err(TrainError::CheckpointMismatch {
             path: path.to_owned(),
-            what: "run configuration (data, optimiser, loss or seed)",
-            found: state.fingerprint,
-            expected: fingerprint.to_owned(),
+            what: "run configuration",
+            found,
+            expected,
         });
     }
     verify_files(path, &state.files)?;
@@ -403,10 +409,12 @@ mod tests {
         let state = State {
             stage: "sft".into(),
             step: 3,
+            steps: 3,
             micro_batches: 3,
             seed: 0,
             lr: 1e-3,
             fingerprint: "f".into(),
+            identity: serde_json::Value::Null,
             model: StudentConfig::new(300).with_d_model(64),
             files: Default::default(),
         };

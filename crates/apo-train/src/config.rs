@@ -364,6 +364,10 @@ pub struct RunSettings {
     pub max_new_tokens: usize,
     /// Sampling temperature for evaluation (0 = greedy).
     pub temperature: f64,
+    /// Resume from this checkpoint step instead of the newest (`apo train --from-checkpoint`;
+    /// not read from configuration files).
+    #[serde(skip)]
+    pub from_checkpoint: Option<usize>,
 }
 
 impl Default for RunSettings {
@@ -375,6 +379,7 @@ impl Default for RunSettings {
             keep_checkpoints: 2,
             max_new_tokens: 160,
             temperature: 0.0,
+            from_checkpoint: None,
         }
     }
 }

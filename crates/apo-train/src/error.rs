@@ -99,6 +99,18 @@ pub enum TrainError {
         /// The maximum.
         max: usize,
     },
+    /// A stop was requested (SIGINT): the stage wrote a checkpoint after the step it was in.
+    #[error(
+        "stage `{stage}` interrupted after step {step}; checkpoint written to {checkpoint}; run the same command with --resume to continue"
+    )]
+    Interrupted {
+        /// The stage.
+        stage: String,
+        /// The last step done.
+        step: usize,
+        /// The checkpoint folder written.
+        checkpoint: PathBuf,
+    },
     /// Another running trainer holds the stage folder.
     #[error(
         "{path}: another trainer (process {pid}) is training this stage; wait for it, or remove the file if no such process runs"

@@ -33,7 +33,10 @@ use crate::checkpoint::fnv;
 use crate::config::{OptimConfig, RunConfig};
 use crate::data::{self, Preferences};
 use crate::error::io_err;
-use crate::train::{MetricsFile, Observer, StageReport, StepMetrics, adamw, clip, micro_seed};
+use crate::train::{
+    MetricsFile, Observer, ResumeKey, StageReport, StepMetrics, adamw, clip, json, micro_seed,
+    without_steps,
+};
 use crate::{Result, TrainError};
 
 /// The adapter folder of a finished stage: `OUT/STAGE/adapter`.
@@ -54,6 +57,9 @@ pub struct HfState {
     pub stage: String,
     /// Optimiser steps done.
     pub step: usize,
+    /// The stage's configured step count when it was written.
+    #[serde(default)]
+    pub steps: usize,
     /// Micro-batches consumed.
     pub micro_batches: usize,
     /// The run seed.
@@ -62,6 +68,9 @@ pub struct HfState {
     pub lr: f64,
     /// Fingerprint of everything that must not change on resume.
     pub fingerprint: String,
+    /// The settings behind the fingerprint (named parts), so a mismatch names the fields.
+    #[serde(default)]
+    pub identity: serde_json::Value,
     /// The base checkpoint folder.
     pub base: PathBuf,
     /// FNV-1a digest of each file of the checkpoint, checked before resuming.
@@ -270,7 +279,7 @@ fn run_loop<B, F>(
     opt: &OptimConfig,
     peak_lr: f64,
     config: &RunConfig,
-    fingerprint: &str,
+    fingerprint: &ResumeKey,
     units: usize,
     mut student: Student<B>,
     resume: bool,
@@ -292,8 +301,10 @@ where
     let existing = crate::checkpoint::list(dir)?;
     let rec = BinFileRecorder::<FullPrecisionSettings>::new();
     if resume {
-        if let Some((_, path)) = existing.last() {
+        if let Some(path) = crate::train::pick(dir, &existing, run.from_checkpoint)? {
+            let path = &path;
             let state = read_state(path, stage, fingerprint)?;
+            crate::train::check_steps(stage, state.step, state.steps, opt.steps)?;
             let adapter = Adapter::read(path)?;
             student = replace_adapters(student, &adapter, config.student.lora.dropout)?;
             let record = Recorder::<B>::load(&rec, path.join("optim"), &device).map_err(|e| {
@@ -361,18 +372,28 @@ where
         observer.step(opt.steps, &m);
         tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
         let every = run.checkpoint_every;
-        if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps {
+        let stop = crate::train::stop_requested() && step + 1 < opt.steps;
+        if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps || stop {
             let state = HfState {
                 stage: stage.to_owned(),
                 step: step + 1,
+                steps: opt.steps,
                 micro_batches: (step + 1) * opt.grad_accum,
                 seed: run.seed,
                 lr,
-                fingerprint: fingerprint.to_owned(),
+                fingerprint: fingerprint.hash.clone(),
+                identity: fingerprint.fields.clone(),
                 base: base_dir(config)?.to_path_buf(),
                 files: Default::default(),
             };
-            save_checkpoint(dir, config, &student, &optim, &state, &rec)?;
+            let saved = save_checkpoint(dir, config, &student, &optim, &state, &rec)?;
+            if stop {
+                return Err(TrainError::Interrupted {
+                    stage: stage.to_owned(),
+                    step: step + 1,
+                    checkpoint: saved,
+                });
+            }
         }
     }
     let logged: Vec<StepMetrics> = std::fs::read_to_string(&metrics.path)
@@ -418,7 +439,7 @@ fn replace_adapters<B: Backend>(
     })
 }
 
-fn read_state(path: &Path, stage: &str, fingerprint: &str) -> Result<HfState> {
+fn read_state(path: &Path, stage: &str, fingerprint: &ResumeKey) -> Result<HfState> {
     let file = path.join("state.json");
     let corrupt = |e: String| TrainError::CorruptCheckpoint {
         path: file.clone(),
@@ -434,12 +455,12 @@ fn read_state(path: &Path, stage: &str, fingerprint: &str) -> Result<HfState> {
             expected: stage.to_owned(),
         });
     }
-    if state.fingerprint != fingerprint {
+    if let Err((found, expected)) = fingerprint.check(&state.fingerprint, &state.identity) {
         return Err(TrainError::CheckpointMismatch {
             path: path.to_owned(),
-            what: "run configuration (data, student, optimiser, loss or seed)",
-            found: state.fingerprint,
-            expected: fingerprint.to_owned(),
+            what: "run configuration",
+            found,
+            expected,
         });
     }
     crate::checkpoint::verify_files(path, &state.files)?;
@@ -453,7 +474,7 @@ fn save_checkpoint<B, O>(
     optim: &O,
     state: &HfState,
     rec: &BinFileRecorder<FullPrecisionSettings>,
-) -> Result<()>
+) -> Result<PathBuf>
 where
     B: AutodiffBackend,
     O: Optimizer<QwenVl<B>, B>,
@@ -492,7 +513,7 @@ where
         let (_, old) = all.remove(0);
         std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
     }
-    Ok(())
+    Ok(done)
 }
 
 fn write_adapter<B: Backend>(dir: &Path, config: &RunConfig, student: &Student<B>) -> Result<()> {
@@ -598,20 +619,17 @@ pub fn sft_on<B: AutodiffBackend>(
         return Err(TrainError::Empty("no trajectory to train on".into()));
     }
     let student = open_student::<B>(config, config.student.adapter.as_deref(), device)?;
-    let fingerprint = fnv(&[
-        b"hf-sft",
-        serde_json::to_string(&config.sft)
-            .unwrap_or_default()
-            .as_bytes(),
-        serde_json::to_string(&config.data)
-            .unwrap_or_default()
-            .as_bytes(),
-        serde_json::to_string(&config.student)
-            .unwrap_or_default()
-            .as_bytes(),
-        checkpoint_identity(base_dir(config)?)?.as_bytes(),
-        &config.run.seed.to_le_bytes(),
-        &(rows.len() as u64).to_le_bytes(),
+    let fingerprint = ResumeKey::new(vec![
+        ("stage", serde_json::json!("hf-sft")),
+        ("sft", without_steps(json(&config.sft))),
+        ("data", json(&config.data)),
+        ("student", json(&config.student)),
+        (
+            "checkpoint",
+            serde_json::json!(checkpoint_identity(base_dir(config)?)?),
+        ),
+        ("seed", serde_json::json!(config.run.seed)),
+        ("rows", serde_json::json!(rows.len())),
     ]);
     tracing::info!(images = items.len(), rows = rows.len(), "stage 1 data");
     let dir = config.run.out.join("sft");
@@ -873,14 +891,17 @@ pub fn apo_on<B: AutodiffBackend>(
             cache.logprobs
         }
     };
-    let fingerprint = fnv(&[
-        b"hf-apo",
-        name.as_bytes(),
-        key.as_bytes(),
-        serde_json::to_string(&config.apo)
-            .unwrap_or_default()
-            .as_bytes(),
-        &config.run.seed.to_le_bytes(),
+    let mut apo_settings = json(&config.apo);
+    if let serde_json::Value::Object(m) = &mut apo_settings
+        && let Some(o) = m.remove("optim")
+    {
+        m.insert("optim".into(), without_steps(o));
+    }
+    let fingerprint = ResumeKey::new(vec![
+        ("stage", serde_json::json!(format!("hf-{name}"))),
+        ("inputs", serde_json::json!(key)),
+        ("apo", apo_settings),
+        ("seed", serde_json::json!(config.run.seed)),
     ]);
     let loss_fn = config.apo.loss.init()?;
     let dir = config.run.out.join(name);

@@ -26,6 +26,7 @@ mod observer;
 mod optim;
 mod progress;
 mod reference;
+mod resume;
 mod runner;
 
 pub(crate) use metrics::MetricsFile;
@@ -34,6 +35,8 @@ pub use observer::{Observer, Quiet};
 pub(crate) use optim::micro_seed;
 pub use optim::{Adam, adamw, clip, optimizer};
 pub use progress::{LINE_EVERY, TrainProgress, format_duration, plain_line};
+pub use resume::{ResumeKey, json, stop_flag, stop_requested, without_steps};
+pub(crate) use resume::{check_steps, pick};
 
 use reference::reference_logprobs;
 pub(crate) use reference::visited;
@@ -193,16 +196,12 @@ pub fn sft_on<B: TrainBackend>(
         vocab = tok.vocab_size(),
         "stage 1 data"
     );
-    let fingerprint = fnv(&[
-        b"sft",
-        serde_json::to_string(&config.sft)
-            .unwrap_or_default()
-            .as_bytes(),
-        serde_json::to_string(&config.data)
-            .unwrap_or_default()
-            .as_bytes(),
-        &config.run.seed.to_le_bytes(),
-        &(groups.len() as u64).to_le_bytes(),
+    let fingerprint = ResumeKey::new(vec![
+        ("stage", serde_json::json!("sft")),
+        ("sft", without_steps(json(&config.sft))),
+        ("data", json(&config.data)),
+        ("seed", serde_json::json!(config.run.seed)),
+        ("groups", serde_json::json!(groups.len())),
     ]);
     let group_images: Vec<usize> = groups.iter().map(|g| g.image).collect();
     let order = sampling_order(config, items, prefs, &group_images)?;
@@ -382,13 +381,17 @@ pub fn apo_on<B: TrainBackend>(
     if config.apo.loss.objective == apo_loss::Objective::PlackettLuceRanking {
         data::order_by_drift(&mut groups, &mut ref_lp)?;
     }
-    let fingerprint = fnv(&[
-        name.as_bytes(),
-        key.as_bytes(),
-        serde_json::to_string(&config.apo)
-            .unwrap_or_default()
-            .as_bytes(),
-        &config.run.seed.to_le_bytes(),
+    let mut apo_settings = json(&config.apo);
+    if let serde_json::Value::Object(m) = &mut apo_settings
+        && let Some(o) = m.remove("optim")
+    {
+        m.insert("optim".into(), without_steps(o));
+    }
+    let fingerprint = ResumeKey::new(vec![
+        ("stage", serde_json::json!(name)),
+        ("inputs", serde_json::json!(key)),
+        ("apo", apo_settings),
+        ("seed", serde_json::json!(config.run.seed)),
     ]);
     let (policy, _) = checkpoint::load_model::<B>(&init_dir, device)?;
     let policy = if config.apo.lora_rank > 0 {
@@ -648,17 +651,13 @@ fn pretrain<B: TrainBackend>(
         ));
     }
     let opt = &config.pretrain.optim;
-    let fingerprint = fnv(&[
-        b"pretrain",
-        serde_json::to_string(opt).unwrap_or_default().as_bytes(),
-        serde_json::to_string(&config.model)
-            .unwrap_or_default()
-            .as_bytes(),
-        serde_json::to_string(&config.data)
-            .unwrap_or_default()
-            .as_bytes(),
-        &config.run.seed.to_le_bytes(),
-        &(units.len() as u64).to_le_bytes(),
+    let fingerprint = ResumeKey::new(vec![
+        ("stage", serde_json::json!("pretrain")),
+        ("pretrain", without_steps(json(opt))),
+        ("model", json(&config.model)),
+        ("data", json(&config.data)),
+        ("seed", serde_json::json!(config.run.seed)),
+        ("units", serde_json::json!(units.len())),
     ]);
     let dir = config.run.out.join("pretrain");
     tracing::info!(images = units.len(), steps = opt.steps, "pretrain data");

@@ -41,7 +41,7 @@ pub(super) struct Runner<'a> {
     /// The architecture (checked on resume).
     pub(super) model_config: &'a StudentConfig,
     /// Everything that must not change on resume.
-    pub(super) fingerprint: &'a str,
+    pub(super) fingerprint: &'a super::ResumeKey,
     /// Training units (groups) the micro-batches draw from.
     pub(super) units: usize,
     /// Resume from the newest checkpoint.
@@ -82,9 +82,10 @@ impl Runner<'_> {
         let mut resumed_from = None;
         let existing = checkpoint::list(dir)?;
         if resume {
-            if let Some((_, path)) = existing.last() {
-                let state = checkpoint::read_state(path, stage, fingerprint, model_config)?;
-                let (m, o) = checkpoint::load(path, model, optim, device)?;
+            if let Some(path) = super::pick(dir, &existing, run.from_checkpoint)? {
+                let state = checkpoint::read_state(&path, stage, fingerprint, model_config)?;
+                super::check_steps(stage, state.step, state.steps, opt.steps)?;
+                let (m, o) = checkpoint::load(&path, model, optim, device)?;
                 model = m;
                 optim = o;
                 start = state.step;
@@ -153,18 +154,28 @@ impl Runner<'_> {
             observer.step(opt.steps, &m);
             tracing::debug!(stage, step = step + 1, loss, lr, grad_norm, "step");
             let every = run.checkpoint_every;
-            if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps {
+            let stop = super::stop_requested() && step + 1 < opt.steps;
+            if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps || stop {
                 let state = State {
                     stage: stage.to_owned(),
                     step: step + 1,
+                    steps: opt.steps,
                     micro_batches: (step + 1) * opt.grad_accum,
                     seed: run.seed,
                     lr,
-                    fingerprint: fingerprint.to_owned(),
+                    fingerprint: fingerprint.hash.clone(),
+                    identity: fingerprint.fields.clone(),
                     model: model_config.clone(),
                     files: Default::default(),
                 };
-                checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)?;
+                let saved = checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)?;
+                if stop {
+                    return Err(TrainError::Interrupted {
+                        stage: stage.to_owned(),
+                        step: step + 1,
+                        checkpoint: saved,
+                    });
+                }
             }
         }
         // The whole stage's first and last losses, also when it resumed (the metrics file keeps

@@ -857,3 +857,72 @@ fn corrupt_checkpoints_and_a_held_stage_are_refused() {
     }
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Sets the stop flag (what `apo train`'s SIGINT handler does) when step `0` is observed.
+struct StopAt(usize);
+
+impl Observer for StopAt {
+    fn step(&mut self, _: usize, m: &StepMetrics) {
+        if m.step == self.0 {
+            apo_train::train::stop_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// A stop request ends the stage after the step with a checkpoint there; `--resume` continues
+/// bitwise; `--from-checkpoint` picks an earlier one (and drops the newer); the step count may
+/// grow on resume; a changed setting is refused with the field's name.
+#[test]
+fn stop_from_checkpoint_more_steps_and_named_mismatches() {
+    let _serial = serial();
+    let root = temp("stop");
+    let config = tiny(&root);
+    let device = Default::default();
+    let mut straight = config.clone();
+    straight.run.out = root.join("straight");
+    train::sft::<B>(&straight, &device, false, &mut Quiet).unwrap();
+    let want = digest(&straight.run.out);
+
+    let mut c = config.clone();
+    c.run.out = root.join("stopped");
+    let e = train::sft::<B>(&c, &device, false, &mut StopAt(3)).unwrap_err();
+    apo_train::train::stop_flag().store(false, std::sync::atomic::Ordering::SeqCst);
+    match &e {
+        apo_train::TrainError::Interrupted {
+            step, checkpoint, ..
+        } => {
+            assert_eq!(*step, 3);
+            assert!(
+                checkpoint.ends_with("step-000003"),
+                "{}",
+                checkpoint.display()
+            );
+        }
+        other => panic!("{other}"),
+    }
+    // From step 2 (the stop's step-3 checkpoint is dropped), then to the end: the same weights.
+    c.run.from_checkpoint = Some(2);
+    let r = train::sft::<B>(&c, &device, true, &mut Quiet).unwrap();
+    assert_eq!(r.resumed_from, Some(2));
+    assert!(digest(&c.run.out) == want, "resumed weights differ");
+    c.run.from_checkpoint = Some(5);
+    let e = train::sft::<B>(&c, &device, true, &mut Quiet).unwrap_err();
+    assert!(e.to_string().contains("no checkpoint at step 5"), "{e}");
+    c.run.from_checkpoint = None;
+
+    // More steps on resume: allowed.
+    let mut longer = c.clone();
+    longer.sft.steps = 8;
+    let r = train::sft::<B>(&longer, &device, true, &mut Quiet).unwrap();
+    assert_eq!((r.resumed_from, r.steps), (Some(6), 8));
+    // A changed setting: refused, naming it.
+    let mut other = longer.clone();
+    other.sft.learning_rate = Some(1e-2);
+    let e = train::sft::<B>(&other, &device, true, &mut Quiet).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("sft.learning_rate = 0.003") && msg.contains("sft.learning_rate = 0.01"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
