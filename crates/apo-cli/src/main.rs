@@ -43,6 +43,8 @@ enum DriftCommand {
         /// Sentence steps kept (later sentences pool into the last).
         #[arg(long = "max-steps", default_value_t = 12)]
         max_steps: usize,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -131,6 +133,8 @@ enum ConsensusCommand {
         /// trainer runs in); by default they are absolute and resolve from any working folder.
         #[arg(long = "relative-to")]
         relative_to: Option<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -184,6 +188,34 @@ enum TrainCommand {
         #[arg(long, default_value = "apo")]
         name: String,
     },
+}
+
+/// How a command reads a data set's records (as `apo data check` does).
+#[derive(Debug, Clone, Default, clap::Args)]
+struct SourceArgs {
+    /// The records file, when the folder has several candidates.
+    #[arg(long)]
+    records: Option<PathBuf>,
+    /// A TOML file naming the fields of an unforeseen record layout.
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+    /// Stop at the first rejected record instead of leaving it out (and counting it).
+    #[arg(long)]
+    strict: bool,
+    /// Write every rejected record, with its file, line and reason, to this JSON Lines file.
+    #[arg(long)]
+    quarantine: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    fn source(&self) -> cxr_max::dataset::DataSource {
+        cxr_max::dataset::DataSource {
+            records: self.records.clone(),
+            mapping: self.mapping.clone(),
+            strict: self.strict,
+            quarantine: self.quarantine.clone(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -497,6 +529,8 @@ enum ExportCommand {
         /// Write image paths relative to this folder instead of absolute.
         #[arg(long = "relative-to")]
         relative_to: Option<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -671,6 +705,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             min_support,
             positive,
             relative_to,
+            source,
             json,
         }) => {
             use apo_pipeline::consensus as cb;
@@ -697,6 +732,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             options.claims.min_support = min_support;
             options.claims.style = positive.parse().map_err(consensus_err)?;
             options.relative_to = relative_to;
+            options.source = source.source();
             let summary = cb::build(&options).map_err(|e| e.to_string())?;
             if json {
                 println!(
@@ -916,6 +952,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             detector,
             params,
             max_steps,
+            source,
             json,
         }) => {
             let params = drift::parse_params(&params)?;
@@ -930,8 +967,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 max_steps,
                 expected: Default::default(),
             };
-            let mut report =
-                apo_pipeline::drift::report_dir(&dir, &options).map_err(|e| e.to_string())?;
+            let mut report = apo_pipeline::drift::report_dir_from(&dir, &source.source(), &options)
+                .map_err(|e| e.to_string())?;
             report.files = apo_cli::commands::pipeline::drift_plots(&report, &out)?;
             let json_path = out.join("drift.json");
             report.files.push(json_path.clone());
@@ -1116,6 +1153,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             format,
             split,
             relative_to,
+            source,
             json,
         }) => {
             if out.exists() {
@@ -1135,6 +1173,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     })
                     .transpose()?,
                 relative_to,
+                source: source.source(),
             };
             let summary =
                 apo_pipeline::sft_export::export_sft(&options).map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@ use apo_consensus::{
     Reading, SkipReason, Source,
 };
 use cxr_max::Finding;
-use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::dataset::Item;
 use cxr_max::tables::Split;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -58,6 +58,8 @@ pub struct BuildOptions {
     /// Write image paths relative to this folder (a portable set); `None`: absolute paths,
     /// which resolve from any working folder.
     pub relative_to: Option<PathBuf>,
+    /// The reader settings (records file, mapping, strict, quarantine).
+    pub source: cxr_max::dataset::DataSource,
 }
 
 impl BuildOptions {
@@ -76,6 +78,7 @@ impl BuildOptions {
             split: None,
             evaluated: Finding::TABLE1.to_vec(),
             relative_to: None,
+            source: Default::default(),
         }
     }
 }
@@ -108,6 +111,9 @@ pub fn relative_path(path: &Path, base: &Path) -> Result<PathBuf> {
 /// The summary of a build.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildSummary {
+    /// Record lines read, kept and rejected by the reader (`apo data check` lists the
+    /// rejected ones; `--quarantine FILE` writes them).
+    pub records: cxr_max::dataset::Counts,
     /// Images considered.
     pub items: usize,
     /// Images with a preference set written.
@@ -199,9 +205,13 @@ pub fn preference_sets(
 /// # Errors
 /// Data set, consensus and file errors.
 pub fn build(options: &BuildOptions) -> Result<BuildSummary> {
-    let (data, _) = Dataset::open(&options.dir, &DatasetOptions::default())?;
+    let (data, check) = options.source.open(&options.dir)?;
     let labelled = Labelled::read(&data.items);
-    build_on(&data.items, &labelled, options)
+    let summary = build_on(&data.items, &labelled, options)?;
+    Ok(BuildSummary {
+        records: check.records,
+        ..summary
+    })
 }
 
 /// The build on a data set already opened and read: aggregates the split's votes,
@@ -357,6 +367,12 @@ pub fn build_on(
         })
         .collect();
     Ok(BuildSummary {
+        // Set by `build` (the caller of `build_on` opened the data set and holds the counts).
+        records: cxr_max::dataset::Counts {
+            read: items.len(),
+            kept: items.len(),
+            rejected: 0,
+        },
         items: items.len(),
         consensus_found: written,
         skipped,
@@ -388,6 +404,11 @@ impl BuildSummary {
         let s = self;
         use std::fmt::Write as _;
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} records read: {} kept, {} rejected",
+            s.records.read, s.records.kept, s.records.rejected
+        );
         let _ = writeln!(
             out,
             "{} images: {} preference sets written ({} rows to {}), skipped {}",

@@ -25,7 +25,7 @@ use apo_drift::{
     collective_shift, cumulative_deviation, fleiss_kappa, instantaneous_drift, step_shift,
     vote_entropy,
 };
-use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::dataset::Item;
 use cxr_max::{Finding, LabelStatus};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -170,7 +170,20 @@ fn rate(num: usize, den: usize) -> f64 {
 /// # Errors
 /// Data set and drift statistic errors; [`PipelineError::Empty`] without a usable sample.
 pub fn report_dir(dir: &Path, options: &DriftOptions) -> Result<DriftReport> {
-    let (data, check) = Dataset::open(dir, &DatasetOptions::default())?;
+    report_dir_from(dir, &cxr_max::dataset::DataSource::default(), options)
+}
+
+/// [`report_dir`] with the reader settings of `source` (records file, mapping, strict,
+/// quarantine).
+///
+/// # Errors
+/// As [`report_dir`]; the mapping and quarantine files' errors.
+pub fn report_dir_from(
+    dir: &Path,
+    source: &cxr_max::dataset::DataSource,
+    options: &DriftOptions,
+) -> Result<DriftReport> {
+    let (data, check) = source.open(dir)?;
     if data.items.is_empty() {
         return Err(PipelineError::Empty {
             dir: dir.to_path_buf(),

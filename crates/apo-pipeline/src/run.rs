@@ -18,7 +18,7 @@ use apo_train::data::Preferences;
 use apo_train::eval::{EvalReport, Generation};
 use apo_train::train::{StageReport, StepMetrics};
 use cxr_max::Finding;
-use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::dataset::Item;
 use cxr_max::tables::Split;
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +178,7 @@ pub fn run<B: TrainBackend>(
 
     // Validate, and read every trajectory once.
     let t = Instant::now();
-    let (dataset, check) = Dataset::open(&options.data, &DatasetOptions::default())?;
+    let (dataset, check) = options.train.data.source().open(&options.data)?;
     observer.message(&format!(
         "validate: {} records read, {} kept, {} problems",
         check.records.read,
@@ -264,7 +264,10 @@ pub fn run<B: TrainBackend>(
             build.preference.negatives = options.negatives;
             build.preference.weighting = options.negative_weights;
             build.claims.style = options.positive;
-            let s = consensus::build_on(items, &labelled, &build)?;
+            let s = consensus::BuildSummary {
+                records: check.records.clone(),
+                ..consensus::build_on(items, &labelled, &build)?
+            };
             let d = ConsensusDone {
                 sets: s.consensus_found,
                 skipped: s.skipped.values().sum(),

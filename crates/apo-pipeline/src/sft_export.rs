@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cxr_max::LabelStatus;
-use cxr_max::dataset::{Dataset, DatasetOptions};
 use cxr_max::tables::Split;
 use serde::Serialize;
 
@@ -56,6 +55,8 @@ pub struct SftExportOptions {
     pub split: Option<Split>,
     /// Image paths relative to this folder; `None`: absolute.
     pub relative_to: Option<PathBuf>,
+    /// The reader settings (records file, mapping, strict, quarantine).
+    pub source: cxr_max::dataset::DataSource,
 }
 
 /// What an export did. `trajectories = rows + refusals` and `records_read = records_kept +
@@ -123,7 +124,7 @@ fn states_a_finding(text: &str) -> bool {
 /// # Errors
 /// Data set and file errors; [`PipelineError::Empty`] when no row is left.
 pub fn export_sft(options: &SftExportOptions) -> Result<SftExportSummary> {
-    let (data, check) = Dataset::open(&options.dir, &DatasetOptions::default())?;
+    let (data, check) = options.source.open(&options.dir)?;
     let items: Vec<_> = data
         .items
         .iter()

@@ -85,6 +85,30 @@ pub struct DataConfig {
     pub oversample: Oversample,
     /// The most times one image is repeated by `oversample`.
     pub oversample_max: usize,
+    /// The records file, when the folder has several candidates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<PathBuf>,
+    /// A TOML file naming the fields of an unforeseen record layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<PathBuf>,
+    /// Stop at the first rejected record instead of leaving it out (and counting it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
+    /// Write every rejected record, with its file, line and reason, to this JSON Lines file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<PathBuf>,
+}
+
+impl DataConfig {
+    /// The reader settings of `[data]`.
+    pub fn source(&self) -> cxr_max::dataset::DataSource {
+        cxr_max::dataset::DataSource {
+            records: self.records.clone(),
+            mapping: self.mapping.clone(),
+            strict: self.strict,
+            quarantine: self.quarantine.clone(),
+        }
+    }
 }
 
 /// Which findings [`DataConfig::oversample`] balances.
@@ -110,6 +134,10 @@ impl Default for DataConfig {
             trajectories_per_group: 0,
             oversample: Oversample::None,
             oversample_max: 8,
+            records: None,
+            mapping: None,
+            strict: false,
+            quarantine: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
-use cxr_max::dataset::{Dataset, DatasetOptions, Item};
+use cxr_max::dataset::Item;
 use cxr_max::images::{ImageLoader, ImageLoaderConfig};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -345,7 +345,21 @@ impl Preferences {
 /// # Errors
 /// Data set errors; [`TrainError::Empty`] when nothing is left.
 pub fn open_items(dir: &Path, split: Option<&str>) -> Result<Vec<Item>> {
-    let (data, _) = Dataset::open(dir, &DatasetOptions::default())?;
+    open_items_from(dir, split, &cxr_max::dataset::DataSource::default())
+}
+
+/// [`open_items`] with the reader settings of `source` (records file, field mapping, strict,
+/// quarantine); how many records were read, kept and rejected is logged, with a warning when
+/// any was rejected.
+///
+/// # Errors
+/// As [`open_items`].
+pub fn open_items_from(
+    dir: &Path,
+    split: Option<&str>,
+    source: &cxr_max::dataset::DataSource,
+) -> Result<Vec<Item>> {
+    let (data, _) = source.open(dir)?;
     let split = split
         .map(|s| s.parse::<cxr_max::tables::Split>())
         .transpose()

@@ -585,7 +585,11 @@ pub fn sft<B: AutodiffBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
-    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    let items = data::open_items_from(
+        &config.data.dir,
+        config.data.split.as_deref(),
+        &config.data.source(),
+    )?;
     sft_on::<B>(config, &items, device, resume, observer)
 }
 
@@ -697,7 +701,11 @@ pub fn apo<B: AutodiffBackend>(
 ) -> Result<StageReport> {
     config.validate()?;
     let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
-    let items = data::open_items(&config.data.dir, config.data.split.as_deref())?;
+    let items = data::open_items_from(
+        &config.data.dir,
+        config.data.split.as_deref(),
+        &config.data.source(),
+    )?;
     let prefs = Preferences::read(path)?;
     apo_on::<B>(config, name, &items, &prefs, device, resume, observer)
 }

@@ -25,6 +25,85 @@ pub struct DatasetOptions {
     pub images: ImageLoaderConfig,
 }
 
+/// Where a command's records come from and what it does with rejected ones: the settings every
+/// command that reads a data set accepts (`--records`, `--mapping`, `--strict`,
+/// `--quarantine`; the same fields in `[data]` of a run configuration and in `pipeline.toml`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSource {
+    /// The records file, when the folder has several candidates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<PathBuf>,
+    /// A TOML file naming the fields of an unforeseen layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<PathBuf>,
+    /// Stop at the first rejected record or table row instead of leaving it out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
+    /// Write every rejected record, with its file, line and reason, to this JSON Lines file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<PathBuf>,
+}
+
+impl DataSource {
+    /// The reader options these settings ask for (the mapping file read).
+    ///
+    /// # Errors
+    /// The mapping file's read or parse error.
+    pub fn options(&self) -> Result<DatasetOptions> {
+        let mapping = match &self.mapping {
+            Some(p) => FieldMapping::from_file(p)?,
+            None => FieldMapping::default(),
+        };
+        Ok(DatasetOptions {
+            records: self.records.clone(),
+            mapping,
+            strict: self.strict,
+            ..Default::default()
+        })
+    }
+
+    /// Opens the data set in `dir`: writes the quarantine file when asked, and says how many
+    /// records were read, kept and rejected (a warning naming the first problem when any was
+    /// rejected, so nothing is dropped silently).
+    ///
+    /// # Errors
+    /// As [`Dataset::open`]; the quarantine file's write error.
+    pub fn open(&self, dir: &Path) -> Result<(Dataset, CheckReport)> {
+        let (data, report) = Dataset::open(dir, &self.options()?)?;
+        if let Some(q) = &self.quarantine {
+            report.write_quarantine(q)?;
+        }
+        let c = &report.records;
+        if report.problems.is_empty() {
+            tracing::info!(
+                dir = %dir.display(),
+                read = c.read,
+                kept = c.kept,
+                rejected = c.rejected,
+                "records"
+            );
+        } else {
+            let first = &report.problems[0];
+            tracing::warn!(
+                dir = %dir.display(),
+                read = c.read,
+                kept = c.kept,
+                rejected = c.rejected,
+                problems = report.problems.len(),
+                first = %format!(
+                    "{} line {}: {}",
+                    first.source.path.display(),
+                    first.source.line,
+                    first.reason
+                ),
+                "records and rows were left out; `apo data check` lists them, --quarantine FILE writes them, --strict stops at the first"
+            );
+        }
+        Ok((data, report))
+    }
+}
+
 /// One usable sample: record, labels, split and image path joined.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Item {

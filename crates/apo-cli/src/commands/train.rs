@@ -244,6 +244,8 @@ pub struct EvalJob {
     pub evaluated: Vec<Finding>,
     /// A Hugging Face student: the base checkpoint (then `model` is the adapter folder).
     pub hf_base: Option<PathBuf>,
+    /// The reader settings of `[data]` (records file, mapping, strict, quarantine).
+    pub source: cxr_max::dataset::DataSource,
 }
 
 impl WithBackend for EvalJob {
@@ -251,8 +253,9 @@ impl WithBackend for EvalJob {
     type Error = TrainError;
 
     fn run<B: TrainBackend>(self, device: B::Device) -> apo_train::Result<EvalReport> {
+        let items =
+            apo_train::data::open_items_from(&self.data, self.split.as_deref(), &self.source)?;
         if let Some(base) = &self.hf_base {
-            let items = apo_train::data::open_items(&self.data, self.split.as_deref())?;
             return apo_train::hf::evaluate_adapter::<B::InnerBackend>(
                 base,
                 Some(&self.model),
@@ -262,11 +265,10 @@ impl WithBackend for EvalJob {
                 &device,
             );
         }
-        apo_train::eval::evaluate_dir::<B::InnerBackend>(
+        apo_train::eval::evaluate_dir_on::<B::InnerBackend>(
             &self.model,
             &self.tokenizer,
-            &self.data,
-            self.split.as_deref(),
+            &items,
             &self.generation,
             &self.evaluated,
             &device,
@@ -286,6 +288,7 @@ pub fn eval_job(config: &RunConfig, model: Option<&Path>, stage: &str, split: &s
     };
     EvalJob {
         hf_base,
+        source: config.data.source(),
         model: model.map_or(default_model, Path::to_path_buf),
         tokenizer: config.run.out.join("tokenizer.json"),
         data: config.data.dir.clone(),

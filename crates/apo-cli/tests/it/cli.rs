@@ -605,3 +605,118 @@ fn export_sft_writes_every_trajectory_once_and_reconciles_counts() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Every command that reads a data set counts what its reader rejected, writes the rejected
+/// records with `--quarantine`, stops at the first with `--strict`, and takes `--records`;
+/// `[data]` of a run configuration takes the same settings.
+#[test]
+fn data_commands_count_quarantine_and_stop_on_rejected_records() {
+    let root = std::env::temp_dir().join(format!("apo-cli-source-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_apo"))
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run(&[
+            "synth",
+            "--out",
+            "data",
+            "--studies",
+            "12",
+            "--image-size",
+            "16"
+        ])
+        .status
+        .success()
+    );
+    // One broken record at the end (line 13), and the records file moved aside: the folder
+    // then needs --records.
+    let records = root.join("data/cxr-max.jsonl");
+    let mut text = std::fs::read_to_string(&records).unwrap();
+    text.push_str("{\"dicom_id\": \"broken\", \"trajectories\": 7}\n");
+    std::fs::write(root.join("data/cxr-max.jsonl"), &text).unwrap();
+
+    let o = run(&[
+        "consensus",
+        "build",
+        "data",
+        "--out",
+        "prefs.jsonl",
+        "--quarantine",
+        "q.jsonl",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("13 records read: 12 kept, 1 rejected"),
+        "{stdout}"
+    );
+    let q = std::fs::read_to_string(root.join("q.jsonl")).unwrap();
+    assert_eq!(q.lines().count(), 1, "{q}");
+    assert!(q.contains("\"line\":13"), "{q}");
+
+    let o = run(&[
+        "consensus",
+        "build",
+        "data",
+        "--out",
+        "strict.jsonl",
+        "--strict",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("13"),
+        "the error names the line"
+    );
+    assert!(!root.join("strict.jsonl").exists());
+
+    let o = run(&["drift", "report", "data", "--out", "drift", "--strict"]);
+    assert!(!o.status.success());
+
+    let o = run(&["export", "sft", "data", "--out", "sft.jsonl", "--json"]);
+    assert!(o.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (s["records_read"].as_u64(), s["records_rejected"].as_u64()),
+        (Some(13), Some(1))
+    );
+
+    // --records names the file when it is not the folder's only candidate.
+    std::fs::rename(&records, root.join("data/records-v2.jsonl")).unwrap();
+    std::fs::write(root.join("data/other.jsonl"), "").unwrap();
+    let o = run(&[
+        "consensus",
+        "build",
+        "data",
+        "--out",
+        "named.jsonl",
+        "--records",
+        "data/records-v2.jsonl",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The same settings in a run configuration's [data].
+    let cfg = root.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\ndir = \"{}\"\nsplit = \"train\"\nrecords = \"{}\"\nstrict = true\n[sft]\nsteps = 1\n[run]\nout = \"{}\"\n",
+            root.join("data").display(),
+            root.join("data/records-v2.jsonl").display(),
+            root.join("run").display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["train", "sft", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "strict: the broken record stops training"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("records-v2.jsonl"));
+    std::fs::remove_dir_all(&root).ok();
+}
