@@ -69,6 +69,7 @@ enum DriftCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; the build variant carries every option
 enum ConsensusCommand {
     /// Aggregate votes from a CSV with columns task,worker,label (crowd-kit's layout) and print
     /// CSV task,label,confidence. Methods: majority (ties to the label that sorts first),
