@@ -122,6 +122,10 @@ enum ConsensusCommand {
         /// A finding's consensus needs a confidence above this.
         #[arg(long = "min-confidence", default_value_t = 0.5)]
         min_confidence: f64,
+        /// Skip an image whose mean consensus confidence (over its findings with a
+        /// consensus) is below this.
+        #[arg(long = "min-agreement", default_value_t = 0.0)]
+        min_agreement: f64,
         /// Teachers whose final statement must support a kept sentence.
         #[arg(long = "min-support", default_value_t = 2)]
         min_support: usize,
@@ -409,17 +413,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate preference objectives on JSON-lines cases (a parity tool against TRL and others).
-    ///
-    /// Each line: {"objective":"plackett-luce","beta":0.1,"chosen":{"policy":-12.5,"reference":-13.0},
-    /// "rejected":[{"policy":..,"reference":..},...]} with optional "id", "label_smoothing", "gamma",
-    /// "sft_weight", "aggregation" ("sum"|"mean"), "reduction" ("mean"|"sum", pairwise
-    /// objectives), "temperature" and "rewards" (infonca: one per sequence, chosen first),
-    /// "weights" and per-sequence "tokens".
-    /// Objectives: plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo,
-    /// plackett-luce-ranking, infonca.
-    /// Prints one line per case: {"loss":..,"grad_chosen":..,"grad_rejected":[..]}, or
-    /// {"line":N,"error":".."}; exits with status 1 if any case failed.
     /// Scores completions with a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint.
     ///
     /// Each line: {"images": ["a.png", ...], "prompt": "...", "completion": "..."}; relative
@@ -496,6 +489,23 @@ enum Command {
     /// Writes a model in a format other tools load.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Evaluate preference objectives on JSON-lines cases (a parity tool against TRL and others).
+    ///
+    /// Each line: {"objective":"plackett-luce","beta":0.1,"chosen":{"policy":-12.5,"reference":-13.0},
+    /// "rejected":[{"policy":..,"reference":..},...]} with optional "id", "label_smoothing", "gamma",
+    /// "sft_weight", "aggregation" ("sum"|"mean"), "reduction" ("mean"|"sum", pairwise
+    /// objectives), "temperature" and "rewards" (infonca: one per sequence, chosen first),
+    /// "weights" and per-sequence "tokens".
+    /// Objectives: plackett-luce, pairwise-sigmoid, ipo, hinge, robust, simpo,
+    /// plackett-luce-ranking, infonca.
+    /// Defaults of a case's fields: objective plackett-luce, beta 0.1, label_smoothing 0,
+    /// gamma 0.5 (simpo), sft_weight 0, aggregation sum (mean for ipo and simpo, as TRL),
+    /// reduction mean, temperature 0.1 (infonca), every weight 1.
+    /// Prints one line per case: {"loss":..,"grad_chosen":..,"grad_rejected":[..]}, or
+    /// {"line":N,"error":".."}; exits with status 1 if any case failed. With --metrics each
+    /// answer adds the rewards, the margins (margin_mean: the chosen reward minus the mean
+    /// negative reward; margin_max: minus the largest, the hardest negative), the top-1 and
+    /// pairwise accuracies and p_chosen (the Plackett-Luce probability of the chosen first).
     Loss {
         /// Input file, or `-` for standard input.
         #[arg(long, short)]
@@ -703,6 +713,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             split,
             min_votes,
             min_confidence,
+            min_agreement,
             min_support,
             positive,
             relative_to,
@@ -722,6 +733,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             options.preference.negatives = negatives.parse().map_err(consensus_err)?;
             options.preference.weighting = negative_weights.parse().map_err(consensus_err)?;
             options.preference.min_confidence = min_confidence;
+            options.preference.min_agreement = min_agreement;
             options.export = export.parse().map_err(consensus_err)?;
             options.split = split
                 .map(|s| {

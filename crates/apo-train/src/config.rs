@@ -66,7 +66,7 @@ pub struct DataConfig {
     pub dir: PathBuf,
     /// The preference sets of stage 2 (`apo consensus build --export ours`).
     pub preferences: Option<PathBuf>,
-    /// Train on this split only (`train`); `None` trains on every image.
+    /// Train on this split only (`train`); `all` or `None` trains on every image.
     pub split: Option<String>,
     /// Cut sequences longer than `model.max_text_len` instead of reporting them.
     pub truncate: bool,
@@ -606,9 +606,11 @@ impl RunConfig {
                 ">= 0 (0 = greedy)",
             ));
         }
-        if let Some(s) = &self.data.split {
+        if let Some(s) = &self.data.split
+            && s != "all"
+        {
             s.parse::<cxr_max::tables::Split>()
-                .map_err(|e| bad("data.split", s, &e.to_string()))?;
+                .map_err(|e| bad("data.split", s, &format!("{e} (or `all`)")))?;
         }
         self.apo.loss.init().map_err(|e| {
             let objective = format!("objective `{}`", self.apo.loss.objective);

@@ -360,6 +360,8 @@ pub fn open_items_from(
     source: &cxr_max::dataset::DataSource,
 ) -> Result<Vec<Item>> {
     let (data, _) = source.open(dir)?;
+    // `split = "all"` (a TOML file cannot leave a defaulted field unset): every image.
+    let split = split.filter(|s| *s != "all");
     let split = split
         .map(|s| s.parse::<cxr_max::tables::Split>())
         .transpose()

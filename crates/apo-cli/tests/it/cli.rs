@@ -720,3 +720,72 @@ fn data_commands_count_quarantine_and_stop_on_rejected_records() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("records-v2.jsonl"));
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `--min-agreement` is a flag of `apo consensus build` (1.0 skips every image whose findings
+/// are not unanimous), `data.split = "all"` is a valid setting, and `apo loss --help` documents
+/// its defaults.
+#[test]
+fn min_agreement_and_split_all_are_accepted() {
+    let root = std::env::temp_dir().join(format!("apo-cli-agree-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_apo"))
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run(&[
+            "synth",
+            "--out",
+            "data",
+            "--studies",
+            "30",
+            "--image-size",
+            "16"
+        ])
+        .status
+        .success()
+    );
+    let count = |args: &[&str]| {
+        let o = run(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        s["consensus_found"].as_u64().unwrap()
+    };
+    let all = count(&["consensus", "build", "data", "--out", "a.jsonl", "--json"]);
+    let strict = count(&[
+        "consensus",
+        "build",
+        "data",
+        "--out",
+        "b.jsonl",
+        "--json",
+        "--min-agreement",
+        "0.999",
+    ]);
+    assert!(strict < all, "{strict} vs {all}");
+    let cfg = root.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\ndir = \"{}\"\nsplit = \"all\"\ntruncate = true\n[sft]\nsteps = 1\nbatch_size = 1\n\
+             [model]\nimage_size = 16\npatch_size = 8\nd_model = 16\nn_heads = 2\n\
+             encoder_layers = 1\ndecoder_layers = 1\n[tokenizer]\nvocab_size = 300\n\
+             [run]\nout = \"{}\"\n",
+            root.join("data").display(),
+            root.join("run").display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["train", "sft", "--json", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let help = String::from_utf8(run(&["loss", "--help"]).stdout).unwrap();
+    assert!(
+        help.contains("beta 0.1") && help.contains("margin_max"),
+        "{help}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
