@@ -31,6 +31,11 @@ pub struct ImageLoaderConfig {
     /// Largest accepted `width × height` before decoding. Default: 50,000,000 (MIMIC-CXR-JPG
     /// images are at most about 4,000 × 4,000 = 16 M pixels).
     pub max_pixels: u64,
+    /// Largest accepted decoded size in bytes (`width × height × channels × bytes per
+    /// sample`, read from the header before decoding): a small 16-bit RGBA PNG can decode to
+    /// hundreds of megabytes under the pixel limit. Default: 100,000,000 (a 4,000 × 4,000
+    /// 8-bit RGB image is 48 MB, 16-bit grey 32 MB).
+    pub max_decoded_bytes: u64,
 }
 
 impl Default for ImageLoaderConfig {
@@ -39,6 +44,7 @@ impl Default for ImageLoaderConfig {
             size: 128,
             fit: Fit::Pad,
             max_pixels: 50_000_000,
+            max_decoded_bytes: 100_000_000,
         }
     }
 }
@@ -223,10 +229,24 @@ impl ImageLoader {
             jpeg_complete(&bytes).map_err(|e| Self::err(path, format!("truncated JPEG: {e}")))?;
         }
         let mut limits = image::Limits::default();
-        limits.max_alloc = Some(self.config.max_pixels.saturating_mul(16));
+        limits.max_alloc = Some(self.config.max_decoded_bytes.saturating_mul(2));
         reader.limits(limits);
-        let img = reader
-            .decode()
+        let decoder = reader
+            .into_decoder()
+            .map_err(|e| Self::err(path, format!("cannot read the image header: {e}")))?;
+        let bytes = image::ImageDecoder::total_bytes(&decoder);
+        if bytes > self.config.max_decoded_bytes {
+            let (w, h) = image::ImageDecoder::dimensions(&decoder);
+            return Err(Self::err(
+                path,
+                format!(
+                    "{w} × {h} pixels of {:?} decode to {bytes} bytes, over the limit of {} bytes",
+                    image::ImageDecoder::color_type(&decoder),
+                    self.config.max_decoded_bytes
+                ),
+            ));
+        }
+        let img = image::DynamicImage::from_decoder(decoder)
             .map_err(|e| Self::err(path, format!("cannot decode: {e}")))?;
         Ok(self.fit(&img))
     }
@@ -287,6 +307,33 @@ mod tests {
 
     /// A JPEG cut after its header, or in the middle of its data, fails to load (the decoder
     /// alone returns grey rows for it); the whole file, and one with bytes after its end
+    /// A small 16-bit RGBA PNG under the pixel limit whose decoded size is over the byte limit
+    /// is refused from its header, before anything is decoded; under the limit it loads.
+    #[test]
+    fn decoded_bytes_are_bounded_not_only_pixels() {
+        let dir = std::env::temp_dir().join(format!("cxr-max-png16-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rgba16.png");
+        let img: image::ImageBuffer<image::Rgba<u16>, Vec<u16>> =
+            image::ImageBuffer::from_pixel(1000, 1000, image::Rgba([0, 0, 0, 65535]));
+        img.save(&path).unwrap();
+        let file_len = std::fs::metadata(&path).unwrap().len();
+        assert!(file_len < 100_000, "a small file: {file_len} bytes");
+        let tight = ImageLoader::new(ImageLoaderConfig {
+            size: 16,
+            max_decoded_bytes: 4_000_000,
+            ..Default::default()
+        });
+        let e = tight.load(&path).unwrap_err().to_string();
+        assert!(e.contains("8000000 bytes") && e.contains("4000000"), "{e}");
+        let default = ImageLoader::new(ImageLoaderConfig {
+            size: 16,
+            ..Default::default()
+        });
+        assert_eq!(default.load(&path).unwrap().size, 16);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// marker, load.
     #[test]
     fn a_truncated_jpeg_is_rejected() {

@@ -46,8 +46,10 @@ fn fast_parse(line: &str) -> Option<Parsed> {
     if r.dicom_id.trim().is_empty() || r.dicom_id.trim() != r.dicom_id {
         return None;
     }
-    // A blank trajectory: the general path rejects it with its reason.
-    if r.trajectories.iter().any(|t| t.response.trim().is_empty()) {
+    // A blank or over-long trajectory: the general path rejects it with its reason.
+    if r.trajectories.iter().any(|t| {
+        t.response.trim().is_empty() || t.response.len() > super::schema::MAX_TRAJECTORY_BYTES
+    }) {
         return None;
     }
     let parsed = Parsed {

@@ -140,10 +140,20 @@ fn as_text(v: &Value) -> Option<String> {
     }
 }
 
-/// A trajectory's text: a string with something other than white space. A number, an empty
-/// or blank string is not a trajectory (a number is most often a column shifted by one).
+/// The longest trajectory accepted, in bytes. CXR-MAX's trajectories are a few kilobytes; a
+/// record with a longer one is rejected (with its line and size) rather than costing the
+/// labeler and the consensus build minutes.
+pub const MAX_TRAJECTORY_BYTES: usize = 65_536;
+
+/// A trajectory's text: a string with something other than white space, at most
+/// [`MAX_TRAJECTORY_BYTES`] long. A number, an empty or blank string is not a trajectory (a
+/// number is most often a column shifted by one).
 fn trajectory_text(v: &Value) -> std::result::Result<String, String> {
     match v {
+        Value::String(s) if s.len() > MAX_TRAJECTORY_BYTES => Err(format!(
+            "{} bytes long, over the limit of {MAX_TRAJECTORY_BYTES} bytes",
+            s.len()
+        )),
         Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
         Value::String(s) if s.is_empty() => Err("an empty string".to_owned()),
         Value::String(_) => Err("blank (white space only)".to_owned()),
