@@ -203,17 +203,7 @@ mod tests {
     /// size, not minutes of labelling (a 40 MB trajectory once stalled the consensus build).
     #[test]
     fn an_over_long_trajectory_is_rejected() {
-        let dir = std::env::temp_dir().join(format!("cxr-max-long-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("long.jsonl");
-        let long = "No pleural effusion. ".repeat(super::schema::MAX_TRAJECTORY_BYTES / 20 + 1);
-        let ok = "No pleural effusion. ".repeat(100);
-        let text = format!(
-            "{}\n{}\n",
-            serde_json::json!({"dicom_id": "a", "trajectories": [{"model": "A", "response": ok}]}),
-            serde_json::json!({"dicom_id": "b", "trajectories": [{"model": "A", "response": long}]}),
-        );
-        std::fs::write(&path, text).unwrap();
+        let path = bad_input("trajectory-over-limit.jsonl");
         let r = read_records(&path, &FieldMapping::default()).unwrap();
         assert_eq!((r.read, r.kept_records), (2, 1));
         assert_eq!(r.rejected[0].source.line, 2);
@@ -224,6 +214,5 @@ mod tests {
             "{}",
             r.rejected[0].reason
         );
-        std::fs::remove_dir_all(&dir).ok();
     }
 }
