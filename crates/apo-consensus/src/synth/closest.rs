@@ -172,8 +172,14 @@ impl Plan {
         let mut keep = Vec::with_capacity(reading.sentences.len());
         let mut topics = Vec::with_capacity(reading.sentences.len());
         let mut edits = 0;
-        for j in 0..reading.sentences.len() {
-            let claims: Vec<&Claim> = reading.claims.iter().filter(|c| c.sentence == j).collect();
+        // Each sentence's claims, gathered in one pass (linear in the sentences).
+        let mut per_sentence: Vec<Vec<&Claim>> = vec![Vec::new(); reading.sentences.len()];
+        for c in &reading.claims {
+            if let Some(v) = per_sentence.get_mut(c.sentence) {
+                v.push(c);
+            }
+        }
+        for claims in per_sentence {
             let ok = claims.iter().all(|c| agrees(reading, c, consensus));
             let mut t: Vec<usize> = claims.iter().map(|c| c.topic).collect();
             t.sort_unstable();

@@ -17,16 +17,21 @@ fn words(text: &str) -> BTreeSet<String> {
 
 /// Word-set Jaccard similarity of two texts (1 for two texts without words).
 pub fn similarity(a: &str, b: &str) -> f64 {
-    let (a, b) = (words(a), words(b));
-    let union = a.union(&b).count();
+    jaccard(&words(a), &words(b))
+}
+
+fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
+    let union = a.union(b).count();
     if union == 0 {
         return 1.0;
     }
-    a.intersection(&b).count() as f64 / union as f64
+    a.intersection(b).count() as f64 / union as f64
 }
 
 struct Candidate {
     text: String,
+    /// `words(text)`, kept with it.
+    words: BTreeSet<String>,
     topics: Vec<usize>,
     teachers: BTreeSet<usize>,
     support: usize,
@@ -42,11 +47,21 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
         let n_topics = self.extractor.topics();
         let support = |topic: usize, polarity: Polarity| support(readings, topic, polarity);
         let mut candidates: Vec<Candidate> = Vec::new();
+        // The candidates of each topic set, in creation order: a sentence is only compared
+        // with those (linear in the sentences when their topic sets differ).
+        let mut by_topics: std::collections::HashMap<Vec<usize>, Vec<usize>> =
+            std::collections::HashMap::new();
         let mut dropped = 0;
         for (u, (source, reading)) in sources.iter().zip(readings).enumerate() {
+            // Each sentence's claims, gathered in one pass over the claims.
+            let mut per_sentence: Vec<Vec<&Claim>> = vec![Vec::new(); reading.sentences.len()];
+            for c in &reading.claims {
+                if let Some(v) = per_sentence.get_mut(c.sentence) {
+                    v.push(c);
+                }
+            }
             for (j, &(start, end)) in reading.sentences.iter().enumerate() {
-                let claims: Vec<&Claim> =
-                    reading.claims.iter().filter(|c| c.sentence == j).collect();
+                let claims = &per_sentence[j];
                 if claims.is_empty() {
                     continue;
                 }
@@ -67,21 +82,31 @@ impl<E: ClaimExtractor> ClaimSynthesizer<E> {
                     .map(|&t| support(t, consensus[t].expect("kept claims have consensus")))
                     .min()
                     .unwrap_or(0);
-                match candidates.iter_mut().find(|c| {
-                    c.topics == topics && similarity(&c.text, &text) >= self.config.similarity
-                }) {
-                    Some(c) => {
+                let w = words(&text);
+                let group = by_topics.entry(topics.clone()).or_default();
+                match group
+                    .iter()
+                    .copied()
+                    .find(|&k| jaccard(&candidates[k].words, &w) >= self.config.similarity)
+                {
+                    Some(k) => {
+                        let c = &mut candidates[k];
                         c.teachers.insert(u);
                         if text.len() < c.text.len() {
                             c.text = text;
+                            c.words = w;
                         }
                     }
-                    None => candidates.push(Candidate {
-                        text,
-                        topics,
-                        teachers: BTreeSet::from([u]),
-                        support: s,
-                    }),
+                    None => {
+                        group.push(candidates.len());
+                        candidates.push(Candidate {
+                            text,
+                            words: w,
+                            topics,
+                            teachers: BTreeSet::from([u]),
+                            support: s,
+                        });
+                    }
                 }
             }
         }
