@@ -660,3 +660,45 @@ fn bad_adapters_are_typed_errors() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// `export_merged` on a sharded F16 checkpoint keeps its shards, index and dtype, and the
+/// merged model scores as the adapter applied to it does (up to the F16 rounding of the merged
+/// weights).
+#[test]
+fn merged_export_keeps_shards_and_dtype() {
+    let ckpt = fixtures().join("qwen2.5-vl-flat-f16-sharded");
+    let adapter = lora_dir().join("peft-qwen2.5-vl");
+    let tmp = tempdir("sharded");
+    let out = tmp.join("merged");
+    lora::export_merged(&ckpt, &adapter, &out).expect("export");
+    for f in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let w = apo_models::Weights::open(&out).expect("weights");
+    assert_eq!(w.dtype(), Some(apo_models::weights::Dtype::F16));
+    let rows = score_rows();
+    let applied = HfModel::<B>::open_with_adapter(&ckpt, Some(&adapter), Default::default())
+        .expect("adapter")
+        .score(&rows, &fixtures())
+        .expect("score");
+    let merged = HfModel::<B>::open(&out, Default::default())
+        .expect("merged")
+        .score(&rows, &fixtures())
+        .expect("score");
+    for (a, m) in applied.iter().zip(&merged) {
+        assert_eq!(a.tokens, m.tokens);
+        let rel = ((a.logprob - m.logprob) / a.logprob).abs();
+        assert!(
+            rel < 5e-3,
+            "applied {} vs merged {} ({rel})",
+            a.logprob,
+            m.logprob
+        );
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
