@@ -54,7 +54,9 @@ enum DriftCommand {
     /// `drift_detected` does. Detectors: adwin (delta, clock, max_buckets, min_window_length,
     /// grace_period), page-hinkley (min_instances, delta, threshold, alpha, mode),
     /// ddm (warm_start, warning_threshold, drift_threshold; 0/1 values), kswin (alpha,
-    /// window_size, stat_size, seed). Parameter names and defaults are river 0.26's.
+    /// window_size, stat_size, seed), eddm (warm_start, alpha, beta; 0/1 values), fhddm
+    /// (sliding_window_size, confidence_level, short_window_size; 0/1 values). Parameter names
+    /// and defaults are river 0.26's; --warnings adds river's warning zones (ddm, eddm).
     Detect {
         /// Detector name.
         #[arg(long)]
@@ -65,6 +67,10 @@ enum DriftCommand {
         /// Input file, or `-` for standard input.
         #[arg(long, short)]
         input: PathBuf,
+        /// Also print `"warnings"`: the indices at which the detector is in its warning zone
+        /// (river's `warning_detected`: DDM, EDDM; empty for the others).
+        #[arg(long)]
+        warnings: bool,
     },
 }
 
@@ -1003,10 +1009,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             detector,
             params,
             input,
+            warnings,
         }) => {
             let params = drift::parse_params(&params)?;
             let reader = open_input(&input)?;
-            match drift::detect(&detector, &params, reader, io::stdout().lock()) {
+            match drift::detect(&detector, &params, reader, io::stdout().lock(), warnings) {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(drift::DetectError::BadLines(lines)) => {
                     for l in &lines {

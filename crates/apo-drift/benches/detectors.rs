@@ -47,8 +47,9 @@ fn main() {
         write("errors.txt", &errors);
     }
     let mut fields = Vec::new();
-    for name in ["adwin", "page-hinkley", "ddm", "kswin"] {
-        let stream = if name == "ddm" { &errors } else { &values };
+    for name in ["adwin", "page-hinkley", "ddm", "kswin", "eddm", "fhddm"] {
+        let binary = matches!(name, "ddm" | "eddm" | "fhddm");
+        let stream = if binary { &errors } else { &values };
         let mut detector = DetectorConfig::default_for(name)
             .expect("known detector")
             .build()

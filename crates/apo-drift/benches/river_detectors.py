@@ -1,6 +1,7 @@
 """river 0.26 counterpart of `benches/detectors.rs`: values per second of ADWIN,
-Page-Hinkley and DDM on 1e6-value streams built the same way (level shift every 100,000
-values; 0/1 errors with a changing rate for DDM). Prints one JSON line.
+Page-Hinkley, DDM, EDDM and FHDDM on 1e6-value streams built the same way (level shift every
+100,000 values; 0/1 errors with a changing rate for the binary detectors). Prints one JSON
+line.
 
     python3 -m pip install river==0.26.0
     cargo xtask bench drift -- --write-streams /some/dir
@@ -36,6 +37,8 @@ def main():
         ("adwin", drift.ADWIN(), values),
         ("page-hinkley", drift.PageHinkley(), values),
         ("ddm", drift.binary.DDM(), errors),
+        ("eddm", drift.binary.EDDM(), errors),
+        ("fhddm", drift.binary.FHDDM(), errors),
     ]:
         hits = 0
         start = time.perf_counter()

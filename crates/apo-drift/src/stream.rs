@@ -38,6 +38,9 @@ pub struct StreamDetections {
     pub values: usize,
     /// The 0-based indices at which drift was detected.
     pub detections: Vec<usize>,
+    /// The 0-based indices at which the detector is in its warning zone (river's
+    /// `warning_detected`; empty for detectors without one).
+    pub warnings: Vec<usize>,
 }
 
 /// Reads one number per non-empty line (blank lines are skipped; values are indexed in order).
@@ -111,10 +114,25 @@ pub fn detect(
         }
         .into());
     }
+    let mut detections = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, &x) in stream.iter().enumerate() {
+        // The same per-value errors as `DriftDetector::detections` (with the index).
+        if built
+            .update(x)
+            .map_err(|e| crate::detect::at_index_pub(e, i))?
+        {
+            detections.push(i);
+        }
+        if built.warning_detected() {
+            warnings.push(i);
+        }
+    }
     Ok(StreamDetections {
         detector: config.name(),
         values: stream.len(),
-        detections: built.detections(&stream)?,
+        detections,
+        warnings,
     })
 }
 

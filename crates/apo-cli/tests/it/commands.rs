@@ -74,12 +74,19 @@ fn drift_detect_writes_detections_and_reports_bad_lines() {
         .map(|i| format!("{}\n", if i < 1500 { 0.0 } else { 3.0 }))
         .collect();
     let mut out = Vec::new();
-    let hits = drift::detect("page-hinkley", &[], stream.as_bytes(), &mut out).unwrap();
+    let hits = drift::detect("page-hinkley", &[], stream.as_bytes(), &mut out, false).unwrap();
     assert!(!hits.is_empty() && hits[0] >= 1500);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["detections"][0].as_u64().unwrap() as usize, hits[0]);
 
-    let err = drift::detect("adwin", &[], "1\n\nx\n2\nNaN\n".as_bytes(), Vec::new()).unwrap_err();
+    let err = drift::detect(
+        "adwin",
+        &[],
+        "1\n\nx\n2\nNaN\n".as_bytes(),
+        Vec::new(),
+        false,
+    )
+    .unwrap_err();
     match err {
         drift::DetectError::BadLines(lines) => {
             assert_eq!(lines.iter().map(|l| l.line).collect::<Vec<_>>(), vec![3, 5]);
@@ -87,12 +94,40 @@ fn drift_detect_writes_detections_and_reports_bad_lines() {
         e => panic!("unexpected {e}"),
     }
     assert!(matches!(
-        drift::detect("adwin", &[], "".as_bytes(), Vec::new()),
+        drift::detect("adwin", &[], "".as_bytes(), Vec::new(), false),
         Err(drift::DetectError::Drift(_))
     ));
     let params = drift::parse_params(&["delta=0.1".to_owned()]).unwrap();
     assert_eq!(params, vec![("delta".to_owned(), "0.1".to_owned())]);
     assert!(drift::parse_params(&["delta".to_owned()]).is_err());
+}
+
+/// `--warnings` adds river's warning zones: EDDM on the committed error stream gives river
+/// 0.26's detections and warnings (`crates/apo-drift/tests/fixtures/river_detections.json`).
+#[test]
+fn drift_detect_warnings_match_river() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../apo-drift/tests/fixtures");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{fixtures}/river_detections.json")).unwrap(),
+    )
+    .unwrap();
+    let case = json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["detector"] == "eddm"
+                && c["stream"] == "stream_errors.txt"
+                && c["params"].as_object().unwrap().is_empty()
+        })
+        .unwrap();
+    let stream = std::fs::read_to_string(format!("{fixtures}/stream_errors.txt")).unwrap();
+    let mut out = Vec::new();
+    drift::detect("eddm", &[], stream.as_bytes(), &mut out, true).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["detections"], case["detections"]);
+    assert_eq!(v["warnings"], case["warnings"]);
+    assert!(!v["warnings"].as_array().unwrap().is_empty());
 }
 
 #[test]

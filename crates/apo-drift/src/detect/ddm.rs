@@ -125,6 +125,10 @@ impl DriftDetector for Ddm {
         Ok(self.drift)
     }
 
+    fn warning_detected(&self) -> bool {
+        self.warning
+    }
+
     fn drift_detected(&self) -> bool {
         self.drift
     }

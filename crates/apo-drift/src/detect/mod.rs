@@ -9,6 +9,8 @@
 
 mod adwin;
 mod ddm;
+mod eddm;
+mod fhddm;
 mod kswin;
 mod page_hinkley;
 
@@ -17,6 +19,8 @@ use std::str::FromStr;
 
 pub use adwin::{Adwin, AdwinConfig};
 pub use ddm::{Ddm, DdmConfig};
+pub use eddm::{Eddm, EddmConfig};
+pub use fhddm::{Fhddm, FhddmConfig};
 pub use kswin::ks_2samp;
 pub use kswin::{Kswin, KswinConfig};
 pub use page_hinkley::{PageHinkley, PageHinkleyConfig, PageHinkleyMode};
@@ -45,6 +49,13 @@ pub trait DriftDetector: fmt::Debug + Send {
     /// Whether the last update detected drift.
     fn drift_detected(&self) -> bool;
 
+    /// Whether the detector is in its warning zone after the last update (river's
+    /// `warning_detected`; always false for detectors without one: ADWIN, Page-Hinkley, KSWIN,
+    /// FHDDM).
+    fn warning_detected(&self) -> bool {
+        false
+    }
+
     /// Clears all state, as after construction.
     fn reset(&mut self);
 
@@ -62,6 +73,11 @@ pub trait DriftDetector: fmt::Debug + Send {
         }
         Ok(hits)
     }
+}
+
+/// [`DriftError`] of the value at index `i` (the stream position in the message).
+pub(crate) fn at_index_pub(error: DriftError, i: usize) -> DriftError {
+    at_index(error, i)
 }
 
 fn at_index(error: DriftError, i: usize) -> DriftError {
@@ -115,6 +131,10 @@ pub enum DetectorConfig {
     Ddm(DdmConfig),
     /// Kolmogorov-Smirnov windowing.
     Kswin(KswinConfig),
+    /// Early Drift Detection Method (river `drift.binary.EDDM`).
+    Eddm(EddmConfig),
+    /// Fast Hoeffding Drift Detection Method (river `drift.binary.FHDDM`).
+    Fhddm(FhddmConfig),
 }
 
 impl DetectorConfig {
@@ -125,6 +145,8 @@ impl DetectorConfig {
             DetectorConfig::PageHinkley(_) => "page-hinkley",
             DetectorConfig::Ddm(_) => "ddm",
             DetectorConfig::Kswin(_) => "kswin",
+            DetectorConfig::Eddm(_) => "eddm",
+            DetectorConfig::Fhddm(_) => "fhddm",
         }
     }
 
@@ -140,6 +162,8 @@ impl DetectorConfig {
             }
             "ddm" => DetectorConfig::Ddm(DdmConfig::default()),
             "kswin" => DetectorConfig::Kswin(KswinConfig::default()),
+            "eddm" => DetectorConfig::Eddm(EddmConfig::default()),
+            "fhddm" => DetectorConfig::Fhddm(FhddmConfig::default()),
             other => return Err(DriftError::UnknownDetector(other.to_owned())),
         })
     }
@@ -202,6 +226,23 @@ impl DetectorConfig {
                 "seed" => c.seed = int(value)? as u64,
                 _ => return Err(unknown("kswin", key, KswinConfig::PARAMS)),
             },
+            DetectorConfig::Eddm(c) => match key {
+                "warm_start" => c.warm_start = int(value)?,
+                "alpha" => c.alpha = num(value)?,
+                "beta" => c.beta = num(value)?,
+                _ => return Err(unknown("eddm", key, EddmConfig::PARAMS)),
+            },
+            DetectorConfig::Fhddm(c) => match key {
+                "sliding_window_size" => c.sliding_window_size = int(value)?,
+                "confidence_level" => c.confidence_level = num(value)?,
+                "short_window_size" => {
+                    c.short_window_size = match value.trim() {
+                        "None" | "none" | "" => None,
+                        v => Some(int(v)?),
+                    }
+                }
+                _ => return Err(unknown("fhddm", key, FhddmConfig::PARAMS)),
+            },
         }
         Ok(())
     }
@@ -216,6 +257,8 @@ impl DetectorConfig {
             DetectorConfig::PageHinkley(c) => Box::new(PageHinkley::new(c.clone())?),
             DetectorConfig::Ddm(c) => Box::new(Ddm::new(c.clone())?),
             DetectorConfig::Kswin(c) => Box::new(Kswin::new(c.clone())?),
+            DetectorConfig::Eddm(c) => Box::new(Eddm::new(c.clone())?),
+            DetectorConfig::Fhddm(c) => Box::new(Fhddm::new(c.clone())?),
         })
     }
 }

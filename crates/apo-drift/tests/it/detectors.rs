@@ -19,6 +19,7 @@ fn same_detection_indices_as_river() {
     let cases = json["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
     let mut total_hits = 0;
+    let mut warnings = 0;
     for case in cases {
         let name = case["detector"].as_str().unwrap();
         let params: Vec<(String, String)> = case["params"]
@@ -45,7 +46,34 @@ fn same_detection_indices_as_river() {
         let got = detector.detections(&stream).unwrap();
         assert_eq!(got, want, "{name} {params:?} on {}", case["stream"]);
         total_hits += want.len();
+        // river's warning zones (DDM, EDDM): every index at which `warning_detected` is true.
+        if let Some(w) = case.get("warnings") {
+            let want: Vec<usize> = w
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let mut d = DetectorConfig::from_params(name, &pairs)
+                .unwrap()
+                .build()
+                .unwrap();
+            let mut got = Vec::new();
+            for (i, &x) in stream.iter().enumerate() {
+                d.update(x).unwrap();
+                if d.warning_detected() {
+                    got.push(i);
+                }
+            }
+            assert_eq!(
+                got, want,
+                "{name} {params:?} warnings on {}",
+                case["stream"]
+            );
+            warnings += want.len();
+        }
     }
+    assert!(warnings > 0, "the fixtures exercise warning zones");
     assert!(
         total_hits > 50,
         "the fixtures exercise real detections ({total_hits})"
