@@ -55,8 +55,10 @@ enum DriftCommand {
     /// grace_period), page-hinkley (min_instances, delta, threshold, alpha, mode),
     /// ddm (warm_start, warning_threshold, drift_threshold; 0/1 values), kswin (alpha,
     /// window_size, stat_size, seed), eddm (warm_start, alpha, beta; 0/1 values), fhddm
-    /// (sliding_window_size, confidence_level, short_window_size; 0/1 values). Parameter names
-    /// and defaults are river 0.26's; --warnings adds river's warning zones (ddm, eddm).
+    /// (sliding_window_size, confidence_level, short_window_size; 0/1 values), hddm-a
+    /// (drift_confidence, warning_confidence, two_sided_test; 0/1 values), hddm-w (the same and
+    /// lambda_val). Parameter names and defaults are river 0.26's; --warnings adds river's
+    /// warning zones (ddm, eddm, hddm-a, hddm-w).
     Detect {
         /// Detector name.
         #[arg(long)]
@@ -68,7 +70,7 @@ enum DriftCommand {
         #[arg(long, short)]
         input: PathBuf,
         /// Also print `"warnings"`: the indices at which the detector is in its warning zone
-        /// (river's `warning_detected`: DDM, EDDM; empty for the others).
+        /// (river's `warning_detected`: DDM, EDDM, HDDM_A, HDDM_W; empty for the others).
         #[arg(long)]
         warnings: bool,
     },

@@ -47,8 +47,17 @@ fn main() {
         write("errors.txt", &errors);
     }
     let mut fields = Vec::new();
-    for name in ["adwin", "page-hinkley", "ddm", "kswin", "eddm", "fhddm"] {
-        let binary = matches!(name, "ddm" | "eddm" | "fhddm");
+    for name in [
+        "adwin",
+        "page-hinkley",
+        "ddm",
+        "kswin",
+        "eddm",
+        "fhddm",
+        "hddm-a",
+        "hddm-w",
+    ] {
+        let binary = matches!(name, "ddm" | "eddm" | "fhddm" | "hddm-a" | "hddm-w");
         let stream = if binary { &errors } else { &values };
         let mut detector = DetectorConfig::default_for(name)
             .expect("known detector")

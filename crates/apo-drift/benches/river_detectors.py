@@ -1,5 +1,5 @@
 """river 0.26 counterpart of `benches/detectors.rs`: values per second of ADWIN,
-Page-Hinkley, DDM, EDDM and FHDDM on 1e6-value streams built the same way (level shift every
+Page-Hinkley, DDM, EDDM, FHDDM, HDDM_A and HDDM_W on 1e6-value streams built the same way (level shift every
 100,000 values; 0/1 errors with a changing rate for the binary detectors). Prints one JSON
 line.
 
@@ -39,6 +39,8 @@ def main():
         ("ddm", drift.binary.DDM(), errors),
         ("eddm", drift.binary.EDDM(), errors),
         ("fhddm", drift.binary.FHDDM(), errors),
+        ("hddm-a", drift.binary.HDDMA(), errors),
+        ("hddm-w", drift.binary.HDDMW(), errors),
     ]:
         hits = 0
         start = time.perf_counter()

@@ -54,7 +54,8 @@ mod streams;
 pub use agreement::{BinaryScores, binary_scores, fleiss_kappa, pairwise_agreement, vote_entropy};
 pub use detect::{
     Adwin, AdwinConfig, Ddm, DdmConfig, DetectorConfig, DriftDetector, Eddm, EddmConfig, Fhddm,
-    FhddmConfig, Kswin, KswinConfig, PageHinkley, PageHinkleyConfig, PageHinkleyMode, ks_2samp,
+    FhddmConfig, HddmA, HddmAConfig, HddmW, HddmWConfig, Kswin, KswinConfig, PageHinkley,
+    PageHinkleyConfig, PageHinkleyMode, ks_2samp,
 };
 pub use divergence::{
     Divergence, check_distribution, hellinger, js_divergence, kl_divergence, smoothed,

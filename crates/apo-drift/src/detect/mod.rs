@@ -1,6 +1,6 @@
 //! Online drift detectors with the parameter names, defaults and detection semantics of
-//! river 0.26 (`river.drift.ADWIN`, `river.drift.PageHinkley`, `river.drift.binary.DDM`,
-//! `river.drift.KSWIN`).
+//! river 0.26 (`river.drift.ADWIN`, `river.drift.PageHinkley`, `river.drift.KSWIN`, and
+//! `river.drift.binary.DDM`, `EDDM`, `FHDDM`, `HDDMA`, `HDDMW`), warning zones included.
 //!
 //! Semantics shared by every detector, as in river: [`DriftDetector::update`] feeds one value
 //! and returns whether drift is detected *at* that value; the detector resets itself on the
@@ -11,6 +11,7 @@ mod adwin;
 mod ddm;
 mod eddm;
 mod fhddm;
+mod hddm;
 mod kswin;
 mod page_hinkley;
 
@@ -21,6 +22,7 @@ pub use adwin::{Adwin, AdwinConfig};
 pub use ddm::{Ddm, DdmConfig};
 pub use eddm::{Eddm, EddmConfig};
 pub use fhddm::{Fhddm, FhddmConfig};
+pub use hddm::{HddmA, HddmAConfig, HddmW, HddmWConfig};
 pub use kswin::ks_2samp;
 pub use kswin::{Kswin, KswinConfig};
 pub use page_hinkley::{PageHinkley, PageHinkleyConfig, PageHinkleyMode};
@@ -50,8 +52,8 @@ pub trait DriftDetector: fmt::Debug + Send {
     fn drift_detected(&self) -> bool;
 
     /// Whether the detector is in its warning zone after the last update (river's
-    /// `warning_detected`; always false for detectors without one: ADWIN, Page-Hinkley, KSWIN,
-    /// FHDDM).
+    /// `warning_detected`: DDM, EDDM, HDDM_A, HDDM_W; always false for ADWIN, Page-Hinkley,
+    /// KSWIN and FHDDM, which have none).
     fn warning_detected(&self) -> bool {
         false
     }
@@ -135,6 +137,10 @@ pub enum DetectorConfig {
     Eddm(EddmConfig),
     /// Fast Hoeffding Drift Detection Method (river `drift.binary.FHDDM`).
     Fhddm(FhddmConfig),
+    /// Hoeffding's bound on moving averages (river `drift.binary.HDDM_A`).
+    HddmA(HddmAConfig),
+    /// McDiarmid's bound on weighted moving averages (river `drift.binary.HDDM_W`).
+    HddmW(HddmWConfig),
 }
 
 impl DetectorConfig {
@@ -147,6 +153,8 @@ impl DetectorConfig {
             DetectorConfig::Kswin(_) => "kswin",
             DetectorConfig::Eddm(_) => "eddm",
             DetectorConfig::Fhddm(_) => "fhddm",
+            DetectorConfig::HddmA(_) => "hddm-a",
+            DetectorConfig::HddmW(_) => "hddm-w",
         }
     }
 
@@ -164,6 +172,8 @@ impl DetectorConfig {
             "kswin" => DetectorConfig::Kswin(KswinConfig::default()),
             "eddm" => DetectorConfig::Eddm(EddmConfig::default()),
             "fhddm" => DetectorConfig::Fhddm(FhddmConfig::default()),
+            "hddm-a" | "hddm_a" => DetectorConfig::HddmA(HddmAConfig::default()),
+            "hddm-w" | "hddm_w" => DetectorConfig::HddmW(HddmWConfig::default()),
             other => return Err(DriftError::UnknownDetector(other.to_owned())),
         })
     }
@@ -243,6 +253,19 @@ impl DetectorConfig {
                 }
                 _ => return Err(unknown("fhddm", key, FhddmConfig::PARAMS)),
             },
+            DetectorConfig::HddmA(c) => match key {
+                "drift_confidence" => c.drift_confidence = num(value)?,
+                "warning_confidence" => c.warning_confidence = num(value)?,
+                "two_sided_test" => c.two_sided_test = boolean(key, value)?,
+                _ => return Err(unknown("hddm-a", key, HddmAConfig::PARAMS)),
+            },
+            DetectorConfig::HddmW(c) => match key {
+                "drift_confidence" => c.drift_confidence = num(value)?,
+                "warning_confidence" => c.warning_confidence = num(value)?,
+                "lambda_val" => c.lambda_val = num(value)?,
+                "two_sided_test" => c.two_sided_test = boolean(key, value)?,
+                _ => return Err(unknown("hddm-w", key, HddmWConfig::PARAMS)),
+            },
         }
         Ok(())
     }
@@ -259,7 +282,22 @@ impl DetectorConfig {
             DetectorConfig::Kswin(c) => Box::new(Kswin::new(c.clone())?),
             DetectorConfig::Eddm(c) => Box::new(Eddm::new(c.clone())?),
             DetectorConfig::Fhddm(c) => Box::new(Fhddm::new(c.clone())?),
+            DetectorConfig::HddmA(c) => Box::new(HddmA::new(c.clone())?),
+            DetectorConfig::HddmW(c) => Box::new(HddmW::new(c.clone())?),
         })
+    }
+}
+
+/// `true`/`false` (also Python's `True`/`False`, as river's parameters are written).
+fn boolean(key: &str, value: &str) -> Result<bool> {
+    match value.trim() {
+        "true" | "True" | "1" => Ok(true),
+        "false" | "False" | "0" => Ok(false),
+        v => Err(DriftError::BadValue {
+            name: key.to_owned(),
+            value: v.to_owned(),
+            expected: "true or false",
+        }),
     }
 }
 
