@@ -73,6 +73,11 @@ enum DriftCommand {
         /// (river's `warning_detected`: DDM, EDDM, HDDM_A, HDDM_W; empty for the others).
         #[arg(long)]
         warnings: bool,
+        /// Read the input as it arrives and print each event when it happens, one JSON line
+        /// each (`{"index": I, "event": "drift"}`, and `"warning"` on entering a warning zone
+        /// with --warnings), flushed at once: a live stream can be piped through it.
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -1012,9 +1017,19 @@ fn run(command: Command) -> Result<ExitCode, String> {
             params,
             input,
             warnings,
+            follow,
         }) => {
             let params = drift::parse_params(&params)?;
             let reader = open_input(&input)?;
+            if follow {
+                let (_, bad) = drift::follow(&detector, &params, reader, io::stdout(), warnings)
+                    .map_err(|e| format!("{}: {e}", input.display()))?;
+                return Ok(if bad.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             match drift::detect(&detector, &params, reader, io::stdout().lock(), warnings) {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(drift::DetectError::BadLines(lines)) => {

@@ -32,3 +32,106 @@ pub fn detect(
     output.write_all(b"\n")?;
     Ok(run.detections)
 }
+
+/// `apo drift detect --follow`: reads `input` line by line as it arrives and writes one JSON
+/// line per event when it happens, flushed at once: `{"index": I, "event": "drift"}` (and
+/// `"warning"` with `warnings`, when the detector enters its warning zone). A line that is
+/// not a finite number is answered `{"line": N, "error": ...}` and skipped (the stream goes
+/// on). Returns the drift indices and the bad lines.
+///
+/// # Errors
+/// An unknown detector or parameter; read and write errors.
+pub fn follow(
+    detector: &str,
+    params: &[(String, String)],
+    input: impl BufRead,
+    mut output: impl Write,
+    warnings: bool,
+) -> Result<(Vec<usize>, Vec<BadLine>), DetectError> {
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut d = apo_drift::DetectorConfig::from_params(detector, &pairs)
+        .and_then(|c| c.build())
+        .map_err(DetectError::from)?;
+    let mut index = 0usize;
+    let mut hits = Vec::new();
+    let mut bad = Vec::new();
+    let mut in_warning = false;
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        let line = if i == 0 {
+            line.strip_prefix('\u{feff}').unwrap_or(&line).to_owned()
+        } else {
+            line
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let value = match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => v,
+            Ok(v) => {
+                let error = format!("`{text}` is not finite ({v})");
+                writeln!(
+                    output,
+                    "{}",
+                    serde_json::json!({"line": i + 1, "error": error})
+                )?;
+                output.flush()?;
+                bad.push(BadLine { line: i + 1, error });
+                continue;
+            }
+            Err(_) => {
+                let error = format!("`{text}` is not a number");
+                writeln!(
+                    output,
+                    "{}",
+                    serde_json::json!({"line": i + 1, "error": error})
+                )?;
+                output.flush()?;
+                bad.push(BadLine { line: i + 1, error });
+                continue;
+            }
+        };
+        match d.update(value) {
+            Ok(drift) => {
+                if warnings {
+                    let w = d.warning_detected();
+                    if w && !in_warning {
+                        writeln!(
+                            output,
+                            "{}",
+                            serde_json::json!({"index": index, "event": "warning"})
+                        )?;
+                        output.flush()?;
+                    }
+                    in_warning = w;
+                }
+                if drift {
+                    hits.push(index);
+                    writeln!(
+                        output,
+                        "{}",
+                        serde_json::json!({"index": index, "event": "drift"})
+                    )?;
+                    output.flush()?;
+                    in_warning = false;
+                }
+                index += 1;
+            }
+            Err(e) => {
+                let error = e.to_string();
+                writeln!(
+                    output,
+                    "{}",
+                    serde_json::json!({"line": i + 1, "error": error})
+                )?;
+                output.flush()?;
+                bad.push(BadLine { line: i + 1, error });
+            }
+        }
+    }
+    Ok((hits, bad))
+}

@@ -789,3 +789,86 @@ fn min_agreement_and_split_all_are_accepted() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `apo drift detect --follow`: an event is printed while the input is still open (a live
+/// stream), and the drift indices equal the batch mode's; a bad line is answered and skipped.
+#[test]
+fn drift_detect_follow_prints_events_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    let values: Vec<String> = (0..3000)
+        .map(|i| {
+            if i < 1500 {
+                "0.0".to_owned()
+            } else {
+                "3.0".to_owned()
+            }
+        })
+        .collect();
+    let batch: serde_json::Value = {
+        let (code, stdout, _) = apo(
+            &[
+                "drift",
+                "detect",
+                "--detector",
+                "page-hinkley",
+                "--input",
+                "-",
+            ],
+            &(values.join("\n") + "\n"),
+        );
+        assert_eq!(code, 0);
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let first = batch["detections"][0].as_u64().unwrap() as usize;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apo"))
+        .args([
+            "drift",
+            "detect",
+            "--detector",
+            "page-hinkley",
+            "--follow",
+            "--input",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Up to the first detection, plus a bad line: both are answered before the input ends.
+    for v in &values[..=first] {
+        writeln!(stdin, "{v}").unwrap();
+    }
+    writeln!(stdin, "oops").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["event"], "drift");
+    assert_eq!(event["index"].as_u64().unwrap() as usize, first);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let bad: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(bad["line"].as_u64().unwrap() as usize, first + 2);
+    for v in &values[first + 1..] {
+        writeln!(stdin, "{v}").unwrap();
+    }
+    drop(stdin);
+    let rest: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a bad line makes the exit status 1");
+    let mut got = vec![first as u64];
+    got.extend(rest.iter().map(|e| e["index"].as_u64().unwrap()));
+    let want: Vec<u64> = batch["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
