@@ -327,6 +327,90 @@ const EPS: f64 = 1e-10;
 /// ```
 #[allow(clippy::needless_range_loop)] // (worker, observed, true) indices address several tables
 pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSkene> {
+    em(votes, config, false)
+}
+
+/// One-coin Dawid-Skene (crowd-kit 1.4's `OneCoinDawidSkene`): Dawid-Skene in which each
+/// worker has a single skill `p_w` (the chance that their label is the true one, errors spread
+/// evenly over the other labels) instead of a confusion matrix. The M-step sets `p_w` to the
+/// mean posterior of the label the worker gave, over their votes; the confusion entries are
+/// then `p_w` on the diagonal and `(1 − p_w) / (K − 1)` off it, clipped to `[1e-10, 1 − 1e-10]`.
+/// Same starts, E-step, priors and stopping rule as [`dawid_skene`]; the skills are
+/// [`DawidSkene::errors`]' diagonals.
+///
+/// # Errors
+/// As [`dawid_skene`].
+pub fn one_coin_dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSkene> {
+    em(votes, config, true)
+}
+
+/// Wawa (crowd-kit 1.4's `Wawa`, worker agreement with aggregate): the majority vote, then each
+/// worker's skill as the share of their votes that agree with it, then the vote weighted by
+/// those skills. Ties (in both votes) go to the label that appears first in the votes, as
+/// crowd-kit's `MajorityVote` breaks them (its columns keep that order), not to the one that
+/// sorts first as [`majority_vote`]'s do. Returns the weighted vote and the skills (in
+/// `votes.workers()` order).
+pub fn wawa(votes: &Votes) -> (Vec<Consensus>, Vec<f64>) {
+    let k = votes.labels().len();
+    // Each label's position of first appearance.
+    let mut rank = vec![usize::MAX; k];
+    let mut next = 0;
+    for &(_, _, l) in votes.entries() {
+        if rank[l] == usize::MAX {
+            rank[l] = next;
+            next += 1;
+        }
+    }
+    let pick = |row: &[f64]| -> usize {
+        let mut best = 0;
+        for l in 1..row.len() {
+            if row[l] > row[best] || (row[l] == row[best] && rank[l] < rank[best]) {
+                best = l;
+            }
+        }
+        best
+    };
+    let mv: Vec<usize> = shares(votes, |_| 1.0).iter().map(|r| pick(r)).collect();
+    let n = votes.workers().len();
+    let (mut agree, mut total) = (vec![0.0; n], vec![0.0; n]);
+    for &(t, w, l) in votes.entries() {
+        total[w] += 1.0;
+        if mv[t] == l {
+            agree[w] += 1.0;
+        }
+    }
+    let skills: Vec<f64> = agree
+        .iter()
+        .zip(&total)
+        .map(|(a, t)| if *t > 0.0 { a / t } else { 0.0 })
+        .collect();
+    let scores = shares(votes, |w| skills[w]);
+    let mut out: Vec<Consensus> = scores
+        .iter()
+        .enumerate()
+        .map(|(task, row)| {
+            let label = pick(row);
+            Consensus {
+                task,
+                label,
+                confidence: row[label],
+                agreeing: Vec::new(),
+                dissenting: Vec::new(),
+            }
+        })
+        .collect();
+    for &(t, w, l) in votes.entries() {
+        if out[t].label == l {
+            out[t].agreeing.push(w);
+        } else {
+            out[t].dissenting.push(w);
+        }
+    }
+    (out, skills)
+}
+
+#[allow(clippy::needless_range_loop)] // (worker, observed, true) indices address several tables
+fn em(votes: &Votes, config: &DawidSkeneConfig, one_coin: bool) -> Result<DawidSkene> {
     if config.max_iter == 0 {
         return Err(ConsensusError::OutOfRange {
             name: "max_iter",
@@ -364,7 +448,43 @@ pub fn dawid_skene(votes: &Votes, config: &DawidSkeneConfig) -> Result<DawidSken
     for &(_, w, l) in votes.entries() {
         used[w * k + l] = true;
     }
+    // One-coin M-step: each worker's skill (mean posterior of the label they gave), spread
+    // into a confusion table as crowd-kit's `_process_skills_to_errors` does.
+    let one_coin_step = |post: &[f64]| -> Vec<f64> {
+        let (mut sum, mut count) = (vec![0.0; n_workers], vec![0.0; n_workers]);
+        for &(p, w, l) in &pat.entries {
+            let n = pat.count[p];
+            sum[w] += n * post[p * k + l];
+            count[w] += n;
+        }
+        let mut e = vec![0.0; n_workers * k * k];
+        for w in 0..n_workers {
+            let skill = if count[w] > 0.0 {
+                sum[w] / count[w]
+            } else {
+                0.0
+            };
+            let off = if k > 1 {
+                (1.0 - skill) / (k - 1) as f64
+            } else {
+                0.0
+            };
+            for l in 0..k {
+                if !used[w * k + l] {
+                    continue;
+                }
+                for c in 0..k {
+                    let v = if c == l { skill } else { off };
+                    e[ek(w, l) + c] = v.clamp(EPS, 1.0 - EPS);
+                }
+            }
+        }
+        e
+    };
     let m_step = |post: &[f64]| -> Vec<f64> {
+        if one_coin {
+            return one_coin_step(post);
+        }
         let mut e = vec![0.0; n_workers * k * k];
         for &(p, w, l) in &pat.entries {
             let (row, n) = (ek(w, l), pat.count[p]);

@@ -34,7 +34,7 @@ mod votes;
 
 pub use aggregate::{
     Consensus, DawidSkene, DawidSkeneConfig, check_weights, dawid_skene, majority_vote,
-    reliability_weights, weighted_vote,
+    one_coin_dawid_skene, reliability_weights, wawa, weighted_vote,
 };
 pub use error::{ConsensusError, Result};
 pub use method::Method;

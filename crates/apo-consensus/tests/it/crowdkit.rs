@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use apo_consensus::{
-    ConsensusError, DawidSkeneConfig, Votes, dawid_skene, majority_vote, weighted_vote,
+    ConsensusError, DawidSkeneConfig, Votes, dawid_skene, majority_vote, one_coin_dawid_skene,
+    wawa, weighted_vote,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -55,6 +56,81 @@ fn dawid_skene_agrees_with_crowdkit() {
             "{:?}",
             ds.elbo
         );
+    }
+}
+
+fn votes_of_case(case: &str) -> Votes {
+    let rows = read_csv(&format!("votes_{case}.csv"));
+    Votes::from_triples(
+        rows.iter()
+            .map(|r| (r[0].as_str(), r[1].as_str(), r[2].as_str())),
+    )
+    .unwrap()
+}
+
+/// One-coin Dawid-Skene gives crowd-kit 1.4.2's `OneCoinDawidSkene` labels on every task and
+/// its posteriors within 1e-6.
+#[test]
+fn one_coin_dawid_skene_agrees_with_crowdkit() {
+    for case in ["three_labels", "binary_teachers", "adversarial"] {
+        let votes = votes_of_case(case);
+        let want: HashMap<String, (String, f64)> = read_csv(&format!("onecoin_{case}.csv"))
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[1].clone(), r[2].parse().unwrap())))
+            .collect();
+        let ds = one_coin_dawid_skene(&votes, &DawidSkeneConfig::default()).unwrap();
+        let mut worst = 0f64;
+        for c in &ds.consensus {
+            let (label, posterior) = &want[&votes.tasks()[c.task]];
+            assert_eq!(votes.label_name(c.label), label, "{case} task {}", c.task);
+            worst = worst.max((ds.posteriors[c.task][c.label] - posterior).abs());
+        }
+        assert!(worst < 1e-6, "{case}: posteriors differ by {worst}");
+        assert!(
+            ds.posteriors
+                .iter()
+                .all(|p| (p.iter().sum::<f64>() - 1.0).abs() < 1e-9)
+        );
+        // One skill per worker: every confusion row of a worker has the same diagonal.
+        for (w, rows) in ds.errors.iter().enumerate() {
+            let diag: Vec<f64> = (0..rows.len())
+                .filter(|&l| rows[l].iter().any(|&x| x > 0.0))
+                .map(|l| rows[l][l])
+                .collect();
+            assert!(
+                diag.windows(2).all(|d| (d[0] - d[1]).abs() < 1e-12),
+                "worker {w}"
+            );
+        }
+    }
+}
+
+/// Wawa gives crowd-kit 1.4.2's labels and worker skills.
+#[test]
+fn wawa_agrees_with_crowdkit() {
+    for case in ["three_labels", "binary_teachers", "adversarial"] {
+        let votes = votes_of_case(case);
+        let want: HashMap<String, String> = read_csv(&format!("wawa_{case}.csv"))
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+        let skills: HashMap<String, f64> = read_csv(&format!("wawa_skills_{case}.csv"))
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect();
+        let (labels, got_skills) = wawa(&votes);
+        for c in &labels {
+            assert_eq!(
+                votes.label_name(c.label),
+                want[&votes.tasks()[c.task]],
+                "{case} task {}",
+                c.task
+            );
+        }
+        for (w, s) in got_skills.iter().enumerate() {
+            let name = &votes.workers()[w];
+            assert!((s - skills[name]).abs() < 1e-12, "{case} {name}: {s}");
+        }
     }
 }
 
