@@ -87,7 +87,8 @@ enum ConsensusCommand {
     /// Aggregate votes from a CSV with columns task,worker,label (crowd-kit's layout) and print
     /// CSV task,label,confidence. Methods: majority (ties to the label that sorts first),
     /// weighted (--weights CSV worker,weight; missing workers weigh 1), dawid-skene (crowd-kit
-    /// 1.4 DawidSkene, n_iter 100, tol 1e-5).
+    /// 1.4 DawidSkene, n_iter 100, tol 1e-5), one-coin-dawid-skene (crowd-kit's
+    /// OneCoinDawidSkene, the same), wawa (crowd-kit's Wawa).
     Votes {
         /// Aggregation method.
         #[arg(long, default_value = "majority")]
@@ -111,7 +112,7 @@ enum ConsensusCommand {
         /// Output JSONL file.
         #[arg(long)]
         out: PathBuf,
-        /// Label aggregation: majority, weighted or dawid-skene.
+        /// Label aggregation: majority, weighted, dawid-skene, one-coin-dawid-skene or wawa.
         #[arg(long, default_value = "dawid-skene")]
         method: String,
         /// Teacher weights CSV (worker,weight) for --method weighted (default: reliabilities).

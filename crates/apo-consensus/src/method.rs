@@ -24,11 +24,21 @@ pub enum Method {
     /// Dawid-Skene EM.
     #[default]
     DawidSkene,
+    /// One-coin Dawid-Skene: one skill per worker ([`crate::one_coin_dawid_skene`]).
+    OneCoinDawidSkene,
+    /// Worker agreement with aggregate ([`crate::wawa`]).
+    Wawa,
 }
 
 impl Method {
     /// Every method, in the order the names are listed.
-    pub const ALL: [Method; 3] = [Method::Majority, Method::Weighted, Method::DawidSkene];
+    pub const ALL: [Method; 5] = [
+        Method::Majority,
+        Method::Weighted,
+        Method::DawidSkene,
+        Method::OneCoinDawidSkene,
+        Method::Wawa,
+    ];
 
     /// The name commands and configuration files use.
     pub fn name(self) -> &'static str {
@@ -36,6 +46,8 @@ impl Method {
             Method::Majority => "majority",
             Method::Weighted => "weighted",
             Method::DawidSkene => "dawid-skene",
+            Method::OneCoinDawidSkene => "one-coin-dawid-skene",
+            Method::Wawa => "wawa",
         }
     }
 }
@@ -49,16 +61,18 @@ impl std::fmt::Display for Method {
 impl std::str::FromStr for Method {
     type Err = ConsensusError;
 
-    /// `majority`, `weighted`, `dawid-skene` (or `ds`).
+    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "majority" => Ok(Method::Majority),
             "weighted" => Ok(Method::Weighted),
             "dawid-skene" | "ds" => Ok(Method::DawidSkene),
+            "one-coin-dawid-skene" | "one-coin-ds" => Ok(Method::OneCoinDawidSkene),
+            "wawa" => Ok(Method::Wawa),
             other => Err(ConsensusError::UnknownOption {
                 name: "method",
                 value: other.to_owned(),
-                expected: "majority, weighted or dawid-skene",
+                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene or wawa",
             }),
         }
     }
@@ -78,7 +92,7 @@ mod tests {
         let e = "glad".parse::<Method>().unwrap_err().to_string();
         assert_eq!(
             e,
-            "method `glad` is not known; expected majority, weighted or dawid-skene"
+            "method `glad` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene or wawa"
         );
     }
 }

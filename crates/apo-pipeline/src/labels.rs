@@ -318,6 +318,19 @@ pub fn label_consensus(
                 };
                 dawid_skene(&votes, &config).map_err(context)?.consensus
             }
+            Method::OneCoinDawidSkene => {
+                // The same starts and orientation as Dawid-Skene's, one skill per teacher.
+                let config = DawidSkeneConfig {
+                    majority_label: Some(0),
+                    worker_starts: true,
+                    random_starts: DS_RANDOM_STARTS,
+                    ..DawidSkeneConfig::default()
+                };
+                apo_consensus::one_coin_dawid_skene(&votes, &config)
+                    .map_err(context)?
+                    .consensus
+            }
+            Method::Wawa => apo_consensus::wawa(&votes).0,
         };
         Ok(result
             .iter()

@@ -45,6 +45,12 @@ pub fn votes(
                 .map_err(|e| VotesError::Votes(e.to_string()))?
                 .consensus
         }
+        Method::OneCoinDawidSkene => {
+            apo_consensus::one_coin_dawid_skene(&votes, &DawidSkeneConfig::default())
+                .map_err(|e| VotesError::Votes(e.to_string()))?
+                .consensus
+        }
+        Method::Wawa => apo_consensus::wawa(&votes).0,
         Method::Weighted => {
             let weight_err = |e: apo_consensus::ConsensusError| VotesError::Weights(e.to_string());
             let (parsed, given) = match weights {

@@ -145,3 +145,39 @@ fn demo_objective_table_prints_every_objective_and_teacher() {
     );
     assert!(text.contains("plackett-luce-ranking") && text.contains("infonca"));
 }
+
+/// `apo consensus votes --method one-coin-dawid-skene | wawa` give crowd-kit 1.4.2's labels
+/// on its fixture votes.
+#[test]
+fn consensus_votes_new_methods_match_crowdkit() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../apo-consensus/tests/fixtures"
+    );
+    for (method, prefix) in [
+        (Method::OneCoinDawidSkene, "onecoin"),
+        (Method::Wawa, "wawa"),
+    ] {
+        let input = std::fs::read_to_string(format!("{fixtures}/votes_three_labels.csv")).unwrap();
+        let mut out = Vec::new();
+        consensus::votes(method, input.as_bytes(), None::<&[u8]>, &mut out).unwrap();
+        let got: std::collections::HashMap<String, String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_owned(), f[1].to_owned())
+            })
+            .collect();
+        let want =
+            std::fs::read_to_string(format!("{fixtures}/{prefix}_three_labels.csv")).unwrap();
+        let mut n = 0;
+        for l in want.lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(got[f[0]], f[1], "{method} task {}", f[0]);
+            n += 1;
+        }
+        assert_eq!(n, 600);
+    }
+}
