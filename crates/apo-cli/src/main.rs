@@ -100,6 +100,15 @@ enum ConsensusCommand {
         /// worker's reliability (leave-one-out agreement log-odds) is its weight.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Add each task's full label distribution, one column p_LABEL per label (crowd-kit's
+        /// probas_).
+        #[arg(long)]
+        posteriors: bool,
+        /// Write the workers' parameters to this CSV (crowd-kit's skills_ / errors_):
+        /// worker,skill (one-coin-dawid-skene, wawa), worker,weight (majority, weighted) or
+        /// worker,observed,true,probability (dawid-skene). Refused if it exists.
+        #[arg(long)]
+        skills: Option<PathBuf>,
     },
     /// Build preference sets from a data set: label consensus per image and finding, a
     /// consensus trajectory (the chosen response) and the teacher trajectories as rejected
@@ -701,6 +710,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             method,
             input,
             weights,
+            posteriors,
+            skills,
         }) => {
             let method: apo_consensus::Method = method.parse().map_err(|e| format!("{e}"))?;
             let reader = open_input(&input)?;
@@ -708,11 +719,35 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let weights = weights.as_ref().map(open_input).transpose()?;
             let out = io::stdout().lock();
             use apo_cli::commands::consensus::VotesError;
-            let result = apo_cli::commands::consensus::votes(method, reader, weights, out)
-                .map_err(|e| match (e, &weights_path) {
-                    (VotesError::Weights(e), Some(w)) => format!("{}: {e}", w.display()),
-                    (e, _) => format!("{}: {e}", input.display()),
-                })?;
+            if let Some(p) = &skills
+                && p.exists()
+            {
+                return Err(format!(
+                    "{}: exists; choose another --skills file",
+                    p.display()
+                ));
+            }
+            let mut skills_file = skills
+                .as_ref()
+                .map(|p| {
+                    std::fs::File::create(p)
+                        .map(io::BufWriter::new)
+                        .map_err(|e| format!("{}: {e}", p.display()))
+                })
+                .transpose()?;
+            let output = apo_cli::commands::consensus::VotesOutput {
+                posteriors,
+                skills: skills_file.as_mut().map(|f| f as &mut dyn io::Write),
+            };
+            let result =
+                apo_cli::commands::consensus::votes_with(method, reader, weights, out, output)
+                    .map_err(|e| match (e, &weights_path) {
+                        (VotesError::Weights(e), Some(w)) => format!("{}: {e}", w.display()),
+                        (e, _) => format!("{}: {e}", input.display()),
+                    })?;
+            if let (Some(f), Some(p)) = (skills_file.as_mut(), &skills) {
+                io::Write::flush(f).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
             tracing::info!(tasks = result.len(), "consensus votes");
             Ok(ExitCode::SUCCESS)
         }

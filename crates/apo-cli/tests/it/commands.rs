@@ -181,3 +181,75 @@ fn consensus_votes_new_methods_match_crowdkit() {
         assert_eq!(n, 600);
     }
 }
+
+/// `--posteriors` adds each task's label distribution (summing to 1, its largest entry the
+/// confidence) and `--skills` writes the workers' parameters: Wawa's equal crowd-kit's skills,
+/// Dawid-Skene's confusion rows sum to 1 over the observed labels of each true label.
+#[test]
+fn consensus_votes_posteriors_and_skills() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../apo-consensus/tests/fixtures"
+    );
+    let input = std::fs::read_to_string(format!("{fixtures}/votes_three_labels.csv")).unwrap();
+    for method in [
+        Method::DawidSkene,
+        Method::OneCoinDawidSkene,
+        Method::Wawa,
+        Method::Majority,
+    ] {
+        let (mut out, mut skills) = (Vec::new(), Vec::new());
+        let output = consensus::VotesOutput {
+            posteriors: true,
+            skills: Some(&mut skills),
+        };
+        consensus::votes_with(method, input.as_bytes(), None::<&[u8]>, &mut out, output).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next().unwrap(), "task,label,confidence,p_a,p_b,p_c");
+        for l in lines {
+            let f: Vec<&str> = l.split(',').collect();
+            let p: Vec<f64> = f[3..].iter().map(|x| x.parse().unwrap()).collect();
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{method}: {l}");
+            let conf: f64 = f[2].parse().unwrap();
+            let label = ["a", "b", "c"].iter().position(|x| *x == f[1]).unwrap();
+            assert!((p[label] - conf).abs() < 1e-12, "{method}: {l}");
+        }
+        let skills = String::from_utf8(skills).unwrap();
+        match method {
+            Method::Wawa => {
+                let want =
+                    std::fs::read_to_string(format!("{fixtures}/wawa_skills_three_labels.csv"))
+                        .unwrap();
+                let want: std::collections::HashMap<&str, f64> = want
+                    .lines()
+                    .skip(1)
+                    .map(|l| {
+                        let (w, v) = l.split_once(',').unwrap();
+                        (w, v.parse().unwrap())
+                    })
+                    .collect();
+                let mut n = 0;
+                for l in skills.lines().skip(1) {
+                    let (w, v) = l.split_once(',').unwrap();
+                    let v: f64 = v.parse().unwrap();
+                    assert!((v - want[w]).abs() < 1e-12, "{w}: {v} vs {}", want[w]);
+                    n += 1;
+                }
+                assert_eq!(n, want.len());
+            }
+            Method::DawidSkene => {
+                assert!(skills.starts_with("worker,observed,true,probability\n"));
+                let mut col: std::collections::HashMap<(String, String), f64> = Default::default();
+                for l in skills.lines().skip(1) {
+                    let f: Vec<&str> = l.split(',').collect();
+                    *col.entry((f[0].to_owned(), f[2].to_owned())).or_default() +=
+                        f[3].parse::<f64>().unwrap();
+                }
+                assert!(col.values().all(|s| (s - 1.0).abs() < 1e-9), "{col:?}");
+            }
+            Method::OneCoinDawidSkene => assert!(skills.starts_with("worker,skill\n")),
+            _ => assert!(skills.starts_with("worker,weight\n")),
+        }
+    }
+}

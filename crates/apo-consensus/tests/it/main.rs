@@ -3,4 +3,5 @@
 mod crowdkit;
 #[cfg(feature = "csv")]
 mod csv;
+mod properties;
 mod synth;
