@@ -59,6 +59,11 @@ pub fn follow(
     let mut hits = Vec::new();
     let mut bad = Vec::new();
     let mut in_warning = false;
+    // Writes one JSON event line and flushes it at once (the reader is a live consumer).
+    let emit = |out: &mut dyn Write, v: serde_json::Value| -> std::io::Result<()> {
+        writeln!(out, "{v}")?;
+        out.flush()
+    };
     for (i, line) in input.lines().enumerate() {
         let line = line?;
         let line = if i == 0 {
@@ -70,65 +75,39 @@ pub fn follow(
         if text.is_empty() {
             continue;
         }
-        let value = match text.parse::<f64>() {
-            Ok(v) if v.is_finite() => v,
-            Ok(v) => {
-                let error = format!("`{text}` is not finite ({v})");
-                writeln!(
-                    output,
-                    "{}",
-                    serde_json::json!({"line": i + 1, "error": error})
-                )?;
-                output.flush()?;
-                bad.push(BadLine { line: i + 1, error });
-                continue;
-            }
-            Err(_) => {
-                let error = format!("`{text}` is not a number");
-                writeln!(
-                    output,
-                    "{}",
-                    serde_json::json!({"line": i + 1, "error": error})
-                )?;
-                output.flush()?;
-                bad.push(BadLine { line: i + 1, error });
-                continue;
-            }
+        let parsed = match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(v) => Err(format!("`{text}` is not finite ({v})")),
+            Err(_) => Err(format!("`{text}` is not a number")),
         };
-        match d.update(value) {
+        let outcome = parsed.and_then(|v| d.update(v).map_err(|e| e.to_string()));
+        match outcome {
             Ok(drift) => {
                 if warnings {
                     let w = d.warning_detected();
                     if w && !in_warning {
-                        writeln!(
-                            output,
-                            "{}",
-                            serde_json::json!({"index": index, "event": "warning"})
+                        emit(
+                            &mut output,
+                            serde_json::json!({"index": index, "event": "warning"}),
                         )?;
-                        output.flush()?;
                     }
                     in_warning = w;
                 }
                 if drift {
                     hits.push(index);
-                    writeln!(
-                        output,
-                        "{}",
-                        serde_json::json!({"index": index, "event": "drift"})
+                    emit(
+                        &mut output,
+                        serde_json::json!({"index": index, "event": "drift"}),
                     )?;
-                    output.flush()?;
                     in_warning = false;
                 }
                 index += 1;
             }
-            Err(e) => {
-                let error = e.to_string();
-                writeln!(
-                    output,
-                    "{}",
-                    serde_json::json!({"line": i + 1, "error": error})
+            Err(error) => {
+                emit(
+                    &mut output,
+                    serde_json::json!({"line": i + 1, "error": error}),
                 )?;
-                output.flush()?;
                 bad.push(BadLine { line: i + 1, error });
             }
         }

@@ -24,6 +24,15 @@ fn apo(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
+/// Runs the binary in folder `dir` with `args` (no standard input).
+fn apo_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_apo"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn loss_answers_every_line_and_fails_at_the_end_on_a_bad_one() {
     let input = concat!(
@@ -446,11 +455,7 @@ fn consensus_exports_resolve_images_from_anywhere() {
     std::fs::remove_dir_all(&root).ok();
     std::fs::create_dir_all(&root).unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_apo"))
-            .current_dir(&root)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = apo_in(&root, args);
         assert!(
             out.status.success(),
             "{}",
@@ -533,13 +538,7 @@ fn export_sft_writes_every_trajectory_once_and_reconciles_counts() {
     let root = std::env::temp_dir().join(format!("apo-cli-export-sft-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     std::fs::create_dir_all(&root).unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_apo"))
-            .current_dir(&root)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| apo_in(&root, args);
     let o = run(&[
         "synth",
         "--out",
@@ -614,13 +613,7 @@ fn data_commands_count_quarantine_and_stop_on_rejected_records() {
     let root = std::env::temp_dir().join(format!("apo-cli-source-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     std::fs::create_dir_all(&root).unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_apo"))
-            .current_dir(&root)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| apo_in(&root, args);
     assert!(
         run(&[
             "synth",
@@ -729,13 +722,7 @@ fn min_agreement_and_split_all_are_accepted() {
     let root = std::env::temp_dir().join(format!("apo-cli-agree-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     std::fs::create_dir_all(&root).unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_apo"))
-            .current_dir(&root)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| apo_in(&root, args);
     assert!(
         run(&[
             "synth",
