@@ -15,6 +15,15 @@ use crate::{all_configs, eval};
 type TB = NdArray;
 type AB = Autodiff<NdArray>;
 
+/// burn's autodiff graphs are process-wide: tests that run a backward pass take this lock so
+/// that two of them never record or free graph nodes at the same time (a rare `grad()` of
+/// `None` was seen when they did).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A batch of examples with the same number of negatives, as `[B, 1 + N]` tensors with a
 /// mask for the negatives beyond each row's own count (rows are padded with copies).
 fn to_batch(
@@ -75,6 +84,7 @@ fn to_batch(
 /// The tensor loss of every row and its autodiff gradient against the scalar reference,
 /// within f32 tolerance.
 fn check_parity(config: &LossConfig, examples: &[Example]) -> Result<(), TestCaseError> {
+    let _serial = serial();
     let device = Default::default();
     let loss = config.init().unwrap();
     let (batch, policy) = to_batch(examples, &device);
@@ -167,6 +177,7 @@ proptest! {
         beta in 0.05..1.0f64,
         alpha in 0.0..1.0f64,
     ) {
+        let _serial = serial();
         let device = Default::default();
         for config in all_configs(beta) {
             let config = config.with_sft_weight(alpha);
@@ -231,6 +242,7 @@ proptest! {
 /// the scalar reference's, also at extreme scores.
 #[test]
 fn masked_tails_are_dropped_without_nan() {
+    let _serial = serial();
     let device = Default::default();
     for scale in [1.0f32, 1e3] {
         let policy = Tensor::<AB, 2>::from_floats(
@@ -360,6 +372,7 @@ fn step_zero_tensor_loss_is_ln_n_plus_one() {
 
 #[test]
 fn tensor_extreme_values_stay_finite() {
+    let _serial = serial();
     let device = Default::default();
     let policy = Tensor::<AB, 2>::from_floats([[-1e5, 0.0, -3.0], [0.0, -1e5, -1e5]], &device)
         .require_grad();
@@ -466,6 +479,7 @@ fn token_logprobs_match_f64() {
 #[cfg(feature = "ndarray")]
 #[test]
 fn masked_positions_do_not_matter() {
+    let _serial = serial();
     let device = Default::default();
     let (b, t, v) = (3, 6, 5);
     let mask_rows = [
@@ -570,6 +584,7 @@ fn out_of_range_targets_are_errors() {
 #[cfg(feature = "ndarray")]
 #[test]
 fn fused_cpu_kernel_matches_composite_graph() {
+    let _serial = serial();
     type Fused = Autodiff<NdArray<f32>>;
     type Composite = Autodiff<NdArray<f64>>;
     let device = Default::default();

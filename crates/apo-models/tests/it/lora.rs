@@ -20,6 +20,14 @@ use crate::fixtures;
 type B = NdArray<f32>;
 type AD = Autodiff<NdArray<f32>>;
 
+/// burn's autodiff graphs are process-wide: the tests that run a backward pass take this lock
+/// so that two never record or free graph nodes at the same time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lora_dir() -> PathBuf {
     fixtures().join("lora")
 }
@@ -231,6 +239,7 @@ fn assert_grads(got: &BTreeMap<String, Vec<f32>>, want: &BTreeMap<String, Vec<f3
 /// no gradient on any base weight.
 #[test]
 fn training_step_matches_peft() {
+    let _serial = serial();
     let exp = expected();
     let step = &exp["step"];
     let name = step["adapter"].as_str().expect("adapter");
@@ -504,6 +513,7 @@ fn apo_trained_adapter() -> (Adapter, LoraConfig) {
 /// `PeftModel.from_pretrained` on that folder.
 #[test]
 fn apo_written_adapter_round_trips_and_peft_reads_it() {
+    let _serial = serial();
     let (adapter, _) = apo_trained_adapter();
     assert_eq!(adapter.modules.len(), 14);
     assert!(
