@@ -189,41 +189,23 @@ fn bench(area: &str, rest: &[&str]) -> Result<(), String> {
             let mut args = vec!["bench", "-p", "apo-models", "--bench", "hf", "--"];
             args.extend(rest);
             cargo(&args, &[])?;
-            let python = std::env::var("APO_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-            let script = "crates/apo-models/benches/hf_transformers.py";
-            match std::process::Command::new(&python)
-                .arg(script)
-                .args(rest)
-                .status()
-            {
-                Ok(s) if s.success() => Ok(()),
-                _ => {
-                    eprintln!(
-                        "bench hf: the transformers side did not run (`{python} {script}` needs the packages of crates/apo-models/tests/fixtures/requirements.txt; set APO_BENCH_PYTHON to a Python that has them)"
-                    );
-                    Ok(())
-                }
-            }
+            python_side(
+                "hf",
+                "transformers",
+                "crates/apo-models/benches/hf_transformers.py",
+                rest,
+            )
         }
         "hf-train" => {
             let mut args = vec!["bench", "-p", "apo-train", "--bench", "hf_train", "--"];
             args.extend(rest);
             cargo(&args, &[])?;
-            let python = std::env::var("APO_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-            let script = "crates/apo-train/benches/hf_train_peft.py";
-            match std::process::Command::new(&python)
-                .arg(script)
-                .args(rest)
-                .status()
-            {
-                Ok(s) if s.success() => Ok(()),
-                _ => {
-                    eprintln!(
-                        "bench hf-train: the transformers + PEFT side did not run (`{python} {script}` needs the packages of crates/apo-models/tests/fixtures/requirements.txt; set APO_BENCH_PYTHON to a Python that has them)"
-                    );
-                    Ok(())
-                }
-            }
+            python_side(
+                "hf-train",
+                "transformers + PEFT",
+                "crates/apo-train/benches/hf_train_peft.py",
+                rest,
+            )
         }
         "train" => {
             let mut args = vec!["bench", "-p", "apo-train", "--bench", "train", "--"];
@@ -305,6 +287,23 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String, String> {
         ));
     }
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+/// Runs a benchmark's Python counterpart (`APO_BENCH_PYTHON`, else `python3`) with the same
+/// arguments; a Python without the pinned packages is reported, not an error.
+fn python_side(bench: &str, what: &str, script: &str, rest: &[&str]) -> Result<(), String> {
+    let python = std::env::var("APO_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    match std::process::Command::new(&python)
+        .arg(script)
+        .args(rest)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        _ => eprintln!(
+            "bench {bench}: the {what} side did not run (`{python} {script}` needs the packages of crates/apo-models/tests/fixtures/requirements.txt; set APO_BENCH_PYTHON to a Python that has them)"
+        ),
+    }
+    Ok(())
 }
 
 /// Compile-checks the GPU backends (no GPU needed): `apo` with `--features wgpu,cuda`.

@@ -383,6 +383,29 @@ pub fn open_items_from(
     Ok(items)
 }
 
+/// The items a run configuration trains on: `config.data`'s folder, split and reader settings.
+///
+/// # Errors
+/// As [`open_items_from`].
+pub fn open_config_items(config: &crate::RunConfig) -> Result<Vec<Item>> {
+    open_items_from(
+        &config.data.dir,
+        config.data.split.as_deref(),
+        &config.data.source(),
+    )
+}
+
+/// Stage 2's inputs of a run configuration: its items ([`open_config_items`]) and the
+/// preference file `data.preferences`, each read once.
+///
+/// # Errors
+/// A missing `data.preferences`; data set and preference-file errors.
+pub fn open_stage2(config: &crate::RunConfig) -> Result<(Vec<Item>, Preferences)> {
+    let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
+    let items = open_config_items(config)?;
+    Ok((items, Preferences::read(path)?))
+}
+
 /// A unit of training: one image and the sequences that share it (stage 1: every teacher's
 /// trajectory; stage 2: the consensus first, then the negatives).
 #[derive(Debug, Clone, PartialEq)]

@@ -585,11 +585,7 @@ pub fn sft<B: AutodiffBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
-    let items = data::open_items_from(
-        &config.data.dir,
-        config.data.split.as_deref(),
-        &config.data.source(),
-    )?;
+    let items = data::open_config_items(config)?;
     sft_on::<B>(config, &items, device, resume, observer)
 }
 
@@ -700,13 +696,7 @@ pub fn apo<B: AutodiffBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
-    let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
-    let items = data::open_items_from(
-        &config.data.dir,
-        config.data.split.as_deref(),
-        &config.data.source(),
-    )?;
-    let prefs = Preferences::read(path)?;
+    let (items, prefs) = data::open_stage2(config)?;
     apo_on::<B>(config, name, &items, &prefs, device, resume, observer)
 }
 

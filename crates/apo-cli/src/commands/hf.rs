@@ -80,13 +80,8 @@ pub fn run(
         (DeviceKind::Wgpu, dtype) => {
             #[cfg(feature = "wgpu")]
             {
-                use burn::backend::wgpu::{Wgpu, WgpuDevice};
-                let d = WgpuDevice::default();
-                let probe = d.clone();
-                apo_train::device::check(device, move || {
-                    let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
-                })
-                .map_err(|e| e.to_string())?;
+                use burn::backend::wgpu::Wgpu;
+                let d = crate::commands::train::wgpu_device().map_err(|e| e.to_string())?;
                 match dtype {
                     Precision::F32 => job.run::<Wgpu<f32>>(d),
                     Precision::F16 => job.run::<Wgpu<half::f16>>(d),
@@ -104,13 +99,8 @@ pub fn run(
         (DeviceKind::Cuda, dtype) => {
             #[cfg(feature = "cuda")]
             {
-                use burn::backend::cuda::{Cuda, CudaDevice};
-                let d = CudaDevice::default();
-                let probe = d.clone();
-                apo_train::device::check(device, move || {
-                    let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
-                })
-                .map_err(|e| e.to_string())?;
+                use burn::backend::cuda::Cuda;
+                let d = crate::commands::train::cuda_device().map_err(|e| e.to_string())?;
                 match dtype {
                     Precision::F32 => job.run::<Cuda<f32>>(d),
                     Precision::F16 => job.run::<Cuda<half::f16>>(d),

@@ -23,6 +23,36 @@ pub trait WithBackend {
     fn run<B: TrainBackend>(self, device: B::Device) -> Result<Self::Out, Self::Error>;
 }
 
+/// The CUDA device, checked to open (a missing driver or GPU is a [`TrainError::Device`]).
+///
+/// # Errors
+/// [`TrainError::Device`].
+#[cfg(feature = "cuda")]
+pub fn cuda_device() -> Result<burn::backend::cuda::CudaDevice, TrainError> {
+    use burn::backend::cuda::{Cuda, CudaDevice};
+    let device = CudaDevice::default();
+    let probe = device.clone();
+    apo_train::device::check(DeviceKind::Cuda, move || {
+        let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
+    })?;
+    Ok(device)
+}
+
+/// The wgpu device, checked to open.
+///
+/// # Errors
+/// [`TrainError::Device`].
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> Result<burn::backend::wgpu::WgpuDevice, TrainError> {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    let device = WgpuDevice::default();
+    let probe = device.clone();
+    apo_train::device::check(DeviceKind::Wgpu, move || {
+        let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
+    })?;
+    Ok(device)
+}
+
 /// Runs `work` on the backend of `kind`: `Autodiff<NdArray>`, `Autodiff<Wgpu>` or
 /// `Autodiff<Cuda>`. A backend this build lacks, or a GPU that cannot be opened, is a
 /// [`TrainError::Device`] that names the alternative.
@@ -35,13 +65,7 @@ pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::
         DeviceKind::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
-                use burn::backend::wgpu::{Wgpu, WgpuDevice};
-                let device = WgpuDevice::default();
-                let probe = device.clone();
-                apo_train::device::check(kind, move || {
-                    let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
-                })?;
-                work.run::<Autodiff<Wgpu>>(device)
+                work.run::<Autodiff<burn::backend::Wgpu>>(wgpu_device()?)
             }
             #[cfg(not(feature = "wgpu"))]
             {
@@ -52,13 +76,7 @@ pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::
         DeviceKind::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                use burn::backend::cuda::{Cuda, CudaDevice};
-                let device = CudaDevice::default();
-                let probe = device.clone();
-                apo_train::device::check(kind, move || {
-                    let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
-                })?;
-                work.run::<Autodiff<Cuda>>(device)
+                work.run::<Autodiff<burn::backend::Cuda>>(cuda_device()?)
             }
             #[cfg(not(feature = "cuda"))]
             {
@@ -117,12 +135,8 @@ pub fn dispatch_hf(
         (DeviceKind::Cuda, p) => {
             #[cfg(feature = "cuda")]
             {
-                use burn::backend::cuda::{Cuda, CudaDevice};
-                let device = CudaDevice::default();
-                let probe = device.clone();
-                apo_train::device::check(kind, move || {
-                    let _ = burn::tensor::Tensor::<Cuda, 1>::zeros([1], &probe).into_data();
-                })?;
+                use burn::backend::cuda::Cuda;
+                let device = cuda_device()?;
                 match p {
                     Precision::F32 => on!(Cuda<f32>, device),
                     Precision::Bf16 => on!(Cuda<half::bf16>, device),
@@ -138,12 +152,8 @@ pub fn dispatch_hf(
         (DeviceKind::Wgpu, p) => {
             #[cfg(feature = "wgpu")]
             {
-                use burn::backend::wgpu::{Wgpu, WgpuDevice};
-                let device = WgpuDevice::default();
-                let probe = device.clone();
-                apo_train::device::check(kind, move || {
-                    let _ = burn::tensor::Tensor::<Wgpu, 1>::zeros([1], &probe).into_data();
-                })?;
+                use burn::backend::wgpu::Wgpu;
+                let device = wgpu_device()?;
                 match p {
                     Precision::F32 => on!(Wgpu<f32>, device),
                     Precision::F16 => on!(Wgpu<half::f16>, device),

@@ -24,6 +24,33 @@ fn apo(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
+/// A fresh temporary folder `TAG-PID` holding `data/`, a data set of `studies` studies
+/// simulated by `apo synth` (16-pixel images).
+fn folder_with_data(tag: &str, studies: usize) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    let n = studies.to_string();
+    let out = apo_in(
+        &root,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--studies",
+            &n,
+            "--image-size",
+            "16",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root
+}
+
 /// Runs the binary in folder `dir` with `args` (no standard input).
 fn apo_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_apo"))
@@ -610,23 +637,8 @@ fn export_sft_writes_every_trajectory_once_and_reconciles_counts() {
 /// `[data]` of a run configuration takes the same settings.
 #[test]
 fn data_commands_count_quarantine_and_stop_on_rejected_records() {
-    let root = std::env::temp_dir().join(format!("apo-cli-source-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
-    std::fs::create_dir_all(&root).unwrap();
+    let root = folder_with_data("apo-cli-source", 12);
     let run = |args: &[&str]| apo_in(&root, args);
-    assert!(
-        run(&[
-            "synth",
-            "--out",
-            "data",
-            "--studies",
-            "12",
-            "--image-size",
-            "16"
-        ])
-        .status
-        .success()
-    );
     // One broken record at the end (line 13), and the records file moved aside: the folder
     // then needs --records.
     let records = root.join("data/cxr-max.jsonl");
@@ -719,23 +731,8 @@ fn data_commands_count_quarantine_and_stop_on_rejected_records() {
 /// its defaults.
 #[test]
 fn min_agreement_and_split_all_are_accepted() {
-    let root = std::env::temp_dir().join(format!("apo-cli-agree-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
-    std::fs::create_dir_all(&root).unwrap();
+    let root = folder_with_data("apo-cli-agree", 30);
     let run = |args: &[&str]| apo_in(&root, args);
-    assert!(
-        run(&[
-            "synth",
-            "--out",
-            "data",
-            "--studies",
-            "30",
-            "--image-size",
-            "16"
-        ])
-        .status
-        .success()
-    );
     let count = |args: &[&str]| {
         let o = run(args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

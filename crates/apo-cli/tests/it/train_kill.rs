@@ -38,6 +38,23 @@ checkpoint_every = 2
     path
 }
 
+/// A fresh `ROOT/data`: 20 simulated studies, 32-pixel images, seed 9.
+fn simulated(root: &Path) -> std::path::PathBuf {
+    std::fs::remove_dir_all(root).ok();
+    let data = root.join("data");
+    cxr_max::sim::synthesize(
+        &data,
+        &cxr_max::sim::SynthConfig {
+            studies: 20,
+            image_size: 32,
+            seed: 9,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    data
+}
+
 fn train(config: &Path, resume: bool) -> serde_json::Value {
     let mut args = vec![
         "train",
@@ -64,18 +81,7 @@ fn train(config: &Path, resume: bool) -> serde_json::Value {
 #[test]
 fn sigkill_then_resume_is_bitwise_identical() {
     let root = std::env::temp_dir().join(format!("apo-cli-kill-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
-    let data = root.join("data");
-    cxr_max::sim::synthesize(
-        &data,
-        &cxr_max::sim::SynthConfig {
-            studies: 20,
-            image_size: 32,
-            seed: 9,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let data = simulated(&root);
     let steps = 16;
     let straight = train(&config(&root, &data, "straight", steps), false);
 
@@ -169,18 +175,7 @@ fn bad_configs_and_missing_backends_are_clear_errors() {
 #[test]
 fn sigint_writes_a_checkpoint_and_resume_is_bitwise_identical() {
     let root = std::env::temp_dir().join(format!("apo-cli-sigint-{}", std::process::id()));
-    std::fs::remove_dir_all(&root).ok();
-    let data = root.join("data");
-    cxr_max::sim::synthesize(
-        &data,
-        &cxr_max::sim::SynthConfig {
-            studies: 20,
-            image_size: 32,
-            seed: 9,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let data = simulated(&root);
     let steps = 40;
     let straight = train(&config(&root, &data, "straight", steps), false);
     let stopped = config(&root, &data, "stopped", steps);

@@ -135,11 +135,7 @@ pub fn sft<B: TrainBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
-    let items = data::open_items_from(
-        &config.data.dir,
-        config.data.split.as_deref(),
-        &config.data.source(),
-    )?;
+    let items = data::open_config_items(config)?;
     let consensus_concepts = config.model.concept_weight > 0.0
         && config.model.concept_targets == ConceptTargets::Consensus;
     let prefs = match (
@@ -282,13 +278,7 @@ pub fn apo<B: TrainBackend>(
     observer: &mut dyn Observer,
 ) -> Result<StageReport> {
     config.validate()?;
-    let path = config.preferences("the preference file of `apo consensus build --export ours`")?;
-    let items = data::open_items_from(
-        &config.data.dir,
-        config.data.split.as_deref(),
-        &config.data.source(),
-    )?;
-    let prefs = Preferences::read(path)?;
+    let (items, prefs) = data::open_stage2(config)?;
     apo_on::<B>(config, name, &items, &prefs, device, resume, observer)
 }
 

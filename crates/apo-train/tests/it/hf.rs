@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use apo_train::config::RunConfig;
-use apo_train::train::{Observer, Quiet, StepMetrics};
+use apo_train::train::Quiet;
+
+use crate::train::{CrashAt, metrics, preferences};
 use burn::backend::{Autodiff, NdArray};
 
 type B = Autodiff<NdArray>;
@@ -56,51 +58,12 @@ fn tiny(root: &Path) -> RunConfig {
     c
 }
 
-fn metrics(path: &Path) -> Vec<StepMetrics> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Preference rows: the first teacher's trajectory chosen, the others rejected.
-fn preferences(config: &RunConfig, path: &Path) {
-    let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
-    let mut out = String::new();
-    for item in &items {
-        let t = &item.sample.trajectories;
-        let row = serde_json::json!({
-            "id": item.sample.dicom_id,
-            "prompt": cxr_max::sim::PROMPT,
-            "images": [item.image.display().to_string()],
-            "chosen": t[0].text,
-            "rejected": t[1..].iter().map(|r| serde_json::json!({
-                "teacher": r.teacher, "text": r.text, "contradictions": 0, "hedges": 0,
-                "omissions": 0, "drift": 0.0})).collect::<Vec<_>>(),
-            "consensus": {},
-            "agreement": 1.0,
-        });
-        out.push_str(&row.to_string());
-        out.push('\n');
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 fn adapter_values(dir: &Path) -> Vec<f32> {
     let a = apo_models::Adapter::read(dir).unwrap();
     a.modules
         .values()
         .flat_map(|t| t.a.iter().chain(&t.b).copied())
         .collect()
-}
-
-struct CrashAt(usize);
-
-impl Observer for CrashAt {
-    fn step(&mut self, _: usize, m: &StepMetrics) {
-        assert!(m.step != self.0, "simulated crash at step {}", self.0);
-    }
 }
 
 /// Stage 1 then stage 2 on the tiny checkpoint: the SFT loss falls, the adapters are PEFT

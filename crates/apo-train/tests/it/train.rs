@@ -68,7 +68,7 @@ fn digest(run: &Path) -> String {
     m.weights_digest()
 }
 
-fn metrics(path: &Path) -> Vec<StepMetrics> {
+pub(crate) fn metrics(path: &Path) -> Vec<StepMetrics> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -77,7 +77,7 @@ fn metrics(path: &Path) -> Vec<StepMetrics> {
 }
 
 /// Writes preference rows (chosen: the first teacher's trajectory; rejected: the others).
-fn preferences(config: &RunConfig, path: &Path) {
+pub(crate) fn preferences(config: &RunConfig, path: &Path) {
     let items = apo_train::data::open_items(&config.data.dir, None).unwrap();
     let mut out = String::new();
     for item in &items {
@@ -451,7 +451,7 @@ fn sft_then_apo_starts_at_ln_n_plus_1_and_learns() {
 }
 
 /// Stops the process's run at a given step, as a crash would.
-struct CrashAt(usize);
+pub(crate) struct CrashAt(pub(crate) usize);
 
 impl Observer for CrashAt {
     fn step(&mut self, _: usize, m: &StepMetrics) {
