@@ -349,31 +349,22 @@ where
         let mut grads = acc.grads();
         let grad_norm = clip(&student.hf.model.model, &mut grads, opt.grad_clip);
         student = with_model(student, |m| optim.step(lr, m, grads));
-        let mean = |f: &dyn Fn(&apo_loss::Metrics) -> f64| {
-            (!extras.is_empty()).then(|| extras.iter().map(f).sum::<f64>() / extras.len() as f64)
-        };
-        let m = StepMetrics {
-            stage: stage.to_owned(),
-            step: step + 1,
-            loss: loss_sum / opt.grad_accum as f64,
+        let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        let m = StepMetrics::of_step(
+            stage,
+            step + 1,
+            loss_sum / opt.grad_accum as f64,
             lr,
             grad_norm,
-            tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            reward_chosen: mean(&|x| x.reward_chosen),
-            reward_rejected: mean(&|x| x.reward_rejected_mean),
-            margin: mean(&|x| x.margin_mean),
-            margin_max: mean(&|x| x.margin_max),
-            top1_accuracy: mean(&|x| x.top1_accuracy),
-            pairwise_accuracy: mean(&|x| x.pairwise_accuracy),
-            p_chosen: mean(&|x| x.p_chosen),
-            concept_loss: None,
-        };
+            tokens_per_s,
+            &extras,
+            &[],
+        );
         metrics.write(&m)?;
         observer.step(opt.steps, &m);
         tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
-        let every = run.checkpoint_every;
         let stop = crate::train::stop_requested() && step + 1 < opt.steps;
-        if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps || stop {
+        if crate::train::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
             let state = HfState {
                 stage: stage.to_owned(),
                 step: step + 1,
@@ -396,17 +387,13 @@ where
             }
         }
     }
-    let logged: Vec<StepMetrics> = std::fs::read_to_string(&metrics.path)
-        .map_err(io_err(&metrics.path))?
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (first_loss, last_loss) = metrics.first_last_loss()?;
     let report = StageReport {
         stage: stage.to_owned(),
         steps: opt.steps,
         resumed_from,
-        first_loss: logged.first().map_or(f64::NAN, |m| m.loss),
-        last_loss: logged.last().map_or(f64::NAN, |m| m.loss),
+        first_loss,
+        last_loss,
         groups: units,
         seconds: start_time.elapsed().as_secs_f64(),
         model_dir: adapter_dir(&config.run.out, stage),

@@ -50,6 +50,49 @@ pub struct StepMetrics {
     pub concept_loss: Option<f64>,
 }
 
+impl StepMetrics {
+    /// A step's metrics: the preference metrics averaged over the groups of the step
+    /// (`extras`; none for stage 1), the concept loss over the micro-batches that had one.
+    #[allow(clippy::too_many_arguments)] // the fields of one line of metrics.jsonl
+    pub(crate) fn of_step(
+        stage: &str,
+        step: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_s: f64,
+        extras: &[apo_loss::Metrics],
+        concept: &[f64],
+    ) -> Self {
+        let mean = |f: &dyn Fn(&apo_loss::Metrics) -> f64| {
+            (!extras.is_empty()).then(|| extras.iter().map(f).sum::<f64>() / extras.len() as f64)
+        };
+        StepMetrics {
+            stage: stage.to_owned(),
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_s,
+            reward_chosen: mean(&|x| x.reward_chosen),
+            reward_rejected: mean(&|x| x.reward_rejected_mean),
+            margin: mean(&|x| x.margin_mean),
+            margin_max: mean(&|x| x.margin_max),
+            top1_accuracy: mean(&|x| x.top1_accuracy),
+            pairwise_accuracy: mean(&|x| x.pairwise_accuracy),
+            p_chosen: mean(&|x| x.p_chosen),
+            concept_loss: (!concept.is_empty())
+                .then(|| concept.iter().sum::<f64>() / concept.len() as f64),
+        }
+    }
+}
+
+/// Whether step `step` (1-based) of `steps` writes a checkpoint: every `every` steps
+/// (0: never in between), at the last step, and at a requested stop.
+pub(crate) fn checkpoint_due(every: usize, step: usize, steps: usize, stop: bool) -> bool {
+    (every > 0 && step.is_multiple_of(every)) || step == steps || stop
+}
+
 /// The outcome of a stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
@@ -102,6 +145,19 @@ impl MetricsFile {
             std::fs::write(&path, "").map_err(io_err(&path))?;
         }
         Ok(MetricsFile { path })
+    }
+
+    /// The first and last logged losses (the whole stage's, also across a resume).
+    pub(crate) fn first_last_loss(&self) -> Result<(f64, f64)> {
+        let logged: Vec<StepMetrics> = std::fs::read_to_string(&self.path)
+            .map_err(io_err(&self.path))?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok((
+            logged.first().map_or(f64::NAN, |m| m.loss),
+            logged.last().map_or(f64::NAN, |m| m.loss),
+        ))
     }
 
     pub(crate) fn write(&self, m: &StepMetrics) -> Result<()> {

@@ -29,7 +29,7 @@ mod reference;
 mod resume;
 mod runner;
 
-pub(crate) use metrics::MetricsFile;
+pub(crate) use metrics::{MetricsFile, checkpoint_due};
 pub use metrics::{StageReport, StepMetrics};
 pub use observer::{Observer, Quiet};
 pub(crate) use optim::micro_seed;

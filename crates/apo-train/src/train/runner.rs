@@ -129,33 +129,22 @@ impl Runner<'_> {
             let grad_norm = clip(&model, &mut grads, opt.grad_clip);
             model = optim.step(lr, model, grads);
             let loss = loss_sum / opt.grad_accum as f64;
-            let mean = |f: &dyn Fn(&apo_loss::Metrics) -> f64| {
-                (!extras.is_empty())
-                    .then(|| extras.iter().map(f).sum::<f64>() / extras.len() as f64)
-            };
-            let m = StepMetrics {
-                stage: stage.to_owned(),
-                step: step + 1,
+            let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            let m = StepMetrics::of_step(
+                stage,
+                step + 1,
                 loss,
                 lr,
                 grad_norm,
-                tokens_per_s: tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                reward_chosen: mean(&|x| x.reward_chosen),
-                reward_rejected: mean(&|x| x.reward_rejected_mean),
-                margin: mean(&|x| x.margin_mean),
-                margin_max: mean(&|x| x.margin_max),
-                top1_accuracy: mean(&|x| x.top1_accuracy),
-                pairwise_accuracy: mean(&|x| x.pairwise_accuracy),
-                p_chosen: mean(&|x| x.p_chosen),
-                concept_loss: (!concept.is_empty())
-                    .then(|| concept.iter().sum::<f64>() / concept.len() as f64),
-            };
+                tokens_per_s,
+                &extras,
+                &concept,
+            );
             metrics.write(&m)?;
             observer.step(opt.steps, &m);
             tracing::debug!(stage, step = step + 1, loss, lr, grad_norm, "step");
-            let every = run.checkpoint_every;
             let stop = super::stop_requested() && step + 1 < opt.steps;
-            if (every > 0 && (step + 1) % every == 0) || step + 1 == opt.steps || stop {
+            if super::metrics::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
                 let state = State {
                     stage: stage.to_owned(),
                     step: step + 1,
@@ -180,13 +169,7 @@ impl Runner<'_> {
         }
         // The whole stage's first and last losses, also when it resumed (the metrics file keeps
         // the steps before the checkpoint).
-        let logged: Vec<StepMetrics> = std::fs::read_to_string(&metrics.path)
-            .map_err(io_err(&metrics.path))?
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let first_loss = logged.first().map_or(f64::NAN, |m| m.loss);
-        let last_loss = logged.last().map_or(f64::NAN, |m| m.loss);
+        let (first_loss, last_loss) = metrics.first_last_loss()?;
         Ok((
             model,
             StageReport {
