@@ -396,6 +396,22 @@ pub struct RunSettings {
     /// not read from configuration files).
     #[serde(skip)]
     pub from_checkpoint: Option<usize>,
+    /// Data parallelism: devices of the chosen kind on this machine, one worker thread each
+    /// (`apo train --devices N`). Each micro-batch is split across the workers and their
+    /// gradients are summed with burn's collective all-reduce before the optimiser step.
+    pub devices: usize,
+    /// Machines taking part (`--nodes`), each running the same command with its own
+    /// `node_rank`; more than 1 needs `orchestrator`, `node_address` and `data_port`.
+    pub nodes: u32,
+    /// This machine's index among the `nodes` (`--node-rank`, 0-based).
+    pub node_rank: u32,
+    /// The address of burn's global collective orchestrator (`ws://HOST:PORT`, started with
+    /// `apo collective orchestrator --port PORT`).
+    pub orchestrator: Option<String>,
+    /// This machine's address as the other nodes reach it (`ws://HOST:PORT`).
+    pub node_address: Option<String>,
+    /// The port this machine serves tensors on to the other nodes.
+    pub data_port: Option<u16>,
 }
 
 impl Default for RunSettings {
@@ -408,7 +424,65 @@ impl Default for RunSettings {
             max_new_tokens: 160,
             temperature: 0.0,
             from_checkpoint: None,
+            devices: 1,
+            nodes: 1,
+            node_rank: 0,
+            orchestrator: None,
+            node_address: None,
+            data_port: None,
         }
+    }
+}
+
+impl RunSettings {
+    /// The number of workers of the run: `devices` on each of `nodes` machines.
+    pub fn world(&self) -> usize {
+        self.devices.max(1) * self.nodes.max(1) as usize
+    }
+
+    /// Checks the data-parallel settings.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`].
+    pub fn validate_parallel(&self) -> Result<()> {
+        if self.devices == 0 {
+            return Err(bad("run.devices", 0, "at least 1"));
+        }
+        if self.nodes == 0 {
+            return Err(bad("run.nodes", 0, "at least 1"));
+        }
+        if self.node_rank >= self.nodes {
+            return Err(bad(
+                "run.node_rank",
+                self.node_rank,
+                &format!("below run.nodes = {}", self.nodes),
+            ));
+        }
+        let global = [
+            ("run.orchestrator", self.orchestrator.is_some()),
+            ("run.node_address", self.node_address.is_some()),
+            ("run.data_port", self.data_port.is_some()),
+        ];
+        if self.nodes > 1
+            && let Some((field, _)) = global.iter().find(|(_, set)| !set)
+        {
+            return Err(bad(
+                field,
+                "(none)",
+                "set for a run over several nodes (run.nodes > 1), with run.orchestrator, \
+                 run.node_address and run.data_port together (docs/training.md)",
+            ));
+        }
+        if self.nodes == 1
+            && let Some((field, _)) = global.iter().find(|(_, set)| *set)
+        {
+            return Err(bad(
+                field,
+                "(set)",
+                "only with run.nodes > 1 (one machine needs no orchestrator)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -596,6 +670,7 @@ impl RunConfig {
                 "a finite number > 0",
             ));
         }
+        self.run.validate_parallel()?;
         if self.run.keep_checkpoints == 0 {
             return Err(bad("run.keep_checkpoints", 0, "at least 1"));
         }

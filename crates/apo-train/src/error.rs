@@ -170,6 +170,22 @@ pub enum TrainError {
     /// Nothing to train on.
     #[error("{0}")]
     Empty(String),
+    /// One worker of a data-parallel run failed; the run stopped on every worker at the same
+    /// step, and no checkpoint of that step was written.
+    #[error("worker {rank} of {world} ({device}) failed: {source}")]
+    Worker {
+        /// The failing worker's global rank (`node_rank · devices + local index`).
+        rank: usize,
+        /// The number of workers.
+        world: usize,
+        /// Its device.
+        device: String,
+        /// What went wrong there.
+        source: Box<TrainError>,
+    },
+    /// The collective (burn-collective) refused an operation or lost a peer.
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 /// `Result` with [`TrainError`].

@@ -15,13 +15,14 @@
 //!   PEFT and vLLM load), `metrics.jsonl` and `checkpoints/step-N/` (the adapter, the optimiser
 //!   state and `state.json`); resuming from a checkpoint continues bitwise on the CPU backend.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use apo_models::hf::HfModel;
 use apo_models::lora::{self, Adapter};
 use apo_models::{Images, QwenVl, VisionInput};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -34,7 +35,7 @@ use crate::config::{OptimConfig, RunConfig};
 use crate::data::{self, Preferences};
 use crate::error::io_err;
 use crate::train::{
-    MetricsFile, Observer, ResumeKey, StageReport, StepMetrics, adamw, clip, json, micro_seed,
+    MetricsFile, Observer, ResumeKey, StageReport, StepTotals, adamw, clip, json, micro_seed,
     without_steps,
 };
 use crate::{Result, TrainError};
@@ -263,15 +264,54 @@ fn logprobs_no_grad<B: AutodiffBackend>(
     Ok(lp.into_iter().map(|(v, _)| v).collect())
 }
 
-/// One micro-batch's contribution: its loss value, tokens, metrics; gradients accumulated.
+/// The student of each local worker of a data-parallel run ([`crate::parallel::Copies`]):
+/// the first worker's is the opened student, the others' its modules forked to their device
+/// with a processor of their own.
+fn worker_students<B: AutodiffBackend>(
+    config: &RunConfig,
+    student: Student<B>,
+) -> Result<crate::parallel::Copies<Student<B>>> {
+    let devices = crate::parallel::devices::<B>(
+        &student.hf.device,
+        crate::train::local_workers(&config.run),
+    );
+    let base = base_dir(config)?;
+    let mut others = Vec::new();
+    for d in devices.iter().skip(1) {
+        others.push(Student {
+            hf: HfModel {
+                model: apo_models::Loaded {
+                    model: student.hf.model.model.clone().fork(d),
+                    config: student.hf.model.config.clone(),
+                },
+                processor: apo_models::processor::Processor::from_dir(base)?,
+                device: d.clone(),
+            },
+            max_len: student.max_len,
+        });
+    }
+    let others = std::sync::Mutex::new(others.into_iter());
+    Ok(crate::parallel::Copies::new(student, &devices, |_, _| {
+        others
+            .lock()
+            .ok()
+            .and_then(|mut o| o.next())
+            .expect("one student per device")
+    }))
+}
+
+/// One worker's share of one micro-batch: its loss value (the share of the micro-batch's),
+/// tokens, each group's metrics; gradients accumulated.
 struct Micro {
     loss: f64,
     tokens: usize,
     metrics: Vec<apo_loss::Metrics>,
 }
 
-/// The loop both stages share. `micro(student, units, accumulate)` computes a micro-batch and
-/// accumulates its gradients (already divided by `grad_accum`).
+/// The loop both stages share, data-parallel on `config.run.devices` devices
+/// ([`crate::parallel`]). `micro(student, worker, batch, shard, factor, accumulate)` computes
+/// the share of the units at positions `shard` of the micro-batch `batch` and accumulates its
+/// gradients (already multiplied by `factor = 1 / grad_accum`).
 #[allow(clippy::too_many_arguments)] // the stage's settings, one each
 fn run_loop<B, F>(
     stage: &str,
@@ -281,113 +321,169 @@ fn run_loop<B, F>(
     config: &RunConfig,
     fingerprint: &ResumeKey,
     units: usize,
-    mut student: Student<B>,
+    students: crate::parallel::Copies<Student<B>>,
     resume: bool,
     observer: &mut dyn Observer,
-    mut micro: F,
+    micro: F,
 ) -> Result<(Student<B>, StageReport)>
 where
     B: AutodiffBackend,
-    F: FnMut(&Student<B>, &[usize], f64, &mut GradientsAccumulator<QwenVl<B>>) -> Result<Micro>,
+    F: Fn(
+            &Student<B>,
+            &crate::parallel::Worker<B>,
+            &[usize],
+            Range<usize>,
+            f64,
+            &mut GradientsAccumulator<QwenVl<B>>,
+        ) -> Result<Micro>
+        + Sync,
 {
     let run = &config.run;
     let start_time = Instant::now();
+    if opt.batch_size < run.world() {
+        return Err(TrainError::Config {
+            field: format!("{stage}.batch_size"),
+            value: opt.batch_size.to_string(),
+            expected: format!(
+                "at least the number of workers ({}): each worker takes a part of every micro-batch",
+                run.world()
+            ),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let _lock = crate::lock::StageLock::acquire(dir)?;
-    let device = student.hf.device.clone();
-    let mut optim = adamw::<B, QwenVl<B>>(opt);
     let mut start = 0;
     let mut resumed_from = None;
+    let mut from = None;
     let existing = crate::checkpoint::list(dir)?;
-    let rec = BinFileRecorder::<FullPrecisionSettings>::new();
     if resume {
         if let Some(path) = crate::train::pick(dir, &existing, run.from_checkpoint)? {
-            let path = &path;
-            let state = read_state(path, stage, fingerprint)?;
+            let state = read_state(&path, stage, fingerprint)?;
             crate::train::check_steps(stage, state.step, state.steps, opt.steps)?;
-            let adapter = Adapter::read(path)?;
-            student = replace_adapters(student, &adapter, config.student.lora.dropout)?;
-            let record = Recorder::<B>::load(&rec, path.join("optim"), &device).map_err(|e| {
-                TrainError::CorruptCheckpoint {
-                    path: path.join("optim.bin"),
-                    message: e.to_string(),
-                }
-            })?;
-            optim = optim.load_record(record);
             start = state.step;
             resumed_from = Some(state.step);
-            tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
+            from = Some(path);
         }
     } else {
         for (_, path) in existing {
             std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
         }
     }
-    let metrics = MetricsFile::open(dir.join("metrics.jsonl"), start)?;
-    for step in start..opt.steps {
-        let t0 = Instant::now();
-        let lr = opt.lr_at(step, peak_lr);
-        let mut acc = GradientsAccumulator::<QwenVl<B>>::new();
-        let (mut loss_sum, mut tokens) = (0.0, 0usize);
-        let mut extras: Vec<apo_loss::Metrics> = Vec::new();
-        for a in 0..opt.grad_accum {
-            let m = step * opt.grad_accum + a;
-            let which = data::micro_batch(run.seed, units, opt.batch_size, m);
-            B::seed(&device, micro_seed(run.seed, m));
-            let out = micro(&student, &which, 1.0 / opt.grad_accum as f64, &mut acc)?;
-            if !out.loss.is_finite() {
-                return Err(TrainError::Empty(format!(
-                    "{stage} step {}: the loss is {}; lower the learning rate",
-                    step + 1,
-                    out.loss
-                )));
+    let stats_len = StepTotals::len(opt.grad_accum);
+    let device = students.with(0, |s| Ok(s.hf.device.clone()))?;
+    let student = crate::parallel::run::<B, _, _>(run, &device, observer, |w, observer| {
+        let rec = BinFileRecorder::<FullPrecisionSettings>::new();
+        let setup = (|| -> Result<_> {
+            let mut student = students.take(w.local_index())?;
+            let mut optim = adamw::<B, QwenVl<B>>(opt);
+            if let Some(path) = &from {
+                let adapter = Adapter::read(path)?;
+                student = replace_adapters(student, &adapter, config.student.lora.dropout)?;
+                let record = Recorder::<B>::load(&rec, path.join("optim"), &w.device).map_err(
+                    |e| TrainError::CorruptCheckpoint {
+                        path: path.join("optim.bin"),
+                        message: e.to_string(),
+                    },
+                )?;
+                optim = optim.load_record(record);
+                if w.is_first() {
+                    tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
+                }
             }
-            loss_sum += out.loss;
-            tokens += out.tokens;
-            extras.extend(out.metrics);
-        }
-        let mut grads = acc.grads();
-        let grad_norm = clip(&student.hf.model.model, &mut grads, opt.grad_clip);
-        student = with_model(student, |m| optim.step(lr, m, grads));
-        let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-        let m = StepMetrics::of_step(
-            stage,
-            step + 1,
-            loss_sum / opt.grad_accum as f64,
-            lr,
-            grad_norm,
-            tokens_per_s,
-            &extras,
-            &[],
-        );
-        metrics.write(&m)?;
-        observer.step(opt.steps, &m);
-        tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
-        let stop = crate::train::stop_requested() && step + 1 < opt.steps;
-        if crate::train::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
-            let state = HfState {
-                stage: stage.to_owned(),
-                step: step + 1,
-                steps: opt.steps,
-                micro_batches: (step + 1) * opt.grad_accum,
-                seed: run.seed,
-                lr,
-                fingerprint: fingerprint.hash.clone(),
-                identity: fingerprint.fields.clone(),
-                base: base_dir(config)?.to_path_buf(),
-                files: Default::default(),
+            let metrics = if w.is_first() {
+                Some(MetricsFile::open(dir.join("metrics.jsonl"), start)?)
+            } else {
+                None
             };
-            let saved = save_checkpoint(dir, config, &student, &optim, &state, &rec)?;
-            if stop {
-                return Err(TrainError::Interrupted {
-                    stage: stage.to_owned(),
-                    step: step + 1,
-                    checkpoint: saved,
-                });
+            Ok((student, optim, metrics))
+        })();
+        let (mut student, mut optim, metrics) = w.agree(setup)?;
+        let mut pending: Option<TrainError> = None;
+        for step in start..opt.steps {
+            let t0 = Instant::now();
+            let lr = opt.lr_at(step, peak_lr);
+            let local = match pending.take() {
+                Some(e) => Err(e),
+                None => (|| -> Result<_> {
+                    let mut acc = GradientsAccumulator::<QwenVl<B>>::new();
+                    let mut totals = StepTotals::new(opt.grad_accum);
+                    for a in 0..opt.grad_accum {
+                        let m = step * opt.grad_accum + a;
+                        let which = data::micro_batch(run.seed, units, opt.batch_size, m);
+                        B::seed(&w.device, micro_seed(run.seed, m));
+                        let shard = w.shard(which.len());
+                        let factor = 1.0 / opt.grad_accum as f64;
+                        let out = micro(&student, w, &which, shard, factor, &mut acc)?;
+                        if !out.loss.is_finite() {
+                            return Err(TrainError::Empty(format!(
+                                "{stage} step {}: the loss is {}; lower the learning rate",
+                                step + 1,
+                                out.loss
+                            )));
+                        }
+                        totals.add(a, out.loss, out.tokens, &out.metrics, None);
+                    }
+                    Ok((acc.grads(), totals.to_vec()))
+                })(),
+            };
+            let synced = w.sync(
+                &student.hf.model.model,
+                local,
+                stats_len,
+                crate::train::stop_requested(),
+            )?;
+            let mut grads = synced.grads;
+            let grad_norm = clip(&student.hf.model.model, &mut grads, opt.grad_clip);
+            student = with_model(student, |m| optim.step(lr, m, grads));
+            if let Some(metrics) = &metrics {
+                let m = StepTotals::from_vec(&synced.stats).metrics(
+                    stage,
+                    step + 1,
+                    lr,
+                    grad_norm,
+                    t0.elapsed().as_secs_f64(),
+                );
+                if let Err(e) = metrics.write(&m) {
+                    pending = Some(e);
+                }
+                observer.step(opt.steps, &m);
+                tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
+            }
+            let stop = synced.stop && step + 1 < opt.steps;
+            if crate::train::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
+                let saved = match (w.is_first(), pending.take()) {
+                    (_, Some(e)) => Err(e),
+                    (false, None) => Ok(PathBuf::new()),
+                    (true, None) => base_dir(config).and_then(|base| {
+                        let state = HfState {
+                            stage: stage.to_owned(),
+                            step: step + 1,
+                            steps: opt.steps,
+                            micro_batches: (step + 1) * opt.grad_accum,
+                            seed: run.seed,
+                            lr,
+                            fingerprint: fingerprint.hash.clone(),
+                            identity: fingerprint.fields.clone(),
+                            base: base.to_path_buf(),
+                            files: Default::default(),
+                        };
+                        save_checkpoint(dir, config, &student, &optim, &state, &rec)
+                    }),
+                };
+                let saved = w.agree(saved)?;
+                if stop {
+                    return Err(TrainError::Interrupted {
+                        stage: stage.to_owned(),
+                        step: step + 1,
+                        checkpoint: saved,
+                    });
+                }
             }
         }
-    }
-    let (first_loss, last_loss) = metrics.first_last_loss()?;
+        w.agree(pending.map_or(Ok(()), Err))?;
+        Ok(student)
+    })?;
+    let (first_loss, last_loss) = MetricsFile::first_last_of(&dir.join("metrics.jsonl"))?;
     let report = StageReport {
         stage: stage.to_owned(),
         steps: opt.steps,
@@ -630,19 +726,30 @@ pub fn sft_on<B: AutodiffBackend>(
         config,
         &fingerprint,
         rows.len(),
-        student,
+        worker_students(config, student)?,
         resume,
         observer,
-        |s, which, factor, acc| {
+        |s, w, which, shard, factor, acc| {
             // One sequence per row; a row's images belong to its sequence.
-            let mut seqs = Vec::new();
-            let mut images: Vec<Vec<VisionInput>> = Vec::new();
-            for &u in which {
-                let (q, v) = encode(&s.hf, &rows[u], s.max_len, truncate)?;
-                seqs.extend(q);
-                images.push(v);
-            }
-            let tokens: usize = seqs.iter().map(|(ids, p)| ids.len() - p).sum();
+            let encoded = (|| -> Result<_> {
+                let mut seqs = Vec::new();
+                let mut images: Vec<Vec<VisionInput>> = Vec::new();
+                for &u in &which[shard] {
+                    let (q, v) = encode(&s.hf, &rows[u], s.max_len, truncate)?;
+                    seqs.extend(q);
+                    images.push(v);
+                }
+                Ok((seqs, images))
+            })();
+            let mine = |seqs: &[(Vec<u32>, usize)]| -> usize {
+                seqs.iter().map(|(ids, p)| ids.len() - p).sum()
+            };
+            // The mean is over the whole micro-batch's completion tokens: every worker adds
+            // its count (a worker whose rows failed says so, and all stop here).
+            let all = w.agree_sum(encoded.as_ref().ok().map(|(q, _)| mine(q) as f64));
+            let (seqs, images) = encoded?;
+            let all_tokens = all? as usize;
+            let tokens = mine(&seqs);
             let mut total = 0.0;
             for r in chunks(seqs.len(), per_pass) {
                 let these: Vec<VisionInput> = images[r.clone()].concat();
@@ -651,7 +758,7 @@ pub fn sft_on<B: AutodiffBackend>(
                     &these,
                     &s.hf.device,
                 )?;
-                let loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+                let loss = lp.sum().neg().div_scalar(all_tokens.max(1) as f64);
                 let v: f64 = loss.clone().into_scalar().elem();
                 total += v;
                 let grads = loss.mul_scalar(factor).backward();
@@ -797,6 +904,7 @@ pub fn apo_on<B: AutodiffBackend>(
     tracing::info!(groups = groups.len(), unmatched, "stage 2 data");
     let init = stage2_init(config);
     let student = open_student::<B>(config, init.as_deref(), device)?;
+    let students = worker_students(config, student)?;
     let base = base_dir(config)?;
     let init_bytes = match &init {
         Some(d) => adapter_bytes(d)?,
@@ -844,19 +952,38 @@ pub fn apo_on<B: AutodiffBackend>(
         None => {
             let t0 = Instant::now();
             let mut lps = vec![Vec::new(); groups.len()];
-            for &g in &needed {
-                let (seqs, images) = encode(&student.hf, &groups[g].0, student.max_len, truncate)?;
-                let mut v = Vec::with_capacity(seqs.len());
-                for r in chunks(seqs.len(), per_pass) {
-                    v.extend(logprobs_no_grad(
-                        &student.hf.model.model,
-                        &student.hf.model.config,
-                        &seqs[r],
-                        &images,
-                        &student.hf.device,
-                    )?);
-                }
-                lps[g] = v;
+            // Each worker computes its share of the groups; one all-reduce gathers them.
+            let lens: Vec<usize> = needed.iter().map(|&g| groups[g].0.completions.len()).collect();
+            let gathered = crate::parallel::run::<B, _, _>(
+                &config.run,
+                device,
+                &mut crate::train::Quiet,
+                |w, _| {
+                    let mine = w.shard(needed.len());
+                    let local = students.with(w.local_index(), |student| {
+                        let mut out = Vec::new();
+                        for &g in &needed[mine.clone()] {
+                            let (seqs, images) =
+                                encode(&student.hf, &groups[g].0, student.max_len, truncate)?;
+                            let mut v = Vec::with_capacity(seqs.len());
+                            for r in chunks(seqs.len(), per_pass) {
+                                v.extend(logprobs_no_grad(
+                                    &student.hf.model.model,
+                                    &student.hf.model.config,
+                                    &seqs[r],
+                                    &images,
+                                    &student.hf.device,
+                                )?);
+                            }
+                            out.push(v.into_iter().map(|x| x as f32).collect());
+                        }
+                        Ok(out)
+                    });
+                    w.gather(&lens, mine, local)
+                },
+            )?;
+            for (&g, v) in needed.iter().zip(gathered) {
+                lps[g] = v.into_iter().map(f64::from).collect();
             }
             std::fs::create_dir_all(&ref_dir).map_err(io_err(&ref_dir))?;
             let cache = ReferenceCache {
@@ -898,15 +1025,16 @@ pub fn apo_on<B: AutodiffBackend>(
         config,
         &fingerprint,
         groups.len(),
-        student,
+        students,
         resume,
         observer,
-        |s, which, factor, acc| {
+        |s, _, which, shard, factor, acc| {
+            // The mean is over the whole micro-batch's groups.
             let g_count = which.len() as f64;
             let mut total = 0.0;
             let mut tokens = 0usize;
             let mut metrics = Vec::new();
-            for &g in which {
+            for &g in &which[shard] {
                 let (row, weights, drift) = &groups[g];
                 let refs = &reference[g];
                 if refs.is_empty() {

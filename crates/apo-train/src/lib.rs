@@ -37,6 +37,7 @@ pub mod kernels;
 pub mod lock;
 pub mod memory;
 mod model;
+pub mod parallel;
 pub mod tokenizer;
 pub mod train;
 

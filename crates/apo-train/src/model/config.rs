@@ -217,6 +217,7 @@ impl StudentConfig {
                 .then(|| Dense::new(self.n_concepts, d, device)),
             patches: self.patches(),
             max_text_len: self.max_text_len,
-        })
+        }
+        .materialised())
     }
 }

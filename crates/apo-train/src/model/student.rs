@@ -206,6 +206,23 @@ impl<B: Backend> Student<B> {
             summary: frozen.summary.map(add),
             ..frozen
         }
+        .materialised()
+    }
+
+    /// The model with every lazily initialised parameter drawn now. burn's modules draw their
+    /// initial values at a parameter's first use, and a clone of a parameter not yet used
+    /// draws its own; drawing them all here, in a fixed order, makes the weights a function of
+    /// the seed set before [`StudentConfig::init`](crate::StudentConfig::init) alone, and makes
+    /// every copy of the model (one per worker of a data-parallel run) the same.
+    pub(crate) fn materialised(self) -> Self {
+        struct Touch;
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+            fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+                let _ = p.val();
+            }
+        }
+        self.visit(&mut Touch);
+        self
     }
 
     /// Folds every LoRA adapter into its base weights (`W + scale · A B`) and removes it.

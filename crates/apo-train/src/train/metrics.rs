@@ -50,37 +50,136 @@ pub struct StepMetrics {
     pub concept_loss: Option<f64>,
 }
 
-impl StepMetrics {
-    /// A step's metrics: the preference metrics averaged over the groups of the step
-    /// (`extras`; none for stage 1), the concept loss over the micro-batches that had one.
-    #[allow(clippy::too_many_arguments)] // the fields of one line of metrics.jsonl
-    pub(crate) fn of_step(
+/// One step's metric sums: over its micro-batches and, in a data-parallel run, over the
+/// workers (each adds its shard's share; [`StepTotals::to_vec`] is what the workers sum).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StepTotals {
+    /// Σ over micro-batches of the micro-batch's loss.
+    pub loss: f64,
+    /// Completion tokens of the step.
+    pub tokens: f64,
+    /// Per micro-batch: [concept present, concept loss, groups, then the sums over the groups
+    /// of the 7 preference metrics of [`StepMetrics`]].
+    pub micro: Vec<[f64; MICRO_FIELDS]>,
+}
+
+const MICRO_FIELDS: usize = 10;
+
+impl StepTotals {
+    /// Zero totals for `grad_accum` micro-batches.
+    pub fn new(grad_accum: usize) -> Self {
+        StepTotals {
+            loss: 0.0,
+            tokens: 0.0,
+            micro: vec![[0.0; MICRO_FIELDS]; grad_accum],
+        }
+    }
+
+    /// The length of [`StepTotals::to_vec`] for `grad_accum` micro-batches.
+    pub fn len(grad_accum: usize) -> usize {
+        2 + MICRO_FIELDS * grad_accum
+    }
+
+    /// Adds micro-batch `a`'s part: its loss, tokens, per-group preference metrics and
+    /// concept loss.
+    pub fn add(
+        &mut self,
+        a: usize,
+        loss: f64,
+        tokens: usize,
+        groups: &[apo_loss::Metrics],
+        concept: Option<f64>,
+    ) {
+        self.loss += loss;
+        self.tokens += tokens as f64;
+        let m = &mut self.micro[a];
+        if let Some(c) = concept {
+            m[0] += 1.0;
+            m[1] += c;
+        }
+        m[2] += groups.len() as f64;
+        for g in groups {
+            for (k, v) in [
+                g.reward_chosen,
+                g.reward_rejected_mean,
+                g.margin_mean,
+                g.margin_max,
+                g.top1_accuracy,
+                g.pairwise_accuracy,
+                g.p_chosen,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                m[3 + k] += v;
+            }
+        }
+    }
+
+    /// The totals as one vector (what the workers of a data-parallel run sum).
+    pub fn to_vec(&self) -> Vec<f64> {
+        let mut v = vec![self.loss, self.tokens];
+        for m in &self.micro {
+            v.extend_from_slice(m);
+        }
+        v
+    }
+
+    /// [`StepTotals::to_vec`] read back.
+    pub fn from_vec(v: &[f64]) -> Self {
+        let micro = v[2..]
+            .chunks_exact(MICRO_FIELDS)
+            .map(|c| {
+                let mut m = [0.0; MICRO_FIELDS];
+                m.copy_from_slice(c);
+                m
+            })
+            .collect();
+        StepTotals {
+            loss: v[0],
+            tokens: v[1],
+            micro,
+        }
+    }
+
+    /// The step's metrics: the mean loss over the micro-batches, each preference metric
+    /// averaged over a micro-batch's groups and then over the micro-batches that had groups,
+    /// the concept loss over the micro-batches that had one.
+    pub fn metrics(
+        &self,
         stage: &str,
         step: usize,
-        loss: f64,
         lr: f64,
         grad_norm: f64,
-        tokens_per_s: f64,
-        extras: &[apo_loss::Metrics],
-        concept: &[f64],
-    ) -> Self {
-        let mean = |f: &dyn Fn(&apo_loss::Metrics) -> f64| {
-            (!extras.is_empty()).then(|| extras.iter().map(f).sum::<f64>() / extras.len() as f64)
+        seconds: f64,
+    ) -> StepMetrics {
+        let with_groups: Vec<&[f64; MICRO_FIELDS]> =
+            self.micro.iter().filter(|m| m[2] > 0.0).collect();
+        let mean = |k: usize| {
+            (!with_groups.is_empty()).then(|| {
+                with_groups.iter().map(|m| m[3 + k] / m[2]).sum::<f64>() / with_groups.len() as f64
+            })
         };
+        let concept: Vec<f64> = self
+            .micro
+            .iter()
+            .filter(|m| m[0] > 0.0)
+            .map(|m| m[1])
+            .collect();
         StepMetrics {
             stage: stage.to_owned(),
             step,
-            loss,
+            loss: self.loss / self.micro.len().max(1) as f64,
             lr,
             grad_norm,
-            tokens_per_s,
-            reward_chosen: mean(&|x| x.reward_chosen),
-            reward_rejected: mean(&|x| x.reward_rejected_mean),
-            margin: mean(&|x| x.margin_mean),
-            margin_max: mean(&|x| x.margin_max),
-            top1_accuracy: mean(&|x| x.top1_accuracy),
-            pairwise_accuracy: mean(&|x| x.pairwise_accuracy),
-            p_chosen: mean(&|x| x.p_chosen),
+            tokens_per_s: self.tokens / seconds.max(1e-9),
+            reward_chosen: mean(0),
+            reward_rejected: mean(1),
+            margin: mean(2),
+            margin_max: mean(3),
+            top1_accuracy: mean(4),
+            pairwise_accuracy: mean(5),
+            p_chosen: mean(6),
             concept_loss: (!concept.is_empty())
                 .then(|| concept.iter().sum::<f64>() / concept.len() as f64),
         }
@@ -147,10 +246,15 @@ impl MetricsFile {
         Ok(MetricsFile { path })
     }
 
-    /// The first and last logged losses (the whole stage's, also across a resume).
-    pub(crate) fn first_last_loss(&self) -> Result<(f64, f64)> {
-        let logged: Vec<StepMetrics> = std::fs::read_to_string(&self.path)
-            .map_err(io_err(&self.path))?
+    /// The first and last losses logged in the metrics file at `path` (the whole stage's, also
+    /// across a resume); NaN for both when it does not
+    /// exist (a worker on another node than the one that writes the metrics).
+    pub(crate) fn first_last_of(path: &std::path::Path) -> Result<(f64, f64)> {
+        if !path.exists() {
+            return Ok((f64::NAN, f64::NAN));
+        }
+        let logged: Vec<StepMetrics> = std::fs::read_to_string(path)
+            .map_err(io_err(path))?
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();

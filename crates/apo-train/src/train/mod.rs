@@ -29,7 +29,7 @@ mod reference;
 mod resume;
 mod runner;
 
-pub(crate) use metrics::{MetricsFile, checkpoint_due};
+pub(crate) use metrics::{MetricsFile, StepTotals, checkpoint_due};
 pub use metrics::{StageReport, StepMetrics};
 pub use observer::{Observer, Quiet};
 pub(crate) use optim::micro_seed;
@@ -40,7 +40,8 @@ pub(crate) use resume::{check_steps, pick};
 
 use reference::reference_logprobs;
 pub(crate) use reference::visited;
-use runner::{MicroOut, Runner};
+pub(crate) use runner::local_workers;
+use runner::{MicroOut, Runner, share};
 
 /// The run's tokenizer: `OUT/tokenizer.json` if present, else the configured file, else one
 /// trained on the training trajectories; saved to `OUT/tokenizer.json`.
@@ -237,20 +238,31 @@ pub fn sft_on<B: TrainBackend>(
         units: order.len(),
         resume,
     };
-    let (model, report) = runner.run(model, device, observer, |model, which| {
+    let has_targets = |g: usize| concepts.get(groups[g].image).is_some_and(Option::is_some);
+    let (model, report) = runner.run(model, device, observer, |model, which, shard, device| {
         let which: Vec<usize> = which.iter().map(|&u| order[u]).collect();
-        let which = which.as_slice();
+        // The whole micro-batch's normalisers: this worker's share of the mean.
+        let all_tokens: usize = which
+            .iter()
+            .flat_map(|&g| groups[g].sequences.iter().map(|q| q.completion_len()))
+            .sum();
+        let all_targets = which.iter().filter(|&&g| has_targets(g)).count();
+        let which = &which[shard];
         let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
         let prefix = model.encode(batch.images);
         let concept_logits = model.concepts(&prefix);
         let logits = model.decode(prefix, batch.inputs);
         let lp = token_logprobs(logits, batch.targets, batch.mask)?;
         let tokens: usize = batch.tokens.iter().flatten().sum();
-        let mut loss = lp.sum().neg().div_scalar(tokens.max(1) as f64);
+        let mut loss = lp.sum().neg().div_scalar(all_tokens.max(1) as f64);
         let mut concept = None;
         if let Some(x) = concept_logits {
             let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
-            if let Some(bce) = concept_bce(x, &rows, balance.as_ref(), device) {
+            if let Some(mut bce) = concept_bce(x, &rows, balance.as_ref(), device) {
+                let mine = which.iter().filter(|&&g| has_targets(g)).count();
+                if let Some(f) = share(mine, all_targets) {
+                    bce = bce.mul_scalar(f);
+                }
                 concept = Some(bce.clone().into_scalar().elem());
                 loss = loss + bce.mul_scalar(concept_weight);
             }
@@ -258,7 +270,7 @@ pub fn sft_on<B: TrainBackend>(
         Ok(MicroOut {
             loss,
             tokens,
-            extra: None,
+            extra: Vec::new(),
             concept,
         })
     })?;
@@ -363,15 +375,16 @@ pub fn apo_on<B: TrainBackend>(
     .map(|u| order[u])
     .collect();
     needed.dedup();
-    let mut ref_lp = reference_logprobs(
+    let mut ref_lp = reference_logprobs::<B>(
         &config.run.out.join("reference"),
         &key,
-        &reference,
+        reference,
         &images,
         &groups,
         &needed,
         tok.pad(),
         config.apo.optim.batch_size,
+        &config.run,
         device,
     )?;
     // The ranking's list: least drifting negative first (the reference pass and its cache
@@ -419,9 +432,12 @@ pub fn apo_on<B: TrainBackend>(
         units: order.len(),
         resume,
     };
-    let (model, report) = runner.run(policy, device, observer, |model, which| {
+    let has_targets = |g: usize| concepts.get(groups[g].image).is_some_and(Option::is_some);
+    let (model, report) = runner.run(policy, device, observer, |model, which, shard, device| {
         let which: Vec<usize> = which.iter().map(|&u| order[u]).collect();
-        let which = which.as_slice();
+        let all_groups = which.len();
+        let all_targets = which.iter().filter(|&&g| has_targets(g)).count();
+        let which = &which[shard];
         let batch: Batch<B> = data::make_batch(&images, &groups, which, pad, device);
         let reference: Vec<&[f32]> = which.iter().map(|&g| ref_lp[g].as_slice()).collect();
         if let Some(k) = which.iter().position(|&g| ref_lp[g].is_empty()) {
@@ -434,12 +450,19 @@ pub fn apo_on<B: TrainBackend>(
         let concept_loss = match model.concepts(&prefix) {
             Some(x) if !concepts.is_empty() => {
                 let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
-                concept_bce(x, &rows, balance.as_ref(), device)
+                let mine = which.iter().filter(|&&g| has_targets(g)).count();
+                concept_bce(x, &rows, balance.as_ref(), device).map(|b| match share(mine, all_targets) {
+                    Some(f) => b.mul_scalar(f),
+                    None => b,
+                })
             }
             _ => None,
         };
         let (mut loss, metrics) =
             preference_step_on(model, prefix, &batch, &reference, &loss_fn, device)?;
+        if let Some(f) = share(which.len(), all_groups) {
+            loss = loss.mul_scalar(f);
+        }
         let mut concept = None;
         if let Some(bce) = concept_loss {
             concept = Some(bce.clone().into_scalar().elem());
@@ -448,7 +471,7 @@ pub fn apo_on<B: TrainBackend>(
         Ok(MicroOut {
             loss,
             tokens: batch.tokens.iter().flatten().sum(),
-            extra: average(&metrics),
+            extra: metrics,
             concept,
         })
     })?;
@@ -670,20 +693,23 @@ fn pretrain<B: TrainBackend>(
         units: units.len(),
         resume,
     };
-    let (model, report) = runner.run(model, device, observer, |model, which| {
-        let chosen: Vec<usize> = which.iter().map(|&u| units[u]).collect();
+    let (model, report) = runner.run(model, device, observer, |model, which, shard, device| {
+        let chosen: Vec<usize> = which[shard.clone()].iter().map(|&u| units[u]).collect();
         let prefix = model.encode(images.tensor(&chosen, device));
         let logits = model
             .concepts(&prefix)
             .ok_or_else(|| TrainError::Empty("pretrain: the model has no concept head".into()))?;
         let rows: Vec<_> = chosen.iter().map(|&i| concepts[i]).collect();
-        let bce = concept_bce(logits, &rows, balance, device)
+        let mut bce = concept_bce(logits, &rows, balance, device)
             .ok_or_else(|| TrainError::Empty("pretrain: a batch without targets".into()))?;
+        if let Some(f) = share(shard.len(), which.len()) {
+            bce = bce.mul_scalar(f);
+        }
         Ok(MicroOut {
             concept: Some(bce.clone().into_scalar().elem()),
             loss: bce,
             tokens: 0,
-            extra: None,
+            extra: Vec::new(),
         })
     })?;
     let report = save_final(model.clone().valid(), report, &dir, model_config)?;
@@ -733,23 +759,6 @@ fn concept_bce<B: Backend>(
     let ll = t.clone() * log_sigmoid(logits.clone())
         + t.neg().add_scalar(1.0) * log_sigmoid(logits.neg());
     Some((ll * m).sum().neg().div_scalar((present * k) as f64))
-}
-
-fn average(m: &[apo_loss::Metrics]) -> Option<apo_loss::Metrics> {
-    let first = m.first()?.clone();
-    let n = m.len() as f64;
-    let avg = |f: &dyn Fn(&apo_loss::Metrics) -> f64| m.iter().map(f).sum::<f64>() / n;
-    Some(apo_loss::Metrics {
-        preference_loss: avg(&|x| x.preference_loss),
-        reward_chosen: avg(&|x| x.reward_chosen),
-        reward_rejected_mean: avg(&|x| x.reward_rejected_mean),
-        margin_mean: avg(&|x| x.margin_mean),
-        margin_max: avg(&|x| x.margin_max),
-        top1_accuracy: avg(&|x| x.top1_accuracy),
-        pairwise_accuracy: avg(&|x| x.pairwise_accuracy),
-        p_chosen: avg(&|x| x.p_chosen),
-        ..first
-    })
 }
 
 #[cfg(test)]

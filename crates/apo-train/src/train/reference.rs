@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Batch, Group, Images};
 use crate::error::io_err;
+use burn::module::Module;
+
 use crate::{ApoKernels, Result, Student, TrainError};
 
 /// Reference log-probs `[group][sequence]` of the groups in `needed` (the groups the
@@ -15,16 +17,20 @@ use crate::{ApoKernels, Result, Student, TrainError};
 /// reference weights, and shared by every stage-2 run of the run folder that uses the same
 /// preferences, tokenizer, reference and data settings. A cache that lacks some needed groups
 /// (a longer run, another seed) is completed and rewritten.
+///
+/// On several workers (`run.devices`, [`crate::parallel`]) each computes its share of the
+/// missing groups on its device and the shares are gathered with one all-reduce.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn reference_logprobs<B: ApoKernels>(
+pub(super) fn reference_logprobs<B: crate::TrainBackend>(
     dir: &Path,
     key: &str,
-    reference: &Student<B>,
+    reference: Student<B::InnerBackend>,
     images: &Images,
     groups: &[Group],
     needed: &[usize],
     pad: u32,
     batch: usize,
+    run: &crate::config::RunSettings,
     device: &B::Device,
 ) -> Result<Vec<Vec<f32>>> {
     #[derive(Serialize, Deserialize)]
@@ -55,18 +61,18 @@ pub(super) fn reference_logprobs<B: ApoKernels>(
             of = groups.len()
         )
         .entered();
-        for chunk in missing.chunks(batch.max(1)) {
-            let b: Batch<B> = data::make_batch(images, groups, chunk, pad, device);
-            let lp: Vec<f32> = reference
-                .sequence_logprobs(&b)?
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
-            for (gi, &g) in chunk.iter().enumerate() {
-                let n = groups[g].sequences.len();
-                cached[g] = Some(lp[gi * b.per_group..gi * b.per_group + n].to_vec());
-            }
+        let devices = crate::parallel::devices::<B>(device, super::runner::local_workers(run));
+        let copies = crate::parallel::Copies::new(reference, &devices, |m, d| m.clone().fork(d));
+        let lens: Vec<usize> = missing.iter().map(|&g| groups[g].sequences.len()).collect();
+        let computed = crate::parallel::run::<B, _, _>(run, device, &mut super::Quiet, |w, _| {
+            let mine = w.shard(missing.len());
+            let local = copies.take(w.local_index()).and_then(|model| {
+                compute(&model, images, groups, &missing[mine.clone()], pad, batch, &w.device)
+            });
+            w.gather(&lens, mine, local)
+        })?;
+        for (&g, lp) in missing.iter().zip(computed) {
+            cached[g] = Some(lp);
         }
         let text = serde_json::to_string(&Cache {
             key: key.to_owned(),
@@ -80,6 +86,33 @@ pub(super) fn reference_logprobs<B: ApoKernels>(
         std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
     }
     Ok(cached.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// The reference log-probs of the sequences of `which`, `batch` groups per forward pass.
+fn compute<B: ApoKernels>(
+    reference: &Student<B>,
+    images: &Images,
+    groups: &[Group],
+    which: &[usize],
+    pad: u32,
+    batch: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(which.len());
+    for chunk in which.chunks(batch.max(1)) {
+        let b: Batch<B> = data::make_batch(images, groups, chunk, pad, device);
+        let lp: Vec<f32> = reference
+            .sequence_logprobs(&b)?
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| TrainError::Empty(format!("{e:?}")))?;
+        for (gi, &g) in chunk.iter().enumerate() {
+            let n = groups[g].sequences.len();
+            out.push(lp[gi * b.per_group..gi * b.per_group + n].to_vec());
+        }
+    }
+    Ok(out)
 }
 
 /// The groups that micro-batches `0..micro_batches` of a stage visit, sorted.

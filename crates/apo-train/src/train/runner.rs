@@ -1,29 +1,48 @@
 //! The loop both stages share: resume, micro-batches, accumulation, clipping, AdamW,
 //! schedule, metrics, checkpoints.
 
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use burn::module::Module;
 
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
-use super::metrics::MetricsFile;
+use super::metrics::{MetricsFile, StepTotals};
 use super::optim::{clip, micro_seed, optimizer};
-use super::{Observer, StageReport, StepMetrics};
+use super::{Observer, StageReport};
 use crate::checkpoint::{self, State};
 use crate::config::{OptimConfig, RunSettings};
 use crate::data;
 use crate::error::io_err;
 use crate::{Result, Student, StudentConfig, TrainError};
 
-/// What a stage's step function returns for one micro-batch.
+/// What a stage's step function returns for its shard of one micro-batch (the whole
+/// micro-batch on one device). The loss and concept loss are the shard's share of the
+/// micro-batch's: normalised by the whole micro-batch's token, group or target count, so that
+/// the shares of all workers add up to the single-device values.
 pub(super) struct MicroOut<B: AutodiffBackend> {
     pub(super) loss: Tensor<B, 1>,
     pub(super) tokens: usize,
-    pub(super) extra: Option<apo_loss::Metrics>,
-    /// The concept head's binary cross-entropy (unweighted), when the batch had targets.
+    /// The preference metrics of each group of the shard (stage 2).
+    pub(super) extra: Vec<apo_loss::Metrics>,
+    /// The concept head's binary cross-entropy (unweighted, the shard's share), when the
+    /// shard had targets.
     pub(super) concept: Option<f64>,
+}
+
+/// `part / whole` as a loss factor, `None` when the part is the whole (one device: no
+/// multiplication, so a single-device run computes exactly what it did before).
+pub(super) fn share(part: usize, whole: usize) -> Option<f64> {
+    (part != whole).then(|| part as f64 / whole.max(1) as f64)
+}
+
+/// The workers on this machine: `run.devices` in a data-parallel run, else 1.
+pub(crate) fn local_workers(run: &RunSettings) -> usize {
+    if run.world() > 1 { run.devices } else { 1 }
 }
 
 /// One stage's settings for the shared loop ([`Runner::run`]).
@@ -36,7 +55,7 @@ pub(super) struct Runner<'a> {
     pub(super) opt: &'a OptimConfig,
     /// Peak learning rate.
     pub(super) peak_lr: f64,
-    /// Seed, checkpoint cadence and how many to keep.
+    /// Seed, checkpoint cadence, how many to keep, devices.
     pub(super) run: &'a RunSettings,
     /// The architecture (checked on resume).
     pub(super) model_config: &'a StudentConfig,
@@ -50,18 +69,20 @@ pub(super) struct Runner<'a> {
 
 impl Runner<'_> {
     /// The shared loop: resume, micro-batches, accumulation, clipping, AdamW, schedule,
-    /// metrics, checkpoints. `micro` computes one micro-batch's loss for the units it is
-    /// given; returns the trained model and the stage's report.
+    /// metrics, checkpoints; on `run.devices` devices, data-parallel ([`crate::parallel`]).
+    /// `micro(model, batch, shard, device)` computes the share of the micro-batch `batch`
+    /// (unit indices) of the units at positions `shard`; returns the trained model and the
+    /// stage's report.
     pub(super) fn run<B, F>(
         &self,
-        mut model: Student<B>,
+        model: Student<B>,
         device: &B::Device,
         observer: &mut dyn Observer,
-        mut micro: F,
+        micro: F,
     ) -> Result<(Student<B>, StageReport)>
     where
         B: AutodiffBackend,
-        F: FnMut(&Student<B>, &[usize]) -> Result<MicroOut<B>>,
+        F: Fn(&Student<B>, &[usize], Range<usize>, &B::Device) -> Result<MicroOut<B>> + Sync,
     {
         let Runner {
             stage,
@@ -75,101 +96,151 @@ impl Runner<'_> {
             resume,
         } = *self;
         let start_time = Instant::now();
+        run.validate_parallel()?;
+        if opt.batch_size < run.world() {
+            return Err(TrainError::Config {
+                field: format!("{stage}.batch_size"),
+                value: opt.batch_size.to_string(),
+                expected: format!(
+                    "at least the number of workers ({}): each worker takes a part of every micro-batch",
+                    run.world()
+                ),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let _lock = crate::lock::StageLock::acquire(dir)?;
-        let mut optim = optimizer::<B>(opt);
         let mut start = 0;
         let mut resumed_from = None;
         let existing = checkpoint::list(dir)?;
+        let mut from = None;
         if resume {
             if let Some(path) = super::pick(dir, &existing, run.from_checkpoint)? {
                 let state = checkpoint::read_state(&path, stage, fingerprint, model_config)?;
                 super::check_steps(stage, state.step, state.steps, opt.steps)?;
-                let (m, o) = checkpoint::load(&path, model, optim, device)?;
-                model = m;
-                optim = o;
                 start = state.step;
                 resumed_from = Some(state.step);
-                tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
+                from = Some(path);
             }
         } else {
             for (_, path) in existing {
                 std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
             }
         }
-        let metrics = MetricsFile::open(dir.join("metrics.jsonl"), start)?;
-        for step in start..opt.steps {
-            let t0 = Instant::now();
-            let lr = opt.lr_at(step, peak_lr);
-            let mut accumulator = GradientsAccumulator::<Student<B>>::new();
-            let (mut loss_sum, mut tokens) = (0.0, 0usize);
-            let mut extras: Vec<apo_loss::Metrics> = Vec::new();
-            let mut concept: Vec<f64> = Vec::new();
-            for a in 0..opt.grad_accum {
-                let m = step * opt.grad_accum + a;
-                let which = data::micro_batch(run.seed, units, opt.batch_size, m);
-                B::seed(device, micro_seed(run.seed, m));
-                let out = micro(&model, &which)?;
-                let value: f64 = out.loss.clone().into_scalar().elem();
-                if !value.is_finite() {
-                    return Err(TrainError::Empty(format!(
-                        "{stage} step {}: the loss is {value}; lower the learning rate",
-                        step + 1
-                    )));
-                }
-                loss_sum += value;
-                tokens += out.tokens;
-                extras.extend(out.extra);
-                concept.extend(out.concept);
-                let loss = out.loss.div_scalar(opt.grad_accum as f64);
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                accumulator.accumulate(&model, grads);
-            }
-            let mut grads = accumulator.grads();
-            let grad_norm = clip(&model, &mut grads, opt.grad_clip);
-            model = optim.step(lr, model, grads);
-            let loss = loss_sum / opt.grad_accum as f64;
-            let tokens_per_s = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            let m = StepMetrics::of_step(
-                stage,
-                step + 1,
-                loss,
-                lr,
-                grad_norm,
-                tokens_per_s,
-                &extras,
-                &concept,
-            );
-            metrics.write(&m)?;
-            observer.step(opt.steps, &m);
-            tracing::debug!(stage, step = step + 1, loss, lr, grad_norm, "step");
-            let stop = super::stop_requested() && step + 1 < opt.steps;
-            if super::metrics::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
-                let state = State {
-                    stage: stage.to_owned(),
-                    step: step + 1,
-                    steps: opt.steps,
-                    micro_batches: (step + 1) * opt.grad_accum,
-                    seed: run.seed,
-                    lr,
-                    fingerprint: fingerprint.hash.clone(),
-                    identity: fingerprint.fields.clone(),
-                    model: model_config.clone(),
-                    files: Default::default(),
+        // Each worker's copy: the first takes the model, the others a detached copy on their
+        // device (their own autodiff leaves).
+        let local_devices = crate::parallel::devices::<B>(device, local_workers(run));
+        let copies = crate::parallel::Copies::new(model, &local_devices, |m, d| m.clone().fork(d));
+        let stats_len = StepTotals::len(opt.grad_accum);
+        let model = crate::parallel::run::<B, _, _>(run, device, observer, |w, observer| {
+            let dev = &w.device;
+            let setup = (|| -> Result<_> {
+                let model = copies.take(w.local_index())?;
+                let optim = optimizer::<B>(opt);
+                let (model, optim) = match &from {
+                    Some(path) => {
+                        let (m, o) = checkpoint::load(path, model, optim, dev)?;
+                        if w.is_first() {
+                            tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
+                        }
+                        (m, o)
+                    }
+                    None => (model, optim),
                 };
-                let saved = checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)?;
-                if stop {
-                    return Err(TrainError::Interrupted {
-                        stage: stage.to_owned(),
-                        step: step + 1,
-                        checkpoint: saved,
-                    });
+                let metrics = if w.is_first() {
+                    Some(MetricsFile::open(dir.join("metrics.jsonl"), start)?)
+                } else {
+                    None
+                };
+                Ok((model, optim, metrics))
+            })();
+            let (mut model, mut optim, metrics) = w.agree(setup)?;
+            // An error of the first worker's bookkeeping (metrics, checkpoint), reported to the
+            // others at the next exchange.
+            let mut pending: Option<TrainError> = None;
+            for step in start..opt.steps {
+                let t0 = Instant::now();
+                let lr = opt.lr_at(step, peak_lr);
+                let local_step = match pending.take() {
+                    Some(e) => Err(e),
+                    None => (|| -> Result<_> {
+                        let mut accumulator = GradientsAccumulator::<Student<B>>::new();
+                        let mut totals = StepTotals::new(opt.grad_accum);
+                        for a in 0..opt.grad_accum {
+                            let m = step * opt.grad_accum + a;
+                            let which = data::micro_batch(run.seed, units, opt.batch_size, m);
+                            B::seed(dev, micro_seed(run.seed, m));
+                            let shard = w.shard(which.len());
+                            let out = micro(&model, &which, shard, dev)?;
+                            let value: f64 = out.loss.clone().into_scalar().elem();
+                            if !value.is_finite() {
+                                return Err(TrainError::Empty(format!(
+                                    "{stage} step {}: the loss is {value}; lower the learning rate",
+                                    step + 1
+                                )));
+                            }
+                            totals.add(a, value, out.tokens, &out.extra, out.concept);
+                            let loss = out.loss.div_scalar(opt.grad_accum as f64);
+                            let grads = GradientsParams::from_grads(loss.backward(), &model);
+                            accumulator.accumulate(&model, grads);
+                        }
+                        Ok((accumulator.grads(), totals.to_vec()))
+                    })(),
+                };
+                let synced = w.sync(&model, local_step, stats_len, super::stop_requested())?;
+                let mut grads = synced.grads;
+                let grad_norm = clip(&model, &mut grads, opt.grad_clip);
+                model = optim.step(lr, model, grads);
+                let stop = synced.stop && step + 1 < opt.steps;
+                if let Some(metrics) = &metrics {
+                    let m = StepTotals::from_vec(&synced.stats).metrics(
+                        stage,
+                        step + 1,
+                        lr,
+                        grad_norm,
+                        t0.elapsed().as_secs_f64(),
+                    );
+                    if let Err(e) = metrics.write(&m) {
+                        pending = Some(e);
+                    }
+                    observer.step(opt.steps, &m);
+                    tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
+                }
+                if super::metrics::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
+                    let saved = match (w.is_first(), pending.take()) {
+                        (_, Some(e)) => Err(e),
+                        (false, None) => Ok(PathBuf::new()),
+                        (true, None) => {
+                            let state = State {
+                                stage: stage.to_owned(),
+                                step: step + 1,
+                                steps: opt.steps,
+                                micro_batches: (step + 1) * opt.grad_accum,
+                                seed: run.seed,
+                                lr,
+                                fingerprint: fingerprint.hash.clone(),
+                                identity: fingerprint.fields.clone(),
+                                model: model_config.clone(),
+                                files: Default::default(),
+                            };
+                            checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)
+                        }
+                    };
+                    let saved = w.agree(saved)?;
+                    if stop {
+                        return Err(TrainError::Interrupted {
+                            stage: stage.to_owned(),
+                            step: step + 1,
+                            checkpoint: saved,
+                        });
+                    }
                 }
             }
-        }
+            w.agree(pending.map_or(Ok(()), Err))?;
+            Ok(model)
+        })?;
         // The whole stage's first and last losses, also when it resumed (the metrics file keeps
         // the steps before the checkpoint).
-        let (first_loss, last_loss) = metrics.first_last_loss()?;
+        let (first_loss, last_loss) = MetricsFile::first_last_of(&dir.join("metrics.jsonl"))?;
         Ok((
             model,
             StageReport {

@@ -11,20 +11,20 @@ use burn::backend::{Autodiff, NdArray};
 
 type B = Autodiff<NdArray>;
 
-fn checkpoint() -> PathBuf {
+pub(crate) fn checkpoint() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../apo-models/tests/fixtures/qwen2.5-vl-nested-f32"
     ))
 }
 
-fn temp(name: &str) -> PathBuf {
+pub(crate) fn temp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("apo-train-hf-{name}-{}", std::process::id()));
     std::fs::remove_dir_all(&p).ok();
     p
 }
 
-fn tiny(root: &Path) -> RunConfig {
+pub(crate) fn tiny(root: &Path) -> RunConfig {
     let data = root.join("data");
     if !data.exists() {
         cxr_max::sim::synthesize(
@@ -58,7 +58,7 @@ fn tiny(root: &Path) -> RunConfig {
     c
 }
 
-fn adapter_values(dir: &Path) -> Vec<f32> {
+pub(crate) fn adapter_values(dir: &Path) -> Vec<f32> {
     let a = apo_models::Adapter::read(dir).unwrap();
     a.modules
         .values()

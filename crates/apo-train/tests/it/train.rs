@@ -18,7 +18,7 @@ pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn tiny(root: &Path) -> RunConfig {
+pub(crate) fn tiny(root: &Path) -> RunConfig {
     let data = root.join("data");
     if !data.exists() {
         cxr_max::sim::synthesize(
@@ -55,7 +55,7 @@ fn tiny(root: &Path) -> RunConfig {
     c
 }
 
-fn temp(name: &str) -> PathBuf {
+pub(crate) fn temp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("apo-train-{name}-{}", std::process::id()));
     std::fs::remove_dir_all(&p).ok();
     p
