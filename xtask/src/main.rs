@@ -29,7 +29,7 @@ commands:
                    beside transformers + PEFT (APO_BENCH_PYTHON)
   bench hf         Qwen2.5-VL score throughput and memory (tiny checkpoint, CPU), beside
                    transformers when `python3` (or $APO_BENCH_PYTHON) has it, JSON
-  check-backends   cargo check of apo with --features wgpu,cuda, and of a
+  check-backends   cargo check of apo with --features wgpu,cuda and cuda,distributed, and of a
                    GPU-only apo-train (--no-default-features --features wgpu)
   gpu-smoke --backend cuda|wgpu
                    build apo with the GPU backend, train a few steps on a simulated
@@ -306,11 +306,18 @@ fn python_side(bench: &str, what: &str, script: &str, rest: &[&str]) -> Result<(
     Ok(())
 }
 
-/// Compile-checks the GPU backends (no GPU needed): `apo` with `--features wgpu,cuda`.
+/// Compile-checks the GPU backends (no GPU needed): `apo` with `--features wgpu,cuda` and with
+/// `--features cuda,distributed`.
 fn check_backends() -> Result<(), String> {
     // Both backends in one build: each feature's code sits behind its own `cfg`, and the
     // `not(feature = ..)` branches are compiled by the default build (lint, test).
     cargo(&["check", "-p", "apo-cli", "--features", "wgpu,cuda"], &[])?;
+    // burn's `distributed` feature (NCCL all-reduce on CUDA), which changes burn's autodiff
+    // backend: a build of its own.
+    cargo(
+        &["check", "-p", "apo-cli", "--features", "cuda,distributed"],
+        &[],
+    )?;
     // A GPU-only apo-train: no CPU backend, no NdArray kernels.
     cargo(
         &[

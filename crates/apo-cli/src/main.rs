@@ -88,7 +88,8 @@ enum ConsensusCommand {
     /// CSV task,label,confidence. Methods: majority (ties to the label that sorts first),
     /// weighted (--weights CSV worker,weight; missing workers weigh 1), dawid-skene (crowd-kit
     /// 1.4 DawidSkene, n_iter 100, tol 1e-5), one-coin-dawid-skene (crowd-kit's
-    /// OneCoinDawidSkene, the same), wawa (crowd-kit's Wawa).
+    /// OneCoinDawidSkene, the same), wawa (crowd-kit's Wawa), glad (crowd-kit's GLAD; --skills
+    /// writes each worker's ability α).
     Votes {
         /// Aggregation method.
         #[arg(long, default_value = "majority")]
@@ -201,6 +202,17 @@ enum DataCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum CollectiveCommand {
+    /// Runs burn's global collective orchestrator until stopped: the one process every node of
+    /// a multi-machine `apo train` / `apo run` registers with (`--orchestrator ws://HOST:PORT`).
+    Orchestrator {
+        /// The port to listen on.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TrainCommand {
     /// Stage 1: supervised bootstrapping on the union of all teacher trajectories.
     Sft {
@@ -246,6 +258,67 @@ impl SourceArgs {
     }
 }
 
+/// Data parallelism (docs/training.md, "Several devices and machines").
+#[derive(Debug, Clone, Default, clap::Args)]
+struct ParallelArgs {
+    /// Devices of the chosen kind on this machine, one worker each: every micro-batch is
+    /// split across them and their gradients summed with burn's collective all-reduce
+    /// (`[run] devices`; default 1).
+    #[arg(long)]
+    devices: Option<usize>,
+    /// Machines taking part, each running the same command with its own --node-rank
+    /// (`[run] nodes`).
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// This machine's index among the --nodes, from 0 (`[run] node_rank`).
+    #[arg(long = "node-rank")]
+    node_rank: Option<u32>,
+    /// burn's global orchestrator, as `ws://HOST:PORT` (started with
+    /// `apo collective orchestrator --port PORT`).
+    #[arg(long)]
+    orchestrator: Option<String>,
+    /// This machine's address as the other nodes reach it, `ws://HOST:PORT`.
+    #[arg(long = "node-address")]
+    node_address: Option<String>,
+    /// The port this machine serves tensors on to the other nodes.
+    #[arg(long = "data-port")]
+    data_port: Option<u16>,
+    /// How one machine's workers sum the gradients: `collective` (burn-collective, every
+    /// backend) or `nccl` (a build with the `distributed` feature, --device cuda, one machine)
+    /// (`[run] all_reduce`).
+    #[arg(long = "all-reduce", value_parser = ["collective", "nccl"])]
+    all_reduce: Option<String>,
+}
+
+impl ParallelArgs {
+    /// Sets the given flags over the configuration's `[run]` values.
+    fn apply(&self, run: &mut apo_train::config::RunSettings) {
+        if let Some(n) = self.devices {
+            run.devices = n;
+        }
+        if let Some(n) = self.nodes {
+            run.nodes = n;
+        }
+        if let Some(r) = self.node_rank {
+            run.node_rank = r;
+        }
+        if self.orchestrator.is_some() {
+            run.orchestrator.clone_from(&self.orchestrator);
+        }
+        if self.node_address.is_some() {
+            run.node_address.clone_from(&self.node_address);
+        }
+        if self.data_port.is_some() {
+            run.data_port = self.data_port;
+        }
+        match self.all_reduce.as_deref() {
+            Some("nccl") => run.all_reduce = apo_train::config::AllReduce::Nccl,
+            Some(_) => run.all_reduce = apo_train::config::AllReduce::Collective,
+            None => {}
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct TrainArgs {
     /// Run configuration (TOML or JSON); every field has a default (docs/training.md).
@@ -273,6 +346,8 @@ struct TrainArgs {
     /// Print the stage report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    parallel: ParallelArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -374,6 +449,9 @@ enum Command {
     /// Drift statistics and detectors.
     #[command(subcommand)]
     Drift(DriftCommand),
+    /// burn's collective, for training on several machines.
+    #[command(subcommand)]
+    Collective(CollectiveCommand),
     /// Run the whole pipeline on a fresh simulation (the default when no command is given):
     /// simulate -> validate -> drift report -> consensus and preference sets -> stage 1 ->
     /// stage 2 with Plackett-Luce and, as the baseline, pairwise-sigmoid -> evaluation on the
@@ -435,6 +513,8 @@ enum Command {
         /// Print one JSON object at the end instead of the table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        parallel: ParallelArgs,
     },
     /// Scores completions with a Hugging Face Qwen2-VL / Qwen2.5-VL checkpoint.
     ///
@@ -813,6 +893,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 TrainCommand::Apo { common, name } => (common, t::Stage::Apo(name)),
             };
             let mut config = t::load_config(common.config.as_deref()).map_err(|e| e.to_string())?;
+            common.parallel.apply(&mut config.run);
+            config.run.validate_parallel().map_err(|e| e.to_string())?;
             let kind = device_kind(&common.device)?;
             let precision: apo_cli::commands::hf::Precision = common.dtype.parse()?;
             let mut common = common;
@@ -1008,6 +1090,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Collective(CollectiveCommand::Orchestrator { port }) => {
+            eprintln!("burn collective orchestrator on port {port} (Ctrl-C stops it)");
+            apo_train::parallel::orchestrator(port).map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Drift(DriftCommand::Report {
             dir,
             out,
@@ -1120,10 +1207,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
             device,
             fresh,
             json,
+            parallel,
         } => {
             let c = apo_pipeline::PipelineConfig::from_file(&config).map_err(|e| e.to_string())?;
             let kind = device_kind(&device)?;
-            let options = c.options(!fresh).map_err(|e| e.to_string())?;
+            let mut options = c.options(!fresh).map_err(|e| e.to_string())?;
+            parallel.apply(&mut options.train.run);
+            options
+                .train
+                .run
+                .validate_parallel()
+                .map_err(|e| e.to_string())?;
             let mut observer = p::CliObserver::new(!json);
             let job = p::RunJob {
                 options: &options,

@@ -81,7 +81,7 @@ fn argmax(v: &[f64]) -> usize {
     best
 }
 
-fn finish(votes: &Votes, scores: Vec<Vec<f64>>) -> Vec<Consensus> {
+pub(crate) fn finish(votes: &Votes, scores: Vec<Vec<f64>>) -> Vec<Consensus> {
     let mut out: Vec<Consensus> = scores
         .into_iter()
         .enumerate()

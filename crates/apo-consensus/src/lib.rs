@@ -27,6 +27,7 @@ pub mod csv;
 mod error;
 #[cfg(feature = "serde")]
 pub mod export;
+mod glad;
 mod method;
 mod prefs;
 mod synth;
@@ -37,6 +38,7 @@ pub use aggregate::{
     one_coin_dawid_skene, reliability_weights, wawa, weighted_vote,
 };
 pub use error::{ConsensusError, Result};
+pub use glad::{Glad, GladConfig, glad};
 pub use method::Method;
 pub use prefs::{
     Negative, NegativePolicy, NegativeWeighting, PreferenceConfig, PreferenceInput, PreferenceSet,

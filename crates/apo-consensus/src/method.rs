@@ -2,8 +2,8 @@
 
 use crate::error::{ConsensusError, Result};
 
-/// A label-aggregation method: [`crate::majority_vote`], [`crate::weighted_vote`] or
-/// [`crate::dawid_skene`].
+/// A label-aggregation method: [`crate::majority_vote`], [`crate::weighted_vote`],
+/// [`crate::dawid_skene`], [`crate::one_coin_dawid_skene`], [`crate::wawa`] or [`crate::glad`].
 ///
 /// ```
 /// use apo_consensus::Method;
@@ -28,16 +28,19 @@ pub enum Method {
     OneCoinDawidSkene,
     /// Worker agreement with aggregate ([`crate::wawa`]).
     Wawa,
+    /// Worker abilities and task difficulties ([`crate::glad`]).
+    Glad,
 }
 
 impl Method {
     /// Every method, in the order the names are listed.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Majority,
         Method::Weighted,
         Method::DawidSkene,
         Method::OneCoinDawidSkene,
         Method::Wawa,
+        Method::Glad,
     ];
 
     /// The name commands and configuration files use.
@@ -48,6 +51,7 @@ impl Method {
             Method::DawidSkene => "dawid-skene",
             Method::OneCoinDawidSkene => "one-coin-dawid-skene",
             Method::Wawa => "wawa",
+            Method::Glad => "glad",
         }
     }
 }
@@ -61,7 +65,7 @@ impl std::fmt::Display for Method {
 impl std::str::FromStr for Method {
     type Err = ConsensusError;
 
-    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`.
+    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`, `glad`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "majority" => Ok(Method::Majority),
@@ -69,10 +73,11 @@ impl std::str::FromStr for Method {
             "dawid-skene" | "ds" => Ok(Method::DawidSkene),
             "one-coin-dawid-skene" | "one-coin-ds" => Ok(Method::OneCoinDawidSkene),
             "wawa" => Ok(Method::Wawa),
+            "glad" => Ok(Method::Glad),
             other => Err(ConsensusError::UnknownOption {
                 name: "method",
                 value: other.to_owned(),
-                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene or wawa",
+                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene, wawa or glad",
             }),
         }
     }
@@ -89,10 +94,10 @@ mod tests {
             assert_eq!(m.to_string(), m.name());
         }
         assert_eq!("ds".parse::<Method>().unwrap(), Method::DawidSkene);
-        let e = "glad".parse::<Method>().unwrap_err().to_string();
+        let e = "mace".parse::<Method>().unwrap_err().to_string();
         assert_eq!(
             e,
-            "method `glad` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene or wawa"
+            "method `mace` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene, wawa or glad"
         );
     }
 }

@@ -331,6 +331,11 @@ pub fn label_consensus(
                     .consensus
             }
             Method::Wawa => apo_consensus::wawa(&votes).0,
+            Method::Glad => {
+                apo_consensus::glad(&votes, &apo_consensus::GladConfig::default())
+                    .map_err(context)?
+                    .consensus
+            }
         };
         Ok(result
             .iter()

@@ -3,6 +3,10 @@
 //! groups of 1 + 7 sequences of 96 tokens, 4 groups per step, vocabulary 1024), and the
 //! resident memory after the warm-up and at the end (it must not grow with the steps).
 //! Prints one JSON line. `benches/train_torch.py` is the same model and step in PyTorch.
+//!
+//! `--devices N`: the same global batch data-parallel on N CPU workers ([`apo_train::parallel`]:
+//! each worker's shard of the 4 groups, gradients summed with burn's all-reduce), for the scaling
+//! of 1 vs N workers at the same global batch.
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::SplitMix64;
@@ -40,6 +44,12 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    let devices: usize = args
+        .iter()
+        .position(|a| a == "--devices")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let (groups_per_step, per_group, seq_len, prompt_len, vocab) =
         (4usize, 8usize, 96usize, 16usize, 1024usize);
     let device = Default::default();
@@ -52,7 +62,7 @@ fn main() {
         .with_encoder_layers(2)
         .with_decoder_layers(2)
         .with_max_text_len(seq_len);
-    let mut model = config.init::<B>(&device).expect("model");
+    let model = config.init::<B>(&device).expect("model");
     let mut rng = SplitMix64::seed_from_u64(0x2545_F491_4F6C_DD1Du64);
     let mut next = move |n: u64| rng.random_range(0..n);
     let n_groups = 32;
@@ -85,31 +95,47 @@ fn main() {
     let reference: Vec<Vec<f32>> = (0..n_groups).map(|_| vec![-500.0; per_group]).collect();
     let loss_fn = apo_loss::LossConfig::default().init().expect("loss");
     let opt = OptimConfig::default();
-    let mut optim = optimizer::<B>(&opt);
-    let mut times = Vec::new();
-    let mut rss_after_warmup = 0;
     let warmup = 3;
-    for step in 0..warmup + steps {
-        let which = data::micro_batch(0, n_groups, groups_per_step, step);
-        let t = Instant::now();
-        let batch = data::make_batch::<B>(&images, &groups, &which, 0, &device);
-        let refs: Vec<&[f32]> = which.iter().map(|&g| reference[g].as_slice()).collect();
-        let (loss, _) = preference_step(&model, &batch, &refs, &loss_fn, &device).expect("step");
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        clip(&model, &mut grads, 1.0);
-        model = optim.step(2e-4, model, grads);
-        let dt = t.elapsed().as_secs_f64();
-        if step >= warmup {
-            times.push(dt);
-        } else if step + 1 == warmup {
-            rss_after_warmup = rss_kib("VmRSS:");
-        }
-    }
+    let mut run = apo_train::config::RunSettings::default();
+    run.devices = devices;
+    let local = apo_train::parallel::devices::<B>(&device, devices);
+    let copies = apo_train::parallel::Copies::new(model, &local, |m, d| {
+        burn::module::Module::fork(m.clone(), d)
+    });
+    let (times, rss_after_warmup) =
+        apo_train::parallel::run::<B, _, _>(&run, &device, &mut apo_train::train::Quiet, |w, _| {
+            let mut model = copies.take(w.local_index())?;
+            let mut optim = optimizer::<B>(&opt);
+            let mut times = Vec::new();
+            let mut rss_after_warmup = 0;
+            for step in 0..warmup + steps {
+                let which = data::micro_batch(0, n_groups, groups_per_step, step);
+                let t = Instant::now();
+                let mine = &which[w.shard(which.len())];
+                let batch = data::make_batch::<B>(&images, &groups, mine, 0, &w.device);
+                let refs: Vec<&[f32]> = mine.iter().map(|&g| reference[g].as_slice()).collect();
+                let (loss, _) = preference_step(&model, &batch, &refs, &loss_fn, &w.device)?;
+                let loss = loss.mul_scalar(mine.len() as f64 / which.len() as f64);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let mut grads = w.sync(&model, Ok((grads, Vec::new())), 0)?.grads;
+                clip(&model, &mut grads, 1.0);
+                model = optim.step(2e-4, model, grads);
+                let dt = t.elapsed().as_secs_f64();
+                if step >= warmup {
+                    times.push(dt);
+                } else if step + 1 == warmup {
+                    rss_after_warmup = rss_kib("VmRSS:");
+                }
+            }
+            Ok((times, rss_after_warmup))
+        })
+        .expect("bench");
+    let mut times = times;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tokens = (groups_per_step * per_group * (seq_len - prompt_len)) as f64;
     println!(
-        "{{\"bench\":\"apo-train-stage2\",\"backend\":\"ndarray\",\"threads\":{},\"groups\":{groups_per_step},\"sequences_per_group\":{per_group},\"tokens_per_sequence\":{seq_len},\"d_model\":128,\"layers\":\"2+2\",\"steps\":{steps},\"median_step_s\":{median:.4},\"steps_per_s\":{:.3},\"completion_tokens_per_s\":{:.0},\"rss_after_warmup_mib\":{:.1},\"rss_end_mib\":{:.1},\"peak_rss_mib\":{:.1}}}",
+        "{{\"bench\":\"apo-train-stage2\",\"backend\":\"ndarray\",\"devices\":{devices},\"threads\":{},\"groups\":{groups_per_step},\"sequences_per_group\":{per_group},\"tokens_per_sequence\":{seq_len},\"d_model\":128,\"layers\":\"2+2\",\"steps\":{steps},\"median_step_s\":{median:.4},\"steps_per_s\":{:.3},\"completion_tokens_per_s\":{:.0},\"rss_after_warmup_mib\":{:.1},\"rss_end_mib\":{:.1},\"peak_rss_mib\":{:.1}}}",
         std::thread::available_parallelism().map_or(1, usize::from),
         1.0 / median,
         tokens / median,

@@ -412,6 +412,21 @@ pub struct RunSettings {
     pub node_address: Option<String>,
     /// The port this machine serves tensors on to the other nodes.
     pub data_port: Option<u16>,
+    /// How the workers of one machine sum the gradient bucket: burn-collective (`collective`,
+    /// every backend) or NCCL (`nccl`: CUDA in a build with the `distributed` feature; one
+    /// machine).
+    pub all_reduce: AllReduce,
+}
+
+/// The gradient all-reduce of a data-parallel run ([`RunSettings::all_reduce`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllReduce {
+    /// burn-collective's all-reduce (tree within a machine, ring between machines).
+    #[default]
+    Collective,
+    /// burn's NCCL all-reduce (`distributed` feature, CUDA, one machine).
+    Nccl,
 }
 
 impl Default for RunSettings {
@@ -430,6 +445,7 @@ impl Default for RunSettings {
             orchestrator: None,
             node_address: None,
             data_port: None,
+            all_reduce: AllReduce::Collective,
         }
     }
 }
@@ -471,6 +487,13 @@ impl RunSettings {
                 "(none)",
                 "set for a run over several nodes (run.nodes > 1), with run.orchestrator, \
                  run.node_address and run.data_port together (docs/training.md)",
+            ));
+        }
+        if self.nodes > 1 && self.all_reduce == AllReduce::Nccl {
+            return Err(bad(
+                "run.all_reduce",
+                "nccl",
+                "`collective` for a run over several nodes (burn's NCCL all-reduce is within one machine)",
             ));
         }
         if self.nodes == 1

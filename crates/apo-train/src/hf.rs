@@ -271,10 +271,8 @@ fn worker_students<B: AutodiffBackend>(
     config: &RunConfig,
     student: Student<B>,
 ) -> Result<crate::parallel::Copies<Student<B>>> {
-    let devices = crate::parallel::devices::<B>(
-        &student.hf.device,
-        crate::train::local_workers(&config.run),
-    );
+    let devices =
+        crate::parallel::devices::<B>(&student.hf.device, crate::train::local_workers(&config.run));
     let base = base_dir(config)?;
     let mut others = Vec::new();
     for d in devices.iter().skip(1) {
@@ -379,12 +377,13 @@ where
             if let Some(path) = &from {
                 let adapter = Adapter::read(path)?;
                 student = replace_adapters(student, &adapter, config.student.lora.dropout)?;
-                let record = Recorder::<B>::load(&rec, path.join("optim"), &w.device).map_err(
-                    |e| TrainError::CorruptCheckpoint {
-                        path: path.join("optim.bin"),
-                        message: e.to_string(),
-                    },
-                )?;
+                let record =
+                    Recorder::<B>::load(&rec, path.join("optim"), &w.device).map_err(|e| {
+                        TrainError::CorruptCheckpoint {
+                            path: path.join("optim.bin"),
+                            message: e.to_string(),
+                        }
+                    })?;
                 optim = optim.load_record(record);
                 if w.is_first() {
                     tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
@@ -426,12 +425,7 @@ where
                     Ok((acc.grads(), totals.to_vec()))
                 })(),
             };
-            let synced = w.sync(
-                &student.hf.model.model,
-                local,
-                stats_len,
-                crate::train::stop_requested(),
-            )?;
+            let synced = w.sync(&student.hf.model.model, local, stats_len)?;
             let mut grads = synced.grads;
             let grad_norm = clip(&student.hf.model.model, &mut grads, opt.grad_clip);
             student = with_model(student, |m| optim.step(lr, m, grads));
@@ -449,7 +443,8 @@ where
                 observer.step(opt.steps, &m);
                 tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
             }
-            let stop = synced.stop && step + 1 < opt.steps;
+            // A stop asked for on any worker (read after the step): all stop here.
+            let stop = w.any(crate::train::stop_requested())? && step + 1 < opt.steps;
             if crate::train::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
                 let saved = match (w.is_first(), pending.take()) {
                     (_, Some(e)) => Err(e),
@@ -953,7 +948,10 @@ pub fn apo_on<B: AutodiffBackend>(
             let t0 = Instant::now();
             let mut lps = vec![Vec::new(); groups.len()];
             // Each worker computes its share of the groups; one all-reduce gathers them.
-            let lens: Vec<usize> = needed.iter().map(|&g| groups[g].0.completions.len()).collect();
+            let lens: Vec<usize> = needed
+                .iter()
+                .map(|&g| groups[g].0.completions.len())
+                .collect();
             let gathered = crate::parallel::run::<B, _, _>(
                 &config.run,
                 device,

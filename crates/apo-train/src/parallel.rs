@@ -8,7 +8,7 @@
 //!   registers each as a peer of burn's collective (local, or global across nodes through
 //!   burn's orchestrator), and turns one worker's failure into [`TrainError::Worker`].
 //! - [`Worker::sync`]: the step's exchange. One small all-reduce carries every worker's
-//!   status (failed, stop requested), its metric sums and which parameters it has gradients
+//!   status (failed or not), its metric sums and which parameters it has gradients
 //!   for; one more carries all gradients, flattened into a single bucket (burn 0.21 has no
 //!   bucketing of its own). A worker whose micro-batch failed still takes part in the first,
 //!   so the others stop at the same step instead of waiting for it.
@@ -52,7 +52,7 @@ pub fn devices<B: Backend>(first: &B::Device, count: usize) -> Vec<B::Device> {
 
 /// One worker of a data-parallel run.
 #[derive(Debug, Clone)]
-pub struct Worker<B: Backend> {
+pub struct Worker<B: AutodiffBackend> {
     /// Global rank: `node_rank · devices + local index`.
     pub rank: usize,
     /// The number of workers over all nodes.
@@ -64,6 +64,34 @@ pub struct Worker<B: Backend> {
     collective: bool,
     /// Workers on each node.
     devices_per_node: usize,
+    /// The gradient bucket's all-reduce when it is not burn-collective's (one node only).
+    bucket_reduce: Option<(
+        LocalReduce<B::InnerBackend>,
+        Vec<burn::tensor::backend::DeviceId>,
+    )>,
+}
+
+/// An all-reduce (sum) of one 1-D tensor per device of this machine, called by every local
+/// worker with its tensor and all local devices' ids: the gradient bucket's path when
+/// `run.all_reduce = "nccl"` (apo-cli installs burn's NCCL all-reduce for its CUDA backends
+/// when built with `distributed`).
+pub type LocalReduce<B> = fn(Tensor<B, 1>, &[burn::tensor::backend::DeviceId]) -> Tensor<B, 1>;
+
+static LOCAL_REDUCE: std::sync::Mutex<Vec<(std::any::TypeId, Box<dyn std::any::Any + Send>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Installs `f` as backend `B`'s [`LocalReduce`].
+pub fn set_local_reduce<B: Backend>(f: LocalReduce<B>) {
+    let mut all = LOCAL_REDUCE.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(t, _)| *t != std::any::TypeId::of::<B>());
+    all.push((std::any::TypeId::of::<B>(), Box::new(f)));
+}
+
+fn local_reduce<B: Backend>() -> Option<LocalReduce<B>> {
+    let all = LOCAL_REDUCE.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter()
+        .find(|(t, _)| *t == std::any::TypeId::of::<B>())
+        .and_then(|(_, f)| f.downcast_ref::<LocalReduce<B>>().copied())
 }
 
 /// Several runs of [`run`] at once in one process would share burn's local collective server
@@ -161,6 +189,7 @@ where
             peer: PeerId(0),
             collective: false,
             devices_per_node: 1,
+            bucket_reduce: None,
         };
         return work(&worker, observer);
     }
@@ -168,7 +197,20 @@ where
     let config = collective_config(run)?;
     burn_collective::reset_collective::<B::InnerBackend>();
     let first_rank = run.node_rank as usize * run.devices.max(1);
-    let workers: Vec<Worker<B>> = devices::<B>(device, run.devices.max(1))
+    let local = devices::<B>(device, run.devices.max(1));
+    let bucket_reduce = match run.all_reduce {
+        crate::config::AllReduce::Collective => None,
+        crate::config::AllReduce::Nccl => {
+            use burn::tensor::backend::DeviceOps;
+            let f = local_reduce::<B::InnerBackend>().ok_or_else(|| TrainError::Config {
+                field: "run.all_reduce".into(),
+                value: "nccl".into(),
+                expected: "`collective` unless apo is built with the `distributed` feature and trains with --device cuda".into(),
+            })?;
+            Some((f, local.iter().map(|d| d.id()).collect::<Vec<_>>()))
+        }
+    };
+    let workers: Vec<Worker<B>> = local
         .into_iter()
         .enumerate()
         .map(|(i, device)| Worker {
@@ -178,6 +220,7 @@ where
             peer: PeerId((first_rank + i) as u32),
             collective: true,
             devices_per_node: run.devices.max(1),
+            bucket_reduce: bucket_reduce.clone(),
         })
         .collect();
     tracing::info!(
@@ -192,9 +235,7 @@ where
             .iter()
             .map(|w| {
                 let (work, config) = (&work, &config);
-                scope.spawn(move || {
-                    in_session(w, config, || work(w, &mut crate::train::Quiet))
-                })
+                scope.spawn(move || in_session(w, config, || work(w, &mut crate::train::Quiet)))
             })
             .collect();
         let head = in_session(first, &config, || work(first, observer));
@@ -242,7 +283,11 @@ where
     if let Some(e) = failure {
         return Err(e);
     }
-    head.unwrap_or_else(|| Err(TrainError::Empty("the first worker returned nothing".into())))
+    head.unwrap_or_else(|| {
+        Err(TrainError::Empty(
+            "the first worker returned nothing".into(),
+        ))
+    })
 }
 
 /// A model for each local worker: the first worker takes `model` itself, the others a copy
@@ -274,7 +319,9 @@ impl<M: Send> Copies<M> {
             .ok_or_else(|| TrainError::Empty(format!("no model for worker {index}")))?;
         match guard.as_ref() {
             Some(m) => f(m),
-            None => Err(TrainError::Empty(format!("worker {index}'s model was already taken"))),
+            None => Err(TrainError::Empty(format!(
+                "worker {index}'s model was already taken"
+            ))),
         }
     }
 
@@ -298,8 +345,6 @@ pub struct Synced {
     pub grads: GradientsParams,
     /// Each metric summed over all workers.
     pub stats: Vec<f64>,
-    /// Some worker was asked to stop (SIGINT).
-    pub stop: bool,
 }
 
 /// A float parameter of the model: its id, dims, and this worker's flattened gradient.
@@ -413,13 +458,25 @@ impl<B: AutodiffBackend> Worker<B> {
             &self.device,
         );
         let t = self.all_reduce(t)?;
-        t.into_data()
+        let mut v = t
+            .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
-            .map_err(|e| TrainError::Collective(format!("{e:?}")))
+            .map_err(|e| TrainError::Collective(format!("{e:?}")))?;
+        v.truncate(values.len());
+        Ok(v)
     }
 
+    /// burn's all-reduce (sum) of `t`. Between nodes burn sums in a ring, which needs at least
+    /// one element per node: shorter tensors are padded with zeros (the result keeps the
+    /// padding; callers read their own length).
     fn all_reduce(&self, t: Tensor<B::InnerBackend, 1>) -> Result<Tensor<B::InnerBackend, 1>> {
+        let n = t.dims()[0];
+        let t = if n < self.world {
+            Tensor::cat(vec![t, Tensor::zeros([self.world - n], &self.device)], 0)
+        } else {
+            t
+        };
         let out = burn_collective::all_reduce::<B::InnerBackend>(
             self.peer,
             t.into_primitive().tensor(),
@@ -430,8 +487,8 @@ impl<B: AutodiffBackend> Worker<B> {
     }
 
     /// The step's exchange: `local` is this worker's gradients and metric values (`Err` when
-    /// its micro-batches failed: it still takes part, so that every worker stops), `stop`
-    /// whether this worker was asked to stop. Returns the summed gradients and metrics.
+    /// its micro-batches failed: it still takes part, so that every worker stops). Returns the
+    /// summed gradients and metrics.
     ///
     /// # Errors
     /// This worker's own error; [`TrainError::Collective`] when another worker failed or the
@@ -441,11 +498,10 @@ impl<B: AutodiffBackend> Worker<B> {
         model: &M,
         local: Result<(GradientsParams, Vec<f64>)>,
         stats_len: usize,
-        stop: bool,
     ) -> Result<Synced> {
         if !self.collective {
             let (grads, stats) = local?;
-            return Ok(Synced { grads, stats, stop });
+            return Ok(Synced { grads, stats });
         }
         let (failed, mut grads, stats) = match local {
             Ok((g, s)) => (None, g, s),
@@ -457,8 +513,8 @@ impl<B: AutodiffBackend> Worker<B> {
         };
         model.visit(&mut take);
         let slots = take.slots;
-        // The header: failed, stop, the metrics, then one presence flag per parameter.
-        let mut header = vec![f32::from(u8::from(failed.is_some())), f32::from(u8::from(stop))];
+        // The header: failed, the metrics, then one presence flag per parameter.
+        let mut header = vec![f32::from(u8::from(failed.is_some()))];
         header.extend((0..stats_len).map(|i| stats.get(i).copied().unwrap_or(0.0) as f32));
         header.extend(slots.iter().map(|s| f32::from(u8::from(s.grad.is_some()))));
         let header = self.sum(&header)?;
@@ -468,9 +524,11 @@ impl<B: AutodiffBackend> Worker<B> {
         if header[0] > 0.0 {
             return Err(TrainError::Collective(PEER_FAILED.into()));
         }
-        let stop = header[1] > 0.0;
-        let stats = header[2..2 + stats_len].iter().map(|&v| f64::from(v)).collect();
-        let present = &header[2 + stats_len..];
+        let stats = header[1..1 + stats_len]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let present = &header[1 + stats_len..];
         let mut pieces = Vec::new();
         let mut kept = Vec::new();
         for (slot, &p) in slots.into_iter().zip(present) {
@@ -485,7 +543,11 @@ impl<B: AutodiffBackend> Worker<B> {
         }
         let mut reduced = std::collections::HashMap::new();
         if !pieces.is_empty() {
-            let bucket = self.all_reduce(Tensor::cat(pieces, 0))?;
+            let bucket = Tensor::cat(pieces, 0);
+            let bucket = match &self.bucket_reduce {
+                Some((f, ids)) => f(bucket, ids),
+                None => self.all_reduce(bucket)?,
+            };
             let mut at = 0;
             for (id, n) in kept {
                 reduced.insert(id, bucket.clone().slice(at..at + n));
@@ -501,7 +563,6 @@ impl<B: AutodiffBackend> Worker<B> {
         Ok(Synced {
             grads: put.out,
             stats,
-            stop,
         })
     }
 
@@ -514,11 +575,25 @@ impl<B: AutodiffBackend> Worker<B> {
         if !self.collective {
             return value.ok_or_else(|| TrainError::Collective(PEER_FAILED.into()));
         }
-        let v = self.sum(&[f32::from(u8::from(value.is_none())), value.unwrap_or(0.0) as f32])?;
+        let v = self.sum(&[
+            f32::from(u8::from(value.is_none())),
+            value.unwrap_or(0.0) as f32,
+        ])?;
         if v[0] > 0.0 {
             return Err(TrainError::Collective(PEER_FAILED.into()));
         }
         Ok(f64::from(v[1]))
+    }
+
+    /// Whether `flag` holds on any worker (a stop request, read after the step).
+    ///
+    /// # Errors
+    /// [`TrainError::Collective`].
+    pub fn any(&self, flag: bool) -> Result<bool> {
+        if !self.collective {
+            return Ok(flag);
+        }
+        Ok(self.sum(&[f32::from(u8::from(flag))])?[0] > 0.0)
     }
 
     /// A barrier that carries a failure: every worker calls it at the same point; returns

@@ -128,6 +128,12 @@ pub fn votes_with(
                 .collect();
             (ds.consensus, ds.posteriors, Params::Skills(skills))
         }
+        Method::Glad => {
+            let g = apo_consensus::glad(&votes, &apo_consensus::GladConfig::default())
+                .map_err(|e| VotesError::Votes(e.to_string()))?;
+            // The skills file holds each worker's ability α (crowd-kit's `alphas_`).
+            (g.consensus, g.posteriors, Params::Skills(g.alphas))
+        }
         Method::Wawa => {
             let (result, skills) = apo_consensus::wawa(&votes);
             let post = shares(&votes, &skills);

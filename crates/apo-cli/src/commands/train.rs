@@ -53,6 +53,39 @@ pub fn wgpu_device() -> Result<burn::backend::wgpu::WgpuDevice, TrainError> {
     Ok(device)
 }
 
+/// Installs burn's NCCL all-reduce (`distributed` feature) as the gradient bucket's path of a
+/// data-parallel run on the CUDA backends, used with `run.all_reduce = "nccl"`.
+#[cfg(all(feature = "cuda", feature = "distributed"))]
+pub fn install_nccl() {
+    use burn::backend::Cuda;
+    use burn::tensor::backend::distributed::{DistributedBackend, ReduceOperation};
+    use burn::tensor::{Tensor, TensorPrimitive};
+    fn nccl<B: DistributedBackend>(
+        t: Tensor<B, 1>,
+        devices: &[burn::tensor::backend::DeviceId],
+    ) -> Tensor<B, 1> {
+        let out = B::all_reduce(
+            t.into_primitive().tensor(),
+            ReduceOperation::Sum,
+            devices.to_vec(),
+        )
+        .resolve();
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+    apo_train::parallel::set_local_reduce::<Cuda>(nccl::<Cuda>);
+    apo_train::parallel::set_local_reduce::<Cuda<half::bf16>>(nccl::<Cuda<half::bf16>>);
+    apo_train::parallel::set_local_reduce::<Cuda<half::f16>>(nccl::<Cuda<half::f16>>);
+}
+
+/// burn's `distributed` feature makes every autodiff backend a distributed one, which its CPU
+/// backend is not: such a build trains on GPUs only.
+#[cfg(feature = "distributed")]
+fn distributed_cpu() -> TrainError {
+    TrainError::Device(
+        "this build has burn's `distributed` feature, with which burn trains on CUDA and wgpu only; use --device cuda, or a build without `distributed` for the CPU".into(),
+    )
+}
+
 /// Runs `work` on the backend of `kind`: `Autodiff<NdArray>`, `Autodiff<Wgpu>` or
 /// `Autodiff<Cuda>`. A backend this build lacks, or a GPU that cannot be opened, is a
 /// [`TrainError::Device`] that names the alternative.
@@ -60,8 +93,20 @@ pub fn wgpu_device() -> Result<burn::backend::wgpu::WgpuDevice, TrainError> {
 /// # Errors
 /// [`TrainError::Device`] and the work's errors.
 pub fn dispatch<W: WithBackend>(kind: DeviceKind, work: W) -> Result<W::Out, W::Error> {
+    #[cfg(all(feature = "cuda", feature = "distributed"))]
+    install_nccl();
     match kind {
-        DeviceKind::Cpu => work.run::<apo_train::device::Cpu>(Default::default()),
+        DeviceKind::Cpu => {
+            #[cfg(not(feature = "distributed"))]
+            {
+                work.run::<apo_train::device::Cpu>(Default::default())
+            }
+            #[cfg(feature = "distributed")]
+            {
+                let _ = work;
+                Err(distributed_cpu().into())
+            }
+        }
         DeviceKind::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
@@ -115,6 +160,8 @@ pub fn dispatch_hf(
             "f32 for the small student (only a Hugging Face student, [student] hf, trains in bf16/f16)",
         ));
     }
+    #[cfg(all(feature = "cuda", feature = "distributed"))]
+    install_nccl();
     let checkpointing = job.config.student.checkpointing;
     // The stage on `Autodiff<$inner>`, with or without checkpointing.
     macro_rules! on {
@@ -127,7 +174,10 @@ pub fn dispatch_hf(
         };
     }
     match (kind, precision) {
+        #[cfg(not(feature = "distributed"))]
         (DeviceKind::Cpu, Precision::F32) => on!(burn::backend::NdArray<f32>, Default::default()),
+        #[cfg(feature = "distributed")]
+        (DeviceKind::Cpu, Precision::F32) => Err(distributed_cpu()),
         (DeviceKind::Cpu, p) => Err(bad(
             p,
             "f32 on the CPU backend (bf16 and f16 need --device cuda or wgpu)",

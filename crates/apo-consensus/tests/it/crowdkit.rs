@@ -442,3 +442,52 @@ fn share_right(ds: &apo_consensus::DawidSkene, votes: &Votes, truth: &[bool]) ->
         .count() as f64
         / truth.len() as f64
 }
+
+/// GLAD gives crowd-kit 1.4.2's `GLAD` labels on at least 99 % of tasks (the bar; both
+/// are local optima of the same objective reached by different line searches), its posteriors
+/// of the label it picked and its worker abilities close to crowd-kit's.
+#[test]
+fn glad_agrees_with_crowdkit() {
+    use apo_consensus::{GladConfig, glad};
+    for case in ["three_labels", "binary_teachers", "adversarial"] {
+        let votes = votes_of_case(case);
+        let want: HashMap<String, (String, f64)> = read_csv(&format!("glad_{case}.csv"))
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[1].clone(), r[2].parse().unwrap())))
+            .collect();
+        let alphas: HashMap<String, f64> = read_csv(&format!("glad_alphas_{case}.csv"))
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect();
+        let g = glad(&votes, &GladConfig::default()).unwrap();
+        let (mut same, mut worst_p) = (0usize, 0f64);
+        for c in &g.consensus {
+            let (label, posterior) = &want[&votes.tasks()[c.task]];
+            if votes.label_name(c.label) == label {
+                same += 1;
+                worst_p = worst_p.max((g.posteriors[c.task][c.label] - posterior).abs());
+            }
+        }
+        let rate = same as f64 / g.consensus.len() as f64;
+        let worst_a = votes
+            .workers()
+            .iter()
+            .enumerate()
+            .map(|(w, name)| (g.alphas[w] - alphas[name]).abs())
+            .fold(0f64, f64::max);
+        eprintln!(
+            "{case}: {same}/{} labels equal to crowd-kit ({rate:.4}), posteriors within {worst_p:.2e}, abilities within {worst_a:.2e}, {} EM iterations",
+            g.consensus.len(),
+            g.loss_history.len()
+        );
+        assert!(rate >= 0.99, "{case}: {rate}");
+        assert!(worst_a < 0.05, "{case}: abilities differ by {worst_a}");
+        assert!(worst_p < 0.05, "{case}: posteriors differ by {worst_p}");
+        assert!(
+            g.posteriors
+                .iter()
+                .all(|p| (p.iter().sum::<f64>() - 1.0).abs() < 1e-9)
+        );
+        assert!(g.loss_history.iter().all(|q| q.is_finite()));
+    }
+}

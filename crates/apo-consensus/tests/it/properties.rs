@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use apo_consensus::{
-    DawidSkeneConfig, Votes, dawid_skene, majority_vote, one_coin_dawid_skene, wawa,
+    DawidSkeneConfig, GladConfig, Votes, dawid_skene, glad, majority_vote, one_coin_dawid_skene,
+    wawa,
 };
 use proptest::prelude::*;
 
@@ -40,7 +41,13 @@ fn labels_by_task(votes: &Votes) -> Vec<HashMap<String, String>> {
     };
     let ds = dawid_skene(votes, &DawidSkeneConfig::default()).unwrap();
     let oc = one_coin_dawid_skene(votes, &DawidSkeneConfig::default()).unwrap();
-    for p in ds.posteriors.iter().chain(&oc.posteriors) {
+    let gl = glad(votes, &GladConfig::default()).unwrap();
+    for p in ds
+        .posteriors
+        .iter()
+        .chain(&oc.posteriors)
+        .chain(&gl.posteriors)
+    {
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(p.iter().all(|&x| (0.0..=1.0 + 1e-12).contains(&x)));
     }
@@ -49,6 +56,7 @@ fn labels_by_task(votes: &Votes) -> Vec<HashMap<String, String>> {
         to_map(&ds.consensus),
         to_map(&oc.consensus),
         to_map(&wawa(votes).0),
+        to_map(&gl.consensus),
     ]
 }
 
@@ -57,7 +65,7 @@ proptest! {
 
     /// Renaming every worker and task by a bijection gives each renamed task the label it had,
     /// for every method; reversing the order of the votes too changes nothing for majority
-    /// (ties to the label that sorts first), Dawid-Skene and one-coin Dawid-Skene (Wawa breaks
+    /// (ties to the label that sorts first), Dawid-Skene, one-coin Dawid-Skene and GLAD (Wawa breaks
     /// ties by first appearance, as crowd-kit, so the order of the votes may matter there).
     #[test]
     fn renaming_workers_and_tasks_permutes_the_output(raw in votes_strategy(), shift in 1usize..29) {

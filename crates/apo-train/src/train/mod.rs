@@ -451,9 +451,11 @@ pub fn apo_on<B: TrainBackend>(
             Some(x) if !concepts.is_empty() => {
                 let rows: Vec<_> = which.iter().map(|&g| concepts[groups[g].image]).collect();
                 let mine = which.iter().filter(|&&g| has_targets(g)).count();
-                concept_bce(x, &rows, balance.as_ref(), device).map(|b| match share(mine, all_targets) {
-                    Some(f) => b.mul_scalar(f),
-                    None => b,
+                concept_bce(x, &rows, balance.as_ref(), device).map(|b| {
+                    match share(mine, all_targets) {
+                        Some(f) => b.mul_scalar(f),
+                        None => b,
+                    }
                 })
             }
             _ => None,

@@ -67,7 +67,15 @@ pub(super) fn reference_logprobs<B: crate::TrainBackend>(
         let computed = crate::parallel::run::<B, _, _>(run, device, &mut super::Quiet, |w, _| {
             let mine = w.shard(missing.len());
             let local = copies.take(w.local_index()).and_then(|model| {
-                compute(&model, images, groups, &missing[mine.clone()], pad, batch, &w.device)
+                compute(
+                    &model,
+                    images,
+                    groups,
+                    &missing[mine.clone()],
+                    pad,
+                    batch,
+                    &w.device,
+                )
             });
             w.gather(&lens, mine, local)
         })?;

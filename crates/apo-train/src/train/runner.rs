@@ -186,11 +186,10 @@ impl Runner<'_> {
                         Ok((accumulator.grads(), totals.to_vec()))
                     })(),
                 };
-                let synced = w.sync(&model, local_step, stats_len, super::stop_requested())?;
+                let synced = w.sync(&model, local_step, stats_len)?;
                 let mut grads = synced.grads;
                 let grad_norm = clip(&model, &mut grads, opt.grad_clip);
                 model = optim.step(lr, model, grads);
-                let stop = synced.stop && step + 1 < opt.steps;
                 if let Some(metrics) = &metrics {
                     let m = StepTotals::from_vec(&synced.stats).metrics(
                         stage,
@@ -205,6 +204,8 @@ impl Runner<'_> {
                     observer.step(opt.steps, &m);
                     tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
                 }
+                // A stop asked for on any worker (read after the step): all stop here.
+                let stop = w.any(super::stop_requested())? && step + 1 < opt.steps;
                 if super::metrics::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
                     let saved = match (w.is_first(), pending.take()) {
                         (_, Some(e)) => Err(e),

@@ -859,7 +859,7 @@ fn corrupt_checkpoints_and_a_held_stage_are_refused() {
 }
 
 /// Sets the stop flag (what `apo train`'s SIGINT handler does) when step `0` is observed.
-struct StopAt(usize);
+pub(crate) struct StopAt(pub(crate) usize);
 
 impl Observer for StopAt {
     fn step(&mut self, _: usize, m: &StepMetrics) {

@@ -1,0 +1,352 @@
+//! GLAD (Whitehill et al. 2009, "Whose vote should count more"), following crowd-kit 1.4's
+//! `GLAD`: each worker has an ability `α_w` (any real), each task an inverse difficulty
+//! `e^{β_t}`, and a worker gives the true label with probability `σ(α_w e^{β_t})`, any other
+//! label with `(1 − σ) / (K − 1)`.
+
+use crate::aggregate::Consensus;
+use crate::{ConsensusError, Result, Votes};
+
+/// Parameters of [`glad`] (crowd-kit 1.4's defaults).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GladConfig {
+    /// Maximum EM iterations. Default: 100.
+    pub max_iter: usize,
+    /// Stop when the expected log-likelihood per (vote, label) row improves by less than this.
+    /// Default: 1e-5.
+    pub tol: f64,
+    /// Conjugate-gradient iterations per M-step. Default: 25.
+    pub m_step_max_iter: usize,
+    /// The M-step stops when the largest gradient entry is at most this. Default: 1e-2.
+    pub m_step_tol: f64,
+}
+
+impl Default for GladConfig {
+    fn default() -> Self {
+        GladConfig {
+            max_iter: 100,
+            tol: 1e-5,
+            m_step_max_iter: 25,
+            m_step_tol: 1e-2,
+        }
+    }
+}
+
+/// The fitted GLAD model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Glad {
+    /// The consensus per task (label = posterior argmax, confidence = its posterior).
+    pub consensus: Vec<Consensus>,
+    /// Posterior over labels per task (crowd-kit's `probas_`).
+    pub posteriors: Vec<Vec<f64>>,
+    /// Each worker's ability `α_w` (crowd-kit's `alphas_`), in `votes.workers()` order.
+    pub alphas: Vec<f64>,
+    /// Each task's log inverse difficulty `β_t` (crowd-kit's `betas_`; the model uses
+    /// `e^{β_t}`), in `votes.tasks()` order.
+    pub betas: Vec<f64>,
+    /// The expected log-likelihood per (vote, label) row after each iteration (crowd-kit's
+    /// `loss_history_`).
+    pub loss_history: Vec<f64>,
+}
+
+/// `ln(1 + e^x)`, stable.
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `ln N(z; 0, 1)`.
+fn log_normal(z: f64) -> f64 {
+    -0.5 * z * z - 0.5 * (2.0 * std::f64::consts::PI).ln()
+}
+
+struct Problem<'a> {
+    /// `(task, worker, label)`.
+    entries: &'a [(usize, usize, usize)],
+    tasks: usize,
+    workers: usize,
+    labels: usize,
+    /// Per vote: the posterior of the label it gave.
+    p: Vec<f64>,
+}
+
+impl Problem<'_> {
+    /// `−Q` at `x = [α…, β…]` and its gradient.
+    fn value_grad(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        let (alpha, beta) = x.split_at(self.workers);
+        let ln_k1 = ((self.labels - 1).max(1) as f64).ln();
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let mut q = 0.0;
+        for (v, &(t, w, _)) in self.entries.iter().enumerate() {
+            let eb = beta[t].exp();
+            let z = alpha[w] * eb;
+            let (log_s, log_1ms) = (-softplus(-z), -softplus(z));
+            let p = self.p[v];
+            q += p * log_s + (1.0 - p) * (log_1ms - ln_k1);
+            let s = 1.0 / (1.0 + (-z).exp());
+            let d = p - s;
+            grad[w] -= d * eb;
+            grad[self.workers + t] -= d * alpha[w] * eb;
+        }
+        for (i, &a) in alpha.iter().enumerate() {
+            q += log_normal(a - 1.0);
+            grad[i] += a - 1.0;
+        }
+        for (t, &b) in beta.iter().enumerate() {
+            q += log_normal(b - 1.0);
+            grad[self.workers + t] += b - 1.0;
+        }
+        let _ = self.tasks;
+        -q
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn inf_norm(a: &[f64]) -> f64 {
+    a.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// A point of the line search: step, value, directional derivative, gradient.
+struct Probe {
+    a: f64,
+    f: f64,
+    d: f64,
+    g: Vec<f64>,
+}
+
+/// A strong-Wolfe line search along `p` from `x` (value `f0`, directional derivative `d0`;
+/// Nocedal & Wright, algorithms 3.5 and 3.6, with cubic interpolation), `c1 = 1e-4`,
+/// `c2 = 0.4` as scipy's conjugate gradient uses; `None` when no step satisfies them within 20
+/// trials.
+fn line_search(prob: &Problem, x: &[f64], p: &[f64], f0: f64, d0: f64, a1: f64) -> Option<Probe> {
+    let (c1, c2) = (1e-4, 0.4);
+    let mut xt = vec![0.0; x.len()];
+    let mut eval = |a: f64| -> Probe {
+        for i in 0..x.len() {
+            xt[i] = x[i] + a * p[i];
+        }
+        let mut g = vec![0.0; x.len()];
+        let f = prob.value_grad(&xt, &mut g);
+        Probe {
+            a,
+            f,
+            d: dot(&g, p),
+            g,
+        }
+    };
+    let interpolate = |lo: &Probe, hi: &Probe| -> f64 {
+        // The minimiser of the cubic through both values and derivatives, kept inside the
+        // interval (bisection when it is not).
+        let d1 = lo.d + hi.d - 3.0 * (lo.f - hi.f) / (lo.a - hi.a);
+        let disc = d1 * d1 - lo.d * hi.d;
+        let (a, b) = (lo.a.min(hi.a), lo.a.max(hi.a));
+        if disc >= 0.0 {
+            let d2 = disc.sqrt() * (hi.a - lo.a).signum();
+            let t = hi.a - (hi.a - lo.a) * (hi.d + d2 - d1) / (hi.d - lo.d + 2.0 * d2);
+            let margin = 0.1 * (b - a);
+            if t.is_finite() && t > a + margin && t < b - margin {
+                return t;
+            }
+        }
+        0.5 * (a + b)
+    };
+    let zoom = |mut lo: Probe, mut hi: Probe, eval: &mut dyn FnMut(f64) -> Probe| {
+        for _ in 0..20 {
+            let a = interpolate(&lo, &hi);
+            let t = eval(a);
+            if t.f > f0 + c1 * a * d0 || t.f >= lo.f {
+                hi = t;
+            } else {
+                if t.d.abs() <= -c2 * d0 {
+                    return Some(t);
+                }
+                if t.d * (hi.a - lo.a) >= 0.0 {
+                    hi = lo;
+                }
+                lo = t;
+            }
+        }
+        None
+    };
+    let start = Probe {
+        a: 0.0,
+        f: f0,
+        d: d0,
+        g: Vec::new(),
+    };
+    let mut prev = start;
+    let mut a = a1;
+    for i in 0..20 {
+        let t = eval(a);
+        if !t.f.is_finite() {
+            a = 0.5 * (prev.a + a);
+            continue;
+        }
+        if t.f > f0 + c1 * a * d0 || (i > 0 && t.f >= prev.f) {
+            return zoom(prev, t, &mut eval);
+        }
+        if t.d.abs() <= -c2 * d0 {
+            return Some(t);
+        }
+        if t.d >= 0.0 {
+            return zoom(t, prev, &mut eval);
+        }
+        prev = t;
+        a *= 2.0;
+    }
+    None
+}
+
+/// Minimises `−Q` from `x` with Polak-Ribière conjugate gradients (restarted when the
+/// direction stops descending), as scipy's `minimize(method="CG")` that crowd-kit calls: at
+/// most `max_iter` iterations, until the largest gradient entry is at most `gtol`.
+fn conjugate_gradient(prob: &Problem, x: &mut [f64], max_iter: usize, gtol: f64) {
+    let n = x.len();
+    let mut g = vec![0.0; n];
+    let mut f = prob.value_grad(x, &mut g);
+    let mut old_f = f + (dot(&g, &g)).sqrt() / 2.0;
+    let mut p: Vec<f64> = g.iter().map(|v| -v).collect();
+    let mut k = 0;
+    while inf_norm(&g) > gtol && k < max_iter {
+        let d0 = dot(&g, &p);
+        if d0 >= 0.0 {
+            p = g.iter().map(|v| -v).collect();
+            continue;
+        }
+        let a1 = (1.01 * 2.0 * (f - old_f) / d0).clamp(f64::MIN_POSITIVE, 1.0);
+        let a1 = if a1.is_finite() && a1 > 0.0 { a1 } else { 1.0 };
+        let Some(t) = line_search(prob, x, &p, f, d0, a1) else {
+            break;
+        };
+        for i in 0..n {
+            x[i] += t.a * p[i];
+        }
+        let delta = dot(&g, &g);
+        let beta = (dot(&t.g, &t.g) - dot(&t.g, &g)) / delta;
+        let beta = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
+        for i in 0..n {
+            p[i] = -t.g[i] + beta * p[i];
+        }
+        old_f = f;
+        f = t.f;
+        g = t.g;
+        // The descent condition scipy adds to the line search: restart along −g otherwise.
+        if dot(&p, &g) > -0.01 * dot(&g, &g) {
+            p = g.iter().map(|v| -v).collect();
+        }
+        k += 1;
+    }
+}
+
+/// GLAD by EM, as crowd-kit 1.4's `GLAD`: uniform label priors (fixed), `α_w = β_t = 1` at the
+/// start with standard-normal priors around 1 on both; the E-step computes each task's label
+/// posterior in log space; the M-step maximises the expected log-likelihood plus the log-priors
+/// over all `α` and `β` with conjugate gradients (`m_step_max_iter` iterations, gradient
+/// tolerance `m_step_tol`); iteration stops when the expected log-likelihood per (vote,
+/// label) row improves by less than `tol`. Labels are the posterior argmax (ties to the label
+/// that sorts first). crowd-kit's conjugate gradients are scipy's, whose line search
+/// (MINPACK's) this one does not copy step for step: the fitted parameters agree to the
+/// optimiser's tolerance, not to the last digit.
+///
+/// # Errors
+/// [`ConsensusError::OutOfRange`] for `max_iter` of 0 or a negative / non-finite `tol`.
+///
+/// # Examples
+/// ```
+/// use apo_consensus::{GladConfig, Votes, glad};
+/// let votes = Votes::from_triples([
+///     ("t1", "good", "x"), ("t1", "bad", "y"), ("t1", "ok", "x"),
+///     ("t2", "good", "y"), ("t2", "bad", "x"), ("t2", "ok", "y"),
+/// ])?;
+/// let g = glad(&votes, &GladConfig::default())?;
+/// assert_eq!(votes.label_name(g.consensus[0].label), "x");
+/// assert_eq!(votes.label_name(g.consensus[1].label), "y");
+/// # Ok::<(), apo_consensus::ConsensusError>(())
+/// ```
+pub fn glad(votes: &Votes, config: &GladConfig) -> Result<Glad> {
+    if config.max_iter == 0 {
+        return Err(ConsensusError::OutOfRange {
+            name: "max_iter",
+            value: 0.0,
+            expected: "at least 1",
+        });
+    }
+    if !(config.tol.is_finite() && config.tol >= 0.0) {
+        return Err(ConsensusError::OutOfRange {
+            name: "tol",
+            value: config.tol,
+            expected: "a finite number >= 0",
+        });
+    }
+    let (tasks, workers, k) = (
+        votes.tasks().len(),
+        votes.workers().len(),
+        votes.labels().len(),
+    );
+    let entries = votes.entries();
+    let mut x: Vec<f64> = vec![1.0; workers + tasks];
+    let ln_k1 = ((k - 1).max(1) as f64).ln();
+    let ln_prior = -(k.max(1) as f64).ln();
+    let e_step = |x: &[f64]| -> Vec<Vec<f64>> {
+        let (alpha, beta) = x.split_at(workers);
+        let mut lp = vec![vec![0.0; k]; tasks];
+        for &(t, w, l) in entries {
+            let z = alpha[w] * beta[t].exp();
+            let (log_s, log_1ms) = (-softplus(-z), -softplus(z) - ln_k1);
+            for (c, v) in lp[t].iter_mut().enumerate() {
+                *v += if c == l { log_s } else { log_1ms };
+            }
+        }
+        for row in &mut lp {
+            let m = row
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, &b| a.max(b + ln_prior));
+            let mut total = 0.0;
+            for v in row.iter_mut() {
+                *v = (*v + ln_prior - m).exp();
+                total += *v;
+            }
+            row.iter_mut().for_each(|v| *v /= total);
+        }
+        lp
+    };
+    let q_of = |prob: &Problem, x: &[f64]| -> f64 {
+        let mut g = vec![0.0; x.len()];
+        -prob.value_grad(x, &mut g)
+    };
+    let rows = (entries.len() * k).max(1) as f64;
+    let mut post = e_step(&x);
+    let mut prob = Problem {
+        entries,
+        tasks,
+        workers,
+        labels: k,
+        p: entries.iter().map(|&(t, _, l)| post[t][l]).collect(),
+    };
+    // crowd-kit compares the first iteration's per-row value with this unscaled one.
+    let mut q = q_of(&prob, &x);
+    let mut history = Vec::new();
+    for _ in 0..config.max_iter {
+        let last = q;
+        post = e_step(&x);
+        prob.p = entries.iter().map(|&(t, _, l)| post[t][l]).collect();
+        conjugate_gradient(&prob, &mut x, config.m_step_max_iter, config.m_step_tol);
+        q = q_of(&prob, &x) / rows;
+        history.push(q);
+        if q - last < config.tol {
+            break;
+        }
+    }
+    // crowd-kit's posteriors are those of the last E-step.
+    let consensus = crate::aggregate::finish(votes, post.clone());
+    let (alphas, betas) = x.split_at(workers);
+    Ok(Glad {
+        consensus,
+        posteriors: post,
+        alphas: alphas.to_vec(),
+        betas: betas.to_vec(),
+        loss_history: history,
+    })
+}
