@@ -124,8 +124,8 @@ fn line_search(prob: &Problem, x: &[f64], p: &[f64], f0: f64, d0: f64, a1: f64) 
     let (c1, c2) = (1e-4, 0.4);
     let mut xt = vec![0.0; x.len()];
     let mut eval = |a: f64| -> Probe {
-        for i in 0..x.len() {
-            xt[i] = x[i] + a * p[i];
+        for ((t, xi), pi) in xt.iter_mut().zip(x).zip(p) {
+            *t = xi + a * pi;
         }
         let mut g = vec![0.0; x.len()];
         let f = prob.value_grad(&xt, &mut g);
@@ -220,14 +220,14 @@ fn conjugate_gradient(prob: &Problem, x: &mut [f64], max_iter: usize, gtol: f64)
         let Some(t) = line_search(prob, x, &p, f, d0, a1) else {
             break;
         };
-        for i in 0..n {
-            x[i] += t.a * p[i];
+        for (xi, pi) in x.iter_mut().zip(&p) {
+            *xi += t.a * pi;
         }
         let delta = dot(&g, &g);
         let beta = (dot(&t.g, &t.g) - dot(&t.g, &g)) / delta;
         let beta = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
-        for i in 0..n {
-            p[i] = -t.g[i] + beta * p[i];
+        for (pi, gi) in p.iter_mut().zip(&t.g) {
+            *pi = -gi + beta * *pi;
         }
         old_f = f;
         f = t.f;

@@ -96,8 +96,10 @@ fn main() {
     let loss_fn = apo_loss::LossConfig::default().init().expect("loss");
     let opt = OptimConfig::default();
     let warmup = 3;
-    let mut run = apo_train::config::RunSettings::default();
-    run.devices = devices;
+    let run = apo_train::config::RunSettings {
+        devices,
+        ..Default::default()
+    };
     let local = apo_train::parallel::devices::<B>(&device, devices);
     let copies = apo_train::parallel::Copies::new(model, &local, |m, d| {
         burn::module::Module::fork(m.clone(), d)
