@@ -28,6 +28,7 @@ mod error;
 #[cfg(feature = "serde")]
 pub mod export;
 mod glad;
+mod mace;
 mod method;
 mod prefs;
 mod synth;
@@ -39,6 +40,7 @@ pub use aggregate::{
 };
 pub use error::{ConsensusError, Result};
 pub use glad::{Glad, GladConfig, glad};
+pub use mace::{Mace, MaceConfig, MaceMethod, mace};
 pub use method::Method;
 pub use prefs::{
     Negative, NegativePolicy, NegativeWeighting, PreferenceConfig, PreferenceInput, PreferenceSet,

@@ -3,14 +3,15 @@
 use crate::error::{ConsensusError, Result};
 
 /// A label-aggregation method: [`crate::majority_vote`], [`crate::weighted_vote`],
-/// [`crate::dawid_skene`], [`crate::one_coin_dawid_skene`], [`crate::wawa`] or [`crate::glad`].
+/// [`crate::dawid_skene`], [`crate::one_coin_dawid_skene`], [`crate::wawa`], [`crate::glad`] or
+/// [`crate::mace`].
 ///
 /// ```
 /// use apo_consensus::Method;
 /// let m: Method = "dawid-skene".parse()?;
 /// assert_eq!(m, Method::DawidSkene);
 /// assert_eq!(m.to_string(), "dawid-skene");
-/// assert!("mace".parse::<Method>().is_err());
+/// assert!("zero-shot".parse::<Method>().is_err());
 /// # Ok::<(), apo_consensus::ConsensusError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -30,17 +31,20 @@ pub enum Method {
     Wawa,
     /// Worker abilities and task difficulties ([`crate::glad`]).
     Glad,
+    /// Multi-annotator competence estimation ([`crate::mace`], the published model).
+    Mace,
 }
 
 impl Method {
     /// Every method, in the order the names are listed.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::Majority,
         Method::Weighted,
         Method::DawidSkene,
         Method::OneCoinDawidSkene,
         Method::Wawa,
         Method::Glad,
+        Method::Mace,
     ];
 
     /// The name commands and configuration files use.
@@ -52,6 +56,7 @@ impl Method {
             Method::OneCoinDawidSkene => "one-coin-dawid-skene",
             Method::Wawa => "wawa",
             Method::Glad => "glad",
+            Method::Mace => "mace",
         }
     }
 }
@@ -65,7 +70,7 @@ impl std::fmt::Display for Method {
 impl std::str::FromStr for Method {
     type Err = ConsensusError;
 
-    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`, `glad`.
+    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`, `glad`, `mace`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "majority" => Ok(Method::Majority),
@@ -74,10 +79,11 @@ impl std::str::FromStr for Method {
             "one-coin-dawid-skene" | "one-coin-ds" => Ok(Method::OneCoinDawidSkene),
             "wawa" => Ok(Method::Wawa),
             "glad" => Ok(Method::Glad),
+            "mace" => Ok(Method::Mace),
             other => Err(ConsensusError::UnknownOption {
                 name: "method",
                 value: other.to_owned(),
-                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene, wawa or glad",
+                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene, wawa, glad or mace",
             }),
         }
     }
@@ -94,10 +100,10 @@ mod tests {
             assert_eq!(m.to_string(), m.name());
         }
         assert_eq!("ds".parse::<Method>().unwrap(), Method::DawidSkene);
-        let e = "mace".parse::<Method>().unwrap_err().to_string();
+        let e = "zero-shot".parse::<Method>().unwrap_err().to_string();
         assert_eq!(
             e,
-            "method `mace` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene, wawa or glad"
+            "method `zero-shot` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene, wawa, glad or mace"
         );
     }
 }

@@ -331,6 +331,11 @@ pub fn label_consensus(
                     .consensus
             }
             Method::Wawa => apo_consensus::wawa(&votes).0,
+            Method::Mace => {
+                apo_consensus::mace(&votes, &apo_consensus::MaceConfig::default())
+                    .map_err(context)?
+                    .consensus
+            }
             Method::Glad => {
                 apo_consensus::glad(&votes, &apo_consensus::GladConfig::default())
                     .map_err(context)?

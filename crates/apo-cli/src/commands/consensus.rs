@@ -134,6 +134,14 @@ pub fn votes_with(
             // The skills file holds each worker's ability α (crowd-kit's `alphas_`).
             (g.consensus, g.posteriors, Params::Skills(g.alphas))
         }
+        Method::Mace => {
+            let m = apo_consensus::mace(&votes, &apo_consensus::MaceConfig::default())
+                .map_err(|e| VotesError::Votes(e.to_string()))?;
+            // The skills file holds each worker's competence, P(knowing) (crowd-kit's
+            // `spamming_[:, 1]`).
+            let skills = m.spamming.iter().map(|s| s[1]).collect();
+            (m.consensus, m.posteriors, Params::Skills(skills))
+        }
         Method::Wawa => {
             let (result, skills) = apo_consensus::wawa(&votes);
             let post = shares(&votes, &skills);

@@ -491,3 +491,53 @@ fn glad_agrees_with_crowdkit() {
         assert!(g.loss_history.iter().all(|q| q.is_finite()));
     }
 }
+
+/// MACE with crowd-kit's indexing gives crowd-kit 1.4.2's `MACE` labels and posteriors; the
+/// published model (the default) agrees with them where the two orders of workers and labels
+/// coincide, and is reported beside it.
+#[test]
+fn mace_agrees_with_crowdkit() {
+    use apo_consensus::{MaceConfig, mace};
+    for case in ["three_labels", "binary_teachers", "adversarial"] {
+        let votes = votes_of_case(case);
+        let want: HashMap<String, (String, f64)> = read_csv(&format!("mace_{case}.csv"))
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[1].clone(), r[2].parse().unwrap())))
+            .collect();
+        let plain = mace(&votes, &MaceConfig::default()).unwrap();
+        let plain_same = plain
+            .consensus
+            .iter()
+            .filter(|c| want[&votes.tasks()[c.task]].0 == votes.label_name(c.label))
+            .count();
+        eprintln!(
+            "{case}: the published model: {plain_same}/{} labels equal to crowd-kit's",
+            plain.consensus.len()
+        );
+        let config = MaceConfig {
+            crowdkit_indexing: true,
+            ..MaceConfig::default()
+        };
+        let m = mace(&votes, &config).unwrap();
+        let (mut same, mut worst_p) = (0usize, 0f64);
+        for c in &m.consensus {
+            let (label, posterior) = &want[&votes.tasks()[c.task]];
+            if votes.label_name(c.label) == label {
+                same += 1;
+                worst_p = worst_p.max((m.posteriors[c.task][c.label] - posterior).abs());
+            }
+        }
+        let rate = same as f64 / m.consensus.len() as f64;
+        eprintln!(
+            "{case}: {same}/{} labels equal to crowd-kit ({rate:.4}), posteriors within {worst_p:.2e}",
+            m.consensus.len(),
+        );
+        assert_eq!(same, m.consensus.len(), "{case}: {rate}");
+        assert!(worst_p < 1e-9, "{case}: posteriors differ by {worst_p}");
+        assert!(
+            m.posteriors
+                .iter()
+                .all(|p| (p.iter().sum::<f64>() - 1.0).abs() < 1e-9)
+        );
+    }
+}

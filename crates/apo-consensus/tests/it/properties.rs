@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use apo_consensus::{
-    DawidSkeneConfig, GladConfig, Votes, dawid_skene, glad, majority_vote, one_coin_dawid_skene,
-    wawa,
+    DawidSkeneConfig, GladConfig, MaceConfig, Votes, dawid_skene, glad, mace, majority_vote,
+    one_coin_dawid_skene, wawa,
 };
 use proptest::prelude::*;
 
@@ -42,11 +42,13 @@ fn labels_by_task(votes: &Votes) -> Vec<HashMap<String, String>> {
     let ds = dawid_skene(votes, &DawidSkeneConfig::default()).unwrap();
     let oc = one_coin_dawid_skene(votes, &DawidSkeneConfig::default()).unwrap();
     let gl = glad(votes, &GladConfig::default()).unwrap();
+    let mc = mace(votes, &MaceConfig::default()).unwrap();
     for p in ds
         .posteriors
         .iter()
         .chain(&oc.posteriors)
         .chain(&gl.posteriors)
+        .chain(&mc.posteriors)
     {
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(p.iter().all(|&x| (0.0..=1.0 + 1e-12).contains(&x)));
@@ -57,6 +59,7 @@ fn labels_by_task(votes: &Votes) -> Vec<HashMap<String, String>> {
         to_map(&oc.consensus),
         to_map(&wawa(votes).0),
         to_map(&gl.consensus),
+        to_map(&mc.consensus),
     ]
 }
 
@@ -65,7 +68,8 @@ proptest! {
 
     /// Renaming every worker and task by a bijection gives each renamed task the label it had,
     /// for every method; reversing the order of the votes too changes nothing for majority
-    /// (ties to the label that sorts first), Dawid-Skene, one-coin Dawid-Skene and GLAD (Wawa breaks
+    /// (ties to the label that sorts first), Dawid-Skene, one-coin Dawid-Skene and GLAD (MACE's
+    /// random start follows the order in which workers and labels first appear; Wawa breaks
     /// ties by first appearance, as crowd-kit, so the order of the votes may matter there).
     #[test]
     fn renaming_workers_and_tasks_permutes_the_output(raw in votes_strategy(), shift in 1usize..29) {
@@ -85,7 +89,9 @@ proptest! {
         for (case, votes) in [("renamed", &renamed), ("renamed and reversed", &reversed)] {
             let after = labels_by_task(&build(votes));
             for (m, (b, a)) in before.iter().zip(&after).enumerate() {
-                if m == 3 && case != "renamed" {
+                // Wawa and MACE depend on the order of first appearance (ties; the random
+                // start's rows), which reversing the votes changes.
+                if (m == 3 || m == 5) && case != "renamed" {
                     continue;
                 }
                 for (task, l) in b {
