@@ -23,7 +23,8 @@ commands:
   bench loss    apo-loss benchmark (release build), JSON on stdout
   bench drift   apo-drift detector throughput (release build), JSON on stdout
   bench data    cxr-max read + join and image decode throughput (release build), JSON
-  bench consensus  Dawid-Skene over 24,426 items x 7 teachers x 14 findings, JSON
+  bench consensus  Dawid-Skene, one-coin, Wawa, GLAD, MACE over 24,426 items x 7 teachers x
+                   14 findings, JSON
   bench train      stage-2 steps/s and memory of the reference student config (CPU), JSON
   bench hf-train   LoRA stage-2 step time and memory over 100 steps (tiny Qwen2.5-VL, CPU),
                    beside transformers + PEFT (APO_BENCH_PYTHON)

@@ -1,5 +1,5 @@
 """crowd-kit counterpart of `benches/dawid_skene.rs`: DawidSkene(n_iter=100, tol=1e-5),
-OneCoinDawidSkene(n_iter=100, tol=1e-5), Wawa() and GLAD() on the 14 vote tables written by
+OneCoinDawidSkene(n_iter=100, tol=1e-5), Wawa(), GLAD() and MACE() on the 14 vote tables written by
 `cargo xtask bench consensus -- --write DIR`. Prints one JSON line.
 
     python3 -m pip install crowd-kit==1.4.2 scikit-learn==1.5.2
@@ -11,7 +11,7 @@ import sys
 import time
 
 import pandas as pd
-from crowdkit.aggregation import GLAD, DawidSkene, OneCoinDawidSkene, Wawa
+from crowdkit.aggregation import GLAD, MACE, DawidSkene, OneCoinDawidSkene, Wawa
 
 d = sys.argv[1]
 tables = [pd.read_csv(f"{d}/votes_{k}.csv") for k in range(14)]
@@ -21,6 +21,7 @@ for name, make in [
     ("one_coin_seconds", lambda: OneCoinDawidSkene(n_iter=100, tol=1e-5)),
     ("wawa_seconds", Wawa),
     ("glad_seconds", GLAD),
+    ("mace_seconds", MACE),
 ]:
     start = time.perf_counter()
     for df in tables:

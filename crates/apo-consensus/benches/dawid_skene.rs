@@ -98,6 +98,13 @@ fn main() {
     }
     let glad_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
+    for rows in &tables {
+        let m = apo_consensus::mace(&votes_of(rows), &apo_consensus::MaceConfig::default())
+            .expect("mace");
+        std::hint::black_box(m);
+    }
+    let mace_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
     let mut wawa_compute = 0.0;
     for rows in &tables {
         let votes = votes_of(rows);
@@ -107,7 +114,7 @@ fn main() {
     }
     let wawa_s = start.elapsed().as_secs_f64();
     println!(
-        "{{\"bench\":\"dawid-skene\",\"items\":{items},\"teachers\":{teachers},\"findings\":{findings},\"votes\":{},\"threads\":{threads},\"seconds\":{parallel:.3},\"serial_seconds\":{serial:.3},\"em_seconds\":{em_seconds:.3},\"em_iterations\":{iterations},\"one_coin_serial_seconds\":{one_coin:.3},\"wawa_serial_seconds\":{wawa_s:.3},\"wawa_compute_seconds\":{wawa_compute:.3},\"glad_serial_seconds\":{glad_s:.3}}}",
+        "{{\"bench\":\"dawid-skene\",\"items\":{items},\"teachers\":{teachers},\"findings\":{findings},\"votes\":{},\"threads\":{threads},\"seconds\":{parallel:.3},\"serial_seconds\":{serial:.3},\"em_seconds\":{em_seconds:.3},\"em_iterations\":{iterations},\"one_coin_serial_seconds\":{one_coin:.3},\"wawa_serial_seconds\":{wawa_s:.3},\"wawa_compute_seconds\":{wawa_compute:.3},\"glad_serial_seconds\":{glad_s:.3},\"mace_serial_seconds\":{mace_s:.3}}}",
         tables.iter().map(Vec::len).sum::<usize>()
     );
 }

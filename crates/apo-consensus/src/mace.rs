@@ -241,7 +241,7 @@ fn e_step(
 /// argmax (ties to the label that sorts first).
 ///
 /// crowd-kit draws every restart from the same `random_state`, so its restarts are one run
-/// repeated; the same holds here. crowd-kit's M-step also reads its table of spam counts in
+/// repeated; the same holds here (and the run is made once). crowd-kit's M-step also reads its table of spam counts in
 /// the order of sorted worker and label names while its model indexes workers and labels in
 /// order of first appearance; this implementation keeps one order throughout, unless
 /// [`MaceConfig::crowdkit_indexing`] asks for crowd-kit's. The fits differ where those orders
@@ -310,8 +310,8 @@ pub fn mace(votes: &Votes, config: &MaceConfig) -> Result<Mace> {
     let mut sorted_workers: Vec<usize> = (0..workers).collect();
     sorted_workers.sort_by(|&a, &b| votes.workers()[a].cmp(&votes.workers()[b]));
     let mut best: Option<(f64, Vec<[f64; 2]>, Vec<Vec<f64>>)> = None;
-    for _ in 0..config.n_restarts {
-        // Each restart reseeds, as crowd-kit's does.
+    // Each restart reseeds, as crowd-kit's does, so every restart is the same run: it runs once.
+    for _ in 0..config.n_restarts.min(1) {
         let spam_start = random_start(
             &mut Mt19937::new(config.random_state),
             workers,
