@@ -309,60 +309,55 @@ pub fn mace(votes: &Votes, config: &MaceConfig) -> Result<Mace> {
     let label_order = first_seen(k, &|e| e.2);
     let mut sorted_workers: Vec<usize> = (0..workers).collect();
     sorted_workers.sort_by(|&a, &b| votes.workers()[a].cmp(&votes.workers()[b]));
-    let mut best: Option<(f64, Vec<[f64; 2]>, Vec<Vec<f64>>)> = None;
-    // Each restart reseeds, as crowd-kit's does, so every restart is the same run: it runs once.
-    for _ in 0..config.n_restarts.min(1) {
-        let spam_start = random_start(
-            &mut Mt19937::new(config.random_state),
-            workers,
-            2,
-            config.default_noise,
-        );
-        let theta_start = random_start(
-            &mut Mt19937::new(config.random_state),
-            workers,
-            k,
-            config.default_noise,
-        );
-        let mut spamming = vec![[0.0; 2]; workers];
-        let mut thetas = vec![vec![0.0; k]; workers];
-        for (row, &w) in worker_order.iter().enumerate() {
-            spamming[w] = [spam_start[row][0], spam_start[row][1]];
-            for (col, &l) in label_order.iter().enumerate() {
-                thetas[w][l] = theta_start[row][col];
-            }
-        }
-        let mut ex = e_step(entries, tasks, workers, k, &spamming, &thetas);
-        for _ in 0..config.n_iter {
-            for w in 0..workers {
-                let s = normalise(&ex.knowing[w], &theta_prior, config.method, smoothing);
-                spamming[w] = [s[0], s[1]];
-                thetas[w] = normalise(&ex.strategy[w], &strategy_prior, config.method, smoothing);
-            }
-            if config.crowdkit_indexing {
-                // Row i of crowd-kit's table is the i-th worker by name, column j the j-th
-                // label by name; it becomes the spam distribution of the i-th worker and the
-                // j-th label by first appearance.
-                for (i, &by_name) in sorted_workers.iter().enumerate() {
-                    let n = normalise(
-                        &ex.strategy[by_name],
-                        &strategy_prior,
-                        config.method,
-                        smoothing,
-                    );
-                    let w = worker_order[i];
-                    for (j, &l) in label_order.iter().enumerate() {
-                        thetas[w][l] = n[j];
-                    }
-                }
-            }
-            ex = e_step(entries, tasks, workers, k, &spamming, &thetas);
-        }
-        if best.as_ref().is_none_or(|(ll, _, _)| ex.ll > *ll) {
-            best = Some((ex.ll, spamming, thetas));
+    // Each restart reseeds, as crowd-kit's does, so every restart is the same run (and the
+    // best of them is it): it runs once.
+    let spam_start = random_start(
+        &mut Mt19937::new(config.random_state),
+        workers,
+        2,
+        config.default_noise,
+    );
+    let theta_start = random_start(
+        &mut Mt19937::new(config.random_state),
+        workers,
+        k,
+        config.default_noise,
+    );
+    let mut spamming = vec![[0.0; 2]; workers];
+    let mut thetas = vec![vec![0.0; k]; workers];
+    for (row, &w) in worker_order.iter().enumerate() {
+        spamming[w] = [spam_start[row][0], spam_start[row][1]];
+        for (col, &l) in label_order.iter().enumerate() {
+            thetas[w][l] = theta_start[row][col];
         }
     }
-    let (ll, spamming, thetas) = best.expect("at least one restart");
+    let mut ex = e_step(entries, tasks, workers, k, &spamming, &thetas);
+    for _ in 0..config.n_iter {
+        for w in 0..workers {
+            let s = normalise(&ex.knowing[w], &theta_prior, config.method, smoothing);
+            spamming[w] = [s[0], s[1]];
+            thetas[w] = normalise(&ex.strategy[w], &strategy_prior, config.method, smoothing);
+        }
+        if config.crowdkit_indexing {
+            // Row i of crowd-kit's table is the i-th worker by name, column j the j-th label
+            // by name; it becomes the spam distribution of the i-th worker and the j-th label
+            // by first appearance.
+            for (i, &by_name) in sorted_workers.iter().enumerate() {
+                let n = normalise(
+                    &ex.strategy[by_name],
+                    &strategy_prior,
+                    config.method,
+                    smoothing,
+                );
+                let w = worker_order[i];
+                for (j, &l) in label_order.iter().enumerate() {
+                    thetas[w][l] = n[j];
+                }
+            }
+        }
+        ex = e_step(entries, tasks, workers, k, &spamming, &thetas);
+    }
+    let ll = ex.ll;
     let ex = e_step(entries, tasks, workers, k, &spamming, &thetas);
     let posteriors: Vec<Vec<f64>> = ex
         .gold
