@@ -89,8 +89,8 @@ enum ConsensusCommand {
     /// weighted (--weights CSV worker,weight; missing workers weigh 1), dawid-skene (crowd-kit
     /// 1.4 DawidSkene, n_iter 100, tol 1e-5), one-coin-dawid-skene (crowd-kit's
     /// OneCoinDawidSkene, the same), wawa (crowd-kit's Wawa), glad (crowd-kit's GLAD; --skills
-    /// writes each worker's ability α), mace (MACE as published; --skills writes each worker's
-    /// competence).
+    /// writes each worker's ability α), mace (crowd-kit's MACE; --skills writes each worker's
+    /// competence), mace-published (MACE without crowd-kit's indexing of its M-step).
     Votes {
         /// Aggregation method.
         #[arg(long, default_value = "majority")]

@@ -42,7 +42,8 @@ pub struct MaceConfig {
     /// with rows in sorted worker-name order and columns in sorted label order, while its
     /// model numbers workers and labels in order of first appearance, so each worker's spam
     /// distribution is taken from another worker's (and label's) counts wherever the two
-    /// orders differ. Off by default (the model as published); on, the labels are crowd-kit's.
+    /// orders differ, and the fit depends on the names. On by default, as crowd-kit's defaults
+    /// are (its labels and posteriors); off, the model as published (method `mace-published`).
     pub crowdkit_indexing: bool,
 }
 
@@ -56,7 +57,7 @@ impl Default for MaceConfig {
             alpha: 0.5,
             beta: 0.5,
             random_state: 0,
-            crowdkit_indexing: false,
+            crowdkit_indexing: true,
         }
     }
 }
@@ -243,9 +244,9 @@ fn e_step(
 /// crowd-kit draws every restart from the same `random_state`, so its restarts are one run
 /// repeated; the same holds here (and the run is made once). crowd-kit's M-step also reads its table of spam counts in
 /// the order of sorted worker and label names while its model indexes workers and labels in
-/// order of first appearance; this implementation keeps one order throughout, unless
-/// [`MaceConfig::crowdkit_indexing`] asks for crowd-kit's. The fits differ where those orders
-/// do (see `docs/data.md`).
+/// order of first appearance. [`MaceConfig::crowdkit_indexing`] (the default) reproduces that;
+/// off, one order is kept throughout (the model as published). The fits differ where those
+/// orders do (see `docs/data.md`).
 ///
 /// # Errors
 /// [`ConsensusError::OutOfRange`] for `n_restarts` or `n_iter` of 0, or negative priors.

@@ -31,13 +31,15 @@ pub enum Method {
     Wawa,
     /// Worker abilities and task difficulties ([`crate::glad`]).
     Glad,
-    /// Multi-annotator competence estimation ([`crate::mace`], the published model).
+    /// Multi-annotator competence estimation ([`crate::mace`]) as crowd-kit 1.4 computes it.
     Mace,
+    /// [`crate::mace`] as published (one order of workers and labels throughout).
+    MacePublished,
 }
 
 impl Method {
     /// Every method, in the order the names are listed.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::Majority,
         Method::Weighted,
         Method::DawidSkene,
@@ -45,6 +47,7 @@ impl Method {
         Method::Wawa,
         Method::Glad,
         Method::Mace,
+        Method::MacePublished,
     ];
 
     /// The name commands and configuration files use.
@@ -57,6 +60,7 @@ impl Method {
             Method::Wawa => "wawa",
             Method::Glad => "glad",
             Method::Mace => "mace",
+            Method::MacePublished => "mace-published",
         }
     }
 }
@@ -70,7 +74,7 @@ impl std::fmt::Display for Method {
 impl std::str::FromStr for Method {
     type Err = ConsensusError;
 
-    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`, `glad`, `mace`.
+    /// `majority`, `weighted`, `dawid-skene` (or `ds`), `one-coin-dawid-skene`, `wawa`, `glad`, `mace`, `mace-published`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "majority" => Ok(Method::Majority),
@@ -80,10 +84,11 @@ impl std::str::FromStr for Method {
             "wawa" => Ok(Method::Wawa),
             "glad" => Ok(Method::Glad),
             "mace" => Ok(Method::Mace),
+            "mace-published" => Ok(Method::MacePublished),
             other => Err(ConsensusError::UnknownOption {
                 name: "method",
                 value: other.to_owned(),
-                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene, wawa, glad or mace",
+                expected: "majority, weighted, dawid-skene, one-coin-dawid-skene, wawa, glad, mace or mace-published",
             }),
         }
     }
@@ -103,7 +108,7 @@ mod tests {
         let e = "zero-shot".parse::<Method>().unwrap_err().to_string();
         assert_eq!(
             e,
-            "method `zero-shot` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene, wawa, glad or mace"
+            "method `zero-shot` is not known; expected majority, weighted, dawid-skene, one-coin-dawid-skene, wawa, glad, mace or mace-published"
         );
     }
 }

@@ -331,8 +331,12 @@ pub fn label_consensus(
                     .consensus
             }
             Method::Wawa => apo_consensus::wawa(&votes).0,
-            Method::Mace => {
-                apo_consensus::mace(&votes, &apo_consensus::MaceConfig::default())
+            Method::Mace | Method::MacePublished => {
+                let config = apo_consensus::MaceConfig {
+                    crowdkit_indexing: method == Method::Mace,
+                    ..apo_consensus::MaceConfig::default()
+                };
+                apo_consensus::mace(&votes, &config)
                     .map_err(context)?
                     .consensus
             }

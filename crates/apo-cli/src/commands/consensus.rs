@@ -134,8 +134,12 @@ pub fn votes_with(
             // The skills file holds each worker's ability α (crowd-kit's `alphas_`).
             (g.consensus, g.posteriors, Params::Skills(g.alphas))
         }
-        Method::Mace => {
-            let m = apo_consensus::mace(&votes, &apo_consensus::MaceConfig::default())
+        Method::Mace | Method::MacePublished => {
+            let config = apo_consensus::MaceConfig {
+                crowdkit_indexing: method == Method::Mace,
+                ..apo_consensus::MaceConfig::default()
+            };
+            let m = apo_consensus::mace(&votes, &config)
                 .map_err(|e| VotesError::Votes(e.to_string()))?;
             // The skills file holds each worker's competence, P(knowing) (crowd-kit's
             // `spamming_[:, 1]`).

@@ -42,7 +42,12 @@ fn labels_by_task(votes: &Votes) -> Vec<HashMap<String, String>> {
     let ds = dawid_skene(votes, &DawidSkeneConfig::default()).unwrap();
     let oc = one_coin_dawid_skene(votes, &DawidSkeneConfig::default()).unwrap();
     let gl = glad(votes, &GladConfig::default()).unwrap();
-    let mc = mace(votes, &MaceConfig::default()).unwrap();
+    // The published model: crowd-kit's indexing depends on the names' sort order.
+    let published = MaceConfig {
+        crowdkit_indexing: false,
+        ..MaceConfig::default()
+    };
+    let mc = mace(votes, &published).unwrap();
     for p in ds
         .posteriors
         .iter()
