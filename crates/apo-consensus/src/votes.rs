@@ -44,8 +44,16 @@ impl Hasher for FastHasher {
         self.write_u64(i as u64);
     }
 
+    /// SplitMix64's finaliser: a product's low bits depend only on its inputs' low bits, and
+    /// hashbrown picks buckets by the low bits, so names that differ in their later bytes
+    /// (`i1234`, `i1235`) would share buckets without it.
     fn finish(&self) -> u64 {
-        self.0
+        let mut x = self.0;
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
     }
 }
 
@@ -55,17 +63,54 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 #[derive(Default)]
 struct Interner {
     names: Vec<String>,
-    index: FastMap<String, usize>,
+    /// Indices into `names`, hashed by name.
+    index: hashbrown::HashTable<usize>,
+    /// The index returned last: votes come grouped by task, and a run of one label repeats.
+    last: Option<usize>,
 }
+
+fn hash_name(name: &str) -> u64 {
+    let mut h = FastHasher::default();
+    h.write(name.as_bytes());
+    h.finish()
+}
+
+/// Up to this many names are looked up by comparing them (a few teachers, a few labels)
+/// instead of hashing.
+const SCAN: usize = 8;
 
 impl Interner {
     fn get(&mut self, name: &str) -> usize {
-        if let Some(&i) = self.index.get(name) {
-            return i;
+        if let Some(l) = self.last
+            && self.names[l] == name
+        {
+            return l;
         }
-        self.names.push(name.to_owned());
-        self.index.insert(name.to_owned(), self.names.len() - 1);
-        self.names.len() - 1
+        let found = if self.names.len() <= SCAN {
+            self.names.iter().position(|n| n == name)
+        } else {
+            self.lookup(name)
+        };
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let h = hash_name(name);
+                let i = self.names.len();
+                self.names.push(name.to_owned());
+                let names = &self.names;
+                self.index.insert_unique(h, i, |&j| hash_name(&names[j]));
+                i
+            }
+        };
+        self.last = Some(i);
+        i
+    }
+
+    /// The index of `name`, if interned.
+    fn lookup(&self, name: &str) -> Option<usize> {
+        self.index
+            .find(hash_name(name), |&i| self.names[i] == name)
+            .copied()
     }
 }
 
@@ -169,7 +214,8 @@ impl Votes {
                 labels.get(l.trim());
             }
         }
-        let mut entries = Vec::new();
+        let triples = triples.into_iter();
+        let mut entries = Vec::with_capacity(triples.size_hint().0);
         for (i, (t, w, l)) in triples.into_iter().enumerate() {
             let row = i + 1;
             let (t, w, l) = (t.as_ref().trim(), w.as_ref().trim(), l.as_ref().trim());
@@ -179,8 +225,8 @@ impl Votes {
                 }
             }
             let li = match declared {
-                Some(d) => match labels.index.get(l) {
-                    Some(&li) => li,
+                Some(d) => match labels.lookup(l) {
+                    Some(li) => li,
                     None => {
                         return Err(ConsensusError::UndeclaredLabel {
                             row,
@@ -219,9 +265,11 @@ impl Votes {
     fn check_duplicates(&self) -> Result<()> {
         let groups = self.by_task();
         let mut first: Option<usize> = None;
+        let mut seen: Vec<(usize, usize)> = Vec::new();
         for t in 0..self.tasks.len() {
             let g = &groups.order[groups.offsets[t]..groups.offsets[t + 1]];
-            let mut seen: Vec<(usize, usize)> = g.iter().map(|&e| (self.entries[e].1, e)).collect();
+            seen.clear();
+            seen.extend(g.iter().map(|&e| (self.entries[e].1, e)));
             seen.sort_unstable();
             for pair in seen.windows(2) {
                 if pair[0].0 == pair[1].0 {
