@@ -199,43 +199,390 @@ fn line_search(prob: &Problem, x: &[f64], p: &[f64], f0: f64, d0: f64, a1: f64) 
     None
 }
 
-/// Minimises `−Q` from `x` with Polak-Ribière conjugate gradients (restarted when the
-/// direction stops descending), as scipy's `minimize(method="CG")` that crowd-kit calls: at
+/// MINPACK's DCSRCH line search (Moré and Thuente 1994), as scipy 1.17's `_dcsrch.py` ports it
+/// (the first line search of scipy's conjugate gradients, `line_search_wolfe1`): a step with
+/// `f(stp) ≤ f(0) + ftol · stp · f'(0)` and `|f'(stp)| ≤ gtol · |f'(0)|`.
+struct Dcsrch {
+    ftol: f64,
+    gtol: f64,
+    xtol: f64,
+    stpmin: f64,
+    stpmax: f64,
+    brackt: bool,
+    stage: u8,
+    ginit: f64,
+    gtest: f64,
+    finit: f64,
+    stx: f64,
+    fx: f64,
+    gx: f64,
+    sty: f64,
+    fy: f64,
+    gy: f64,
+    stmin: f64,
+    stmax: f64,
+    width: f64,
+    width1: f64,
+}
+
+/// What one DCSRCH iteration asks for.
+enum Task {
+    /// Evaluate the function and derivative at the returned step.
+    Fg,
+    /// The step satisfies both conditions.
+    Converged,
+    /// A warning or an error: no step.
+    Failed,
+}
+
+impl Dcsrch {
+    fn new(ftol: f64, gtol: f64, xtol: f64, stpmin: f64, stpmax: f64) -> Self {
+        Dcsrch {
+            ftol,
+            gtol,
+            xtol,
+            stpmin,
+            stpmax,
+            brackt: false,
+            stage: 1,
+            ginit: 0.0,
+            gtest: 0.0,
+            finit: 0.0,
+            stx: 0.0,
+            fx: 0.0,
+            gx: 0.0,
+            sty: 0.0,
+            fy: 0.0,
+            gy: 0.0,
+            stmin: 0.0,
+            stmax: 0.0,
+            width: 0.0,
+            width1: 0.0,
+        }
+    }
+
+    /// The first iteration (`task = START`).
+    fn start(&mut self, stp: f64, f: f64, g: f64) -> Task {
+        if stp < self.stpmin || stp > self.stpmax || g >= 0.0 {
+            return Task::Failed;
+        }
+        self.brackt = false;
+        self.stage = 1;
+        self.finit = f;
+        self.ginit = g;
+        self.gtest = self.ftol * g;
+        self.width = self.stpmax - self.stpmin;
+        self.width1 = self.width / 0.5;
+        self.stx = 0.0;
+        self.fx = f;
+        self.gx = g;
+        self.sty = 0.0;
+        self.fy = f;
+        self.gy = g;
+        self.stmin = 0.0;
+        self.stmax = stp + 4.0 * stp;
+        Task::Fg
+    }
+
+    /// One iteration at step `stp` with value `f` and derivative `g`; updates `stp`.
+    fn iterate(&mut self, stp: &mut f64, f: f64, g: f64) -> Task {
+        let ftest = self.finit + *stp * self.gtest;
+        if self.stage == 1 && f <= ftest && g >= 0.0 {
+            self.stage = 2;
+        }
+        let warn = (self.brackt
+            && (*stp <= self.stmin
+                || *stp >= self.stmax
+                || self.stmax - self.stmin <= self.xtol * self.stmax))
+            || (*stp == self.stpmax && f <= ftest && g <= self.gtest)
+            || (*stp == self.stpmin && (f > ftest || g >= self.gtest));
+        if f <= ftest && g.abs() <= self.gtol * -self.ginit {
+            return Task::Converged;
+        }
+        if warn {
+            return Task::Failed;
+        }
+        if self.stage == 1 && f <= self.fx && f > ftest {
+            let (fm, mut fxm, mut fym) = (
+                f - *stp * self.gtest,
+                self.fx - self.stx * self.gtest,
+                self.fy - self.sty * self.gtest,
+            );
+            let (gm, mut gxm, mut gym) =
+                (g - self.gtest, self.gx - self.gtest, self.gy - self.gtest);
+            dcstep(
+                &mut self.stx,
+                &mut fxm,
+                &mut gxm,
+                &mut self.sty,
+                &mut fym,
+                &mut gym,
+                stp,
+                fm,
+                gm,
+                &mut self.brackt,
+                self.stmin,
+                self.stmax,
+            );
+            self.fx = fxm + self.stx * self.gtest;
+            self.fy = fym + self.sty * self.gtest;
+            self.gx = gxm + self.gtest;
+            self.gy = gym + self.gtest;
+        } else {
+            dcstep(
+                &mut self.stx,
+                &mut self.fx,
+                &mut self.gx,
+                &mut self.sty,
+                &mut self.fy,
+                &mut self.gy,
+                stp,
+                f,
+                g,
+                &mut self.brackt,
+                self.stmin,
+                self.stmax,
+            );
+        }
+        if self.brackt {
+            if (self.sty - self.stx).abs() >= 0.66 * self.width1 {
+                *stp = self.stx + 0.5 * (self.sty - self.stx);
+            }
+            self.width1 = self.width;
+            self.width = (self.sty - self.stx).abs();
+            self.stmin = self.stx.min(self.sty);
+            self.stmax = self.stx.max(self.sty);
+        } else {
+            self.stmin = *stp + 1.1 * (*stp - self.stx);
+            self.stmax = *stp + 4.0 * (*stp - self.stx);
+        }
+        *stp = stp.clamp(self.stpmin, self.stpmax);
+        if self.brackt
+            && (*stp <= self.stmin
+                || *stp >= self.stmax
+                || self.stmax - self.stmin <= self.xtol * self.stmax)
+        {
+            *stp = self.stx;
+        }
+        Task::Fg
+    }
+}
+
+/// MINPACK's DCSTEP: the safeguarded step of DCSRCH and the update of the interval.
+#[allow(clippy::too_many_arguments)] // MINPACK's signature
+fn dcstep(
+    stx: &mut f64,
+    fx: &mut f64,
+    dx: &mut f64,
+    sty: &mut f64,
+    fy: &mut f64,
+    dy: &mut f64,
+    stp: &mut f64,
+    fp: f64,
+    dp: f64,
+    brackt: &mut bool,
+    stpmin: f64,
+    stpmax: f64,
+) {
+    let sign = |v: f64| {
+        if v > 0.0 {
+            1.0
+        } else if v < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    };
+    let sgnd = sign(dp) * sign(*dx);
+    let stpf;
+    if fp > *fx {
+        let theta = 3.0 * (*fx - fp) / (*stp - *stx) + *dx + dp;
+        let s = theta.abs().max(dx.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dx / s) * (dp / s)).sqrt();
+        if *stp < *stx {
+            gamma = -gamma;
+        }
+        let p = (gamma - *dx) + theta;
+        let q = ((gamma - *dx) + gamma) + dp;
+        let r = p / q;
+        let stpc = *stx + r * (*stp - *stx);
+        let stpq = *stx + ((*dx / ((*fx - fp) / (*stp - *stx) + *dx)) / 2.0) * (*stp - *stx);
+        stpf = if (stpc - *stx).abs() <= (stpq - *stx).abs() {
+            stpc
+        } else {
+            stpc + (stpq - stpc) / 2.0
+        };
+        *brackt = true;
+    } else if sgnd < 0.0 {
+        let theta = 3.0 * (*fx - fp) / (*stp - *stx) + *dx + dp;
+        let s = theta.abs().max(dx.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dx / s) * (dp / s)).sqrt();
+        if *stp > *stx {
+            gamma = -gamma;
+        }
+        let p = (gamma - dp) + theta;
+        let q = ((gamma - dp) + gamma) + *dx;
+        let r = p / q;
+        let stpc = *stp + r * (*stx - *stp);
+        let stpq = *stp + (dp / (dp - *dx)) * (*stx - *stp);
+        stpf = if (stpc - *stp).abs() > (stpq - *stp).abs() {
+            stpc
+        } else {
+            stpq
+        };
+        *brackt = true;
+    } else if dp.abs() < dx.abs() {
+        let theta = 3.0 * (*fx - fp) / (*stp - *stx) + *dx + dp;
+        let s = theta.abs().max(dx.abs()).max(dp.abs());
+        let mut gamma = s * (0f64.max((theta / s).powi(2) - (*dx / s) * (dp / s))).sqrt();
+        if *stp > *stx {
+            gamma = -gamma;
+        }
+        let p = (gamma - dp) + theta;
+        let q = (gamma + (*dx - dp)) + gamma;
+        let r = p / q;
+        let stpc = if r < 0.0 && gamma != 0.0 {
+            *stp + r * (*stx - *stp)
+        } else if *stp > *stx {
+            stpmax
+        } else {
+            stpmin
+        };
+        let stpq = *stp + (dp / (dp - *dx)) * (*stx - *stp);
+        if *brackt {
+            let mut f = if (stpc - *stp).abs() < (stpq - *stp).abs() {
+                stpc
+            } else {
+                stpq
+            };
+            if *stp > *stx {
+                f = f.min(*stp + 0.66 * (*sty - *stp));
+            } else {
+                f = f.max(*stp + 0.66 * (*sty - *stp));
+            }
+            stpf = f;
+        } else {
+            let f = if (stpc - *stp).abs() > (stpq - *stp).abs() {
+                stpc
+            } else {
+                stpq
+            };
+            stpf = f.clamp(stpmin, stpmax);
+        }
+    } else if *brackt {
+        let theta = 3.0 * (fp - *fy) / (*sty - *stp) + *dy + dp;
+        let s = theta.abs().max(dy.abs()).max(dp.abs());
+        let mut gamma = s * ((theta / s).powi(2) - (*dy / s) * (dp / s)).sqrt();
+        if *stp > *sty {
+            gamma = -gamma;
+        }
+        let p = (gamma - dp) + theta;
+        let q = ((gamma - dp) + gamma) + *dy;
+        let r = p / q;
+        stpf = *stp + r * (*sty - *stp);
+    } else if *stp > *stx {
+        stpf = stpmax;
+    } else {
+        stpf = stpmin;
+    }
+    if fp > *fx {
+        *sty = *stp;
+        *fy = fp;
+        *dy = dp;
+    } else {
+        if sgnd < 0.0 {
+            *sty = *stx;
+            *fy = *fx;
+            *dy = *dx;
+        }
+        *stx = *stp;
+        *fx = fp;
+        *dx = dp;
+    }
+    *stp = stpf;
+}
+
+/// scipy's `line_search_wolfe1`: DCSRCH from the step `min(1, 1.01 · 2 (f − f_old) / f'(0))`
+/// (1 when that is negative), `c1 = 1e-4`, `c2 = 0.4`, `xtol = 1e-14`, steps in
+/// `[1e-100, 1e100]`, at most 100 evaluations. Returns the step and its point.
+fn wolfe1(prob: &Problem, x: &[f64], p: &[f64], f0: f64, d0: f64, old_f: f64) -> Option<Probe> {
+    let mut a = if d0 != 0.0 {
+        let a = (1.01 * 2.0 * (f0 - old_f) / d0).min(1.0);
+        if a < 0.0 { 1.0 } else { a }
+    } else {
+        1.0
+    };
+    let mut xt = vec![0.0; x.len()];
+    let mut search = Dcsrch::new(1e-4, 0.4, 1e-14, 1e-100, 1e100);
+    let mut task = search.start(a, f0, d0);
+    let mut last: Option<Probe> = None;
+    for _ in 0..100 {
+        match task {
+            Task::Failed => return None,
+            Task::Converged => return last,
+            Task::Fg => {}
+        }
+        if !a.is_finite() {
+            return None;
+        }
+        for ((t, xi), pi) in xt.iter_mut().zip(x).zip(p) {
+            *t = xi + a * pi;
+        }
+        let mut g = vec![0.0; x.len()];
+        let f = prob.value_grad(&xt, &mut g);
+        let d = dot(&g, p);
+        last = Some(Probe { a, f, d, g });
+        task = search.iterate(&mut a, f, d);
+    }
+    None
+}
+
+/// Minimises `−Q` from `x` as scipy's `minimize(method="CG")` does (crowd-kit's M-step):
+/// Polak-Ribière+ conjugate gradients, each step from DCSRCH ([`wolfe1`]) and accepted only if
+/// the next direction still descends (`pᵀg ≤ −0.01 gᵀg`) or the gradient is small enough, else
+/// from a strong-Wolfe search with the same condition ([`line_search`], scipy's fallback); at
 /// most `max_iter` iterations, until the largest gradient entry is at most `gtol`.
 fn conjugate_gradient(prob: &Problem, x: &mut [f64], max_iter: usize, gtol: f64) {
     let n = x.len();
     let mut g = vec![0.0; n];
     let mut f = prob.value_grad(x, &mut g);
-    let mut old_f = f + (dot(&g, &g)).sqrt() / 2.0;
+    let mut old_f = f + dot(&g, &g).sqrt() / 2.0;
     let mut p: Vec<f64> = g.iter().map(|v| -v).collect();
+    let mut gnorm = inf_norm(&g);
     let mut k = 0;
-    while inf_norm(&g) > gtol && k < max_iter {
+    while gnorm > gtol && k < max_iter {
+        let delta = dot(&g, &g);
         let d0 = dot(&g, &p);
-        if d0 >= 0.0 {
-            p = g.iter().map(|v| -v).collect();
-            continue;
+        // The next direction from a step: Polak-Ribière+ (β = max(0, (g₁ − g)ᵀg₁ / gᵀg)).
+        let next = |t: &Probe| -> (Vec<f64>, f64, bool) {
+            let beta = (dot(&t.g, &t.g) - dot(&t.g, &g)) / delta;
+            let beta = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
+            let p1: Vec<f64> = t.g.iter().zip(&p).map(|(gi, pi)| -gi + beta * pi).collect();
+            let gn = inf_norm(&t.g);
+            let ok = gn <= gtol || dot(&p1, &t.g) <= -0.01 * dot(&t.g, &t.g);
+            (p1, gn, ok)
+        };
+        let mut chosen = wolfe1(prob, x, &p, f, d0, old_f).and_then(|t| {
+            let (p1, gn, ok) = next(&t);
+            ok.then_some((t, p1, gn))
+        });
+        if chosen.is_none() {
+            chosen = line_search(prob, x, &p, f, d0, 1.0).and_then(|t| {
+                let (p1, gn, ok) = next(&t);
+                ok.then_some((t, p1, gn))
+            });
         }
-        let a1 = (1.01 * 2.0 * (f - old_f) / d0).clamp(f64::MIN_POSITIVE, 1.0);
-        let a1 = if a1.is_finite() && a1 > 0.0 { a1 } else { 1.0 };
-        let Some(t) = line_search(prob, x, &p, f, d0, a1) else {
+        let Some((t, p1, gn)) = chosen else {
             break;
         };
         for (xi, pi) in x.iter_mut().zip(&p) {
             *xi += t.a * pi;
         }
-        let delta = dot(&g, &g);
-        let beta = (dot(&t.g, &t.g) - dot(&t.g, &g)) / delta;
-        let beta = if beta.is_finite() { beta.max(0.0) } else { 0.0 };
-        for (pi, gi) in p.iter_mut().zip(&t.g) {
-            *pi = -gi + beta * *pi;
-        }
         old_f = f;
         f = t.f;
         g = t.g;
-        // The descent condition scipy adds to the line search: restart along −g otherwise.
-        if dot(&p, &g) > -0.01 * dot(&g, &g) {
-            p = g.iter().map(|v| -v).collect();
-        }
+        p = p1;
+        gnorm = gn;
         k += 1;
     }
 }
@@ -246,9 +593,10 @@ fn conjugate_gradient(prob: &Problem, x: &mut [f64], max_iter: usize, gtol: f64)
 /// over all `α` and `β` with conjugate gradients (`m_step_max_iter` iterations, gradient
 /// tolerance `m_step_tol`); iteration stops when the expected log-likelihood per (vote,
 /// label) row improves by less than `tol`. Labels are the posterior argmax (ties to the label
-/// that sorts first). crowd-kit's conjugate gradients are scipy's, whose line search
-/// (MINPACK's) this one does not copy step for step: the fitted parameters agree to the
-/// optimiser's tolerance, not to the last digit.
+/// that sorts first). The M-step follows scipy's conjugate gradients step for step (MINPACK's
+/// DCSRCH line search, scipy's descent condition and fallback), so the fit follows crowd-kit's
+/// path; sums are taken in another order than pandas', so the parameters agree to rounding, not
+/// bitwise.
 ///
 /// # Errors
 /// [`ConsensusError::OutOfRange`] for `max_iter` of 0 or a negative / non-finite `tol`.

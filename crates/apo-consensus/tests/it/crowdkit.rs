@@ -443,9 +443,9 @@ fn share_right(ds: &apo_consensus::DawidSkene, votes: &Votes, truth: &[bool]) ->
         / truth.len() as f64
 }
 
-/// GLAD gives crowd-kit 1.4.2's `GLAD` labels on at least 99 % of tasks (the bar; both
-/// are local optima of the same objective reached by different line searches), its posteriors
-/// of the label it picked and its worker abilities close to crowd-kit's.
+/// GLAD gives crowd-kit 1.4.2's `GLAD` labels on every task (the bar for an iterative fit is
+/// 99 %), its posteriors of the label it picked and its worker abilities within 1e-4: the M-step
+/// takes scipy's conjugate-gradient steps (MINPACK's line search), sums in another order.
 #[test]
 fn glad_agrees_with_crowdkit() {
     use apo_consensus::{GladConfig, glad};
@@ -480,9 +480,9 @@ fn glad_agrees_with_crowdkit() {
             g.consensus.len(),
             g.loss_history.len()
         );
-        assert!(rate >= 0.99, "{case}: {rate}");
-        assert!(worst_a < 0.05, "{case}: abilities differ by {worst_a}");
-        assert!(worst_p < 0.05, "{case}: posteriors differ by {worst_p}");
+        assert_eq!(same, g.consensus.len(), "{case}: {rate}");
+        assert!(worst_a < 1e-4, "{case}: abilities differ by {worst_a}");
+        assert!(worst_p < 1e-4, "{case}: posteriors differ by {worst_p}");
         assert!(
             g.posteriors
                 .iter()
