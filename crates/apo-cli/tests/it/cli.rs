@@ -856,3 +856,117 @@ fn drift_detect_follow_prints_events_as_they_happen() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// `apo train sft --devices 2` trains data-parallel (the report's loss equals the one-device
+/// run's to float rounding), and bad data-parallel settings are errors that name the field.
+#[test]
+fn train_devices_flag_and_bad_parallel_settings() {
+    let root = folder_with_data("apo-cli-devices", 12);
+    let run = |args: &[&str]| apo_in(&root, args);
+    let cfg = |out: &str| {
+        let path = root.join(format!("{out}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[data]\ndir = \"{}\"\nsplit = \"all\"\ntruncate = true\n[sft]\nsteps = 2\nbatch_size = 4\n\
+                 [model]\nimage_size = 16\npatch_size = 8\nd_model = 16\nn_heads = 2\n\
+                 encoder_layers = 1\ndecoder_layers = 1\n[tokenizer]\nvocab_size = 300\n\
+                 [run]\nout = \"{}\"\n",
+                root.join("data").display(),
+                root.join(out).display()
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let report = |args: &[&str]| -> serde_json::Value {
+        let o = run(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let one = report(&["train", "sft", "--json", "--config", &cfg("one")]);
+    let two = report(&[
+        "train",
+        "sft",
+        "--json",
+        "--devices",
+        "2",
+        "--config",
+        &cfg("two"),
+    ]);
+    for key in ["first_loss", "last_loss"] {
+        let (a, b) = (one[key].as_f64().unwrap(), two[key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-5, "{key}: {a} vs {b}");
+    }
+    let fails = |args: &[&str], needle: &str| {
+        let o = run(args);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{err}");
+    };
+    fails(
+        &["train", "sft", "--devices", "0", "--config", &cfg("zero")],
+        "run.devices",
+    );
+    fails(
+        &["train", "sft", "--devices", "5", "--config", &cfg("five")],
+        "sft.batch_size",
+    );
+    fails(
+        &["train", "sft", "--nodes", "2", "--config", &cfg("nodes")],
+        "run.orchestrator",
+    );
+    fails(
+        &["train", "sft", "--node-rank", "1", "--config", &cfg("rank")],
+        "run.node_rank",
+    );
+    fails(
+        &[
+            "train",
+            "sft",
+            "--devices",
+            "2",
+            "--all-reduce",
+            "nccl",
+            "--config",
+            &cfg("nccl"),
+        ],
+        "run.all_reduce",
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// `apo consensus votes --method glad` and `--method mace` aggregate a votes CSV, and
+/// `--skills` writes one line per worker.
+#[test]
+fn consensus_votes_glad_and_mace() {
+    let csv = "task,worker,label\nt1,a,x\nt1,b,x\nt1,c,y\nt2,a,y\nt2,b,y\nt2,c,x\nt3,a,x\nt3,b,x\nt3,c,x\n";
+    for method in ["glad", "mace", "mace-published"] {
+        let skills = std::env::temp_dir().join(format!(
+            "apo-cli-skills-{method}-{}.csv",
+            std::process::id()
+        ));
+        let (code, out, err) = apo(
+            &[
+                "consensus",
+                "votes",
+                "--method",
+                method,
+                "--input",
+                "-",
+                "--posteriors",
+                "--skills",
+                skills.to_str().unwrap(),
+            ],
+            csv,
+        );
+        assert_eq!(code, 0, "{method}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "task,label,confidence,p_x,p_y", "{method}");
+        assert!(lines[1].starts_with("t1,x,"), "{method}: {out}");
+        assert!(lines[2].starts_with("t2,y,"), "{method}: {out}");
+        let s = std::fs::read_to_string(&skills).unwrap();
+        assert_eq!(s.lines().count(), 4, "{method}: {s}");
+        std::fs::remove_file(&skills).ok();
+    }
+}
