@@ -429,51 +429,37 @@ where
             let mut grads = synced.grads;
             let grad_norm = clip(&student.hf.model.model, &mut grads, opt.grad_clip);
             student = with_model(student, |m| optim.step(lr, m, grads));
-            if let Some(metrics) = &metrics {
-                let m = StepTotals::from_vec(&synced.stats).metrics(
-                    stage,
-                    step + 1,
-                    lr,
-                    grad_norm,
-                    t0.elapsed().as_secs_f64(),
-                );
-                if let Err(e) = metrics.write(&m) {
-                    pending = Some(e);
-                }
-                observer.step(opt.steps, &m);
-                tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
-            }
-            // A stop asked for on any worker (read after the step): all stop here.
-            let stop = w.any(crate::train::stop_requested())? && step + 1 < opt.steps;
-            if crate::train::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
-                let saved = match (w.is_first(), pending.take()) {
-                    (_, Some(e)) => Err(e),
-                    (false, None) => Ok(PathBuf::new()),
-                    (true, None) => base_dir(config).and_then(|base| {
-                        let state = HfState {
-                            stage: stage.to_owned(),
-                            step: step + 1,
-                            steps: opt.steps,
-                            micro_batches: (step + 1) * opt.grad_accum,
-                            seed: run.seed,
-                            lr,
-                            fingerprint: fingerprint.hash.clone(),
-                            identity: fingerprint.fields.clone(),
-                            base: base.to_path_buf(),
-                            files: Default::default(),
-                        };
-                        save_checkpoint(dir, config, &student, &optim, &state, &rec)
-                    }),
-                };
-                let saved = w.agree(saved)?;
-                if stop {
-                    return Err(TrainError::Interrupted {
+            let done = crate::train::StepEnd {
+                stage,
+                step: step + 1,
+                opt,
+                run,
+                lr,
+                grad_norm,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            done.finish(
+                w,
+                metrics.as_ref(),
+                observer,
+                &synced.stats,
+                &mut pending,
+                || {
+                    let state = HfState {
                         stage: stage.to_owned(),
                         step: step + 1,
-                        checkpoint: saved,
-                    });
-                }
-            }
+                        steps: opt.steps,
+                        micro_batches: (step + 1) * opt.grad_accum,
+                        seed: run.seed,
+                        lr,
+                        fingerprint: fingerprint.hash.clone(),
+                        identity: fingerprint.fields.clone(),
+                        base: base_dir(config)?.to_path_buf(),
+                        files: Default::default(),
+                    };
+                    save_checkpoint(dir, config, &student, &optim, &state, &rec)
+                },
+            )?;
         }
         w.agree(pending.map_or(Ok(()), Err))?;
         Ok(student)

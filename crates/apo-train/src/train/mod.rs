@@ -29,7 +29,7 @@ mod reference;
 mod resume;
 mod runner;
 
-pub(crate) use metrics::{MetricsFile, StepTotals, checkpoint_due};
+pub(crate) use metrics::{MetricsFile, StepTotals};
 pub use metrics::{StageReport, StepMetrics};
 pub use observer::{Observer, Quiet};
 pub(crate) use optim::micro_seed;
@@ -40,8 +40,8 @@ pub(crate) use resume::{check_steps, pick};
 
 use reference::reference_logprobs;
 pub(crate) use reference::visited;
-pub(crate) use runner::local_workers;
 use runner::{MicroOut, Runner, share};
+pub(crate) use runner::{StepEnd, local_workers};
 
 /// The run's tokenizer: `OUT/tokenizer.json` if present, else the configured file, else one
 /// trained on the training trajectories; saved to `OUT/tokenizer.json`.

@@ -40,6 +40,75 @@ pub(super) fn share(part: usize, whole: usize) -> Option<f64> {
     (part != whole).then(|| part as f64 / whole.max(1) as f64)
 }
 
+/// A finished optimiser step, for [`StepEnd::finish`].
+pub(crate) struct StepEnd<'a> {
+    pub(crate) stage: &'a str,
+    /// 1-based.
+    pub(crate) step: usize,
+    pub(crate) opt: &'a OptimConfig,
+    pub(crate) run: &'a RunSettings,
+    pub(crate) lr: f64,
+    pub(crate) grad_norm: f64,
+    pub(crate) seconds: f64,
+}
+
+impl StepEnd<'_> {
+    /// What both training loops do after a step's update: the first worker logs it (the
+    /// metrics file, `observer`; a write error waits in `pending` for the next exchange);
+    /// every worker learns whether a stop was asked for anywhere; at a checkpoint step the
+    /// first worker runs `save` and all agree on its outcome.
+    ///
+    /// # Errors
+    /// [`TrainError::Interrupted`] after the checkpoint of a stop; the save's error (on every
+    /// worker); collective errors.
+    pub(crate) fn finish<B: AutodiffBackend>(
+        &self,
+        w: &crate::parallel::Worker<B>,
+        metrics: Option<&MetricsFile>,
+        observer: &mut dyn Observer,
+        stats: &[f64],
+        pending: &mut Option<TrainError>,
+        save: impl FnOnce() -> Result<PathBuf>,
+    ) -> Result<()> {
+        let StepEnd {
+            stage,
+            step,
+            opt,
+            run,
+            lr,
+            grad_norm,
+            seconds,
+        } = *self;
+        if let Some(metrics) = metrics {
+            let m = StepTotals::from_vec(stats).metrics(stage, step, lr, grad_norm, seconds);
+            if let Err(e) = metrics.write(&m) {
+                *pending = Some(e);
+            }
+            observer.step(opt.steps, &m);
+            tracing::debug!(stage, step, loss = m.loss, lr, grad_norm, "step");
+        }
+        // A stop asked for on any worker (read after the step): all stop here.
+        let stop = w.any(super::stop_requested())? && step < opt.steps;
+        if !super::metrics::checkpoint_due(run.checkpoint_every, step, opt.steps, stop) {
+            return Ok(());
+        }
+        let saved = match (w.is_first(), pending.take()) {
+            (_, Some(e)) => Err(e),
+            (false, None) => Ok(PathBuf::new()),
+            (true, None) => save(),
+        };
+        let saved = w.agree(saved)?;
+        if stop {
+            return Err(TrainError::Interrupted {
+                stage: stage.to_owned(),
+                step,
+                checkpoint: saved,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The workers on this machine: `run.devices` in a data-parallel run, else 1.
 pub(crate) fn local_workers(run: &RunSettings) -> usize {
     if run.world() > 1 { run.devices } else { 1 }
@@ -190,51 +259,37 @@ impl Runner<'_> {
                 let mut grads = synced.grads;
                 let grad_norm = clip(&model, &mut grads, opt.grad_clip);
                 model = optim.step(lr, model, grads);
-                if let Some(metrics) = &metrics {
-                    let m = StepTotals::from_vec(&synced.stats).metrics(
-                        stage,
-                        step + 1,
-                        lr,
-                        grad_norm,
-                        t0.elapsed().as_secs_f64(),
-                    );
-                    if let Err(e) = metrics.write(&m) {
-                        pending = Some(e);
-                    }
-                    observer.step(opt.steps, &m);
-                    tracing::debug!(stage, step = step + 1, loss = m.loss, lr, grad_norm, "step");
-                }
-                // A stop asked for on any worker (read after the step): all stop here.
-                let stop = w.any(super::stop_requested())? && step + 1 < opt.steps;
-                if super::metrics::checkpoint_due(run.checkpoint_every, step + 1, opt.steps, stop) {
-                    let saved = match (w.is_first(), pending.take()) {
-                        (_, Some(e)) => Err(e),
-                        (false, None) => Ok(PathBuf::new()),
-                        (true, None) => {
-                            let state = State {
-                                stage: stage.to_owned(),
-                                step: step + 1,
-                                steps: opt.steps,
-                                micro_batches: (step + 1) * opt.grad_accum,
-                                seed: run.seed,
-                                lr,
-                                fingerprint: fingerprint.hash.clone(),
-                                identity: fingerprint.fields.clone(),
-                                model: model_config.clone(),
-                                files: Default::default(),
-                            };
-                            checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)
-                        }
-                    };
-                    let saved = w.agree(saved)?;
-                    if stop {
-                        return Err(TrainError::Interrupted {
+                let done = StepEnd {
+                    stage,
+                    step: step + 1,
+                    opt,
+                    run,
+                    lr,
+                    grad_norm,
+                    seconds: t0.elapsed().as_secs_f64(),
+                };
+                done.finish(
+                    w,
+                    metrics.as_ref(),
+                    observer,
+                    &synced.stats,
+                    &mut pending,
+                    || {
+                        let state = State {
                             stage: stage.to_owned(),
                             step: step + 1,
-                            checkpoint: saved,
-                        });
-                    }
-                }
+                            steps: opt.steps,
+                            micro_batches: (step + 1) * opt.grad_accum,
+                            seed: run.seed,
+                            lr,
+                            fingerprint: fingerprint.hash.clone(),
+                            identity: fingerprint.fields.clone(),
+                            model: model_config.clone(),
+                            files: Default::default(),
+                        };
+                        checkpoint::save(dir, &model, &optim, &state, run.keep_checkpoints)
+                    },
+                )?;
             }
             w.agree(pending.map_or(Ok(()), Err))?;
             Ok(model)
