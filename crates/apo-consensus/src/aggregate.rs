@@ -409,22 +409,31 @@ pub fn wawa(votes: &Votes) -> (Vec<Consensus>, Vec<f64>) {
     (out, skills)
 }
 
-#[allow(clippy::needless_range_loop)] // (worker, observed, true) indices address several tables
-fn em(votes: &Votes, config: &DawidSkeneConfig, one_coin: bool) -> Result<DawidSkene> {
-    if config.max_iter == 0 {
+/// An iterative fit's settings: at least one iteration, a finite non-negative tolerance.
+///
+/// # Errors
+/// [`ConsensusError::OutOfRange`].
+pub(crate) fn check_iterations(max_iter: usize, tol: f64) -> Result<()> {
+    if max_iter == 0 {
         return Err(ConsensusError::OutOfRange {
             name: "max_iter",
             value: 0.0,
             expected: "at least 1",
         });
     }
-    if !(config.tol.is_finite() && config.tol >= 0.0) {
+    if !(tol.is_finite() && tol >= 0.0) {
         return Err(ConsensusError::OutOfRange {
             name: "tol",
-            value: config.tol,
+            value: tol,
             expected: "a finite number >= 0",
         });
     }
+    Ok(())
+}
+
+#[allow(clippy::needless_range_loop)] // (worker, observed, true) indices address several tables
+fn em(votes: &Votes, config: &DawidSkeneConfig, one_coin: bool) -> Result<DawidSkene> {
+    check_iterations(config.max_iter, config.tol)?;
     let (n_tasks, n_workers, k) = (
         votes.tasks().len(),
         votes.workers().len(),

@@ -4,7 +4,7 @@
 //! label with `(1 − σ) / (K − 1)`.
 
 use crate::aggregate::Consensus;
-use crate::{ConsensusError, Result, Votes};
+use crate::{Result, Votes};
 
 /// Parameters of [`glad`] (crowd-kit 1.4's defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +62,6 @@ fn log_normal(z: f64) -> f64 {
 struct Problem<'a> {
     /// `(task, worker, label)`.
     entries: &'a [(usize, usize, usize)],
-    tasks: usize,
     workers: usize,
     labels: usize,
     /// Per vote: the posterior of the label it gave.
@@ -95,7 +94,6 @@ impl Problem<'_> {
             q += log_normal(b - 1.0);
             grad[self.workers + t] += b - 1.0;
         }
-        let _ = self.tasks;
         -q
     }
 }
@@ -106,6 +104,21 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 fn inf_norm(a: &[f64]) -> f64 {
     a.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// `−Q` and its gradient at `x + a p` (`xt` is scratch space for the point).
+fn probe(prob: &Problem, x: &[f64], p: &[f64], a: f64, xt: &mut [f64]) -> Probe {
+    for ((t, xi), pi) in xt.iter_mut().zip(x).zip(p) {
+        *t = xi + a * pi;
+    }
+    let mut g = vec![0.0; x.len()];
+    let f = prob.value_grad(xt, &mut g);
+    Probe {
+        a,
+        f,
+        d: dot(&g, p),
+        g,
+    }
 }
 
 /// A point of the line search: step, value, directional derivative, gradient.
@@ -123,19 +136,7 @@ struct Probe {
 fn line_search(prob: &Problem, x: &[f64], p: &[f64], f0: f64, d0: f64, a1: f64) -> Option<Probe> {
     let (c1, c2) = (1e-4, 0.4);
     let mut xt = vec![0.0; x.len()];
-    let mut eval = |a: f64| -> Probe {
-        for ((t, xi), pi) in xt.iter_mut().zip(x).zip(p) {
-            *t = xi + a * pi;
-        }
-        let mut g = vec![0.0; x.len()];
-        let f = prob.value_grad(&xt, &mut g);
-        Probe {
-            a,
-            f,
-            d: dot(&g, p),
-            g,
-        }
-    };
+    let mut eval = |a: f64| probe(prob, x, p, a, &mut xt);
     let interpolate = |lo: &Probe, hi: &Probe| -> f64 {
         // The minimiser of the cubic through both values and derivatives, kept inside the
         // interval (bisection when it is not).
@@ -525,13 +526,9 @@ fn wolfe1(prob: &Problem, x: &[f64], p: &[f64], f0: f64, d0: f64, old_f: f64) ->
         if !a.is_finite() {
             return None;
         }
-        for ((t, xi), pi) in xt.iter_mut().zip(x).zip(p) {
-            *t = xi + a * pi;
-        }
-        let mut g = vec![0.0; x.len()];
-        let f = prob.value_grad(&xt, &mut g);
-        let d = dot(&g, p);
-        last = Some(Probe { a, f, d, g });
+        let t = probe(prob, x, p, a, &mut xt);
+        let (f, d) = (t.f, t.d);
+        last = Some(t);
         task = search.iterate(&mut a, f, d);
     }
     None
@@ -599,7 +596,7 @@ fn conjugate_gradient(prob: &Problem, x: &mut [f64], max_iter: usize, gtol: f64)
 /// bitwise.
 ///
 /// # Errors
-/// [`ConsensusError::OutOfRange`] for `max_iter` of 0 or a negative / non-finite `tol`.
+/// [`crate::ConsensusError::OutOfRange`] for `max_iter` of 0 or a negative / non-finite `tol`.
 ///
 /// # Examples
 /// ```
@@ -614,20 +611,7 @@ fn conjugate_gradient(prob: &Problem, x: &mut [f64], max_iter: usize, gtol: f64)
 /// # Ok::<(), apo_consensus::ConsensusError>(())
 /// ```
 pub fn glad(votes: &Votes, config: &GladConfig) -> Result<Glad> {
-    if config.max_iter == 0 {
-        return Err(ConsensusError::OutOfRange {
-            name: "max_iter",
-            value: 0.0,
-            expected: "at least 1",
-        });
-    }
-    if !(config.tol.is_finite() && config.tol >= 0.0) {
-        return Err(ConsensusError::OutOfRange {
-            name: "tol",
-            value: config.tol,
-            expected: "a finite number >= 0",
-        });
-    }
+    crate::aggregate::check_iterations(config.max_iter, config.tol)?;
     let (tasks, workers, k) = (
         votes.tasks().len(),
         votes.workers().len(),
@@ -668,7 +652,6 @@ pub fn glad(votes: &Votes, config: &GladConfig) -> Result<Glad> {
     let mut post = e_step(&x);
     let mut prob = Problem {
         entries,
-        tasks,
         workers,
         labels: k,
         p: entries.iter().map(|&(t, _, l)| post[t][l]).collect(),
