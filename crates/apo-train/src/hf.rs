@@ -288,14 +288,9 @@ fn worker_students<B: AutodiffBackend>(
             max_len: student.max_len,
         });
     }
-    let others = std::sync::Mutex::new(others.into_iter());
-    Ok(crate::parallel::Copies::new(student, &devices, |_, _| {
-        others
-            .lock()
-            .ok()
-            .and_then(|mut o| o.next())
-            .expect("one student per device")
-    }))
+    Ok(crate::parallel::Copies::from_vec(
+        std::iter::once(student).chain(others).collect(),
+    ))
 }
 
 /// One worker's share of one micro-batch: its loss value (the share of the micro-batch's),
@@ -338,16 +333,7 @@ where
 {
     let run = &config.run;
     let start_time = Instant::now();
-    if opt.batch_size < run.world() {
-        return Err(TrainError::Config {
-            field: format!("{stage}.batch_size"),
-            value: opt.batch_size.to_string(),
-            expected: format!(
-                "at least the number of workers ({}): each worker takes a part of every micro-batch",
-                run.world()
-            ),
-        });
-    }
+    crate::train::check_shards(stage, opt, run)?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let _lock = crate::lock::StageLock::acquire(dir)?;
     let mut start = 0;
@@ -389,11 +375,7 @@ where
                     tracing::info!(stage, step = start, checkpoint = %path.display(), "resumed");
                 }
             }
-            let metrics = if w.is_first() {
-                Some(MetricsFile::open(dir.join("metrics.jsonl"), start)?)
-            } else {
-                None
-            };
+            let metrics = MetricsFile::of_first(w, dir, start)?;
             Ok((student, optim, metrics))
         })();
         let (mut student, mut optim, metrics) = w.agree(setup)?;

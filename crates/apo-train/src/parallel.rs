@@ -298,13 +298,18 @@ pub struct Copies<M>(Vec<std::sync::Mutex<Option<M>>>);
 impl<M: Send> Copies<M> {
     /// `model` for the first of `devices`, `fork(model, device)` for each other one.
     pub fn new<D>(model: M, devices: &[D], fork: impl Fn(&M, &D) -> M) -> Self {
-        let mut v: Vec<_> = devices
-            .iter()
-            .skip(1)
-            .map(|d| std::sync::Mutex::new(Some(fork(&model, d))))
-            .collect();
-        v.insert(0, std::sync::Mutex::new(Some(model)));
-        Copies(v)
+        let others: Vec<M> = devices.iter().skip(1).map(|d| fork(&model, d)).collect();
+        Self::from_vec(std::iter::once(model).chain(others).collect())
+    }
+
+    /// One copy per local worker, in order, made by the caller.
+    pub fn from_vec(models: Vec<M>) -> Self {
+        Copies(
+            models
+                .into_iter()
+                .map(|m| std::sync::Mutex::new(Some(m)))
+                .collect(),
+        )
     }
 
     /// Runs `f` on the copy of local worker `index` (before it is taken).

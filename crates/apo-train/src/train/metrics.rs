@@ -246,6 +246,22 @@ impl MetricsFile {
         Ok(MetricsFile { path })
     }
 
+    /// `DIR/metrics.jsonl` opened at `start` for the worker that writes the run's files (the
+    /// first); `None` for every other worker.
+    ///
+    /// # Errors
+    /// As [`MetricsFile::open`].
+    pub(crate) fn of_first<B: burn::tensor::backend::AutodiffBackend>(
+        w: &crate::parallel::Worker<B>,
+        dir: &std::path::Path,
+        start: usize,
+    ) -> Result<Option<Self>> {
+        if !w.is_first() {
+            return Ok(None);
+        }
+        Self::open(dir.join("metrics.jsonl"), start).map(Some)
+    }
+
     /// The first and last losses logged in the metrics file at `path` (the whole stage's, also
     /// across a resume); NaN for both when it does not
     /// exist (a worker on another node than the one that writes the metrics).

@@ -41,7 +41,7 @@ pub(crate) use resume::{check_steps, pick};
 use reference::reference_logprobs;
 pub(crate) use reference::visited;
 use runner::{MicroOut, Runner, share};
-pub(crate) use runner::{StepEnd, local_workers};
+pub(crate) use runner::{StepEnd, check_shards, local_workers};
 
 /// The run's tokenizer: `OUT/tokenizer.json` if present, else the configured file, else one
 /// trained on the training trajectories; saved to `OUT/tokenizer.json`.

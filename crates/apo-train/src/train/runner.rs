@@ -109,6 +109,25 @@ impl StepEnd<'_> {
     }
 }
 
+/// A stage's micro-batches can be split over the run's workers: at least one unit each.
+///
+/// # Errors
+/// [`TrainError::Config`] naming `STAGE.batch_size`; invalid data-parallel settings.
+pub(crate) fn check_shards(stage: &str, opt: &OptimConfig, run: &RunSettings) -> Result<()> {
+    run.validate_parallel()?;
+    if opt.batch_size < run.world() {
+        return Err(TrainError::Config {
+            field: format!("{stage}.batch_size"),
+            value: opt.batch_size.to_string(),
+            expected: format!(
+                "at least the number of workers ({}): each worker takes a part of every micro-batch",
+                run.world()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The workers on this machine: `run.devices` in a data-parallel run, else 1.
 pub(crate) fn local_workers(run: &RunSettings) -> usize {
     if run.world() > 1 { run.devices } else { 1 }
@@ -165,17 +184,7 @@ impl Runner<'_> {
             resume,
         } = *self;
         let start_time = Instant::now();
-        run.validate_parallel()?;
-        if opt.batch_size < run.world() {
-            return Err(TrainError::Config {
-                field: format!("{stage}.batch_size"),
-                value: opt.batch_size.to_string(),
-                expected: format!(
-                    "at least the number of workers ({}): each worker takes a part of every micro-batch",
-                    run.world()
-                ),
-            });
-        }
+        check_shards(stage, opt, run)?;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let _lock = crate::lock::StageLock::acquire(dir)?;
         let mut start = 0;
@@ -215,11 +224,7 @@ impl Runner<'_> {
                     }
                     None => (model, optim),
                 };
-                let metrics = if w.is_first() {
-                    Some(MetricsFile::open(dir.join("metrics.jsonl"), start)?)
-                } else {
-                    None
-                };
+                let metrics = MetricsFile::of_first(w, dir, start)?;
                 Ok((model, optim, metrics))
             })();
             let (mut model, mut optim, metrics) = w.agree(setup)?;
