@@ -384,7 +384,9 @@ fn run_jsonl<R: serde::de::DeserializeOwned>(
                      output: &mut dyn Write,
                      summary: &mut RunSummary|
      -> Result<()> {
+        let started = std::time::Instant::now();
         let (lines, parsed): (Vec<usize>, Vec<Result<R>>) = pending.drain(..).unzip();
+        let (first, last) = (lines.first().copied(), lines.last().copied());
         let mut good: Vec<R> = Vec::new();
         let mut slots: Vec<std::result::Result<usize, String>> = Vec::new();
         for p in parsed {
@@ -419,6 +421,12 @@ fn run_jsonl<R: serde::de::DeserializeOwned>(
                 }
             };
             writeln!(output, "{value}").map_err(io)?;
+        }
+        if let (Some(first), Some(last)) = (first, last) {
+            tracing::info!(
+                "lines {first}..={last} answered in {:.3} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         Ok(())
     };
