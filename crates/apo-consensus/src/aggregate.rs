@@ -19,10 +19,10 @@ pub struct Consensus {
     pub label: usize,
     /// Support: the (weighted) share of votes for the label, or its Dawid-Skene posterior.
     pub confidence: f64,
-    /// Workers whose vote is the consensus label.
-    pub agreeing: Vec<usize>,
-    /// Workers who voted for another label.
-    pub dissenting: Vec<usize>,
+    /// Votes for the consensus label ([`Votes::split_workers`] names their workers).
+    pub agreeing: usize,
+    /// Votes for another label.
+    pub dissenting: usize,
 }
 
 /// The distinct vote patterns of a set of votes.
@@ -82,37 +82,68 @@ fn argmax(v: &[f64]) -> usize {
 }
 
 pub(crate) fn finish(votes: &Votes, scores: Vec<Vec<f64>>) -> Vec<Consensus> {
-    let mut out: Vec<Consensus> = scores
-        .into_iter()
+    let out = scores
+        .iter()
         .enumerate()
         .map(|(task, s)| {
-            let label = argmax(&s);
-            Consensus {
-                task,
-                label,
-                confidence: s[label],
-                agreeing: Vec::new(),
-                dissenting: Vec::new(),
-            }
+            let label = argmax(s);
+            consensus(task, label, s[label])
         })
         .collect();
-    for &(t, w, l) in votes.entries() {
-        if out[t].label == l {
-            out[t].agreeing.push(w);
+    split_workers(votes, out)
+}
+
+/// [`finish`] on rows of `k` scores laid out one after another, the label of each row picked by
+/// `pick`.
+fn finish_flat(
+    votes: &Votes,
+    k: usize,
+    scores: &[f64],
+    pick: impl Fn(&[f64]) -> usize,
+) -> Vec<Consensus> {
+    let out = scores
+        .chunks_exact(k)
+        .enumerate()
+        .map(|(task, s)| {
+            let label = pick(s);
+            consensus(task, label, s[label])
+        })
+        .collect();
+    split_workers(votes, out)
+}
+
+fn consensus(task: usize, label: usize, confidence: f64) -> Consensus {
+    Consensus {
+        task,
+        label,
+        confidence,
+        agreeing: 0,
+        dissenting: 0,
+    }
+}
+
+/// Counts each task's votes for and against its consensus label.
+fn split_workers(votes: &Votes, mut out: Vec<Consensus>) -> Vec<Consensus> {
+    for &(t, _, l) in votes.entries() {
+        let c = &mut out[t];
+        if c.label == l {
+            c.agreeing += 1;
         } else {
-            out[t].dissenting.push(w);
+            c.dissenting += 1;
         }
     }
     out
 }
 
-fn shares(votes: &Votes, weight: impl Fn(usize) -> f64) -> Vec<Vec<f64>> {
+/// Each task's (weighted) share of every label: row `t` is `[t * k, (t + 1) * k)` with `k`
+/// labels.
+fn shares(votes: &Votes, weight: impl Fn(usize) -> f64) -> Vec<f64> {
     let k = votes.labels().len();
-    let mut s = vec![vec![0.0; k]; votes.tasks().len()];
+    let mut s = vec![0.0; k * votes.tasks().len()];
     for &(t, w, l) in votes.entries() {
-        s[t][l] += weight(w);
+        s[t * k + l] += weight(w);
     }
-    for row in &mut s {
+    for row in s.chunks_exact_mut(k) {
         let total: f64 = row.iter().sum();
         if total > 0.0 {
             row.iter_mut().for_each(|x| *x /= total);
@@ -124,7 +155,8 @@ fn shares(votes: &Votes, weight: impl Fn(usize) -> f64) -> Vec<Vec<f64>> {
 /// Majority vote: the label with the most votes; ties go to the label that sorts first.
 /// Confidence is the label's share of the task's votes.
 pub fn majority_vote(votes: &Votes) -> Vec<Consensus> {
-    finish(votes, shares(votes, |_| 1.0))
+    let k = votes.labels().len();
+    finish_flat(votes, k, &shares(votes, |_| 1.0), argmax)
 }
 
 /// Weighted vote: the label with the largest total weight (ties to the label that sorts
@@ -160,7 +192,8 @@ pub fn weighted_vote(votes: &Votes, weights: &[(&str, f64)]) -> Result<Vec<Conse
         }
         w[i] = value;
     }
-    Ok(finish(votes, shares(votes, |i| w[i])))
+    let k = votes.labels().len();
+    Ok(finish_flat(votes, k, &shares(votes, |i| w[i]), argmax))
 }
 
 /// Checks weights given by a user for [`weighted_vote`] over `workers`: at least one worker
@@ -359,6 +392,9 @@ pub fn wawa(votes: &Votes) -> (Vec<Consensus>, Vec<f64>) {
         if rank[l] == usize::MAX {
             rank[l] = next;
             next += 1;
+            if next == k {
+                break;
+            }
         }
     }
     let pick = |row: &[f64]| -> usize {
@@ -370,42 +406,19 @@ pub fn wawa(votes: &Votes) -> (Vec<Consensus>, Vec<f64>) {
         }
         best
     };
-    let mv: Vec<usize> = shares(votes, |_| 1.0).iter().map(|r| pick(r)).collect();
+    let mv: Vec<usize> = shares(votes, |_| 1.0).chunks_exact(k).map(pick).collect();
     let n = votes.workers().len();
-    let (mut agree, mut total) = (vec![0.0; n], vec![0.0; n]);
+    let (mut agree, mut total) = (vec![0usize; n], vec![0usize; n]);
     for &(t, w, l) in votes.entries() {
-        total[w] += 1.0;
-        if mv[t] == l {
-            agree[w] += 1.0;
-        }
+        total[w] += 1;
+        agree[w] += usize::from(mv[t] == l);
     }
     let skills: Vec<f64> = agree
         .iter()
         .zip(&total)
-        .map(|(a, t)| if *t > 0.0 { a / t } else { 0.0 })
+        .map(|(&a, &t)| if t > 0 { a as f64 / t as f64 } else { 0.0 })
         .collect();
-    let scores = shares(votes, |w| skills[w]);
-    let mut out: Vec<Consensus> = scores
-        .iter()
-        .enumerate()
-        .map(|(task, row)| {
-            let label = pick(row);
-            Consensus {
-                task,
-                label,
-                confidence: row[label],
-                agreeing: Vec::new(),
-                dissenting: Vec::new(),
-            }
-        })
-        .collect();
-    for &(t, w, l) in votes.entries() {
-        if out[t].label == l {
-            out[t].agreeing.push(w);
-        } else {
-            out[t].dissenting.push(w);
-        }
-    }
+    let out = finish_flat(votes, k, &shares(votes, |w| skills[w]), pick);
     (out, skills)
 }
 

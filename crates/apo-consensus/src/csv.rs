@@ -111,11 +111,17 @@ fn records<const N: usize>(
 /// (naming the row: row N is CSV line N + 1).
 pub fn read_votes(input: impl Read) -> Result<Votes, CsvError> {
     let rows = records(input, "votes", ["task", "worker", "label"])?;
-    Votes::from_triples(
-        rows.iter()
-            .map(|[t, w, l]| (t.as_str(), w.as_str(), l.as_str())),
-    )
-    .map_err(CsvError::Votes)
+    let (mut tasks, mut workers, mut labels) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for [t, w, l] in rows {
+        tasks.push(t);
+        workers.push(w);
+        labels.push(l);
+    }
+    Votes::from_columns(&tasks, &workers, &labels).map_err(CsvError::Votes)
 }
 
 /// Reads a `worker,weight` CSV.

@@ -4,6 +4,16 @@
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsensusError {
+    /// Vote columns of different lengths ([`crate::Votes::from_columns`]).
+    #[error("the vote columns differ in length: {tasks} tasks, {workers} workers, {labels} labels")]
+    ColumnLengths {
+        /// Length of the task column.
+        tasks: usize,
+        /// Length of the worker column.
+        workers: usize,
+        /// Length of the label column.
+        labels: usize,
+    },
     /// A vote with an empty task, worker or label, with its position (1-based row).
     #[error("row {row}: empty {field}")]
     EmptyField {

@@ -4,7 +4,8 @@
 //! aggregation over N teachers' votes per item ([`Votes`]): [`majority_vote`],
 //! [`weighted_vote`] (a teacher that drifts counts less) and [`dawid_skene`] (class priors and
 //! one confusion matrix per teacher, by EM), each returning per item the label, its posterior
-//! or support, and the agreeing and dissenting teachers ([`Consensus`]).
+//! or support, and how many teachers agree and dissent ([`Consensus`]; [`Votes::split_workers`]
+//! names them).
 //!
 //! # Examples
 //! ```

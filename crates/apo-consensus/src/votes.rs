@@ -63,54 +63,193 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 #[derive(Default)]
 struct Interner {
     names: Vec<String>,
-    /// Indices into `names`, hashed by name.
+    /// The [`Key`] of each name, contiguous: names are told apart by these, and only a long
+    /// name's match is confirmed by comparing the strings.
+    keys: Vec<Key>,
+    /// Indices into `names`, by the key's hash (used once there are more than [`SCAN`] names).
     index: hashbrown::HashTable<usize>,
     /// The index returned last: votes come grouped by task, and a run of one label repeats.
     last: Option<usize>,
+    /// For each name, the one asked for right after it last time: within each task, the
+    /// workers tend to come in the same order.
+    follow: Vec<usize>,
 }
 
-fn hash_name(name: &str) -> u64 {
-    let mut h = FastHasher::default();
-    h.write(name.as_bytes());
-    h.finish()
+/// A name as one 128-bit value: a name of at most 15 bytes is its bytes with its length in the
+/// last byte (equal keys are equal names), a longer one its hash with the last byte 0xFF
+/// (equal keys then need the strings compared).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key(u128);
+
+impl Key {
+    const LONG: u8 = 0xFF;
+
+    /// Built from whole-word loads (a byte-wise copy into a buffer read back as one value
+    /// stalls on store forwarding at every call).
+    #[inline]
+    fn of(name: &str) -> Key {
+        let b = name.as_bytes();
+        let n = b.len();
+        let u32_at = |i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+        let u64_at = |i: usize| {
+            u64::from_le_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        // Below 16 bytes, (length, these values) determine the bytes.
+        let (lo, hi) = match n {
+            0 => (0, 0),
+            1..=3 => (
+                u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16,
+                0,
+            ),
+            4..=7 => (u32_at(0) | u32_at(n - 4) << 32, 0),
+            8 => (u64_at(0), 0),
+            9..=15 => (u64_at(0), u64_at(n - 8) >> (8 * (16 - n))),
+            _ => {
+                let mut h = FastHasher::default();
+                h.write(b);
+                return Key(u128::from(Key::LONG) << 120 | u128::from(h.finish()));
+            }
+        };
+        Key(u128::from(n as u8) << 120 | u128::from(hi) << 64 | u128::from(lo))
+    }
+
+    /// Whether equal keys mean equal names.
+    #[inline]
+    fn exact(self) -> bool {
+        (self.0 >> 120) as u8 != Key::LONG
+    }
+
+    #[inline]
+    fn hash(self) -> u64 {
+        let mut h = FastHasher::default();
+        h.write_u64(self.0 as u64);
+        h.write_u64((self.0 >> 64) as u64);
+        h.finish()
+    }
 }
 
-/// Up to this many names are looked up by comparing them (a few teachers, a few labels)
-/// instead of hashing.
+/// Up to this many names are looked up by scanning their keys (a few teachers, a few labels)
+/// instead of probing the table.
 const SCAN: usize = 8;
 
 impl Interner {
+    #[inline]
     fn get(&mut self, name: &str) -> usize {
-        if let Some(l) = self.last
-            && self.names[l] == name
-        {
-            return l;
+        let k = Key::of(name);
+        if let Some(l) = self.last {
+            if self.same(l, k, name) {
+                return l;
+            }
+            let next = self.follow[l];
+            if next != usize::MAX && self.same(next, k, name) {
+                self.last = Some(next);
+                return next;
+            }
         }
-        let found = if self.names.len() <= SCAN {
-            self.names.iter().position(|n| n == name)
-        } else {
-            self.lookup(name)
-        };
-        let i = match found {
+        let i = match self.find(k, name) {
             Some(i) => i,
             None => {
-                let h = hash_name(name);
                 let i = self.names.len();
                 self.names.push(name.to_owned());
-                let names = &self.names;
-                self.index.insert_unique(h, i, |&j| hash_name(&names[j]));
+                self.keys.push(k);
+                self.follow.push(usize::MAX);
+                self.index_new(i);
                 i
             }
         };
+        if let Some(l) = self.last {
+            self.follow[l] = i;
+        }
         self.last = Some(i);
         i
     }
 
+    #[inline]
+    fn same(&self, i: usize, k: Key, name: &str) -> bool {
+        self.keys[i] == k && (k.exact() || self.names[i] == name)
+    }
+
+    #[inline]
+    fn find(&self, k: Key, name: &str) -> Option<usize> {
+        if self.names.len() <= SCAN {
+            (0..self.keys.len()).find(|&i| self.same(i, k, name))
+        } else {
+            self.index
+                .find(k.hash(), |&i| self.same(i, k, name))
+                .copied()
+        }
+    }
+
+    /// The index of a name interned elsewhere (its key already computed), moved in if new.
+    fn absorb(&mut self, name: String, k: Key) -> usize {
+        if let Some(i) = self.find(k, &name) {
+            return i;
+        }
+        let i = self.names.len();
+        self.names.push(name);
+        self.keys.push(k);
+        self.follow.push(usize::MAX);
+        self.index_new(i);
+        i
+    }
+
+    /// Indexes name `i`, just pushed: from the [`SCAN`]-th name on, every name is in the table.
+    fn index_new(&mut self, i: usize) {
+        let keys = &self.keys;
+        if i == SCAN {
+            for (j, kj) in keys.iter().enumerate() {
+                self.index.insert_unique(kj.hash(), j, |&m| keys[m].hash());
+            }
+        } else if i > SCAN {
+            self.index
+                .insert_unique(keys[i].hash(), i, |&m| keys[m].hash());
+        }
+    }
+
     /// The index of `name`, if interned.
     fn lookup(&self, name: &str) -> Option<usize> {
-        self.index
-            .find(hash_name(name), |&i| self.names[i] == name)
-            .copied()
+        self.find(Key::of(name), name)
+    }
+}
+
+/// Rows of vote columns, interned on their own.
+struct Part {
+    tasks: Interner,
+    workers: Interner,
+    labels: Interner,
+    entries: Vec<(usize, usize, usize)>,
+}
+
+impl Part {
+    /// Interns the rows; an empty name is [`ConsensusError::EmptyField`] with its 1-based row
+    /// in these rows.
+    fn intern<S: AsRef<str>>(tasks: &[S], workers: &[S], labels: &[S]) -> Result<Part> {
+        let mut part = Part {
+            tasks: Interner::default(),
+            workers: Interner::default(),
+            labels: Interner::default(),
+            entries: Vec::with_capacity(tasks.len()),
+        };
+        for (i, ((t, w), l)) in tasks.iter().zip(workers).zip(labels).enumerate() {
+            let (t, w, l) = (t.as_ref().trim(), w.as_ref().trim(), l.as_ref().trim());
+            for (field, v) in [("task", t), ("worker", w), ("label", l)] {
+                if v.is_empty() {
+                    return Err(ConsensusError::EmptyField { row: i + 1, field });
+                }
+            }
+            part.entries
+                .push((part.tasks.get(t), part.workers.get(w), part.labels.get(l)));
+        }
+        Ok(part)
     }
 }
 
@@ -149,6 +288,69 @@ impl Votes {
         S: AsRef<str>,
     {
         Self::build(triples, Some(declared))
+    }
+
+    /// Interns votes given as three columns of equal length (a data frame's `task`, `worker`
+    /// and `label`), as [`Votes::from_triples`] does the same rows, with the same result and
+    /// errors. A large table is interned in two halves on two threads, then merged.
+    ///
+    /// # Errors
+    /// [`ConsensusError::ColumnLengths`], and as [`Votes::from_triples`].
+    pub fn from_columns<S: AsRef<str> + Sync>(
+        tasks: &[S],
+        workers: &[S],
+        labels: &[S],
+    ) -> Result<Self> {
+        if tasks.len() != workers.len() || tasks.len() != labels.len() {
+            return Err(ConsensusError::ColumnLengths {
+                tasks: tasks.len(),
+                workers: workers.len(),
+                labels: labels.len(),
+            });
+        }
+        /// Below this many votes a second thread costs more than it saves.
+        const PARALLEL: usize = 1 << 15;
+        let n = tasks.len();
+        let parallel =
+            n >= PARALLEL && std::thread::available_parallelism().is_ok_and(|c| c.get() > 1);
+        if !parallel {
+            let part = Part::intern(tasks, workers, labels)?;
+            return Self::finish_build(part.tasks, part.workers, part.labels, part.entries);
+        }
+        // Each half of the rows on its own thread, then the second half's names merged into
+        // the first's (in their order of first appearance, so indices are as one pass gives).
+        let mid = n / 2;
+        let (first, second) = std::thread::scope(|scope| {
+            let later =
+                scope.spawn(|| Part::intern(&tasks[mid..], &workers[mid..], &labels[mid..]));
+            let first = Part::intern(&tasks[..mid], &workers[..mid], &labels[..mid]);
+            let second = later
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (first, second)
+        });
+        let mut first = first?;
+        let second = second.map_err(|e| match e {
+            ConsensusError::EmptyField { row, field } => ConsensusError::EmptyField {
+                row: row + mid,
+                field,
+            },
+            other => other,
+        })?;
+        let remap = |into: &mut Interner, from: Interner| -> Vec<usize> {
+            from.names
+                .into_iter()
+                .zip(from.keys)
+                .map(|(name, key)| into.absorb(name, key))
+                .collect()
+        };
+        let t = remap(&mut first.tasks, second.tasks);
+        let w = remap(&mut first.workers, second.workers);
+        let l = remap(&mut first.labels, second.labels);
+        first
+            .entries
+            .extend(second.entries.iter().map(|&(a, b, c)| (t[a], w[b], l[c])));
+        Self::finish_build(first.tasks, first.workers, first.labels, first.entries)
     }
 
     /// Votes already interned by the caller: `entries` are `(task, worker, label)` indices
@@ -239,6 +441,16 @@ impl Votes {
             };
             entries.push((tasks.get(t), workers.get(w), li));
         }
+        Self::finish_build(tasks, workers, labels, entries)
+    }
+
+    /// Sorts the labels by name (remapping the entries), then checks for duplicate votes.
+    fn finish_build(
+        tasks: Interner,
+        workers: Interner,
+        labels: Interner,
+        mut entries: Vec<(usize, usize, usize)>,
+    ) -> Result<Self> {
         if entries.is_empty() {
             return Err(ConsensusError::NoVotes);
         }
@@ -249,7 +461,9 @@ impl Votes {
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r;
         }
-        entries.iter_mut().for_each(|e| e.2 = rank[e.2]);
+        if order.iter().enumerate().any(|(r, &i)| r != i) {
+            entries.iter_mut().for_each(|e| e.2 = rank[e.2]);
+        }
         let sorted: Vec<String> = order.iter().map(|&i| labels.names[i].clone()).collect();
         let votes = Votes {
             tasks: tasks.names,
@@ -263,6 +477,50 @@ impl Votes {
 
     /// The first (in input order) vote of a worker on a task it already voted on.
     fn check_duplicates(&self) -> Result<()> {
+        let first = match self.first_duplicate_grouped() {
+            Some(found) => found,
+            None => self.first_duplicate_sorted(),
+        };
+        match first {
+            None => Ok(()),
+            Some(e) => {
+                let (t, w, _) = self.entries[e];
+                Err(ConsensusError::DuplicateVote {
+                    row: e + 1,
+                    task: self.tasks[t].clone(),
+                    worker: self.workers[w].clone(),
+                })
+            }
+        }
+    }
+
+    /// When every task's votes are contiguous (the usual layout), the first duplicate vote
+    /// (`Some(None)`: none), found in one pass with each worker's last task; `None` when the
+    /// votes are not grouped by task.
+    fn first_duplicate_grouped(&self) -> Option<Option<usize>> {
+        let mut last_task = vec![usize::MAX; self.workers.len()];
+        let mut ended = vec![false; self.tasks.len()];
+        let mut current = usize::MAX;
+        for (e, &(t, w, _)) in self.entries.iter().enumerate() {
+            if t != current {
+                if current != usize::MAX {
+                    ended[current] = true;
+                }
+                if ended[t] {
+                    return None;
+                }
+                current = t;
+            }
+            if last_task[w] == t {
+                return Some(Some(e));
+            }
+            last_task[w] = t;
+        }
+        Some(None)
+    }
+
+    /// The first duplicate vote in any order: each task's votes sorted by worker.
+    fn first_duplicate_sorted(&self) -> Option<usize> {
         let groups = self.by_task();
         let mut first: Option<usize> = None;
         let mut seen: Vec<(usize, usize)> = Vec::new();
@@ -278,17 +536,41 @@ impl Votes {
                 }
             }
         }
-        match first {
-            None => Ok(()),
-            Some(e) => {
-                let (t, w, _) = self.entries[e];
-                Err(ConsensusError::DuplicateVote {
-                    row: e + 1,
-                    task: self.tasks[t].clone(),
-                    worker: self.workers[w].clone(),
-                })
+        first
+    }
+
+    /// The workers of each consensus's task, split into those who voted its label and those
+    /// who voted another (each in input order): `(agreeing, dissenting)` per element of
+    /// `consensus`.
+    ///
+    /// # Panics
+    /// If a consensus names a task these votes do not have.
+    pub fn split_workers(&self, consensus: &[crate::Consensus]) -> Vec<(Vec<usize>, Vec<usize>)> {
+        let mut at = vec![usize::MAX; self.tasks.len()];
+        for (i, c) in consensus.iter().enumerate() {
+            at[c.task] = i;
+        }
+        let mut out: Vec<(Vec<usize>, Vec<usize>)> = consensus
+            .iter()
+            .map(|c| {
+                (
+                    Vec::with_capacity(c.agreeing),
+                    Vec::with_capacity(c.dissenting),
+                )
+            })
+            .collect();
+        for &(t, w, l) in &self.entries {
+            let i = at[t];
+            if i == usize::MAX {
+                continue;
+            }
+            if consensus[i].label == l {
+                out[i].0.push(w);
+            } else {
+                out[i].1.push(w);
             }
         }
+        out
     }
 
     /// Entry indices grouped by task (a counting sort; input order within a task).

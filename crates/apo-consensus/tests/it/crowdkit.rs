@@ -145,9 +145,8 @@ fn dawid_skene_beats_majority_with_adversarial_workers() {
     .unwrap();
     let ds = dawid_skene(&votes, &DawidSkeneConfig::default()).unwrap();
     let mv = majority_vote(&votes);
-    let margin = |c: &apo_consensus::Consensus| {
-        c.agreeing.len() as f64 / (c.agreeing.len() + c.dissenting.len()) as f64
-    };
+    let margin =
+        |c: &apo_consensus::Consensus| c.agreeing as f64 / (c.agreeing + c.dissenting) as f64;
     assert!(mv.iter().all(|c| margin(c) > 0.5 - 1e-12));
     let changed = ds
         .consensus
@@ -174,7 +173,22 @@ fn majority_and_weighted_votes() {
     assert_eq!(mv[0].confidence, 0.5);
     assert_eq!(votes.label_name(mv[1].label), "x");
     assert!((mv[1].confidence - 2.0 / 3.0).abs() < 1e-15);
-    assert_eq!((mv[1].agreeing.len(), mv[1].dissenting.len()), (2, 1));
+    assert_eq!((mv[1].agreeing, mv[1].dissenting), (2, 1));
+    // Workers a and b voted x on t2, c voted y; on t1 (a tie taken by x) b agrees.
+    let split = votes.split_workers(&mv);
+    let names = |ws: &[usize]| {
+        ws.iter()
+            .map(|&w| votes.workers()[w].as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (names(&split[1].0), names(&split[1].1)),
+        (vec!["a", "b"], vec!["c"])
+    );
+    assert_eq!(
+        (names(&split[0].0), names(&split[0].1)),
+        (vec!["b"], vec!["a"])
+    );
     let wv = weighted_vote(&votes, &[("c", 5.0)]).unwrap();
     assert_eq!(votes.label_name(wv[1].label), "y");
     assert!((wv[1].confidence - 5.0 / 7.0).abs() < 1e-15);
