@@ -86,7 +86,7 @@ impl Key {
 
     /// Built from whole-word loads (a byte-wise copy into a buffer read back as one value
     /// stalls on store forwarding at every call).
-    #[inline]
+    #[inline(always)]
     fn of(name: &str) -> Key {
         let b = name.as_bytes();
         let n = b.len();
@@ -142,7 +142,7 @@ impl Key {
 const SCAN: usize = 8;
 
 impl Interner {
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, name: &str) -> usize {
         let k = Key::of(name);
         if let Some(l) = self.last {
@@ -155,6 +155,13 @@ impl Interner {
                 return next;
             }
         }
+        self.get_slow(k, name)
+    }
+
+    /// [`Interner::get`] past the last name and its follower: a scan or a table probe, and an
+    /// insertion of a new name.
+    #[inline(never)]
+    fn get_slow(&mut self, k: Key, name: &str) -> usize {
         let i = match self.find(k, name) {
             Some(i) => i,
             None => {
@@ -173,7 +180,7 @@ impl Interner {
         i
     }
 
-    #[inline]
+    #[inline(always)]
     fn same(&self, i: usize, k: Key, name: &str) -> bool {
         self.keys[i] == k && (k.exact() || self.names[i] == name)
     }
@@ -221,6 +228,17 @@ impl Interner {
     }
 }
 
+/// `str::trim`, with the common case (a name that starts and ends with a visible ASCII
+/// character) decided from two bytes.
+#[inline(always)]
+fn trim(name: &str) -> &str {
+    let b = name.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) if (0x21..0x7f).contains(&f) && (0x21..0x7f).contains(&l) => name,
+        _ => name.trim(),
+    }
+}
+
 /// Rows of vote columns, interned on their own.
 struct Part {
     tasks: Interner,
@@ -240,7 +258,7 @@ impl Part {
             entries: Vec::with_capacity(tasks.len()),
         };
         for (i, ((t, w), l)) in tasks.iter().zip(workers).zip(labels).enumerate() {
-            let (t, w, l) = (t.as_ref().trim(), w.as_ref().trim(), l.as_ref().trim());
+            let (t, w, l) = (trim(t.as_ref()), trim(w.as_ref()), trim(l.as_ref()));
             for (field, v) in [("task", t), ("worker", w), ("label", l)] {
                 if v.is_empty() {
                     return Err(ConsensusError::EmptyField { row: i + 1, field });
@@ -420,7 +438,7 @@ impl Votes {
         let mut entries = Vec::with_capacity(triples.size_hint().0);
         for (i, (t, w, l)) in triples.into_iter().enumerate() {
             let row = i + 1;
-            let (t, w, l) = (t.as_ref().trim(), w.as_ref().trim(), l.as_ref().trim());
+            let (t, w, l) = (trim(t.as_ref()), trim(w.as_ref()), trim(l.as_ref()));
             for (field, v) in [("task", t), ("worker", w), ("label", l)] {
                 if v.is_empty() {
                     return Err(ConsensusError::EmptyField { row, field });
