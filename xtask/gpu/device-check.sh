@@ -15,7 +15,7 @@
 #      (LoRA r 16 on every linear map, sequences_per_pass 2, then 0), and the same workload in
 #      transformers + PEFT (torch_shapes.py, with an f32 reference for the log-probs).
 # Writes OUT_DIR/{summary.txt, log.txt, results.json, gpu.txt}. APO_GPU_DEVICE=cpu and
-# APO_GPU_SHAPES=small APO_GPU_DTYPE=f32 try the script on a machine without a GPU.
+# APO_GPU_SHAPES=small APO_GPU_DTYPE=f32 APO_GPU_TOKENS=60 try the script on a machine without a GPU.
 set -u
 APO=$(realpath "$1")
 OUT=$(realpath "$2")
@@ -142,7 +142,7 @@ done
 # 3. Real shapes.
 step group-synth 60 "$APO" synth --out "$W/group-data" --studies 8 --seed 3 --image-size 512
 step group-prefs 60 "$APO" consensus build "$W/group-data" --out "$W/group-prefs.jsonl"
-step group 60 "$PY" "$HERE/make_group.py" "$W/group-data" "$W/group-prefs.jsonl" "$TINY/tokenizer.json" "$W/group"
+step group 60 "$PY" "$HERE/make_group.py" "$W/group-data" "$W/group-prefs.jsonl" "$TINY/tokenizer.json" "$W/group" --tokens "${APO_GPU_TOKENS:-960}"
 for _ in 1 2 3; do cat "$W/group/score.jsonl" >> "$W/group/score24.jsonl"; done
 for s in $SHAPES; do
   step "make-$s" 180 "$PY" "$HERE/make_shape_checkpoint.py" "$TINY" "$W/ck-$s" "$s" --device "$DEV" || continue
@@ -172,7 +172,7 @@ checkpoint_every = 0
 TOML
   done
   step "train-$s-spp2" 240 "$APO" train apo --config "$W/train-$s-2.toml" --device "$DEV" --dtype "$DTYPE" --json
-  step "torch-$s" 240 "$PY" "$HERE/torch_shapes.py" "$W/ck-$s" "$W/group" --steps 3 --f32-reference --device "$DEV"
+  step "torch-$s" 240 "$PY" "$HERE/torch_shapes.py" "$W/ck-$s" "$W/group" --steps 3 --f32-reference --device "$DEV" --dtype "$DTYPE"
   step "train-$s-spp0" 200 "$APO" train apo --config "$W/train-$s-0.toml" --device "$DEV" --dtype "$DTYPE" --json
   rm -rf "$W/ck-$s"
 done
