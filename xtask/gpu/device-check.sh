@@ -30,8 +30,7 @@ DEVS="$DEV"
 [ "$DEV" != cpu ] && DEVS="$DEV cpu"
 SHAPES=${APO_GPU_SHAPES:-7b 3b}
 PY=${APO_GPU_PYTHON:-python3}
-W=${APO_GPU_WORK:-/tmp/apo-gpu}
-rm -rf "$W"
+W=${APO_GPU_WORK:-$(mktemp -d -t apo-gpu.XXXXXX)}
 mkdir -p "$W" "$OUT"
 T0=$(date +%s)
 now() { echo $(($(date +%s) - T0)); }
