@@ -82,27 +82,17 @@ fn argmax(v: &[f64]) -> usize {
 }
 
 pub(crate) fn finish(votes: &Votes, scores: Vec<Vec<f64>>) -> Vec<Consensus> {
-    let out = scores
-        .iter()
-        .enumerate()
-        .map(|(task, s)| {
-            let label = argmax(s);
-            consensus(task, label, s[label])
-        })
-        .collect();
-    split_workers(votes, out)
+    finish_rows(votes, scores.iter().map(Vec::as_slice), argmax)
 }
 
-/// [`finish`] on rows of `k` scores laid out one after another, the label of each row picked by
-/// `pick`.
-fn finish_flat(
+/// Each task's consensus from its row of label scores (the label picked by `pick`, its score
+/// the confidence), with the votes for and against it counted.
+fn finish_rows<'a>(
     votes: &Votes,
-    k: usize,
-    scores: &[f64],
+    rows: impl Iterator<Item = &'a [f64]>,
     pick: impl Fn(&[f64]) -> usize,
 ) -> Vec<Consensus> {
-    let out = scores
-        .chunks_exact(k)
+    let out = rows
         .enumerate()
         .map(|(task, s)| {
             let label = pick(s);
@@ -156,7 +146,7 @@ fn shares(votes: &Votes, weight: impl Fn(usize) -> f64) -> Vec<f64> {
 /// Confidence is the label's share of the task's votes.
 pub fn majority_vote(votes: &Votes) -> Vec<Consensus> {
     let k = votes.labels().len();
-    finish_flat(votes, k, &shares(votes, |_| 1.0), argmax)
+    finish_rows(votes, shares(votes, |_| 1.0).chunks_exact(k), argmax)
 }
 
 /// Weighted vote: the label with the largest total weight (ties to the label that sorts
@@ -193,7 +183,11 @@ pub fn weighted_vote(votes: &Votes, weights: &[(&str, f64)]) -> Result<Vec<Conse
         w[i] = value;
     }
     let k = votes.labels().len();
-    Ok(finish_flat(votes, k, &shares(votes, |i| w[i]), argmax))
+    Ok(finish_rows(
+        votes,
+        shares(votes, |i| w[i]).chunks_exact(k),
+        argmax,
+    ))
 }
 
 /// Checks weights given by a user for [`weighted_vote`] over `workers`: at least one worker
@@ -418,7 +412,7 @@ pub fn wawa(votes: &Votes) -> (Vec<Consensus>, Vec<f64>) {
         .zip(&total)
         .map(|(&a, &t)| if t > 0 { a as f64 / t as f64 } else { 0.0 })
         .collect();
-    let out = finish_flat(votes, k, &shares(votes, |w| skills[w]), pick);
+    let out = finish_rows(votes, shares(votes, |w| skills[w]).chunks_exact(k), pick);
     (out, skills)
 }
 
