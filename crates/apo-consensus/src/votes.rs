@@ -248,26 +248,60 @@ struct Part {
 }
 
 impl Part {
-    /// Interns the rows; an empty name is [`ConsensusError::EmptyField`] with its 1-based row
-    /// in these rows.
-    fn intern<S: AsRef<str>>(tasks: &[S], workers: &[S], labels: &[S]) -> Result<Part> {
-        let mut part = Part {
+    fn with_capacity(rows: usize) -> Part {
+        Part {
             tasks: Interner::default(),
             workers: Interner::default(),
             labels: Interner::default(),
-            entries: Vec::with_capacity(tasks.len()),
-        };
+            entries: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Interns the rows; an empty name is [`ConsensusError::EmptyField`] with its 1-based row
+    /// in these rows.
+    fn intern<S: AsRef<str>>(tasks: &[S], workers: &[S], labels: &[S]) -> Result<Part> {
+        let mut part = Part::with_capacity(tasks.len());
         for (i, ((t, w), l)) in tasks.iter().zip(workers).zip(labels).enumerate() {
-            let (t, w, l) = (trim(t.as_ref()), trim(w.as_ref()), trim(l.as_ref()));
-            for (field, v) in [("task", t), ("worker", w), ("label", l)] {
-                if v.is_empty() {
-                    return Err(ConsensusError::EmptyField { row: i + 1, field });
-                }
-            }
-            part.entries
-                .push((part.tasks.get(t), part.workers.get(w), part.labels.get(l)));
+            part.push(i + 1, t.as_ref(), w.as_ref(), l.as_ref(), None)?;
         }
         Ok(part)
+    }
+
+    /// Interns one vote (1-based `row`); with `declared`, its label must be one of them
+    /// (interned beforehand).
+    #[inline(always)]
+    fn push(
+        &mut self,
+        row: usize,
+        t: &str,
+        w: &str,
+        l: &str,
+        declared: Option<&[&str]>,
+    ) -> Result<()> {
+        let (t, w, l) = (trim(t), trim(w), trim(l));
+        for (field, v) in [("task", t), ("worker", w), ("label", l)] {
+            if v.is_empty() {
+                return Err(ConsensusError::EmptyField { row, field });
+            }
+        }
+        let li = match declared {
+            Some(d) => self
+                .labels
+                .lookup(l)
+                .ok_or_else(|| ConsensusError::UndeclaredLabel {
+                    row,
+                    label: l.to_owned(),
+                    declared: d.join(", "),
+                })?,
+            None => self.labels.get(l),
+        };
+        self.entries
+            .push((self.tasks.get(t), self.workers.get(w), li));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Votes> {
+        Votes::finish_build(self.tasks, self.workers, self.labels, self.entries)
     }
 }
 
@@ -332,8 +366,7 @@ impl Votes {
         let parallel =
             n >= PARALLEL && std::thread::available_parallelism().is_ok_and(|c| c.get() > 1);
         if !parallel {
-            let part = Part::intern(tasks, workers, labels)?;
-            return Self::finish_build(part.tasks, part.workers, part.labels, part.entries);
+            return Part::intern(tasks, workers, labels)?.finish();
         }
         // Each half of the rows on its own thread, then the second half's names merged into
         // the first's (in their order of first appearance, so indices are as one pass gives).
@@ -368,7 +401,7 @@ impl Votes {
         first
             .entries
             .extend(second.entries.iter().map(|&(a, b, c)| (t[a], w[b], l[c])));
-        Self::finish_build(first.tasks, first.workers, first.labels, first.entries)
+        first.finish()
     }
 
     /// Votes already interned by the caller: `entries` are `(task, worker, label)` indices
@@ -424,42 +457,17 @@ impl Votes {
         I: IntoIterator<Item = (S, S, S)>,
         S: AsRef<str>,
     {
-        let (mut tasks, mut workers, mut labels) = (
-            Interner::default(),
-            Interner::default(),
-            Interner::default(),
-        );
+        let triples = triples.into_iter();
+        let mut part = Part::with_capacity(triples.size_hint().0);
         if let Some(d) = declared {
             for l in d {
-                labels.get(l.trim());
+                part.labels.get(l.trim());
             }
         }
-        let triples = triples.into_iter();
-        let mut entries = Vec::with_capacity(triples.size_hint().0);
-        for (i, (t, w, l)) in triples.into_iter().enumerate() {
-            let row = i + 1;
-            let (t, w, l) = (trim(t.as_ref()), trim(w.as_ref()), trim(l.as_ref()));
-            for (field, v) in [("task", t), ("worker", w), ("label", l)] {
-                if v.is_empty() {
-                    return Err(ConsensusError::EmptyField { row, field });
-                }
-            }
-            let li = match declared {
-                Some(d) => match labels.lookup(l) {
-                    Some(li) => li,
-                    None => {
-                        return Err(ConsensusError::UndeclaredLabel {
-                            row,
-                            label: l.to_owned(),
-                            declared: d.join(", "),
-                        });
-                    }
-                },
-                None => labels.get(l),
-            };
-            entries.push((tasks.get(t), workers.get(w), li));
+        for (i, (t, w, l)) in triples.enumerate() {
+            part.push(i + 1, t.as_ref(), w.as_ref(), l.as_ref(), declared)?;
         }
-        Self::finish_build(tasks, workers, labels, entries)
+        part.finish()
     }
 
     /// Sorts the labels by name (remapping the entries), then checks for duplicate votes.
