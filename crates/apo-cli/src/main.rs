@@ -129,7 +129,7 @@ enum ConsensusCommand {
         /// Teacher weights CSV (worker,weight) for --method weighted (default: reliabilities).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Negatives: all, dissenting, or top-K by drift (e.g. top-3).
+        /// Negatives: all, dissenting, top-K by drift (e.g. top-3), or edits-K (minimal pairs: the consensus with one finding flipped).
         #[arg(long, default_value = "all")]
         negatives: String,
         /// Per-negative weights: uniform or drift.

@@ -15,6 +15,13 @@ pub enum NegativePolicy {
     Dissenting,
     /// The `k` trajectories with the largest drift from the consensus (ties: teacher order).
     TopK(usize),
+    /// Minimal pairs instead of teacher trajectories: up to `k` rewrites of the consensus
+    /// itself, each with one finding's consensus flipped (present → absent or absent →
+    /// present) and written by the same synthesizer, so that a negative differs from the
+    /// positive in content, not in layout. The findings flipped are those most teachers
+    /// contradict on the item (ties: topic order), then the rest in topic order. Each edit is
+    /// named `edit:TOPIC:POLARITY` (the polarity it states) and has one contradiction.
+    Edits(usize),
 }
 
 impl std::str::FromStr for NegativePolicy {
@@ -25,15 +32,19 @@ impl std::str::FromStr for NegativePolicy {
             "all" => Ok(NegativePolicy::All),
             "dissenting" => Ok(NegativePolicy::Dissenting),
             other => {
-                let k = other
-                    .strip_prefix("top-")
-                    .and_then(|k| k.parse::<usize>().ok())
-                    .filter(|&k| k > 0);
-                k.map(NegativePolicy::TopK)
+                let count = |prefix: &str| {
+                    other
+                        .strip_prefix(prefix)
+                        .and_then(|k| k.parse::<usize>().ok())
+                        .filter(|&k| k > 0)
+                };
+                count("top-")
+                    .map(NegativePolicy::TopK)
+                    .or_else(|| count("edits-").map(NegativePolicy::Edits))
                     .ok_or_else(|| ConsensusError::UnknownOption {
                         name: "negatives",
                         value: other.to_owned(),
-                        expected: "all, dissenting or top-K (K >= 1, e.g. top-3)",
+                        expected: "all, dissenting, top-K or edits-K (K >= 1, e.g. top-3)",
                     })
             }
         }
@@ -53,12 +64,13 @@ pub enum NegativeWeighting {
 }
 
 impl std::fmt::Display for NegativePolicy {
-    /// The name [`std::str::FromStr`] reads: `all`, `dissenting`, `top-K`.
+    /// The name [`std::str::FromStr`] reads: `all`, `dissenting`, `top-K`, `edits-K`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NegativePolicy::All => f.write_str("all"),
             NegativePolicy::Dissenting => f.write_str("dissenting"),
             NegativePolicy::TopK(k) => write!(f, "top-{k}"),
+            NegativePolicy::Edits(k) => write!(f, "edits-{k}"),
         }
     }
 }
@@ -233,6 +245,65 @@ impl SkipReason {
     }
 }
 
+/// The minimal-pair negatives of [`NegativePolicy::Edits`]: up to `k` rewrites of the
+/// consensus with one decided Present/Absent topic flipped, the topics most sources contradict
+/// first (ties: topic order). An edit that does not read back as its flipped consensus is
+/// left out: it would not be a minimal pair.
+fn minimal_pairs(
+    input: &PreferenceInput<'_>,
+    consensus: &[Option<Polarity>],
+    decided: &[usize],
+    k: usize,
+    synthesize: &dyn Fn(&[Option<Polarity>]) -> Result<crate::Synthesis>,
+) -> Result<Vec<Negative>> {
+    let flip = |p: Polarity| match p {
+        Polarity::Present => Some(Polarity::Absent),
+        Polarity::Absent => Some(Polarity::Present),
+        Polarity::Uncertain => None,
+    };
+    let mut topics: Vec<(usize, usize)> = decided
+        .iter()
+        .filter(|&&t| consensus[t].and_then(flip).is_some())
+        .map(|&t| {
+            let against = input
+                .finals
+                .iter()
+                .filter(|f| f[t].is_some_and(|p| Some(p) != consensus[t] && p != Polarity::Uncertain))
+                .count();
+            (t, against)
+        })
+        .collect();
+    // Stable: equal counts keep topic order.
+    topics.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut out = Vec::new();
+    for (t, _) in topics {
+        if out.len() == k {
+            break;
+        }
+        let mut edited = consensus.to_vec();
+        let to = consensus[t].and_then(flip);
+        edited[t] = to;
+        let synthesis = synthesize(&edited)?;
+        if !synthesis.verified {
+            continue;
+        }
+        let polarity = match to {
+            Some(Polarity::Present) => "present",
+            _ => "absent",
+        };
+        out.push(Negative {
+            teacher: format!("edit:{t}:{polarity}"),
+            text: synthesis.text,
+            contradictions: 1,
+            hedges: 0,
+            omissions: 0,
+            drift: 1.0 / decided.len() as f64,
+            weight: None,
+        });
+    }
+    Ok(out)
+}
+
 /// Builds the preference set of one item, or says why there is none.
 ///
 /// # Errors
@@ -297,6 +368,10 @@ pub fn build_preference(
             }
         })
         .collect();
+    let synthesize = |consensus: &[Option<Polarity>]| match input.readings {
+        Some(readings) => synthesizer.synthesize_read(input.sources, readings, consensus),
+        None => synthesizer.synthesize(input.sources, consensus),
+    };
     match config.negatives {
         NegativePolicy::All => {}
         NegativePolicy::Dissenting => negatives.retain(|n| n.contradictions + n.hedges > 0),
@@ -305,16 +380,17 @@ pub fn build_preference(
             negatives.sort_by(|a, b| b.drift.total_cmp(&a.drift));
             negatives.truncate(k);
         }
+        NegativePolicy::Edits(_) => {}
     }
     if negatives.is_empty() {
         return Ok(Err(SkipReason::NoNegatives));
     }
-    let synthesis = match input.readings {
-        Some(readings) => synthesizer.synthesize_read(input.sources, readings, &consensus)?,
-        None => synthesizer.synthesize(input.sources, &consensus)?,
-    };
+    let synthesis = synthesize(&consensus)?;
     if config.require_verified && !synthesis.verified {
         return Ok(Err(SkipReason::Unverified));
+    }
+    if let NegativePolicy::Edits(k) = config.negatives {
+        negatives = minimal_pairs(input, &consensus, &decided, k, &synthesize)?;
     }
     // A negative that says exactly what the chosen text says is no constraint.
     let before = negatives.len();

@@ -111,7 +111,7 @@ fn default_out() -> PathBuf {
 pub struct ConsensusSettings {
     /// `dawid-skene`, `majority` or `weighted`.
     pub method: String,
-    /// `all`, `dissenting` or `top-K`.
+    /// `all`, `dissenting`, `top-K` or `edits-K`.
     pub negatives: String,
     /// `uniform` or `drift`.
     pub negative_weights: String,

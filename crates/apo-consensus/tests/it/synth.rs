@@ -241,6 +241,67 @@ fn preference_policies_weights_and_skips() {
     );
 }
 
+/// `edits-K`: the negatives are the consensus rewritten with one finding flipped, the
+/// findings most teachers contradict first, each reading back as its flipped consensus and
+/// otherwise saying what the chosen text says.
+#[test]
+fn minimal_pair_negatives_flip_one_finding_each() {
+    let synth = ClaimSynthesizer::new(Toy, ClaimConfig::default()).unwrap();
+    let srcs = sources();
+    let fin = finals();
+    // t3 contradicts alpha and beta; a fifth teacher contradicts beta only, so beta (two
+    // teachers against) comes before alpha (one).
+    let mut srcs5 = srcs.clone();
+    srcs5.push(Source {
+        teacher: "t5",
+        text: "Clear alpha. Clear beta.",
+    });
+    let mut fin5 = fin.clone();
+    fin5.push(Toy.read(srcs5[4].text).finals);
+    let input = PreferenceInput {
+        id: "img1",
+        sources: &srcs5,
+        finals: &fin5,
+        consensus: &CONSENSUS,
+        confidence: &[0.9, 0.8, 0.0],
+        readings: None,
+    };
+    let config = PreferenceConfig {
+        negatives: NegativePolicy::Edits(7),
+        ..PreferenceConfig::default()
+    };
+    let set = build_preference(&input, &synth, &config).unwrap().unwrap();
+    let names: Vec<&str> = set.rejected.iter().map(|n| n.teacher.as_str()).collect();
+    // gamma has no consensus: nothing to flip.
+    assert_eq!(names, ["edit:1:present", "edit:0:absent"]);
+    let chosen = Toy.read(&set.chosen).finals;
+    for (n, t) in set.rejected.iter().zip([1, 0]) {
+        let read = Toy.read(&n.text).finals;
+        for topic in 0..3 {
+            if topic == t {
+                assert_ne!(read[topic], chosen[topic], "{}: {}", n.teacher, n.text);
+                assert!(read[topic].is_some());
+            } else {
+                assert_eq!(read[topic], chosen[topic], "{}: {}", n.teacher, n.text);
+            }
+        }
+        assert_eq!((n.contradictions, n.hedges, n.omissions), (1, 0, 0));
+        assert!((n.drift - 0.5).abs() < 1e-12);
+    }
+    let one = PreferenceConfig {
+        negatives: NegativePolicy::Edits(1),
+        ..PreferenceConfig::default()
+    };
+    let set1 = build_preference(&input, &synth, &one).unwrap().unwrap();
+    assert_eq!(set1.rejected, set.rejected[..1]);
+    assert_eq!(
+        "edits-3".parse::<NegativePolicy>().unwrap(),
+        NegativePolicy::Edits(3)
+    );
+    assert_eq!(NegativePolicy::Edits(3).to_string(), "edits-3");
+    assert!("edits-0".parse::<NegativePolicy>().is_err());
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn exports_have_each_trainers_layout() {
