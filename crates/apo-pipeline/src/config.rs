@@ -30,6 +30,105 @@ pub struct PipelineOptions {
     /// The split every row is scored on: `test` (the default; scored once) or `validate`
     /// (where settings are chosen).
     pub eval_split: cxr_max::tables::Split,
+    /// More stage-2 students, each trained from the same stage-1 student as the APO and
+    /// pairwise students and scored as one more row (an ablation).
+    pub variants: Vec<Variant>,
+}
+
+/// A stage-2 variant: its own negatives and stage-2 settings, trained from the run's stage-1
+/// student into `OUT/train/NAME` and scored as the row `NAME student`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// The row and folder name: lowercase letters, digits, `-` and `.`, not the name of one of
+    /// the run's own stages.
+    pub name: String,
+    /// Its negatives (`None`: the run's, and its preference sets).
+    pub negatives: Option<NegativePolicy>,
+    /// Its stage-2 configuration (the run's `[train.apo]` with the variant's fields over it).
+    pub apo: apo_train::config::ApoConfig,
+}
+
+impl Variant {
+    /// The variant `name` of `base`: `overrides` (a `[train.apo]`-shaped table, e.g.
+    /// `{loss = {objective = "infonca"}}`) merged over `base` field by field.
+    ///
+    /// # Errors
+    /// A message naming what is wrong: the name, or a field the stage-2 configuration does
+    /// not have or cannot take.
+    pub fn new(
+        name: &str,
+        negatives: Option<NegativePolicy>,
+        base: &apo_train::config::ApoConfig,
+        overrides: &toml::Table,
+    ) -> std::result::Result<Variant, String> {
+        // The run's own stages and their markers (`OUT/stages/NAME.json`).
+        let reserved = ["sft", "apo", "pairwise", "drift", "consensus"];
+        let safe = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !name.starts_with(['-', '.'])
+            && !name.starts_with("eval-")
+            && !name.starts_with("consensus-");
+        if !safe || reserved.contains(&name) {
+            return Err(format!(
+                "`{name}` is not a variant name: use lowercase letters, digits, `-` and `.`, not \
+                 {} and not starting with eval- or consensus-",
+                reserved.join(", ")
+            ));
+        }
+        let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
+        let over = serde_json::to_value(overrides).map_err(|e| e.to_string())?;
+        merge(&mut value, over);
+        let apo = serde_json::from_value(value).map_err(|e| format!("apo: {e}"))?;
+        Ok(Variant {
+            name: name.to_owned(),
+            negatives,
+            apo,
+        })
+    }
+}
+
+/// `over` merged into `value`: objects field by field, anything else replaced.
+fn merge(value: &mut serde_json::Value, over: serde_json::Value) {
+    match (value, over) {
+        (serde_json::Value::Object(v), serde_json::Value::Object(o)) => {
+            for (k, x) in o {
+                match v.get_mut(&k) {
+                    Some(slot) => merge(slot, x),
+                    None => {
+                        v.insert(k, x);
+                    }
+                }
+            }
+        }
+        (slot, x) => *slot = x,
+    }
+}
+
+/// `[[variants]]` of `pipeline.toml`: one more stage-2 student.
+///
+/// ```toml
+/// [[variants]]
+/// name = "nll-only"
+/// apo.loss.preference_weight = 0.0
+///
+/// [[variants]]
+/// name = "minimal-pairs"
+/// negatives = "edits-7"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSettings {
+    /// The row and folder name.
+    pub name: String,
+    /// `all`, `dissenting`, `top-K` or `edits-K` (default: `[consensus] negatives`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negatives: Option<String>,
+    /// Fields of `[train.apo]` to change (`loss.objective`, `loss.beta`,
+    /// `optim.learning_rate`, ...).
+    #[serde(default)]
+    pub apo: toml::Table,
 }
 
 impl PipelineOptions {
@@ -46,6 +145,7 @@ impl PipelineOptions {
             positive: PositiveStyle::Merged,
             resume: false,
             eval_split: cxr_max::tables::Split::Test,
+            variants: Vec::new(),
         }
     }
 }
@@ -71,6 +171,9 @@ pub struct PipelineConfig {
     /// without looking at the test split).
     #[serde(default = "default_eval_split")]
     pub eval_split: String,
+    /// More stage-2 students (an ablation), each scored as one more row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantSettings>,
 }
 
 fn default_eval_split() -> String {
@@ -192,6 +295,32 @@ impl PipelineConfig {
             .parse()
             .map_err(|e| bad("negative_weights", e))?;
         o.positive = c.positive.parse().map_err(|e| bad("positive", e))?;
+        for (k, v) in self.variants.iter().enumerate() {
+            let field = format!("variants[{k}]");
+            let bad_variant = |message: String| PipelineError::Config {
+                path: path.to_path_buf(),
+                field: field.clone(),
+                message,
+            };
+            if self.variants[..k].iter().any(|w| w.name == v.name) {
+                return Err(bad_variant(format!("a second variant named `{}`", v.name)));
+            }
+            let negatives = match &v.negatives {
+                Some(n) => Some(
+                    n.parse()
+                        .map_err(|e: apo_consensus::ConsensusError| bad_variant(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let variant =
+                Variant::new(&v.name, negatives, &self.train.apo, &v.apo).map_err(&bad_variant)?;
+            let mut check = self.train.clone();
+            check.apo = variant.apo.clone();
+            check
+                .validate()
+                .map_err(|e| bad_variant(format!("`{}`: {e}", v.name)))?;
+            o.variants.push(variant);
+        }
         o.resume = resume;
         o.eval_split = match self.eval_split.as_str() {
             "test" => cxr_max::tables::Split::Test,

@@ -111,6 +111,91 @@ pub struct DemoOptions {
     pub pretrain_steps: usize,
     /// The split the rows are scored on (test; validate while settings are chosen).
     pub eval_split: cxr_max::tables::Split,
+    /// Also train and score the objective ablation's stage-2 variants ([`ablation`]).
+    pub ablation: bool,
+}
+
+/// The objective ablation: stage-2 variants of `base` (the demo's `[train.apo]`), each
+/// trained from the same stage-1 student as the APO (`plackett-luce`, every teacher
+/// negative) and pairwise (`pairwise-sigmoid`, mean over negatives) students:
+///
+/// - `nll-only`: the preference term off (`loss.preference_weight = 0`), the consensus NLL
+///   alone: what stage 2 does without any negative;
+/// - `apo-top-1`, `apo-top-3`: Plackett-Luce with the 1 or 3 most drifting teachers as the
+///   negatives (N = 1 is DPO), against N = 7 for the APO student;
+/// - `apo-edits`: Plackett-Luce over minimal pairs (`edits-7`: the consensus with one
+///   finding flipped), negatives hard in content rather than in form;
+/// - `pl-ranking`, `infonca`: the listwise objectives (the full ranking by drift; soft
+///   targets from `1 − drift`);
+/// - `pairwise-sum`: the pairwise objective summed over the negatives instead of averaged;
+/// - `apo-beta-0.5`, `pairwise-beta-0.5`, `apo-lr-1e-3`, `pairwise-lr-1e-3`: β and the peak
+///   learning rate of the two main objectives, to be chosen on the validate split.
+pub fn ablation(base: &apo_train::config::ApoConfig) -> Vec<crate::Variant> {
+    use apo_consensus::NegativePolicy;
+    use apo_loss::Reduction;
+    let with = |change: &dyn Fn(&mut apo_train::config::ApoConfig)| {
+        let mut a = base.clone();
+        change(&mut a);
+        a
+    };
+    let variant = |name: &str, negatives, apo| crate::Variant {
+        name: name.to_owned(),
+        negatives,
+        apo,
+    };
+    let pairwise = |a: &mut apo_train::config::ApoConfig| {
+        a.loss.objective = Objective::PairwiseSigmoid;
+    };
+    vec![
+        variant(
+            "nll-only",
+            None,
+            with(&|a| a.loss.preference_weight = 0.0),
+        ),
+        variant("apo-top-1", Some(NegativePolicy::TopK(1)), base.clone()),
+        variant("apo-top-3", Some(NegativePolicy::TopK(3)), base.clone()),
+        variant("apo-edits", Some(NegativePolicy::Edits(7)), base.clone()),
+        variant(
+            "pl-ranking",
+            None,
+            with(&|a| a.loss.objective = Objective::PlackettLuceRanking),
+        ),
+        variant(
+            "infonca",
+            None,
+            with(&|a| a.loss.objective = Objective::Infonca),
+        ),
+        variant(
+            "pairwise-sum",
+            None,
+            with(&|a| {
+                pairwise(a);
+                a.loss.reduction = Reduction::Sum;
+            }),
+        ),
+        variant("apo-beta-0.5", None, with(&|a| a.loss.beta = 0.5)),
+        variant(
+            "pairwise-beta-0.5",
+            None,
+            with(&|a| {
+                pairwise(a);
+                a.loss.beta = 0.5;
+            }),
+        ),
+        variant(
+            "apo-lr-1e-3",
+            None,
+            with(&|a| a.optim.learning_rate = Some(1e-3)),
+        ),
+        variant(
+            "pairwise-lr-1e-3",
+            None,
+            with(&|a| {
+                pairwise(a);
+                a.optim.learning_rate = Some(1e-3);
+            }),
+        ),
+    ]
 }
 
 /// The demo's training configuration: the defaults of `apo-train` with the step counts,
@@ -172,6 +257,7 @@ impl Default for DemoOptions {
             apo_steps: 200,
             pretrain_steps: 600,
             eval_split: cxr_max::tables::Split::Test,
+            ablation: false,
         }
     }
 }
@@ -221,6 +307,9 @@ pub fn run<B: TrainBackend>(
     let simulate_s = start.elapsed().as_secs_f64();
     let mut pipeline = PipelineOptions::new(data, options.out.clone(), config(options));
     pipeline.eval_split = options.eval_split;
+    if options.ablation {
+        pipeline.variants = ablation(&pipeline.train.apo);
+    }
     let mut result = crate::run::<B>(&pipeline, device, observer)?;
     result.phases.insert("simulate".into(), simulate_s);
     result.seconds = start.elapsed().as_secs_f64();
@@ -240,6 +329,50 @@ mod tests {
         assert!(rows[0].grad_rejected.iter().all(|&g| g > 0.0));
         assert!(rows[0].grad_chosen < 0.0);
         assert_eq!(rows[0].grad_rejected.len(), TEACHERS.len());
+    }
+
+    /// Every ablation variant is a valid, distinct stage-2 setting with a name the pipeline
+    /// accepts, and differs from the demo's in what its name says.
+    #[test]
+    fn ablation_variants_are_valid_and_distinct() {
+        let base = config(&DemoOptions::default());
+        let variants = ablation(&base.apo);
+        assert_eq!(variants.len(), 11);
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &variants {
+            let again = crate::Variant::new(&v.name, v.negatives, &v.apo, &Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(again, *v);
+            let mut c = base.clone();
+            c.apo = v.apo.clone();
+            c.validate().unwrap_or_else(|e| panic!("{}: {e}", v.name));
+            assert!(
+                v.apo != base.apo || v.negatives.is_some(),
+                "{} is the APO student",
+                v.name
+            );
+            assert!(
+                seen.insert((json(&v.apo), v.negatives.map(|n| n.to_string()))),
+                "{} repeats",
+                v.name
+            );
+            let pairwise = v.apo.loss.objective == Objective::PairwiseSigmoid;
+            assert_eq!(pairwise, v.name.starts_with("pairwise"), "{}", v.name);
+        }
+        let by = |n: &str| variants.iter().find(|v| v.name == n).unwrap();
+        assert_eq!(by("nll-only").apo.loss.preference_weight, 0.0);
+        assert_eq!(by("nll-only").apo.loss.sft_weight, 1.0);
+        assert_eq!(
+            by("apo-edits").negatives,
+            Some(apo_consensus::NegativePolicy::Edits(7))
+        );
+        assert_eq!(by("apo-top-1").apo, base.apo);
+        assert_eq!(by("pairwise-lr-1e-3").apo.optim.learning_rate, Some(1e-3));
+        assert_eq!(by("apo-beta-0.5").apo.loss.beta, 0.5);
+    }
+
+    fn json<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap()
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub mod sft_export;
 pub mod stages;
 pub mod table;
 
-pub use config::{ConsensusSettings, PipelineConfig, PipelineOptions};
+pub use config::{ConsensusSettings, PipelineConfig, PipelineOptions, Variant, VariantSettings};
 pub use drift::{DriftOptions, DriftReport};
 pub use error::{PipelineError, Result};
 pub use labels::Labelled;

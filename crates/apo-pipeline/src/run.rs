@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use apo_consensus::Method;
+use apo_consensus::{Method, NegativePolicy};
 use apo_loss::{LossConfig, Objective};
 use apo_train::RunConfig;
 use apo_train::TrainBackend;
@@ -115,6 +115,8 @@ pub struct MeanAccuracy {
     pub pairwise: f64,
     /// The Plackett-Luce (APO) student.
     pub apo: f64,
+    /// The stage-2 variants' students, by variant name.
+    pub variants: BTreeMap<String, f64>,
 }
 
 /// The pipeline's result (`results.json`).
@@ -243,40 +245,43 @@ pub fn run<B: TrainBackend>(
     let prefs = out.join("prefs.jsonl");
     // The labels (and so stage 1, whose concept targets they are) do not depend on how the
     // positives are written; stage 2 does.
-    let labels_key = key(&[
-        "consensus",
-        &data_key,
-        options.method.name(),
-        &options.negatives.to_string(),
-        &options.negative_weights.to_string(),
-    ]);
-    let consensus_key = key(&[&labels_key, "positive", options.positive.name()]);
-    let summary = match stages
-        .done::<ConsensusDone>("consensus", &consensus_key)
-        .filter(|_| prefs.is_file())
-    {
-        Some(d) => d,
-        None => {
-            stages.start("consensus", &consensus_key)?;
-            let mut build = BuildOptions::new(options.data.clone(), prefs.clone());
-            build.split = Some(Split::Train);
-            build.method = options.method;
-            build.preference.negatives = options.negatives;
-            build.preference.weighting = options.negative_weights;
-            build.claims.style = options.positive;
-            let s = consensus::BuildSummary {
-                records: check.records.clone(),
-                ..consensus::build_on(items, &labelled, &build)?
-            };
-            let d = ConsensusDone {
-                sets: s.consensus_found,
-                skipped: s.skipped.values().sum(),
-                negatives_mean: s.negatives_mean,
-            };
-            stages.finish("consensus", &consensus_key, &d)?;
-            d
-        }
+    let labels_key_of = |negatives: NegativePolicy| {
+        key(&[
+            "consensus",
+            &data_key,
+            options.method.name(),
+            &negatives.to_string(),
+            &options.negative_weights.to_string(),
+        ])
     };
+    let consensus_key_of =
+        |negatives| key(&[&labels_key_of(negatives), "positive", options.positive.name()]);
+    let labels_key = labels_key_of(options.negatives);
+    let consensus_key = consensus_key_of(options.negatives);
+    let build = |name: &str, key: &str, policy: NegativePolicy, path: &Path| -> Result<ConsensusDone> {
+        if let Some(d) = stages.done::<ConsensusDone>(name, key).filter(|_| path.is_file()) {
+            return Ok(d);
+        }
+        stages.start(name, key)?;
+        let mut build = BuildOptions::new(options.data.clone(), path.to_path_buf());
+        build.split = Some(Split::Train);
+        build.method = options.method;
+        build.preference.negatives = policy;
+        build.preference.weighting = options.negative_weights;
+        build.claims.style = options.positive;
+        let s = consensus::BuildSummary {
+            records: check.records.clone(),
+            ..consensus::build_on(items, &labelled, &build)?
+        };
+        let d = ConsensusDone {
+            sets: s.consensus_found,
+            skipped: s.skipped.values().sum(),
+            negatives_mean: s.negatives_mean,
+        };
+        stages.finish(name, key, &d)?;
+        Ok(d)
+    };
+    let summary = build("consensus", &consensus_key, options.negatives, &prefs)?;
     observer.message(&format!(
         "consensus: {} preference sets ({} skipped), {:.2} negatives each",
         summary.sets, summary.skipped, summary.negatives_mean
@@ -341,6 +346,51 @@ pub fn run<B: TrainBackend>(
         phase(name, t);
     }
 
+    // Stage-2 variants (an ablation), each from the same stage-1 student; a variant with its
+    // own negatives gets its own preference sets, `OUT/prefs-NAME.jsonl`.
+    for v in &options.variants {
+        let t = Instant::now();
+        observer.message(&format!(
+            "stage 2 variant: {} ({})",
+            v.name,
+            v.apo.loss.objective.name()
+        ));
+        let mut c = config.clone();
+        c.apo = v.apo.clone();
+        let (own, v_consensus_key) = match v.negatives.filter(|&n| n != options.negatives) {
+            Some(policy) => {
+                let path = out.join(format!("prefs-{}.jsonl", v.name));
+                let k = consensus_key_of(policy);
+                let d = build(&format!("consensus-{}", v.name), &k, policy, &path)?;
+                observer.message(&format!(
+                    "  {}: {} preference sets ({} skipped), {:.2} negatives ({policy}) each",
+                    v.name, d.sets, d.skipped, d.negatives_mean
+                ));
+                c.data.preferences = Some(path.clone());
+                files.push(path.clone());
+                (Some(Preferences::read(&path)?), k)
+            }
+            None => (None, consensus_key.clone()),
+        };
+        let k = key(&[&v.name, &sft_key, &v_consensus_key, &json(&c.apo)]);
+        train_keys.insert(v.name.clone(), k.clone());
+        let data = StageData {
+            items: &train_items,
+            preferences: own.as_ref().unwrap_or(&preferences),
+        };
+        reports.push(train_stage::<B>(
+            &stages,
+            &v.name,
+            &k,
+            &c,
+            Some(&v.name),
+            &data,
+            device,
+            observer,
+        )?);
+        phase(&v.name, t);
+    }
+
     // Evaluation on the test split (or the validate split while settings are chosen).
     let t = Instant::now();
     let test_items = split(options.eval_split);
@@ -401,6 +451,23 @@ pub fn run<B: TrainBackend>(
             apo_report = Some(report);
         }
     }
+    let mut variants = BTreeMap::new();
+    for v in &options.variants {
+        let report = cached_eval(&format!("eval-{}", v.name), &v.name, &test_items)?;
+        let samples = out.join(format!("samples-{}.jsonl", v.name));
+        write_samples(&samples, &report)?;
+        files.push(samples);
+        if report.accuracy.is_some() {
+            let row = student_row(&v.name);
+            let (predictions, confidence) = table.test.read(&report);
+            table.push(row.clone(), RowKind::Student, predictions, confidence);
+            table.set_inconsistent(
+                &row,
+                inconsistency(report.samples.iter().map(|s| s.text.as_str())),
+            );
+            variants.insert(v.name.clone(), table.mean(&row));
+        }
+    }
     // Counterfactual renders, when the data set has them: does the APO student's statement
     // of a finding follow the finding in the image?
     let manifest = options.data.join(cxr_max::sim::files::COUNTERFACTUALS);
@@ -458,6 +525,7 @@ pub fn run<B: TrainBackend>(
             sft: table.mean(&student_row("sft")),
             pairwise: table.mean(&student_row("pairwise")),
             apo: table.mean(&student_row("apo")),
+            variants,
         },
         per_finding: table
             .rows

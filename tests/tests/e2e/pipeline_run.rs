@@ -153,3 +153,153 @@ max_new_tokens = 24
     assert!(err.contains("unknown"), "{err}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `[[variants]]`: more stage-2 students from the same stage-1 student, each scored as a row;
+/// a variant with its own negatives gets its own preference sets; a rerun keeps them done;
+/// a bad variant is an error naming it.
+#[test]
+fn variants_train_from_the_same_stage_one_and_are_scored() {
+    let _training = crate::training();
+    let root = std::env::temp_dir().join(format!("apo-e2e-variants-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let data = root.join("data");
+    cxr_max::sim::synthesize(
+        &data,
+        &cxr_max::sim::SynthConfig {
+            studies: 40,
+            image_size: 64,
+            seed: 6,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let out = root.join("run");
+    let toml = |variants: &str| {
+        format!(
+            r#"data = "{}"
+out = "{}"
+
+[train.data]
+truncate = true
+trajectories_per_group = 2
+
+[train.tokenizer]
+vocab_size = 400
+
+[train.model]
+d_model = 32
+n_heads = 2
+encoder_layers = 1
+decoder_layers = 1
+
+[train.sft]
+steps = 2
+
+[train.apo.optim]
+steps = 2
+
+[train.run]
+checkpoint_every = 0
+max_new_tokens = 16
+{variants}"#,
+            data.display(),
+            out.display()
+        )
+    };
+    let variants = r#"
+[[variants]]
+name = "nll-only"
+apo.loss.preference_weight = 0.0
+apo.loss.sft_weight = 1.0
+
+[[variants]]
+name = "minimal-pairs"
+negatives = "edits-2"
+apo.loss.beta = 0.5
+"#;
+    let path = root.join("pipeline.toml");
+    std::fs::write(&path, toml(variants)).unwrap();
+    let config = PipelineConfig::from_file(&path).unwrap();
+    let options = config.options(true).unwrap();
+    assert_eq!(options.variants.len(), 2);
+    assert_eq!(options.variants[0].apo.loss.preference_weight, 0.0);
+    assert_eq!(options.variants[1].apo.loss.beta, 0.5);
+    assert_eq!(
+        options.variants[1].apo.optim.steps, 2,
+        "the run's [train.apo] is kept under a variant's fields"
+    );
+    let first = run(&options).unwrap();
+    let stages: Vec<&str> = first.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["sft", "apo", "pairwise", "nll-only", "minimal-pairs"]);
+    for name in ["nll-only", "minimal-pairs"] {
+        let row = format!("{name} student");
+        assert!(first.rows.iter().any(|r| r.name == row), "{row}");
+        assert!(first.mean_accuracy.variants.contains_key(name));
+        assert!(out.join(format!("train/{name}/model.bin")).is_file());
+        assert!(out.join(format!("samples-{name}.jsonl")).is_file());
+        assert!(
+            first.comparisons.iter().any(|c| c.versus == row),
+            "the APO student is compared with {row}"
+        );
+    }
+    // Only the variant with its own negatives has its own preference sets: minimal pairs.
+    assert!(!out.join("prefs-nll-only.jsonl").exists());
+    let sets = std::fs::read_to_string(out.join("prefs-minimal-pairs.jsonl")).unwrap();
+    let mut negatives = 0;
+    for line in sets.lines() {
+        let set: serde_json::Value = serde_json::from_str(line).unwrap();
+        let rejected = set["rejected"].as_array().unwrap();
+        assert!((1..=2).contains(&rejected.len()), "{line}");
+        for r in rejected {
+            assert!(r["teacher"].as_str().unwrap().starts_with("edit:"), "{r}");
+            assert_ne!(r["text"], set["chosen"]);
+            negatives += 1;
+        }
+    }
+    assert!(negatives > 0);
+    // The variants start from stage 1's student with their own settings: different weights.
+    let digests: std::collections::BTreeSet<&str> = first
+        .stages
+        .iter()
+        .map(|s| s.weights_digest.as_str())
+        .collect();
+    assert_eq!(digests.len(), 5, "{:?}", first.stages);
+
+    let again = run(&config.options(true).unwrap()).unwrap();
+    assert_eq!(again.stages, first.stages, "a rerun keeps every variant done");
+    assert_eq!(again.mean_accuracy, first.mean_accuracy);
+
+    for (bad, field, says) in [
+        ("\n[[variants]]\nname = \"apo\"\n", "variants[0]", "not a variant name"),
+        (
+            "\n[[variants]]\nname = \"x\"\napo.loss.bogus = 1\n",
+            "variants[0]",
+            "bogus",
+        ),
+        (
+            "\n[[variants]]\nname = \"x\"\nnegatives = \"some\"\n",
+            "variants[0]",
+            "edits-K",
+        ),
+        (
+            "\n[[variants]]\nname = \"x\"\n\n[[variants]]\nname = \"x\"\n",
+            "variants[1]",
+            "a second variant",
+        ),
+        (
+            "\n[[variants]]\nname = \"x\"\napo.loss.beta = -1.0\n",
+            "variants[0]",
+            "beta",
+        ),
+    ] {
+        std::fs::write(&path, toml(bad)).unwrap();
+        match PipelineConfig::from_file(&path).unwrap_err() {
+            apo_pipeline::PipelineError::Config { field: f, message, .. } => {
+                assert_eq!(f, field, "{bad}");
+                assert!(message.contains(says), "{bad}: {message}");
+            }
+            other => panic!("{bad}: {other}"),
+        }
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
