@@ -268,7 +268,9 @@ fn minimal_pairs(
             let against = input
                 .finals
                 .iter()
-                .filter(|f| f[t].is_some_and(|p| Some(p) != consensus[t] && p != Polarity::Uncertain))
+                .filter(|f| {
+                    f[t].is_some_and(|p| Some(p) != consensus[t] && p != Polarity::Uncertain)
+                })
                 .count();
             (t, against)
         })

@@ -68,12 +68,13 @@ impl Variant {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             && !name.starts_with(['-', '.'])
-            && !name.starts_with("eval-")
-            && !name.starts_with("consensus-");
+            && !["eval-", "consensus-", "margins-"]
+                .iter()
+                .any(|p| name.starts_with(p));
         if !safe || reserved.contains(&name) {
             return Err(format!(
                 "`{name}` is not a variant name: use lowercase letters, digits, `-` and `.`, not \
-                 {} and not starting with eval- or consensus-",
+                 {} and not starting with eval-, consensus- or margins-",
                 reserved.join(", ")
             ));
         }

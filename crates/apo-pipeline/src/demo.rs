@@ -147,11 +147,7 @@ pub fn ablation(base: &apo_train::config::ApoConfig) -> Vec<crate::Variant> {
         a.loss.objective = Objective::PairwiseSigmoid;
     };
     vec![
-        variant(
-            "nll-only",
-            None,
-            with(&|a| a.loss.preference_weight = 0.0),
-        ),
+        variant("nll-only", None, with(&|a| a.loss.preference_weight = 0.0)),
         variant("apo-top-1", Some(NegativePolicy::TopK(1)), base.clone()),
         variant("apo-top-3", Some(NegativePolicy::TopK(3)), base.clone()),
         variant("apo-edits", Some(NegativePolicy::Edits(7)), base.clone()),

@@ -53,6 +53,48 @@ fn finals_of(e: &findings::Extraction) -> Vec<Option<Polarity>> {
         .collect()
 }
 
+/// The byte ranges of the sentences of `text` that state at least one of the 14 findings
+/// (present, absent or uncertain), as the findings labeler reads them, without their leading
+/// layout (a list marker such as `1.`, `-` or `*`, and a header of up to three words ending
+/// in `:` such as `Findings:`): the "finding" tokens of the reward-margin breakdown
+/// ([`apo_train::margin`]); everything else is layout.
+pub fn finding_spans(text: &str) -> Vec<(usize, usize)> {
+    let lead = |(a, b): (usize, usize)| -> (usize, usize) {
+        let mut a = a;
+        let skip_space = |a: usize| a + (text[a..b].len() - text[a..b].trim_start().len());
+        let piece = &text[a..b];
+        let digits = piece.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && matches!(piece.as_bytes().get(digits), Some(b'.' | b')')) {
+            a = skip_space(a + digits + 1);
+        } else if piece.starts_with(['-', '*', '\u{2022}']) {
+            a = skip_space(a + piece.chars().next().map_or(1, char::len_utf8));
+        }
+        let piece = &text[a..b];
+        if let Some(colon) = piece.find(':') {
+            let header = &piece[..colon];
+            let words = header.split_whitespace().count();
+            if (1..=3).contains(&words) && header.chars().all(|c| c.is_alphabetic() || c == ' ') {
+                a = skip_space(a + colon + 1);
+            }
+        }
+        (a, b)
+    };
+    let r = CxrClaims.read(text);
+    let mut stated = vec![false; r.sentences.len()];
+    for c in &r.claims {
+        if let Some(s) = stated.get_mut(c.sentence) {
+            *s = true;
+        }
+    }
+    r.sentences
+        .iter()
+        .zip(stated)
+        .filter(|(_, s)| *s)
+        .map(|(&span, _)| lead(span))
+        .filter(|(a, b)| a < b)
+        .collect()
+}
+
 impl ClaimExtractor for CxrClaims {
     fn topics(&self) -> usize {
         Finding::ALL.len()
@@ -393,4 +435,31 @@ pub fn accuracy(
 ) -> Option<cxr_max::eval::Accuracy> {
     let labels: Vec<_> = items.iter().map(|i| i.labels).collect();
     cxr_max::eval::accuracy(&labels, evaluated, |i, f| present(predict(i, f)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding sentences without their list markers and headers; sentences without a
+    /// finding are left out.
+    #[test]
+    fn finding_spans_leave_markers_headers_and_other_sentences_to_layout() {
+        let text = "Technique: PA view.\nFindings:\n1. Small left pleural effusion.\n- No \
+                    pneumothorax.\nImpression: pleural effusion.";
+        let spans: Vec<&str> = finding_spans(text)
+            .iter()
+            .map(|&(a, b)| &text[a..b])
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                "Small left pleural effusion.",
+                "No pneumothorax.",
+                "pleural effusion."
+            ]
+        );
+        assert!(finding_spans("Technique: PA view.").is_empty());
+        assert!(finding_spans("").is_empty());
+    }
 }

@@ -16,6 +16,7 @@ use apo_train::RunConfig;
 use apo_train::TrainBackend;
 use apo_train::data::Preferences;
 use apo_train::eval::{EvalReport, Generation};
+use apo_train::margin::MarginBreakdown;
 use apo_train::train::{StageReport, StepMetrics};
 use cxr_max::Finding;
 use cxr_max::dataset::Item;
@@ -146,6 +147,11 @@ pub struct PipelineResult {
     /// The APO student on counterfactual renders (one finding toggled), when the data set
     /// has them (`apo synth --counterfactuals`; the demo simulates them).
     pub counterfactuals: Option<CounterfactualReport>,
+    /// Per stage-2 student (`apo`, `pairwise`, the variants): its reward margin over the
+    /// stage-1 reference on the scored split's preference sets (at most [`MARGIN_GROUPS`]),
+    /// split into the tokens of finding sentences and the rest ([`apo_train::margin`]).
+    /// Empty for a Hugging Face student.
+    pub margins: BTreeMap<String, MarginBreakdown>,
     /// Seconds per phase.
     pub phases: BTreeMap<String, f64>,
     /// Total seconds.
@@ -254,17 +260,30 @@ pub fn run<B: TrainBackend>(
             &options.negative_weights.to_string(),
         ])
     };
-    let consensus_key_of =
-        |negatives| key(&[&labels_key_of(negatives), "positive", options.positive.name()]);
+    let consensus_key_of = |negatives| {
+        key(&[
+            &labels_key_of(negatives),
+            "positive",
+            options.positive.name(),
+        ])
+    };
     let labels_key = labels_key_of(options.negatives);
     let consensus_key = consensus_key_of(options.negatives);
-    let build = |name: &str, key: &str, policy: NegativePolicy, path: &Path| -> Result<ConsensusDone> {
-        if let Some(d) = stages.done::<ConsensusDone>(name, key).filter(|_| path.is_file()) {
+    let build_split = |name: &str,
+                       key: &str,
+                       policy: NegativePolicy,
+                       path: &Path,
+                       split: Split|
+     -> Result<ConsensusDone> {
+        if let Some(d) = stages
+            .done::<ConsensusDone>(name, key)
+            .filter(|_| path.is_file())
+        {
             return Ok(d);
         }
         stages.start(name, key)?;
         let mut build = BuildOptions::new(options.data.clone(), path.to_path_buf());
-        build.split = Some(Split::Train);
+        build.split = Some(split);
         build.method = options.method;
         build.preference.negatives = policy;
         build.preference.weighting = options.negative_weights;
@@ -280,6 +299,9 @@ pub fn run<B: TrainBackend>(
         };
         stages.finish(name, key, &d)?;
         Ok(d)
+    };
+    let build = |name: &str, key: &str, policy: NegativePolicy, path: &Path| {
+        build_split(name, key, policy, path, Split::Train)
     };
     let summary = build("consensus", &consensus_key, options.negatives, &prefs)?;
     observer.message(&format!(
@@ -468,6 +490,58 @@ pub fn run<B: TrainBackend>(
             variants.insert(v.name.clone(), table.mean(&row));
         }
     }
+    // Where the preference is won: each stage-2 student's reward margin over the stage-1
+    // reference on preference sets of the scored split, split into finding and layout tokens.
+    let mut margins = BTreeMap::new();
+    if config.student.hf.is_none() {
+        let path = out.join(format!("prefs-{eval_split}.jsonl"));
+        let held_key = key(&[&consensus_key, eval_split]);
+        let held = build_split(
+            "consensus-eval",
+            &held_key,
+            options.negatives,
+            &path,
+            options.eval_split,
+        )?;
+        if held.sets > 0 {
+            files.push(path.clone());
+            let sets = Preferences::read(&path)?;
+            let students = STAGE2
+                .iter()
+                .map(|(name, _)| ((*name).to_owned(), config.apo.loss.beta))
+                .chain(
+                    options
+                        .variants
+                        .iter()
+                        .map(|v| (v.name.clone(), v.apo.loss.beta)),
+                );
+            for (name, beta) in students {
+                let marker = format!("margins-{name}");
+                let k = key(&[&marker, MARGIN_VERSION, &train_keys[&name], &held_key]);
+                let b = match stages.done::<MarginBreakdown>(&marker, &k) {
+                    Some(b) => b,
+                    None => {
+                        stages.start(&marker, &k)?;
+                        let b = apo_train::margin::margin_breakdown_dirs::<B::InnerBackend>(
+                            &config.run.out.join(&name),
+                            &config.run.out.join("sft"),
+                            &config.run.out.join("tokenizer.json"),
+                            &sets,
+                            &test_items,
+                            config.data.truncate,
+                            beta,
+                            MARGIN_GROUPS,
+                            &crate::labels::finding_spans,
+                            device,
+                        )?;
+                        stages.finish(&marker, &k, &b)?;
+                        b
+                    }
+                };
+                margins.insert(name, b);
+            }
+        }
+    }
     // Counterfactual renders, when the data set has them: does the APO student's statement
     // of a finding follow the finding in the image?
     let manifest = options.data.join(cxr_max::sim::files::COUNTERFACTUALS);
@@ -544,6 +618,7 @@ pub fn run<B: TrainBackend>(
         stages: reports,
         comparisons: table.comparisons(config.run.seed),
         counterfactuals,
+        margins,
         phases,
         seconds: 0.0,
         files,
@@ -641,6 +716,12 @@ fn train_stage<B: TrainBackend>(
     stages.finish(name, key, &report)?;
     Ok(report)
 }
+
+/// Preference sets of the scored split in each margin breakdown.
+pub const MARGIN_GROUPS: usize = 256;
+
+/// Part of every margin breakdown's stage key: bumped when what it computes changes.
+const MARGIN_VERSION: &str = "margins-1";
 
 /// Part of every evaluation's stage key: bumped when what an evaluation records changes
 /// (the concept-head probabilities behind AUROC).
@@ -800,6 +881,35 @@ fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
             md.push_str(&format!(
                 "| {} | {} | {:.3} | {:.3} |\n",
                 c.finding, c.renders, c.flip_rate, c.follow_rate
+            ));
+        }
+    }
+    if !result.margins.is_empty() {
+        md.push_str(&format!(
+            "\nWhere the preference is won: each stage-2 student's reward margin \
+             β·Σ(log π − log π_ref) of the consensus over each negative, on {} preference sets \
+             of the {} split, split into the tokens of sentences that state a finding and the \
+             rest (layout: headers, list markers, other sentences, end of text).\n\n\
+             | student | margin | from finding tokens | from layout tokens | finding share | pairs won | won on findings | tokens (finding / layout) |\n\
+             |---|---|---|---|---|---|---|---|\n",
+            result.margins.values().next().map_or(0, |b| b.groups),
+            result.eval_split
+        ));
+        for (name, b) in &result.margins {
+            let share = if b.margin.total().abs() > 0.0 {
+                format!("{:.2}", b.margin.finding / b.margin.total())
+            } else {
+                "-".into()
+            };
+            md.push_str(&format!(
+                "| {name} | {:.3} | {:.3} | {:.3} | {share} | {:.3} | {:.3} | {:.1} / {:.1} |\n",
+                b.margin.total(),
+                b.margin.finding,
+                b.margin.layout,
+                b.accuracy,
+                b.finding_accuracy,
+                b.chosen_tokens.finding,
+                b.chosen_tokens.layout
             ));
         }
     }

@@ -324,7 +324,7 @@ impl Preferences {
 
     /// Each row with its line and the index of its image among `items` (`None` when the
     /// image is not among them).
-    fn matched<'a>(
+    pub(crate) fn matched<'a>(
         &'a self,
         items: &[Item],
     ) -> impl Iterator<Item = (usize, &'a apo_consensus::export::OursRow, Option<usize>)> {

@@ -35,6 +35,7 @@ mod fused;
 pub mod hf;
 pub mod kernels;
 pub mod lock;
+pub mod margin;
 pub mod memory;
 mod model;
 pub mod parallel;

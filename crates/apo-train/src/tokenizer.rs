@@ -133,6 +133,15 @@ impl TextTokenizer {
             .to_vec())
     }
 
+    /// Token ids of `text` (no special tokens) with each token's byte range in `text`.
+    ///
+    /// # Errors
+    /// [`TrainError::Tokenizer`].
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let e = self.inner.encode(text, false).map_err(tk_err)?;
+        Ok((e.get_ids().to_vec(), e.get_offsets().to_vec()))
+    }
+
     /// The text of `ids`, special tokens skipped.
     ///
     /// # Errors

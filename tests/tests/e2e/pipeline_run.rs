@@ -230,7 +230,10 @@ apo.loss.beta = 0.5
     );
     let first = run(&options).unwrap();
     let stages: Vec<&str> = first.stages.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(stages, ["sft", "apo", "pairwise", "nll-only", "minimal-pairs"]);
+    assert_eq!(
+        stages,
+        ["sft", "apo", "pairwise", "nll-only", "minimal-pairs"]
+    );
     for name in ["nll-only", "minimal-pairs"] {
         let row = format!("{name} student");
         assert!(first.rows.iter().any(|r| r.name == row), "{row}");
@@ -265,12 +268,39 @@ apo.loss.beta = 0.5
         .collect();
     assert_eq!(digests.len(), 5, "{:?}", first.stages);
 
+    // The margin breakdown of every stage-2 student on the scored split's preference sets.
+    let names: Vec<&str> = first.margins.keys().map(String::as_str).collect();
+    assert_eq!(names, ["apo", "minimal-pairs", "nll-only", "pairwise"]);
+    for (name, b) in &first.margins {
+        assert!(b.groups > 0 && b.pairs >= b.groups, "{name}: {b:?}");
+        assert!(
+            b.margin.total().is_finite() && b.margin.total() != 0.0,
+            "{name}: {b:?}"
+        );
+        assert!(
+            b.chosen_tokens.finding > 0.0 && b.chosen_tokens.layout >= 1.0,
+            "{name}"
+        );
+    }
+    assert_eq!(first.margins["minimal-pairs"].beta, 0.5);
+    assert!(out.join("prefs-test.jsonl").is_file());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Where the preference is won"), "{report}");
+
     let again = run(&config.options(true).unwrap()).unwrap();
-    assert_eq!(again.stages, first.stages, "a rerun keeps every variant done");
+    assert_eq!(again.margins, first.margins);
+    assert_eq!(
+        again.stages, first.stages,
+        "a rerun keeps every variant done"
+    );
     assert_eq!(again.mean_accuracy, first.mean_accuracy);
 
     for (bad, field, says) in [
-        ("\n[[variants]]\nname = \"apo\"\n", "variants[0]", "not a variant name"),
+        (
+            "\n[[variants]]\nname = \"apo\"\n",
+            "variants[0]",
+            "not a variant name",
+        ),
         (
             "\n[[variants]]\nname = \"x\"\napo.loss.bogus = 1\n",
             "variants[0]",
@@ -294,7 +324,9 @@ apo.loss.beta = 0.5
     ] {
         std::fs::write(&path, toml(bad)).unwrap();
         match PipelineConfig::from_file(&path).unwrap_err() {
-            apo_pipeline::PipelineError::Config { field: f, message, .. } => {
+            apo_pipeline::PipelineError::Config {
+                field: f, message, ..
+            } => {
                 assert_eq!(f, field, "{bad}");
                 assert!(message.contains(says), "{bad}: {message}");
             }
