@@ -276,7 +276,7 @@ fn minimal_pairs(
         })
         .collect();
     // Stable: equal counts keep topic order.
-    topics.sort_by(|a, b| b.1.cmp(&a.1));
+    topics.sort_by_key(|t| std::cmp::Reverse(t.1));
     let mut out = Vec::new();
     for (t, _) in topics {
         if out.len() == k {

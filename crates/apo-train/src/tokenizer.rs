@@ -11,6 +11,9 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::{Result, TrainError};
 
+/// Byte range `[start, end)` of each token in the encoded text.
+pub type ByteSpans = Vec<(usize, usize)>;
+
 /// Padding.
 pub const PAD: &str = "<pad>";
 /// Start of a sequence.
@@ -137,7 +140,7 @@ impl TextTokenizer {
     ///
     /// # Errors
     /// [`TrainError::Tokenizer`].
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, ByteSpans)> {
         let e = self.inner.encode(text, false).map_err(tk_err)?;
         Ok((e.get_ids().to_vec(), e.get_offsets().to_vec()))
     }
