@@ -41,6 +41,6 @@ pub use drift::{DriftOptions, DriftReport};
 pub use error::{PipelineError, Result};
 pub use labels::Labelled;
 pub use run::{
-    MeanAccuracy, Observer, PipelineResult, Quiet, STAGE2, generation, read_metrics, run,
-    write_samples,
+    MARGIN_GROUPS, MeanAccuracy, Observer, PipelineResult, Quiet, STAGE2, generation, read_metrics,
+    run, write_samples,
 };
