@@ -439,6 +439,22 @@ enum Command {
         /// (`counterfactuals/{dicom_id}/{finding}.jpg`, listed in `counterfactuals.jsonl`).
         #[arg(long)]
         counterfactuals: bool,
+        /// Share of subtle images (fainter signs; every teacher's sensitivity on them times
+        /// --subtle-sensitivity): the difficulty mix.
+        #[arg(long = "subtle-rate", default_value_t = 0.25)]
+        subtle_rate: f64,
+        /// Factor on every teacher's sensitivity on a subtle image.
+        #[arg(long = "subtle-sensitivity", default_value_t = 0.5)]
+        subtle_sensitivity: f64,
+        /// Factor on every teacher's false-positive rate on edema and pleural effusion on AP
+        /// films.
+        #[arg(long = "confounder-fp", default_value_t = 3.0)]
+        confounder_fp: f64,
+        /// Replace each teacher's drift by one change point at a seeded position where its
+        /// balanced accuracy on each Table 1 finding moves by this much up or down
+        /// (`Profiles::shifted`, seeded by --seed): a shifted world for generalisation.
+        #[arg(long = "shift-teachers")]
+        shift_teachers: Option<f64>,
         /// Write into a folder that already has files (records, tables, teachers.toml and
         /// images there are replaced).
         #[arg(long)]
@@ -493,6 +509,11 @@ enum Command {
         /// about 2.5 minutes each on 2 cores.
         #[arg(long)]
         ablation: bool,
+        /// Also simulate a generalisation data set (the teachers' drift shifted, twice the
+        /// subtle images; OUT/data-shifted) and score every student and the teachers on it;
+        /// about 2 minutes more on 2 cores.
+        #[arg(long)]
+        generalisation: bool,
         /// Print one JSON object at the end instead of the table.
         #[arg(long)]
         json: bool,
@@ -1040,6 +1061,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
             teachers,
             image_size,
             counterfactuals,
+            subtle_rate,
+            subtle_sensitivity,
+            confounder_fp,
+            shift_teachers,
             force,
             json,
         } => {
@@ -1061,12 +1086,24 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 Some(path) => cxr_max::sim::Profiles::from_file(path).map_err(|e| e.to_string())?,
                 None => cxr_max::sim::Profiles::embedded(),
             };
+            let profiles = match shift_teachers {
+                Some(shift) if !(0.0..=0.5).contains(&shift) => {
+                    return Err(format!(
+                        "--shift-teachers {shift}: expected a balanced-accuracy shift in [0, 0.5]"
+                    ));
+                }
+                Some(shift) => profiles.shifted(shift, seed),
+                None => profiles,
+            };
             let config = cxr_max::sim::SynthConfig {
                 studies,
                 seed,
                 image_size,
                 profiles,
                 counterfactuals,
+                subtle_rate,
+                subtle_sensitivity,
+                confounder_fp,
                 ..Default::default()
             };
             let start = std::time::Instant::now();
@@ -1183,6 +1220,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             pretrain_steps,
             eval_split,
             ablation,
+            generalisation,
             json,
             objectives,
         } => {
@@ -1200,6 +1238,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 pretrain_steps,
                 eval_split,
                 ablation,
+                generalisation,
             };
             let kind = device_kind(&device)?;
             let mut observer = p::CliObserver::new(!json);

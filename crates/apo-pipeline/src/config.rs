@@ -33,6 +33,9 @@ pub struct PipelineOptions {
     /// More stage-2 students, each trained from the same stage-1 student as the APO and
     /// pairwise students and scored as one more row (an ablation).
     pub variants: Vec<Variant>,
+    /// A second data set on which every trained student and the teachers are scored too
+    /// (its `eval_split`): generalisation to data no model was trained or tuned on.
+    pub generalisation: Option<PathBuf>,
 }
 
 /// A stage-2 variant: its own negatives and stage-2 settings, trained from the run's stage-1
@@ -68,13 +71,13 @@ impl Variant {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             && !name.starts_with(['-', '.'])
-            && !["eval-", "consensus-", "margins-"]
+            && !["eval-", "consensus-", "margins-", "generalisation-"]
                 .iter()
                 .any(|p| name.starts_with(p));
         if !safe || reserved.contains(&name) {
             return Err(format!(
                 "`{name}` is not a variant name: use lowercase letters, digits, `-` and `.`, not \
-                 {} and not starting with eval-, consensus- or margins-",
+                 {} and not starting with eval-, consensus-, margins- or generalisation-",
                 reserved.join(", ")
             ));
         }
@@ -147,6 +150,7 @@ impl PipelineOptions {
             resume: false,
             eval_split: cxr_max::tables::Split::Test,
             variants: Vec::new(),
+            generalisation: None,
         }
     }
 }
@@ -175,6 +179,10 @@ pub struct PipelineConfig {
     /// More stage-2 students (an ablation), each scored as one more row.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<VariantSettings>,
+    /// A second data set folder (relative paths as for `data`): every trained student and
+    /// the teachers are also scored on its `eval_split` (generalisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generalisation: Option<PathBuf>,
 }
 
 fn default_eval_split() -> String {
@@ -323,6 +331,7 @@ impl PipelineConfig {
             o.variants.push(variant);
         }
         o.resume = resume;
+        o.generalisation = self.generalisation.clone();
         o.eval_split = match self.eval_split.as_str() {
             "test" => cxr_max::tables::Split::Test,
             "validate" => cxr_max::tables::Split::Validate,
@@ -379,6 +388,18 @@ mod tests {
         }
         std::fs::write(&path, "data = \"data\"\n[train.run]\nseed = 3\n").unwrap();
         assert_eq!(PipelineConfig::from_file(&path).unwrap().train.run.seed, 3);
+        // A generalisation data set is scored as well; none by default.
+        let options = PipelineConfig::from_file(&path)
+            .unwrap()
+            .options(false)
+            .unwrap();
+        assert_eq!(options.generalisation, None);
+        std::fs::write(&path, "data = \"data\"\ngeneralisation = \"shifted\"\n").unwrap();
+        let options = PipelineConfig::from_file(&path)
+            .unwrap()
+            .options(false)
+            .unwrap();
+        assert_eq!(options.generalisation, Some(PathBuf::from("shifted")));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

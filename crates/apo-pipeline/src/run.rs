@@ -152,12 +152,155 @@ pub struct PipelineResult {
     /// split into the tokens of finding sentences and the rest ([`apo_train::margin`]).
     /// Empty for a Hugging Face student.
     pub margins: BTreeMap<String, MarginBreakdown>,
+    /// The students and the teachers scored on the generalisation data set, when the run
+    /// has one ([`PipelineOptions::generalisation`]).
+    pub generalisation: Option<Generalisation>,
     /// Seconds per phase.
     pub phases: BTreeMap<String, f64>,
     /// Total seconds.
     pub seconds: f64,
     /// Files written.
     pub files: Vec<PathBuf>,
+}
+
+/// The trained students, and the teachers, on a data set none of them was trained or tuned
+/// on (the paper's generalisation check; the demo simulates it with shifted teacher drift and
+/// twice the share of subtle images).
+#[derive(Debug, Clone, Serialize)]
+pub struct Generalisation {
+    /// The data set folder.
+    pub data: PathBuf,
+    /// The split scored (the run's `eval_split`).
+    pub eval_split: String,
+    /// Images scored.
+    pub images: usize,
+    /// Every row: the teachers, the majority vote, the Dawid-Skene consensus fitted on this
+    /// data set, the floors, and every student of the run.
+    pub rows: Vec<RowSummary>,
+    /// The APO student against every other row, paired over these images.
+    pub comparisons: Vec<Comparison>,
+    /// Files written (`OUT/generalisation/samples-STAGE.jsonl`).
+    pub files: Vec<PathBuf>,
+}
+
+/// What a scoring pass outside the main evaluation needs of the run.
+struct Scope<'a> {
+    options: &'a PipelineOptions,
+    config: &'a RunConfig,
+    stages: &'a StageCache,
+    train_keys: &'a BTreeMap<String, String>,
+    decoding: &'a str,
+    evaluated: &'a [Finding],
+}
+
+/// Scores every student of the run, and the teachers, on the `eval_split` of the data set
+/// `dir`; each student's evaluation is cached under its training key and the data set's.
+fn generalise<B: TrainBackend>(
+    scope: &Scope<'_>,
+    dir: &Path,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<(Generalisation, Table)> {
+    let options = scope.options;
+    let (dataset, check) = options.train.data.source().open(dir)?;
+    observer.message(&format!(
+        "generalisation data {}: {} records read, {} kept, {} problems",
+        dir.display(),
+        check.records.read,
+        check.records.kept,
+        check.problems.len()
+    ));
+    let items = &dataset.items;
+    let split = options.eval_split;
+    let scored: Vec<Item> = items
+        .iter()
+        .filter(|i| i.split == Some(split))
+        .cloned()
+        .collect();
+    if scored.is_empty() {
+        return Err(PipelineError::Empty {
+            dir: dir.to_path_buf(),
+            split: Some(split.name().to_owned()),
+        });
+    }
+    let labelled = Labelled::read(items);
+    let majority = crate::drift::majority(items, &labelled)?;
+    let mut table = teacher_table(items, &labelled, &majority, scope.evaluated, split)?;
+    let data_key = data_key(dir)?;
+    let folder = options.out.join("generalisation");
+    std::fs::create_dir_all(&folder).map_err(PipelineError::io(&folder))?;
+    let mut files = Vec::new();
+    let students = ["sft", "pairwise", "apo"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(options.variants.iter().map(|v| v.name.clone()));
+    for stage in students {
+        let name = format!("generalisation-eval-{stage}");
+        let k = key(&[
+            &name,
+            EVAL_VERSION,
+            &scope.train_keys[&stage],
+            scope.decoding,
+            &data_key,
+            split.name(),
+        ]);
+        let report = match scope.stages.done::<EvalReport>(&name, &k) {
+            Some(r) => r,
+            None => {
+                scope.stages.start(&name, &k)?;
+                let r = evaluate::<B>(scope.config, &stage, &scored, scope.evaluated, device)?;
+                scope.stages.finish(&name, &k, &r)?;
+                r
+            }
+        };
+        let samples = folder.join(format!("samples-{stage}.jsonl"));
+        write_samples(&samples, &report)?;
+        files.push(samples);
+        if report.accuracy.is_some() {
+            let row = student_row(&stage);
+            let (predictions, confidence) = table.test.read(&report);
+            table.push(row.clone(), RowKind::Student, predictions, confidence);
+            table.set_inconsistent(
+                &row,
+                inconsistency(report.samples.iter().map(|s| s.text.as_str())),
+            );
+            if stage == "apo"
+                && let Some((predictions, confidence)) = table.test.concept_calls(&report, 0.5)
+            {
+                table.push(
+                    concept_row(&stage),
+                    RowKind::Baseline,
+                    predictions,
+                    Some(confidence),
+                );
+            }
+        }
+    }
+    let g = Generalisation {
+        data: dir.to_path_buf(),
+        eval_split: split.name().to_owned(),
+        images: scored.len(),
+        rows: table.summaries(),
+        comparisons: table.comparisons(scope.config.run.seed),
+        files,
+    };
+    let ba = |r: &crate::table::Row| {
+        r.scores
+            .summary
+            .balanced_accuracy
+            .map_or("-".to_owned(), |b| format!("{b:.3}"))
+    };
+    if let Some(apo) = table.row(&student_row("apo")) {
+        observer.message(&format!(
+            "generalisation: APO student balanced accuracy {} on {} images (best teacher {})",
+            ba(apo),
+            g.images,
+            table
+                .best_teacher()
+                .map_or("-".to_owned(), |t| format!("{} {}", t.name, ba(t)))
+        ));
+    }
+    Ok((g, table))
 }
 
 /// The stage-2 runs of the pipeline: the APO student and the pairwise baseline.
@@ -586,6 +729,27 @@ pub fn run<B: TrainBackend>(
     }
     phase("eval", t);
 
+    // Generalisation: the trained students, and the teachers, on another data set (e.g.
+    // simulated with shifted teacher drift and another difficulty mix); nothing trains on it.
+    let generalisation = match &options.generalisation {
+        Some(dir) => {
+            let t = Instant::now();
+            let scope = Scope {
+                options,
+                config: &config,
+                stages: &stages,
+                train_keys: &train_keys,
+                decoding: &decoding,
+                evaluated: &evaluated,
+            };
+            let (g, gen_table) = generalise::<B>(&scope, dir, device, observer)?;
+            files.extend(g.files.iter().cloned());
+            phase("generalisation", t);
+            Some((g, gen_table))
+        }
+        None => None,
+    };
+
     let teachers: BTreeMap<String, f64> = table
         .of_kind(RowKind::Teacher)
         .map(|r| (r.name.clone(), r.accuracy.mean))
@@ -619,6 +783,7 @@ pub fn run<B: TrainBackend>(
         comparisons: table.comparisons(config.run.seed),
         counterfactuals,
         margins,
+        generalisation: generalisation.as_ref().map(|(g, _)| g.clone()),
         phases,
         seconds: 0.0,
         files,
@@ -626,7 +791,8 @@ pub fn run<B: TrainBackend>(
     let drawn = observer.results(&result, &table, out)?;
     result.files.extend(drawn);
     let report = out.join("report.md");
-    std::fs::write(&report, render_report(&result, &table, out))
+    let gen_table = generalisation.as_ref().map(|(_, t)| t);
+    std::fs::write(&report, render_report(&result, &table, gen_table, out))
         .map_err(PipelineError::io(&report))?;
     result.files.push(report);
     let text = out.join("table.txt");
@@ -847,7 +1013,12 @@ pub fn read_metrics(path: &Path) -> Vec<StepMetrics> {
         .unwrap_or_default()
 }
 
-fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
+fn render_report(
+    result: &PipelineResult,
+    table: &Table,
+    generalisation: Option<&Table>,
+    out: &Path,
+) -> String {
     let mut md = String::from("# APO pipeline report\n\n");
     md.push_str(&format!(
         "Scored images ({} split): {}. Training images: {}. Preference sets: {}.\n\n",
@@ -911,6 +1082,21 @@ fn render_report(result: &PipelineResult, table: &Table, out: &Path) -> String {
                 b.chosen_tokens.finding,
                 b.chosen_tokens.layout
             ));
+        }
+    }
+    if let (Some(g), Some(gen_table)) = (&result.generalisation, generalisation) {
+        md.push_str(&format!(
+            "\n## Generalisation\n\nThe same students, and the teachers, on the {} split of \
+             `{}` ({} images): a data set no model of this run was trained or tuned on (the \
+             consensus row is Dawid-Skene fitted on it).\n\n",
+            g.eval_split,
+            g.data.display(),
+            g.images
+        ));
+        md.push_str(&gen_table.render_markdown());
+        if !g.comparisons.is_empty() {
+            md.push_str("\nThe APO student against every other row on these images:\n\n");
+            md.push_str(&render_comparisons(&g.comparisons));
         }
     }
     md.push_str(

@@ -62,6 +62,7 @@ fn tiny_demo_writes_every_artefact() {
         sft_steps: 3,
         apo_steps: 2,
         pretrain_steps: 2,
+        generalisation: true,
         ..DemoOptions::default()
     };
     let mut seen = Recorder::default();
@@ -243,8 +244,10 @@ fn tiny_demo_writes_every_artefact() {
         "comparisons in results.json"
     );
     // `apo label`'s library function on the samples recounts the student rows exactly.
-    recount(&out, row("apo student"), "samples-apo.jsonl");
+    let data = out.join("data");
+    recount(&data, &out, row("apo student"), "samples-apo.jsonl");
     recount(
+        &data,
         &out,
         row("apo, shuffled images"),
         "samples-apo-shuffled.jsonl",
@@ -272,12 +275,50 @@ fn tiny_demo_writes_every_artefact() {
     assert!(report.contains("| apo student |") && report.contains("GPT-5"));
     assert!(report.contains("| APO student vs |") && report.contains("| pairwise student |"));
     assert!(report.contains("Balanced accuracy") && report.contains("| apo, shuffled images |"));
+    // Generalisation: the three students and the seven teachers on the test split of the
+    // shifted data set, each student's counts recounted from its samples against that data
+    // set's labels; its teachers carry one change point each, as `Profiles::shifted` draws it.
+    let g = r.generalisation.as_ref().expect("generalisation scored");
+    let shifted = out.join("data-shifted");
+    assert_eq!(g.data, shifted);
+    assert_eq!(g.images, test_labels(&shifted).len());
+    assert!(g.images > 0);
+    let grows = results["generalisation"]["rows"].as_array().unwrap();
+    let gkinds: Vec<&str> = grows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    for (kind, n) in [
+        ("teacher", 7),
+        ("aggregate", 2),
+        ("baseline", 3),
+        ("student", 3),
+    ] {
+        assert_eq!(gkinds.iter().filter(|k| **k == kind).count(), n, "{kind}");
+    }
+    assert_eq!(g.comparisons.len(), (grows.len() - 1) * 3);
+    let grow = |name: &str| grows.iter().find(|r| r["name"] == name).unwrap();
+    let gdir = out.join("generalisation");
+    for stage in ["sft", "pairwise", "apo"] {
+        recount(
+            &shifted,
+            &gdir,
+            grow(&format!("{stage} student")),
+            &format!("samples-{stage}.jsonl"),
+        );
+    }
+    let profiles = cxr_max::sim::Profiles::from_file(&shifted.join("teachers.toml")).unwrap();
+    assert_eq!(
+        profiles,
+        cxr_max::sim::Profiles::embedded().shifted(
+            apo_pipeline::demo::GENERALISATION_SHIFT,
+            1 + apo_pipeline::demo::GENERALISATION_SEED_OFFSET
+        )
+    );
+    assert!(report.contains("## Generalisation") && report.contains("data-shifted"));
     std::fs::remove_dir_all(&out).ok();
 }
 
 /// Labels a samples file as `apo label` does and recounts TP, FP, FN, TN and the statement-less
 /// images of `row` on every finding against the data set's test labels.
-fn recount(out: &Path, row: &serde_json::Value, samples: &str) {
+fn recount(data: &Path, out: &Path, row: &serde_json::Value, samples: &str) {
     let path = out.join(samples);
     let input = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
     let mut csv = Vec::new();
@@ -288,7 +329,7 @@ fn recount(out: &Path, row: &serde_json::Value, samples: &str) {
     };
     let summary = label_reports(input, &path, &options, &Labeler::default(), &mut csv).unwrap();
     assert!(summary.rejected.is_empty() && summary.labelled > 0);
-    let labels = test_labels(&out.join("data"));
+    let labels = test_labels(data);
     let text = String::from_utf8(csv).unwrap();
     for f in Finding::ALL {
         let (mut tp, mut fp, mut fn_, mut tn, mut none) = (0, 0, 0, 0, 0);

@@ -970,3 +970,59 @@ fn consensus_votes_glad_and_mace() {
         std::fs::remove_file(&skills).ok();
     }
 }
+
+/// `apo synth --shift-teachers --subtle-rate`: the teachers written with the data set are the
+/// embedded ones shifted as `Profiles::shifted` draws them for the seed, the difficulty mix
+/// follows the flag, and out-of-range values are refused with the flag named.
+#[test]
+fn synth_shifts_the_teachers_and_the_difficulty_mix() {
+    let root = std::env::temp_dir().join(format!("apo-cli-synth-shift-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let run = |name: &str, extra: &[&str]| {
+        let out = root.join(name);
+        let mut args = vec![
+            "synth",
+            "--out",
+            out.to_str().unwrap(),
+            "--studies",
+            "200",
+            "--image-size",
+            "16",
+            "--seed",
+            "5",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = apo(&args, "");
+        (code, stdout, stderr, out)
+    };
+    let (code, stdout, stderr, out) = run(
+        "shifted",
+        &["--shift-teachers", "0.1", "--subtle-rate", "0.75"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let subtle = summary["subtle"].as_u64().unwrap();
+    assert!((120..=180).contains(&subtle), "{subtle} of 200 subtle");
+    let written = cxr_max::sim::Profiles::from_file(&out.join("teachers.toml")).unwrap();
+    assert_eq!(written, cxr_max::sim::Profiles::embedded().shifted(0.1, 5));
+    let (code, stdout, stderr, out) = run("plain", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(summary["subtle"].as_u64().unwrap() < 80);
+    let written = cxr_max::sim::Profiles::from_file(&out.join("teachers.toml")).unwrap();
+    assert_eq!(written, cxr_max::sim::Profiles::embedded());
+    for (name, flags, says) in [
+        (
+            "bad-shift",
+            ["--shift-teachers", "0.7"],
+            "--shift-teachers 0.7",
+        ),
+        ("bad-subtle", ["--subtle-rate", "1.5"], "subtle_rate = 1.5"),
+    ] {
+        let (code, _, stderr, _) = run(name, &flags);
+        assert_ne!(code, 0, "{name}");
+        assert!(stderr.contains(says), "{name}: {stderr}");
+    }
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -106,6 +106,7 @@ fn empty_result() -> PipelineResult {
         stages: Vec::new(),
         comparisons: Vec::new(),
         margins: BTreeMap::new(),
+        generalisation: None,
         phases: BTreeMap::new(),
         seconds: 0.0,
         files: Vec::new(),

@@ -433,6 +433,65 @@ impl Profiles {
         }
         Ok(profiles)
     }
+
+    /// The same teachers with their drift shifted: a world to test generalisation in.
+    ///
+    /// Each teacher keeps its style, refusal and mention rates and its rates at the start of
+    /// the stream, but its own drift segments are replaced by one change point at a seeded
+    /// position in `[0.2, 0.8)` of the stream, from which its balanced accuracy on each Table 1
+    /// finding moves by `shift` up or down (a seeded sign per teacher and finding; clamped to
+    /// `[0.5, 0.98]`) with the tilt between sensitivity and specificity kept
+    /// ([`rates_from_balanced_accuracy`]). `shift = 0` keeps every rate and only moves the
+    /// drift away. The result is a function of `self`, `shift` and `seed`, and parses back
+    /// through [`Profiles::parse`] (it is what `apo synth --shift-teachers` writes to
+    /// `teachers.toml`).
+    ///
+    /// # Examples
+    /// ```
+    /// use cxr_max::Finding;
+    /// use cxr_max::sim::Profiles;
+    /// let base = Profiles::embedded();
+    /// let shifted = base.shifted(0.1, 7);
+    /// let t = &shifted.teacher[0];
+    /// assert_eq!(t.drift.len(), 1);
+    /// let at = t.drift[0].at;
+    /// let (before, after) = (t.rates_at(Finding::Edema, 0.0), t.rates_at(Finding::Edema, at));
+    /// assert_eq!(before, base.teacher[0].rates_at(Finding::Edema, 0.0));
+    /// assert!((after.balanced_accuracy() - before.balanced_accuracy()).abs() > 0.05);
+    /// ```
+    pub fn shifted(&self, shift: f64, seed: u64) -> Profiles {
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        let teacher = self
+            .teacher
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut rng = crate::rng::Rng::substream(seed ^ 0x5348_4946_5445_4400, i as u64);
+                let at = round(rng.range(0.2, 0.8));
+                let mut segment = DriftSegment {
+                    at,
+                    ..Default::default()
+                };
+                let mut base = t.clone();
+                base.drift.clear();
+                for f in Finding::TABLE1 {
+                    let r = base.rates_at(f, 0.0);
+                    let tilt = (r.sensitivity - r.specificity) / 2.0;
+                    let sign = if rng.bernoulli(0.5) { 1.0 } else { -1.0 };
+                    let b = (r.balanced_accuracy() + sign * shift).clamp(0.5, 0.98);
+                    let moved = rates_from_balanced_accuracy(b, tilt);
+                    let name = f.column_name().to_owned();
+                    segment
+                        .sensitivity
+                        .insert(name.clone(), round(moved.sensitivity));
+                    segment.specificity.insert(name, round(moved.specificity));
+                }
+                base.drift = vec![segment];
+                base
+            })
+            .collect();
+        Profiles { teacher }
+    }
 }
 
 #[cfg(test)]
@@ -742,5 +801,64 @@ default_specificity = 0.55
             full.push_str(&format!("\"{}\" = 0.7\n", f.column_name()));
         }
         assert!(Profiles::parse(&full, Path::new("x.toml")).is_ok());
+    }
+
+    /// `shifted`: one change point per teacher at its seeded position, the Table 1 rates
+    /// moved by exactly `shift` in balanced accuracy (or to the clamp) with the tilt kept,
+    /// every other rate and the stream's start unchanged; deterministic in the seed; written
+    /// as TOML it parses back to itself.
+    #[test]
+    fn shifted_profiles_move_the_drift_and_parse_back() {
+        let base = Profiles::embedded();
+        let shifted = base.shifted(0.12, 3);
+        assert_eq!(shifted, base.shifted(0.12, 3));
+        assert_ne!(shifted, base.shifted(0.12, 4));
+        let mut signs = [0usize; 2];
+        for (t, b) in shifted.teacher.iter().zip(&base.teacher) {
+            assert_eq!((&t.name, t.style), (&b.name, b.style));
+            assert_eq!(t.drift.len(), 1);
+            let at = t.drift[0].at;
+            assert!((0.2..0.8).contains(&at), "{at}");
+            for f in Finding::ALL {
+                assert_eq!(t.rates_at(f, 0.0), b.rates_at(f, 0.0), "{} {f}", t.name);
+                let (start, moved) = (t.rates_at(f, 0.0), t.rates_at(f, at));
+                if !Finding::TABLE1.contains(&f) {
+                    assert_eq!(moved, start, "{} {f}", t.name);
+                    continue;
+                }
+                let (b, m) = (start.balanced_accuracy(), moved.balanced_accuracy());
+                let near = |x: f64| (m - x.clamp(0.5, 0.98)).abs() < 1.5e-3;
+                assert!(
+                    near(b + 0.12) || near(b - 0.12),
+                    "{} {f}: {start:?} -> {moved:?}",
+                    t.name
+                );
+                let tilt = |r: Rates| r.sensitivity - r.specificity;
+                if tilt(start).abs() < 2.0 * (0.99 - m) {
+                    assert!((tilt(moved) - tilt(start)).abs() < 2e-3, "{} {f}", t.name);
+                }
+                if (m - b).abs() > 0.01 {
+                    signs[usize::from(m > b)] += 1;
+                }
+                assert!((0.0..=1.0).contains(&moved.sensitivity));
+                assert!((0.0..=1.0).contains(&moved.specificity));
+            }
+        }
+        // Both directions occur among the 35 (teacher, finding) pairs.
+        assert!(signs[0] > 5 && signs[1] > 5, "{signs:?}");
+        let text = toml::to_string(&shifted).unwrap();
+        assert_eq!(
+            Profiles::parse(&text, Path::new("s.toml")).unwrap(),
+            shifted
+        );
+        // No shift: the rates stay, only the drift moves.
+        let still = base.shifted(0.0, 3);
+        for (t, b) in still.teacher.iter().zip(&base.teacher) {
+            for f in Finding::TABLE1 {
+                let (r, s) = (t.rates_at(f, 0.9), b.rates_at(f, 0.0));
+                assert!((r.sensitivity - s.sensitivity).abs() < 1e-3, "{}", t.name);
+                assert!((r.specificity - s.specificity).abs() < 1e-3, "{}", t.name);
+            }
+        }
     }
 }
