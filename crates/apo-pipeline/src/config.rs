@@ -36,6 +36,10 @@ pub struct PipelineOptions {
     /// A second data set on which every trained student and the teachers are scored too
     /// (its `eval_split`): generalisation to data no model was trained or tuned on.
     pub generalisation: Option<PathBuf>,
+    /// The pairwise baseline's stage-2 configuration (`None`: the run's `[train.apo]` with
+    /// the pairwise-sigmoid objective), so that β and the learning rate can be chosen per
+    /// objective; its objective is always pairwise-sigmoid.
+    pub pairwise: Option<apo_train::config::ApoConfig>,
 }
 
 /// A stage-2 variant: its own negatives and stage-2 settings, trained from the run's stage-1
@@ -81,16 +85,23 @@ impl Variant {
                 reserved.join(", ")
             ));
         }
-        let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
-        let over = serde_json::to_value(overrides).map_err(|e| e.to_string())?;
-        merge(&mut value, over);
-        let apo = serde_json::from_value(value).map_err(|e| format!("apo: {e}"))?;
         Ok(Variant {
             name: name.to_owned(),
             negatives,
-            apo,
+            apo: merged(base, overrides)?,
         })
     }
+}
+
+/// `overrides` (a `[train.apo]`-shaped table) merged over `base` field by field.
+fn merged(
+    base: &apo_train::config::ApoConfig,
+    overrides: &toml::Table,
+) -> std::result::Result<apo_train::config::ApoConfig, String> {
+    let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    let over = serde_json::to_value(overrides).map_err(|e| e.to_string())?;
+    merge(&mut value, over);
+    serde_json::from_value(value).map_err(|e| format!("apo: {e}"))
 }
 
 /// `over` merged into `value`: objects field by field, anything else replaced.
@@ -151,6 +162,7 @@ impl PipelineOptions {
             eval_split: cxr_max::tables::Split::Test,
             variants: Vec::new(),
             generalisation: None,
+            pairwise: None,
         }
     }
 }
@@ -183,6 +195,11 @@ pub struct PipelineConfig {
     /// the teachers are also scored on its `eval_split` (generalisation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generalisation: Option<PathBuf>,
+    /// Fields of `[train.apo]` to change for the pairwise baseline only (as `[[variants]]`
+    /// take them: `loss.beta`, `optim.learning_rate`, ...): β and learning rate per
+    /// objective. The objective stays pairwise-sigmoid.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub pairwise: toml::Table,
 }
 
 fn default_eval_split() -> String {
@@ -332,6 +349,18 @@ impl PipelineConfig {
         }
         o.resume = resume;
         o.generalisation = self.generalisation.clone();
+        if !self.pairwise.is_empty() {
+            let bad = |message: String| PipelineError::Config {
+                path: path.to_path_buf(),
+                field: "pairwise".into(),
+                message,
+            };
+            let apo = merged(&self.train.apo, &self.pairwise).map_err(&bad)?;
+            let mut check = self.train.clone();
+            check.apo = apo.clone();
+            check.validate().map_err(|e| bad(e.to_string()))?;
+            o.pairwise = Some(apo);
+        }
         o.eval_split = match self.eval_split.as_str() {
             "test" => cxr_max::tables::Split::Test,
             "validate" => cxr_max::tables::Split::Validate,
@@ -400,6 +429,28 @@ mod tests {
             .options(false)
             .unwrap();
         assert_eq!(options.generalisation, Some(PathBuf::from("shifted")));
+        assert_eq!(options.pairwise, None);
+        // The pairwise baseline's own β, over the run's stage 2; a bad field is named.
+        std::fs::write(
+            &path,
+            "data = \"data\"\n[train.apo.loss]\nbeta = 0.2\n[pairwise.loss]\nbeta = 0.5\n",
+        )
+        .unwrap();
+        let options = PipelineConfig::from_file(&path)
+            .unwrap()
+            .options(false)
+            .unwrap();
+        let pairwise = options.pairwise.unwrap();
+        assert_eq!(
+            (options.train.apo.loss.beta, pairwise.loss.beta),
+            (0.2, 0.5)
+        );
+        assert_eq!(pairwise.optim, options.train.apo.optim);
+        std::fs::write(&path, "data = \"data\"\n[pairwise.loss]\nbeta = -1.0\n").unwrap();
+        match PipelineConfig::from_file(&path).unwrap_err() {
+            PipelineError::Config { field, .. } => assert_eq!(field, "pairwise"),
+            other => panic!("{other}"),
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

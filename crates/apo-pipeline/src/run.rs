@@ -492,9 +492,14 @@ pub fn run<B: TrainBackend>(
         let t = Instant::now();
         observer.message(&format!("stage 2: {name} ({objective})"));
         let mut c = config.clone();
+        if objective == Objective::PairwiseSigmoid
+            && let Some(apo) = &options.pairwise
+        {
+            c.apo = apo.clone();
+        }
         c.apo.loss = LossConfig {
             objective,
-            ..config.apo.loss.clone()
+            ..c.apo.loss.clone()
         };
         let k = key(&[name, &sft_key, &consensus_key, &json(&c.apo)]);
         train_keys.insert(name.to_owned(), k.clone());
@@ -651,7 +656,13 @@ pub fn run<B: TrainBackend>(
             let sets = Preferences::read(&path)?;
             let students = STAGE2
                 .iter()
-                .map(|(name, _)| ((*name).to_owned(), config.apo.loss.beta))
+                .map(|&(name, objective)| {
+                    let beta = match (&options.pairwise, objective) {
+                        (Some(p), Objective::PairwiseSigmoid) => p.loss.beta,
+                        _ => config.apo.loss.beta,
+                    };
+                    (name.to_owned(), beta)
+                })
                 .chain(
                     options
                         .variants
