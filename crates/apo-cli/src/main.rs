@@ -711,7 +711,7 @@ fn main() -> ExitCode {
             "\nThe main job is `apo demo` (or `cargo run --release -- demo`): it simulates {} studies \
              with the seven default teachers and runs the whole method on them (drift report, \
              consensus, stage 1, stage 2 with Plackett-Luce and pairwise DPO, evaluation). It \
-             takes 10-15 minutes on 2 cores with a release build and writes about 200 MB to \
+             takes 15-20 minutes on 2 cores with a release build and writes about 200 MB to \
              runs/demo (report.md, results.json, table.txt, plots; the simulated data set is \
              170 MB of it). `apo demo --help` lists its settings.",
             apo_pipeline::demo::DEFAULT_STUDIES

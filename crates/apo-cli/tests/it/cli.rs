@@ -467,7 +467,7 @@ fn bare_apo_prints_usage_and_the_demo_cost() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("10-15 minutes") && stdout.contains("runs/demo"),
+        stdout.contains("15-20 minutes") && stdout.contains("runs/demo"),
         "{stdout}"
     );
     assert!(!dir.join("runs").exists(), "nothing was started");
