@@ -292,12 +292,12 @@ impl Default for DemoOptions {
     }
 }
 
-/// Simulates the demo's data set into `OUT/data` (replacing an earlier simulation there).
-///
-/// # Errors
-/// Simulation and file errors.
-pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
-    let data = options.out.join("data");
+/// `OUT/NAME`, emptied of an earlier simulation, and the demo's teacher profiles.
+fn fresh(
+    options: &DemoOptions,
+    name: &str,
+) -> Result<(std::path::PathBuf, cxr_max::sim::Profiles)> {
+    let data = options.out.join(name);
     if data.exists() {
         std::fs::remove_dir_all(&data).map_err(PipelineError::io(&data))?;
     }
@@ -305,6 +305,15 @@ pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
         Some(p) => cxr_max::sim::Profiles::from_file(p)?,
         None => cxr_max::sim::Profiles::embedded(),
     };
+    Ok((data, profiles))
+}
+
+/// Simulates the demo's data set into `OUT/data` (replacing an earlier simulation there).
+///
+/// # Errors
+/// Simulation and file errors.
+pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
+    let (data, profiles) = fresh(options, "data")?;
     cxr_max::sim::synthesize(
         &data,
         &cxr_max::sim::SynthConfig {
@@ -327,15 +336,8 @@ pub fn simulate(options: &DemoOptions) -> Result<std::path::PathBuf> {
 /// # Errors
 /// Simulation and file errors.
 pub fn simulate_shifted(options: &DemoOptions) -> Result<std::path::PathBuf> {
-    let data = options.out.join("data-shifted");
-    if data.exists() {
-        std::fs::remove_dir_all(&data).map_err(PipelineError::io(&data))?;
-    }
+    let (data, profiles) = fresh(options, "data-shifted")?;
     let seed = options.seed.wrapping_add(GENERALISATION_SEED_OFFSET);
-    let profiles = match &options.teachers {
-        Some(p) => cxr_max::sim::Profiles::from_file(p)?,
-        None => cxr_max::sim::Profiles::embedded(),
-    };
     cxr_max::sim::synthesize(
         &data,
         &cxr_max::sim::SynthConfig {
