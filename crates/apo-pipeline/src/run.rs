@@ -183,6 +183,50 @@ pub struct Generalisation {
     pub files: Vec<PathBuf>,
 }
 
+/// The evaluation recorded as stage `name` under `key`, or `eval`'s, recorded.
+fn cached(
+    stages: &StageCache,
+    name: &str,
+    key: &str,
+    eval: impl FnOnce() -> Result<EvalReport>,
+) -> Result<EvalReport> {
+    if let Some(r) = stages.done::<EvalReport>(name, key) {
+        return Ok(r);
+    }
+    stages.start(name, key)?;
+    let r = eval()?;
+    stages.finish(name, key, &r)?;
+    Ok(r)
+}
+
+/// Adds `stage`'s student to `table` from its evaluation (its row, its texts'
+/// inconsistency, and for the APO student its concept head written as a template: an
+/// engineering reference next to the student's own text); false when the report has no
+/// scores.
+fn push_student(table: &mut Table, stage: &str, report: &EvalReport) -> bool {
+    if report.accuracy.is_none() {
+        return false;
+    }
+    let row = student_row(stage);
+    let (predictions, confidence) = table.test.read(report);
+    table.push(row.clone(), RowKind::Student, predictions, confidence);
+    table.set_inconsistent(
+        &row,
+        inconsistency(report.samples.iter().map(|s| s.text.as_str())),
+    );
+    if stage == "apo"
+        && let Some((predictions, confidence)) = table.test.concept_calls(report, 0.5)
+    {
+        table.push(
+            concept_row(stage),
+            RowKind::Baseline,
+            predictions,
+            Some(confidence),
+        );
+    }
+    true
+}
+
 /// What a scoring pass outside the main evaluation needs of the run.
 struct Scope<'a> {
     options: &'a PipelineOptions,
@@ -244,37 +288,13 @@ fn generalise<B: TrainBackend>(
             &data_key,
             split.name(),
         ]);
-        let report = match scope.stages.done::<EvalReport>(&name, &k) {
-            Some(r) => r,
-            None => {
-                scope.stages.start(&name, &k)?;
-                let r = evaluate::<B>(scope.config, &stage, &scored, scope.evaluated, device)?;
-                scope.stages.finish(&name, &k, &r)?;
-                r
-            }
-        };
+        let report = cached(scope.stages, &name, &k, || {
+            evaluate::<B>(scope.config, &stage, &scored, scope.evaluated, device)
+        })?;
         let samples = folder.join(format!("samples-{stage}.jsonl"));
         write_samples(&samples, &report)?;
         files.push(samples);
-        if report.accuracy.is_some() {
-            let row = student_row(&stage);
-            let (predictions, confidence) = table.test.read(&report);
-            table.push(row.clone(), RowKind::Student, predictions, confidence);
-            table.set_inconsistent(
-                &row,
-                inconsistency(report.samples.iter().map(|s| s.text.as_str())),
-            );
-            if stage == "apo"
-                && let Some((predictions, confidence)) = table.test.concept_calls(&report, 0.5)
-            {
-                table.push(
-                    concept_row(&stage),
-                    RowKind::Baseline,
-                    predictions,
-                    Some(confidence),
-                );
-            }
-        }
+        push_student(&mut table, &stage, &report);
     }
     let g = Generalisation {
         data: dir.to_path_buf(),
@@ -479,6 +499,8 @@ pub fn run<B: TrainBackend>(
     sft_only.apo = Default::default();
     let sft_key = key(&["sft", &labels_key, &json(&sft_only)]);
     let mut train_keys = BTreeMap::new();
+    // Each stage-2 student's β, for its margin breakdown.
+    let mut betas: BTreeMap<String, f64> = BTreeMap::new();
     train_keys.insert("sft".to_owned(), sft_key.clone());
     let data = StageData {
         items: &train_items,
@@ -503,6 +525,7 @@ pub fn run<B: TrainBackend>(
         };
         let k = key(&[name, &sft_key, &consensus_key, &json(&c.apo)]);
         train_keys.insert(name.to_owned(), k.clone());
+        betas.insert(name.to_owned(), c.apo.loss.beta);
         reports.push(train_stage::<B>(
             &stages,
             name,
@@ -544,6 +567,7 @@ pub fn run<B: TrainBackend>(
         };
         let k = key(&[&v.name, &sft_key, &v_consensus_key, &json(&c.apo)]);
         train_keys.insert(v.name.clone(), k.clone());
+        betas.insert(v.name.clone(), c.apo.loss.beta);
         let data = StageData {
             items: &train_items,
             preferences: own.as_ref().unwrap_or(&preferences),
@@ -576,13 +600,9 @@ pub fn run<B: TrainBackend>(
             &decoding,
             eval_split,
         ]);
-        if let Some(r) = stages.done::<EvalReport>(name, &k) {
-            return Ok(r);
-        }
-        stages.start(name, &k)?;
-        let r = evaluate::<B>(&config, stage, items, &evaluated, device)?;
-        stages.finish(name, &k, &r)?;
-        Ok(r)
+        cached(&stages, name, &k, || {
+            evaluate::<B>(&config, stage, items, &evaluated, device)
+        })
     };
     let mut test_images = 0;
     let mut apo_report = None;
@@ -591,31 +611,7 @@ pub fn run<B: TrainBackend>(
         let samples = out.join(format!("samples-{stage}.jsonl"));
         write_samples(&samples, &report)?;
         files.push(samples);
-        if report.accuracy.is_some() {
-            let (predictions, confidence) = table.test.read(&report);
-            table.push(
-                student_row(stage),
-                RowKind::Student,
-                predictions,
-                confidence,
-            );
-            table.set_inconsistent(
-                &student_row(stage),
-                inconsistency(report.samples.iter().map(|s| s.text.as_str())),
-            );
-            // What the APO student's concept head knows, written as a template report: an
-            // engineering reference next to the student's own text.
-            if stage == "apo"
-                && let Some((predictions, confidence)) = table.test.concept_calls(&report, 0.5)
-            {
-                table.push(
-                    concept_row(stage),
-                    RowKind::Baseline,
-                    predictions,
-                    Some(confidence),
-                );
-            }
-        }
+        push_student(&mut table, stage, &report);
         test_images = report.images;
         if stage == "apo" {
             apo_report = Some(report);
@@ -627,15 +623,8 @@ pub fn run<B: TrainBackend>(
         let samples = out.join(format!("samples-{}.jsonl", v.name));
         write_samples(&samples, &report)?;
         files.push(samples);
-        if report.accuracy.is_some() {
-            let row = student_row(&v.name);
-            let (predictions, confidence) = table.test.read(&report);
-            table.push(row.clone(), RowKind::Student, predictions, confidence);
-            table.set_inconsistent(
-                &row,
-                inconsistency(report.samples.iter().map(|s| s.text.as_str())),
-            );
-            variants.insert(v.name.clone(), table.mean(&row));
+        if push_student(&mut table, &v.name, &report) {
+            variants.insert(v.name.clone(), table.mean(&student_row(&v.name)));
         }
     }
     // Where the preference is won: each stage-2 student's reward margin over the stage-1
@@ -654,30 +643,15 @@ pub fn run<B: TrainBackend>(
         if held.sets > 0 {
             files.push(path.clone());
             let sets = Preferences::read(&path)?;
-            let students = STAGE2
-                .iter()
-                .map(|&(name, objective)| {
-                    let beta = match (&options.pairwise, objective) {
-                        (Some(p), Objective::PairwiseSigmoid) => p.loss.beta,
-                        _ => config.apo.loss.beta,
-                    };
-                    (name.to_owned(), beta)
-                })
-                .chain(
-                    options
-                        .variants
-                        .iter()
-                        .map(|v| (v.name.clone(), v.apo.loss.beta)),
-                );
-            for (name, beta) in students {
+            for (name, &beta) in &betas {
                 let marker = format!("margins-{name}");
-                let k = key(&[&marker, MARGIN_VERSION, &train_keys[&name], &held_key]);
+                let k = key(&[&marker, MARGIN_VERSION, &train_keys[name], &held_key]);
                 let b = match stages.done::<MarginBreakdown>(&marker, &k) {
                     Some(b) => b,
                     None => {
                         stages.start(&marker, &k)?;
                         let b = apo_train::margin::margin_breakdown_dirs::<B::InnerBackend>(
-                            &config.run.out.join(&name),
+                            &config.run.out.join(name),
                             &config.run.out.join("sft"),
                             &config.run.out.join("tokenizer.json"),
                             &sets,
@@ -692,7 +666,7 @@ pub fn run<B: TrainBackend>(
                         b
                     }
                 };
-                margins.insert(name, b);
+                margins.insert(name.clone(), b);
             }
         }
     }
